@@ -1,0 +1,14 @@
+//! The backend shared by MetricStream's ingest and consumer services.
+//!
+//! It owns the record model ([`model`]) and its checksummed binary encoding ([`codec`]), the
+//! partitioner both backends use ([`partitioner`]), the traits a queue backend implements
+//! ([`queue`]), and the durable partitioned file queue ([`file`]).
+
+pub mod codec;
+pub mod file;
+pub mod model;
+pub mod partitioner;
+pub mod queue;
+
+pub use model::{ClientId, Metric, MetricBatch, Offset, Partition};
+pub use queue::{AppendError, ConsumeError, ConsumedRecord, Poll, QueueConsumer, QueueProducer};

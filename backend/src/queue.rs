@@ -1,0 +1,109 @@
+//! The traits a queue backend implements. The ingest service holds a [`QueueProducer`]; the
+//! consumer service holds a [`QueueConsumer`]. The file queue implements both here; the Kafka
+//! backend plugs into the same traits.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::model::{Offset, Partition};
+
+/// Why an append was not acknowledged. None of these means the record was stored; every one is
+/// safe for the client to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The backend is at its in-flight limit: backpressure, answered with `503` + `Retry-After`.
+    #[error("the queue is saturated; retry shortly")]
+    Saturated,
+    /// The backend cannot store data right now (disk full, I/O error, broker unreachable).
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    /// The partition does not exist in this queue.
+    #[error("partition {partition} does not exist (the queue has {partitions})")]
+    NoSuchPartition { partition: Partition, partitions: u32 },
+    /// A single record larger than the backend accepts.
+    #[error("record of {size} bytes exceeds the queue's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    /// The producer is shutting down and takes no new records.
+    #[error("the queue is shutting down")]
+    Closed,
+}
+
+/// The write side of a queue: appends records and acknowledges them once durable.
+#[async_trait]
+pub trait QueueProducer: Send + Sync + 'static {
+    /// The number of partitions records may be appended to.
+    fn partitions(&self) -> u32;
+
+    /// Appends one record to `partition`. Returns its offset only once the record is durable
+    /// under the backend's durability policy (fsynced, or acknowledged by every in-sync replica).
+    async fn append(&self, partition: Partition, record: Bytes) -> Result<Offset, AppendError>;
+
+    /// `Ok` when the producer can currently accept writes; otherwise why not. Drives `/readyz`.
+    fn readiness(&self) -> Result<(), String>;
+
+    /// Stops taking records, finishes everything in flight, and makes it durable.
+    async fn close(&self);
+}
+
+/// A record read back from a partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumedRecord {
+    pub partition: Partition,
+    pub offset: Offset,
+    pub payload: Bytes,
+}
+
+/// What one [`QueueConsumer::poll`] returns.
+#[derive(Debug, Default)]
+pub struct Poll {
+    /// Partitions this consumer gained since the last poll. Whatever the caller keeps per
+    /// partition (a sink's position, say) must be reloaded for them: another consumer may have
+    /// written in the meantime.
+    pub assigned: Vec<Partition>,
+    /// Partitions this consumer no longer owns. Nothing more will be returned for them.
+    pub revoked: Vec<Partition>,
+    /// Records in offset order within each partition.
+    pub records: Vec<ConsumedRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("queue I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("partition {partition} is corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        partition: Partition,
+        offset: Offset,
+        reason: String,
+    },
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The read side of a queue for one consumer group member.
+///
+/// Contract: the caller commits (or gives up on) everything a `poll` returned before it polls
+/// again. Ownership changes happen only inside `poll`, so a partition is handed over only after
+/// its records were committed.
+#[async_trait]
+pub trait QueueConsumer: Send + 'static {
+    /// Returns the next records of the partitions this member owns, waiting up to `max_wait` for
+    /// some to arrive. At most about `max_records` are returned.
+    async fn poll(&mut self, max_records: usize, max_wait: Duration) -> Result<Poll, ConsumeError>;
+
+    /// Durably records that everything before `next` has been processed for each partition.
+    async fn commit(&mut self, positions: &[(Partition, Offset)]) -> Result<(), ConsumeError>;
+
+    /// The partitions this member owns now.
+    fn assignment(&self) -> Vec<Partition>;
+
+    /// Records in each owned partition that the group has not committed yet, as last observed.
+    fn lag(&self) -> Vec<(Partition, u64)>;
+
+    /// Commits nothing new; releases the partitions this member owns so others can take over.
+    async fn close(&mut self);
+}
