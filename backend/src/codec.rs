@@ -90,7 +90,10 @@ pub fn decode(bytes: &[u8]) -> Result<MetricBatch, CodecError> {
         let flags_at = reader.at;
         let flags = reader.u8()?;
         if flags & !FLAG_TIMESTAMP != 0 {
-            return Err(CodecError::Flags { at: flags_at, flags });
+            return Err(CodecError::Flags {
+                at: flags_at,
+                flags,
+            });
         }
         let timestamp = if flags & FLAG_TIMESTAMP != 0 {
             Some(i64::from_le_bytes(reader.array()?))
@@ -225,12 +228,14 @@ mod tests {
     }
 
     fn batch_strategy() -> impl Strategy<Value = MetricBatch> {
-        (".{0,30}", proptest::collection::vec(metric_strategy(), 0..20)).prop_map(
-            |(client, metrics)| MetricBatch {
+        (
+            ".{0,30}",
+            proptest::collection::vec(metric_strategy(), 0..20),
+        )
+            .prop_map(|(client, metrics)| MetricBatch {
                 client: ClientId::new(client),
                 metrics,
-            },
-        )
+            })
     }
 
     /// NaN != NaN, so compare values bit for bit.

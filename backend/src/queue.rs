@@ -21,7 +21,10 @@ pub enum AppendError {
     Unavailable(String),
     /// The partition does not exist in this queue.
     #[error("partition {partition} does not exist (the queue has {partitions})")]
-    NoSuchPartition { partition: Partition, partitions: u32 },
+    NoSuchPartition {
+        partition: Partition,
+        partitions: u32,
+    },
     /// A single record larger than the backend accepts.
     #[error("record of {size} bytes exceeds the queue's limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },

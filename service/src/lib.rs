@@ -45,7 +45,11 @@ pub struct CommonArgs {
     pub data_dir: PathBuf,
 
     /// Address of the admin listener serving /healthz, /readyz and Prometheus /metrics.
-    #[arg(long, env = "METRICSTREAM_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "METRICSTREAM_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
     pub admin_listen: SocketAddr,
 
     /// Log format.
@@ -104,14 +108,21 @@ pub async fn serve_admin(
     }))
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -> impl IntoResponse {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> impl IntoResponse {
     match (state.readiness)() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> impl IntoResponse {
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (

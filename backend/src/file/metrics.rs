@@ -126,3 +126,32 @@ impl FileQueueMetrics {
         );
     }
 }
+
+impl FileQueueMetrics {
+    /// Number of `fdatasync` calls observed on segments.
+    pub fn fsync_seconds_count(&self) -> u64 {
+        histogram_count(&self.fsync_seconds)
+    }
+
+    pub fn segments_deleted_count(&self) -> u64 {
+        self.segments_deleted.get()
+    }
+
+    pub fn dropped_unconsumed_count(&self) -> u64 {
+        self.dropped_unconsumed_records.get()
+    }
+}
+
+fn histogram_count(histogram: &Histogram) -> u64 {
+    let mut text = String::new();
+    let mut registry = Registry::default();
+    registry.register("h", "", histogram.clone());
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        return 0;
+    }
+    text.lines()
+        .find(|line| line.starts_with("h_count"))
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}

@@ -19,6 +19,7 @@
 mod consumer;
 mod group;
 mod metrics;
+mod partition_log;
 mod producer;
 mod segment;
 
@@ -135,9 +136,7 @@ pub enum FileQueueError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{root} holds {existing} partitions; the partition count cannot shrink to {requested}"
-    )]
+    #[error("{root} holds {existing} partitions; the partition count cannot shrink to {requested}")]
     Shrink {
         root: PathBuf,
         existing: u32,
@@ -149,7 +148,9 @@ pub enum FileQueueError {
     Config(String),
 }
 
-pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FileQueueError {
+pub(crate) fn io_error(
+    context: impl Into<String>,
+) -> impl FnOnce(std::io::Error) -> FileQueueError {
     let context = context.into();
     move |source| FileQueueError::Io { context, source }
 }
