@@ -131,12 +131,12 @@ impl Membership {
             .unwrap_or_default();
         let member_id = format!("{}-{nanos}", std::process::id());
         let member_path = group_dir.join("members").join(format!("{member_id}.lock"));
-        let member_lock = try_lock(&member_path)?.ok_or_else(|| {
-            io::Error::other(format!(
-                "member lock {} is already held",
-                member_path.display()
-            ))
+        // Lock the file before it appears under members/: a file found there unlocked is dead.
+        let temp_path = group_dir.join(format!(".{member_id}.joining"));
+        let member_lock = try_lock(&temp_path)?.ok_or_else(|| {
+            io::Error::other(format!("member lock {} is already held", temp_path.display()))
         })?;
+        fs::rename(&temp_path, &member_path)?;
         Ok(Self {
             group_dir,
             member_id,

@@ -78,7 +78,7 @@ impl<'a> Scanner<'a> {
         let mut handle = file;
         handle.seek(SeekFrom::Start(pos))?;
         Ok(Self {
-            reader: io::BufReader::with_capacity(256 * 1024, file),
+            reader: io::BufReader::with_capacity(64 * 1024, file),
             pos,
             limit,
             expected_offset,
