@@ -6,6 +6,8 @@
 
 pub mod codec;
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod model;
 pub mod partitioner;
 pub mod queue;

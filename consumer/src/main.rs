@@ -1,1 +1,179 @@
-fn main() {}
+//! `metricstream-consumer`: reads a MetricStream queue as a member of a consumer group and writes
+//! every metric to the JSON Lines sink, committing offsets only after the sink is durable.
+//!
+//! This file owns startup and shutdown; the loop itself is in [`pipeline`], the sink in
+//! [`sink`].
+
+mod config;
+mod health;
+mod metrics;
+mod pipeline;
+mod sink;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use metricstream_backend::QueueConsumer;
+use metricstream_backend::file::{FileConsumer, FileQueueMetrics};
+use metricstream_service::{BackendKind, Readiness};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::{ConsumerMetrics, LagGauges};
+use crate::pipeline::{Pipeline, PipelineSettings, Stopped};
+use crate::sink::JsonlSink;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    metricstream_service::init_logging(config.common.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config));
+    // A shutdown that timed out may leave a blocking sink call (an fsync on a sick disk) running;
+    // it must not hold the exit hostage. Anything it did not finish is uncommitted and will be
+    // re-delivered.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "consumer failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            metricstream_service::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+
+    let mut registry = Registry::default();
+    let metrics = ConsumerMetrics::default();
+    metrics.register(&mut registry);
+    let queue_metrics = FileQueueMetrics::default();
+    queue_metrics.register(&mut registry);
+
+    let health = Arc::new(Health::default());
+    let readiness: Readiness = {
+        let health = Arc::clone(&health);
+        Arc::new(move || health.readiness())
+    };
+    // The admin listener outlives the pipeline so that /metrics can be scraped until the end.
+    let admin_shutdown = CancellationToken::new();
+    let admin = metricstream_service::serve_admin(
+        config.common.admin_listen,
+        Arc::new(registry),
+        readiness,
+        admin_shutdown.clone(),
+    )
+    .await?;
+
+    let outcome = consume(&config, metrics, queue_metrics, health, shutdown).await;
+    admin_shutdown.cancel();
+    if let Err(error) = admin.await {
+        tracing::warn!(%error, "admin listener task failed");
+    }
+    outcome
+}
+
+async fn consume(
+    config: &Config,
+    metrics: ConsumerMetrics,
+    queue_metrics: FileQueueMetrics,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let lag_family = queue_metrics.consumer_lag.clone();
+    let sink_dir = config.sink_dir.clone();
+    let sink = tokio::task::spawn_blocking(move || JsonlSink::open(sink_dir))
+        .await
+        .context("opening the sink panicked")?
+        .with_context(|| format!("opening the sink in {}", config.sink_dir.display()))?;
+
+    let open = async {
+        let consumer: Box<dyn QueueConsumer> = match config.common.backend {
+            BackendKind::File => Box::new(
+                FileConsumer::open(
+                    config.common.data_dir.clone(),
+                    config.common.partitions,
+                    &config.group,
+                    queue_metrics,
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the file queue in {} as group {}",
+                        config.common.data_dir.display(),
+                        config.group
+                    )
+                })?,
+            ),
+        };
+        anyhow::Ok(consumer)
+    };
+    let consumer = tokio::select! {
+        consumer = open => consumer?,
+        () = shutdown.cancelled() => {
+            tracing::info!("shutdown requested before the queue was open");
+            return Ok(());
+        }
+    };
+    health.set_consumer_open(true);
+    tracing::info!(
+        backend = ?config.common.backend,
+        group = %config.group,
+        sink_dir = %sink.dir().display(),
+        max_batch_records = config.max_batch_records,
+        poll_wait_ms = config.poll_wait_ms,
+        "consumer started"
+    );
+
+    let settings = PipelineSettings::new(config.max_batch_records as usize, config.poll_wait());
+    // The queue's own lag family (`metricstream_queue_consumer_lag_records`) is kept from what the
+    // consumer reports after each commit; the file queue removes series it releases itself.
+    let lag = LagGauges::new(lag_family);
+    let pipeline = Pipeline::new(consumer, sink, metrics, health, lag, settings);
+    let mut task = tokio::spawn(pipeline.run(shutdown.clone()));
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        () = shutdown.cancelled() => {
+            let timeout = config.shutdown_timeout();
+            match tokio::time::timeout(timeout, &mut task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    task.abort();
+                    anyhow::bail!(
+                        "shutdown did not finish within {timeout:?}; uncommitted records will be \
+                         re-delivered to the next owner"
+                    );
+                }
+            }
+        }
+    };
+    match joined.context("the pipeline task panicked")?? {
+        Stopped::Drained => tracing::info!("shut down cleanly"),
+        Stopped::AbandonedBatch => tracing::warn!(
+            "shut down with the last batch uncommitted; it will be re-delivered and the sink \
+             will skip whatever of it already landed"
+        ),
+    }
+    Ok(())
+}

@@ -1,1 +1,267 @@
-fn main() {}
+//! `metricstream-ingest`: the HTTP front door of a MetricStream pipeline. This file owns the
+//! process's life: settings, startup in a deliberate order, and a bounded graceful shutdown.
+//!
+//! Startup binds the API port first (a taken port fails before any disk work), then starts the
+//! admin listener (so `/healthz` answers while a large queue recovers; `/readyz` says not yet),
+//! then opens the queue, then serves. Shutdown stops accepting, drains in-flight requests,
+//! closes the queue, and stops the admin listener last — all within `--shutdown-timeout`.
+
+mod auth;
+mod config;
+mod error;
+mod http;
+mod metrics;
+mod rate_limit;
+mod request;
+
+use std::future::IntoFuture;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use metricstream_backend::QueueProducer;
+use metricstream_backend::file::{FileProducer, FileQueueMetrics};
+use metricstream_service::{BackendKind, Readiness};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, TokenTable};
+use crate::config::Args;
+use crate::http::AppState;
+use crate::metrics::IngestMetrics;
+use crate::rate_limit::ClientRateLimiter;
+
+/// How often the rate limiter forgets clients whose allowance is full again.
+const RATE_LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    metricstream_service::init_logging(args.common.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "metricstream-ingest failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let authenticator = authenticator(&args)?;
+
+    // Cancelled on the first SIGTERM/SIGINT. Installed before anything slow so a signal during
+    // startup is a clean exit rather than the default kill.
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            metricstream_service::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the ingest listener on {}", args.listen))?;
+    let listen_addr = listener
+        .local_addr()
+        .context("reading the ingest listener's address")?;
+
+    let queue_metrics = FileQueueMetrics::default();
+    let ingest_metrics = IngestMetrics::default();
+    let mut registry = Registry::default();
+    queue_metrics.register(&mut registry);
+    ingest_metrics.register(&mut registry);
+
+    // Filled once the queue is open; until then, and from the shutdown signal on, not ready.
+    let opened_producer: Arc<OnceLock<Arc<dyn QueueProducer>>> = Arc::new(OnceLock::new());
+    let readiness: Readiness = Arc::new({
+        let opened_producer = opened_producer.clone();
+        let shutdown = shutdown.clone();
+        move || {
+            if shutdown.is_cancelled() {
+                return Err("shutting down".to_owned());
+            }
+            match opened_producer.get() {
+                Some(producer) => producer.readiness(),
+                None => Err("the queue is still opening".to_owned()),
+            }
+        }
+    });
+    let admin_shutdown = CancellationToken::new();
+    let admin = metricstream_service::serve_admin(
+        args.common.admin_listen,
+        Arc::new(registry),
+        readiness,
+        admin_shutdown.clone(),
+    )
+    .await?;
+
+    let producer = tokio::select! {
+        opened = open_producer(&args, queue_metrics) => opened,
+        () = shutdown.cancelled() => {
+            tracing::info!("shutdown requested while the queue was opening");
+            admin_shutdown.cancel();
+            return Ok(());
+        }
+    };
+    let producer = match producer {
+        Ok(producer) => producer,
+        Err(error) => {
+            admin_shutdown.cancel();
+            return Err(error);
+        }
+    };
+    // Only `run` sets the slot, once, so it is empty here.
+    let _ = opened_producer.set(producer.clone());
+
+    let rate_limiter = args
+        .rate_limit
+        .rate_limit()
+        .map(|limit| Arc::new(ClientRateLimiter::new(limit)));
+    if let Some(limiter) = &rate_limiter {
+        tokio::spawn(sweep_rate_limiter(limiter.clone(), shutdown.clone()));
+    }
+    let state = Arc::new(AppState {
+        producer: producer.clone(),
+        authenticator,
+        limits: args.limits.limits(),
+        rate_limiter,
+        metrics: ingest_metrics,
+    });
+
+    tracing::info!(
+        listen = %listen_addr,
+        partitions = producer.partitions(),
+        durability = %args.queue.durability,
+        data_dir = %args.common.data_dir.display(),
+        "ingest listening"
+    );
+    let server = tokio::spawn(
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    let served = wait_then_drain(server, &shutdown, args.shutdown_timeout, producer).await;
+
+    admin_shutdown.cancel();
+    // The admin listener has only quick endpoints; a stuck scrape must not hold the exit.
+    if tokio::time::timeout(Duration::from_secs(1), admin)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the admin listener did not stop within a second");
+    }
+    served?;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+/// Serves until the shutdown signal, then drains in-flight requests and closes the queue, all
+/// within `timeout` of the signal.
+async fn wait_then_drain(
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: &CancellationToken,
+    timeout: Duration,
+    producer: Arc<dyn QueueProducer>,
+) -> anyhow::Result<()> {
+    // axum::serve returns only after the shutdown signal, or on a failure of its own.
+    let early_exit = tokio::select! {
+        served = &mut server => Some(served),
+        () = shutdown.cancelled() => None,
+    };
+    let deadline = Instant::now() + timeout;
+    // Requests that outlive the drain are abandoned, but the queue still gets the last tenth of
+    // the budget to flush what reached it; an exhausted budget would cut that short too.
+    let drain_deadline = deadline - timeout / 10;
+    let served = match early_exit {
+        Some(served) => Some(served),
+        None => match tokio::time::timeout_at(drain_deadline, &mut server).await {
+            Ok(served) => Some(served),
+            Err(_) => {
+                tracing::warn!(
+                    ?timeout,
+                    "in-flight requests did not finish in time; abandoning them unanswered \
+                     (none of them was acknowledged)"
+                );
+                server.abort();
+                None
+            }
+        },
+    };
+
+    match tokio::time::timeout_at(deadline, producer.close()).await {
+        Ok(()) => tracing::info!("queue closed; everything acknowledged is durable"),
+        Err(_) => tracing::warn!(
+            ?timeout,
+            "the queue did not close in time; appends still in flight were not acknowledged"
+        ),
+    }
+
+    match served {
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(error))) => Err(anyhow::Error::new(error).context("serving the ingest API")),
+        Some(Err(join_error)) => {
+            Err(anyhow::Error::new(join_error).context("the ingest API task failed"))
+        }
+    }
+}
+
+fn authenticator(args: &Args) -> anyhow::Result<Authenticator> {
+    match &args.tokens_file {
+        Some(path) => {
+            let table = TokenTable::load(path)?;
+            tracing::info!(
+                path = %path.display(),
+                tokens = table.len(),
+                "token mode: requests must send Authorization: Bearer <token>"
+            );
+            Ok(Authenticator::Tokens(table))
+        }
+        None => {
+            tracing::warn!(
+                "no --tokens-file: open mode, the Authorization header value is the client id \
+                 and is not verified"
+            );
+            Ok(Authenticator::Open)
+        }
+    }
+}
+
+async fn open_producer(
+    args: &Args,
+    queue_metrics: FileQueueMetrics,
+) -> anyhow::Result<Arc<dyn QueueProducer>> {
+    match args.common.backend {
+        BackendKind::File => {
+            let data_dir = &args.common.data_dir;
+            let config = args
+                .queue
+                .file_queue_config(data_dir.clone(), args.common.partitions);
+            // The queue's errors already print their cause, so they are wrapped as text: chained,
+            // `{:#}` would print the cause twice.
+            let producer = FileProducer::open(config, queue_metrics)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("opening the file queue in {}: {error}", data_dir.display())
+                })?;
+            Ok(Arc::new(producer))
+        }
+    }
+}
+
+async fn sweep_rate_limiter(limiter: Arc<ClientRateLimiter>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(RATE_LIMITER_SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => limiter.forget_idle_clients(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -77,10 +77,14 @@ pub fn min_committed_all_groups(root: &Path, partition: u32) -> io::Result<Optio
 
 /// Creates a directory and all its parents, fsyncing each parent that gained an entry.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
+    // A relative path's last parent is "", which stands for the working directory.
+    let parent = dir
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    if let Some(parent) = parent {
         create_dir_durable(parent)?;
     }
     match fs::create_dir(dir) {
@@ -88,7 +92,7 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(error) => return Err(error),
     }
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = parent {
         sync_dir(parent)?;
     }
     Ok(())
@@ -243,6 +247,15 @@ mod tests {
             min_committed_all_groups(dir.path(), 1).expect("min"),
             Some(0)
         );
+    }
+
+    #[test]
+    fn a_relative_directory_is_created_under_the_working_directory() {
+        // A single relative component has "" as its parent: the case `--data-dir data` hits.
+        let relative = PathBuf::from(format!("relative-dir-test-{}", std::process::id()));
+        create_dir_durable(&relative.join("nested")).expect("relative");
+        assert!(relative.join("nested").is_dir());
+        fs::remove_dir_all(&relative).expect("cleanup");
     }
 
     #[test]

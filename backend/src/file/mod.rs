@@ -28,7 +28,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use consumer::FileConsumer;
-pub use metrics::FileQueueMetrics;
+pub use metrics::{FileQueueMetrics, PartitionLabel};
 pub use producer::FileProducer;
 
 /// When an append is acknowledged relative to `fdatasync`.
@@ -130,7 +130,7 @@ impl FileQueueConfig {
 /// Errors opening or recovering the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum FileQueueError {
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

@@ -1,0 +1,122 @@
+//! Topic administration through the Kafka admin API: make sure a topic exists with at least N
+//! partitions. Used by the services when asked to manage their topic, and by the operator's
+//! `admin` topic mode.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::{KafkaBackendError, KafkaSettings, apply_extra, base_config};
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`ensure_topic`] found or did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TopicChange {
+    Created { partitions: u32 },
+    Grown { from: u32, to: u32 },
+    Unchanged { partitions: u32 },
+}
+
+/// The partition count of `topic`, or `None` when it does not exist.
+pub async fn topic_partitions(settings: &KafkaSettings) -> Result<Option<u32>, KafkaBackendError> {
+    let admin = admin_client(settings)?;
+    let topic = settings.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&topic), ADMIN_TIMEOUT)?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        match found.error() {
+            None => Ok(Some(found.partitions().len() as u32)),
+            Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+                Ok(None)
+            }
+            Some(code) => Err(KafkaBackendError::Topic {
+                topic: topic.clone(),
+                reason: format!("metadata error {:?}", RDKafkaErrorCode::from(code)),
+            }),
+        }
+    })
+    .await
+    .map_err(|error| KafkaBackendError::Config(format!("metadata task failed: {error}")))?
+}
+
+/// Makes sure `settings.topic` exists with at least `settings.partitions` partitions: creates
+/// it (with `replication_factor` and `configs`) or adds partitions. Never shrinks a topic and
+/// never changes an existing topic's configuration.
+pub async fn ensure_topic(
+    settings: &KafkaSettings,
+    replication_factor: i32,
+    configs: &[(String, String)],
+) -> Result<TopicChange, KafkaBackendError> {
+    let wanted = settings.partitions;
+    let admin = admin_client(settings)?;
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    match topic_partitions(settings).await? {
+        Some(existing) if existing >= wanted => Ok(TopicChange::Unchanged {
+            partitions: existing,
+        }),
+        Some(existing) => {
+            let grow = NewPartitions::new(&settings.topic, wanted as usize);
+            let results = admin.create_partitions([&grow], &options).await?;
+            check_results(&settings.topic, results)?;
+            Ok(TopicChange::Grown {
+                from: existing,
+                to: wanted,
+            })
+        }
+        None => {
+            let mut topic = NewTopic::new(
+                &settings.topic,
+                wanted as i32,
+                TopicReplication::Fixed(replication_factor),
+            );
+            for (key, value) in configs {
+                topic = topic.set(key, value);
+            }
+            let results = admin.create_topics([&topic], &options).await?;
+            match check_results(&settings.topic, results) {
+                Ok(()) => Ok(TopicChange::Created { partitions: wanted }),
+                // Another replica created it first: check what it made.
+                Err(KafkaBackendError::Topic { reason, .. }) if reason.contains("TopicAlreadyExists") => {
+                    Box::pin(ensure_topic(settings, replication_factor, configs)).await
+                }
+                Err(error) => Err(error),
+            }
+        }
+    }
+}
+
+/// Deletes the topic. Only for tests and the operator's explicit `delete` policy.
+pub async fn delete_topic(settings: &KafkaSettings) -> Result<(), KafkaBackendError> {
+    let admin = admin_client(settings)?;
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = admin.delete_topics(&[&settings.topic], &options).await?;
+    check_results(&settings.topic, results)
+}
+
+fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaBackendError> {
+    let mut config = base_config(settings);
+    apply_extra(&mut config, settings);
+    Ok(config.create()?)
+}
+
+fn check_results(
+    topic: &str,
+    results: Vec<rdkafka::admin::TopicResult>,
+) -> Result<(), KafkaBackendError> {
+    for result in results {
+        if let Err((name, code)) = result {
+            return Err(KafkaBackendError::Topic {
+                topic: if name.is_empty() { topic.to_owned() } else { name },
+                reason: format!("{code:?}"),
+            });
+        }
+    }
+    Ok(())
+}

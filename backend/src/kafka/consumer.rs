@@ -1,0 +1,266 @@
+//! The Kafka [`QueueConsumer`]: a consumer-group member with manual, synchronous commits.
+//!
+//! Offsets are committed only when the caller says the records are durable downstream
+//! (at-least-once). Rebalances are reported to the caller through [`Poll`]; records fetched for
+//! a partition revoked during the same poll are dropped, since their new owner reads them again
+//! from the committed offset.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+
+use super::{KafkaBackendError, KafkaMetrics, KafkaSettings, apply_extra, base_config};
+use crate::file::PartitionLabel;
+use crate::model::{Offset, Partition};
+use crate::queue::{ConsumeError, ConsumedRecord, Poll, QueueConsumer};
+
+/// Rebalance events and statistics gathered by librdkafka's callbacks.
+#[derive(Default)]
+struct Shared {
+    assigned: Vec<Partition>,
+    revoked: Vec<Partition>,
+    owned: BTreeSet<Partition>,
+    lag: HashMap<i32, i64>,
+}
+
+struct GroupContext {
+    topic: String,
+    shared: Arc<Mutex<Shared>>,
+    metrics: KafkaMetrics,
+}
+
+impl GroupContext {
+    fn partitions_of(&self, list: &TopicPartitionList) -> Vec<Partition> {
+        list.elements_for_topic(&self.topic)
+            .iter()
+            .map(|element| Partition(element.partition().max(0) as u32))
+            .collect()
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.lag.clear();
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 && partition.consumer_lag >= 0 {
+                    shared.lag.insert(*id, partition.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, %reason, "librdkafka consumer error");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = self.partitions_of(list);
+            tracing::info!(?revoked, "partitions revoked");
+            if let Ok(mut shared) = self.shared.lock() {
+                for partition in &revoked {
+                    shared.owned.remove(partition);
+                    self.metrics
+                        .consumer_lag
+                        .remove(&PartitionLabel::new(partition.0));
+                }
+                shared.revoked.extend(revoked);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.metrics.rebalances.inc();
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assigned = self.partitions_of(list);
+                tracing::info!(?assigned, "partitions assigned");
+                if let Ok(mut shared) = self.shared.lock() {
+                    shared.owned.extend(assigned.iter().copied());
+                    shared.assigned.extend(assigned);
+                }
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+pub struct KafkaConsumer {
+    consumer: Option<Arc<StreamConsumer<GroupContext>>>,
+    topic: String,
+    shared: Arc<Mutex<Shared>>,
+    metrics: KafkaMetrics,
+}
+
+impl KafkaConsumer {
+    /// Joins `group` and subscribes to `settings.topic`. A new group starts at the earliest
+    /// offset, so nothing written before the first consumer started is skipped.
+    pub fn open(
+        settings: &KafkaSettings,
+        group: &str,
+        metrics: KafkaMetrics,
+    ) -> Result<Self, KafkaBackendError> {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut config = base_config(settings);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            // A member killed without leaving is replaced after this long.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
+            .set("statistics.interval.ms", "2000")
+            // Bound prefetch memory (the default is 64 MiB per client).
+            .set("queued.max.messages.kbytes", "16384");
+        apply_extra(&mut config, settings);
+        let consumer: StreamConsumer<GroupContext> = config.create_with_context(GroupContext {
+            topic: settings.topic.clone(),
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+        })?;
+        consumer.subscribe(&[&settings.topic])?;
+        Ok(Self {
+            consumer: Some(Arc::new(consumer)),
+            topic: settings.topic.clone(),
+            shared,
+            metrics,
+        })
+    }
+
+    fn consumer(&self) -> Result<Arc<StreamConsumer<GroupContext>>, ConsumeError> {
+        self.consumer
+            .clone()
+            .ok_or_else(|| ConsumeError::Other("the consumer is closed".into()))
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for KafkaConsumer {
+    async fn poll(&mut self, max_records: usize, max_wait: Duration) -> Result<Poll, ConsumeError> {
+        let consumer = self.consumer()?;
+        let deadline = Instant::now() + max_wait;
+        let mut records = Vec::new();
+        while records.len() < max_records.max(1) {
+            // Wait up to the deadline for the first record, then take only what is ready.
+            let wait = if records.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::from_millis(1)
+            };
+            let message = match tokio::time::timeout(wait, consumer.recv()).await {
+                Ok(Ok(message)) => message,
+                Ok(Err(error)) => {
+                    if records.is_empty() {
+                        return Err(ConsumeError::Unavailable(error.to_string()));
+                    }
+                    tracing::warn!(%error, "consumer error; returning what was read");
+                    break;
+                }
+                Err(_elapsed) => break,
+            };
+            if message.topic() != self.topic {
+                continue;
+            }
+            records.push(ConsumedRecord {
+                partition: Partition(message.partition().max(0) as u32),
+                offset: Offset(message.offset().max(0) as u64),
+                payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+            });
+        }
+        let mut poll = Poll::default();
+        if let Ok(mut shared) = self.shared.lock() {
+            poll.revoked = std::mem::take(&mut shared.revoked);
+            poll.assigned = std::mem::take(&mut shared.assigned);
+            let owned = shared.owned.clone();
+            records.retain(|record| owned.contains(&record.partition));
+        }
+        self.metrics.consumed_records.inc_by(records.len() as u64);
+        poll.records = records;
+        Ok(poll)
+    }
+
+    async fn commit(&mut self, positions: &[(Partition, Offset)]) -> Result<(), ConsumeError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer()?;
+        let owned = self
+            .shared
+            .lock()
+            .map(|shared| shared.owned.clone())
+            .unwrap_or_default();
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in positions {
+            // A partition revoked since the poll belongs to another member now; it re-reads
+            // from the last commit, so skipping it duplicates at most, never loses.
+            if !owned.contains(partition) {
+                continue;
+            }
+            list.add_partition_offset(&self.topic, partition.0 as i32, KafkaOffset::Offset(next.0 as i64))
+                .map_err(|error| ConsumeError::Other(error.to_string()))?;
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+            .await
+            .map_err(|error| ConsumeError::Other(format!("commit task failed: {error}")))?
+            .map_err(|error| ConsumeError::Unavailable(format!("commit failed: {error}")))
+    }
+
+    fn assignment(&self) -> Vec<Partition> {
+        self.shared
+            .lock()
+            .map(|shared| shared.owned.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn lag(&self) -> Vec<(Partition, u64)> {
+        self.shared
+            .lock()
+            .map(|shared| {
+                shared
+                    .owned
+                    .iter()
+                    .map(|p| (*p, shared.lag.get(&(p.0 as i32)).copied().unwrap_or(0).max(0) as u64))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn close(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            // Leaving the group (and dropping the client) blocks in librdkafka.
+            let left = tokio::time::timeout(
+                Duration::from_secs(15),
+                tokio::task::spawn_blocking(move || {
+                    consumer.unsubscribe();
+                    drop(consumer);
+                }),
+            )
+            .await;
+            if left.is_err() {
+                tracing::warn!("leaving the consumer group timed out");
+            }
+        }
+    }
+}

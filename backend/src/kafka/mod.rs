@@ -1,0 +1,95 @@
+//! The Kafka backend: the same [`QueueProducer`](crate::QueueProducer) and
+//! [`QueueConsumer`](crate::QueueConsumer) contracts on an Apache Kafka topic, through
+//! librdkafka (linked statically).
+//!
+//! - [`KafkaProducer`]: one idempotent producer per process (`acks=all`), the partition chosen
+//!   explicitly by the shared partitioner, bounded buffering whose exhaustion is backpressure,
+//!   fast failure while the cluster is unreachable, rebuilt after a fatal error, flushed on close.
+//! - [`KafkaConsumer`]: a consumer-group member that commits synchronously only what the caller
+//!   says is durable downstream, and reports rebalances and lag.
+//! - [`admin`]: create a topic with N partitions, or grow it to N.
+
+pub mod admin;
+mod consumer;
+mod metrics;
+mod producer;
+
+use std::time::Duration;
+
+pub use consumer::KafkaConsumer;
+pub use metrics::KafkaMetrics;
+pub use producer::KafkaProducer;
+
+/// Where the topic lives and how to reach it.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions the partitioner spreads clients over; the topic must have at least this many.
+    pub partitions: u32,
+    /// librdkafka `client.id`, to tell our connections apart in broker logs and quotas.
+    pub client_id: String,
+    /// Further librdkafka properties, applied last (security settings, tuning).
+    pub extra: Vec<(String, String)>,
+}
+
+/// Producer tuning. The defaults favour durability first, then throughput.
+#[derive(Clone, Debug)]
+pub struct ProducerTuning {
+    /// How long an append waits for Kafka's acknowledgement before answering "unavailable".
+    /// The record may still be delivered later (librdkafka keeps retrying until
+    /// `message_timeout`); it is then a duplicate of the client's retry, never a loss.
+    pub ack_timeout: Duration,
+    /// librdkafka `message.timeout.ms`: how long it keeps retrying a record at all.
+    pub message_timeout: Duration,
+    /// librdkafka `queue.buffering.max.kbytes`: memory for records not yet acknowledged.
+    /// When it is full, appends are refused as saturated (503) instead of queueing unboundedly.
+    pub max_buffer_kbytes: u32,
+    /// librdkafka `linger.ms`.
+    pub linger: Duration,
+    /// librdkafka `compression.type`.
+    pub compression: String,
+    /// No acknowledgement for this long while records are in flight marks the cluster
+    /// unreachable: new appends then fail at once until a metadata probe succeeds.
+    pub stall_threshold: Duration,
+}
+
+impl Default for ProducerTuning {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(30),
+            max_buffer_kbytes: 64 * 1024,
+            linger: Duration::from_millis(5),
+            compression: "lz4".into(),
+            stall_threshold: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaBackendError {
+    #[error("kafka client error: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("invalid setting: {0}")]
+    Config(String),
+}
+
+fn base_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", &settings.client_id)
+        // Quiet by default: librdkafka's own log lines arrive through `tracing` at warn.
+        .set("log_level", "4");
+    config
+}
+
+fn apply_extra(config: &mut rdkafka::ClientConfig, settings: &KafkaSettings) {
+    for (key, value) in &settings.extra {
+        config.set(key, value);
+    }
+}

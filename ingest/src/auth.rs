@@ -1,0 +1,353 @@
+//! Who a request comes from: the token file (`client_id=token` lines) and the resolution of an
+//! `Authorization` header to a [`ClientId`], in token mode or in the prototype's open mode.
+//!
+//! Tokens are secrets: no error, log line or `Debug` output here ever contains one.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::path::Path;
+
+use axum::http::HeaderValue;
+use metricstream_backend::ClientId;
+
+/// The longest client id accepted, in bytes, whether from the token file or an open-mode header.
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
+
+/// How an `Authorization` header becomes a client id.
+pub enum Authenticator {
+    /// No token file: the whole header value is the client id, as in the C++ prototype.
+    Open,
+    /// `Authorization: Bearer <token>`, the token looked up in the token file.
+    Tokens(TokenTable),
+}
+
+/// Why a request's client could not be established.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the Authorization header is missing or empty")]
+    Missing,
+    #[error("the bearer token is not recognised; send `Authorization: Bearer <token>`")]
+    UnknownToken,
+    #[error("the Authorization header is not a valid client id: {0}")]
+    InvalidClientId(String),
+}
+
+impl Authenticator {
+    /// Whether clients are expected to send bearer tokens (decides the `WWW-Authenticate`
+    /// challenge on 401 answers).
+    pub fn expects_bearer(&self) -> bool {
+        matches!(self, Self::Tokens(_))
+    }
+
+    /// Resolves the client of a request from its `Authorization` header, if any.
+    pub fn client_id(&self, authorization: Option<&HeaderValue>) -> Result<ClientId, AuthError> {
+        let value = authorization
+            .map(HeaderValue::as_bytes)
+            .filter(|bytes| !bytes.is_empty())
+            .ok_or(AuthError::Missing)?;
+        match self {
+            Self::Open => open_mode_client_id(value),
+            Self::Tokens(table) => {
+                let token = bearer_token(value).ok_or(AuthError::UnknownToken)?;
+                table.lookup(token).cloned().ok_or(AuthError::UnknownToken)
+            }
+        }
+    }
+}
+
+fn open_mode_client_id(value: &[u8]) -> Result<ClientId, AuthError> {
+    let id = std::str::from_utf8(value)
+        .map_err(|_| AuthError::InvalidClientId("it is not valid UTF-8".to_owned()))?;
+    check_client_id(id).map_err(AuthError::InvalidClientId)?;
+    Ok(ClientId::new(id))
+}
+
+/// The token of a `Bearer <token>` value (scheme case-insensitive, per RFC 9110), or `None` for
+/// any other scheme or an empty token.
+fn bearer_token(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim_matches(' ');
+    (!token.is_empty()).then_some(token)
+}
+
+/// Checks a client id is usable as a partition key and a log field: non-empty, at most
+/// [`MAX_CLIENT_ID_BYTES`], no control characters. The error says which rule it broke, never
+/// what the id was.
+fn check_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    if id.len() > MAX_CLIENT_ID_BYTES {
+        return Err(format!(
+            "it is {} bytes long; the limit is {MAX_CLIENT_ID_BYTES}",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("it contains control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// Bearer tokens and the client each stands for, as loaded from the token file.
+pub struct TokenTable {
+    // A hash lookup with the standard library's randomly keyed SipHash: how long a lookup takes
+    // does not reveal how much of a guessed token matched.
+    clients_by_token: HashMap<String, ClientId>,
+}
+
+/// Deliberately prints only the number of tokens, never the tokens themselves.
+impl fmt::Debug for TokenTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenTable")
+            .field("tokens", &self.clients_by_token.len())
+            .finish()
+    }
+}
+
+/// A token file that cannot be used. Names the line, never its content (it may hold a token).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("line {line}: {problem}")]
+    Line { line: usize, problem: String },
+    #[error("it holds no `client_id=token` line; every request would be refused")]
+    Empty,
+}
+
+impl TokenTable {
+    /// Reads and parses the token file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the tokens file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in the tokens file {}", path.display()))
+    }
+
+    /// Parses `client_id=token` lines, split at the first `=`, each side trimmed. Blank lines
+    /// and lines starting with `#` are skipped.
+    pub fn parse(text: &str) -> Result<Self, TokenFileError> {
+        // Each token with its client and the line it came from, to name both lines of a duplicate.
+        let mut entries: HashMap<String, (ClientId, usize)> = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let line_number = index + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let malformed = |problem: String| TokenFileError::Line {
+                line: line_number,
+                problem,
+            };
+            let (client, token) = line
+                .split_once('=')
+                .ok_or_else(|| malformed("expected `client_id=token`, found no `=`".to_owned()))?;
+            let (client, token) = (client.trim(), token.trim());
+            check_client_id(client)
+                .map_err(|why| malformed(format!("the client id is invalid: {why}")))?;
+            if token.is_empty() {
+                return Err(malformed(format!("client {client:?} has an empty token")));
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(malformed(format!(
+                    "the token of client {client:?} contains whitespace or control characters, \
+                     which a bearer token cannot carry"
+                )));
+            }
+            match entries.entry(token.to_owned()) {
+                Entry::Occupied(first) => {
+                    let (first_client, first_line) = first.get();
+                    return Err(malformed(format!(
+                        "client {client:?} has the same token as client {first_client:?} on line \
+                         {first_line}; each token must name exactly one client"
+                    )));
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert((ClientId::new(client), line_number));
+                }
+            }
+        }
+        let clients_by_token: HashMap<String, ClientId> = entries
+            .into_iter()
+            .map(|(token, (client, _line))| (token, client))
+            .collect();
+        if clients_by_token.is_empty() {
+            return Err(TokenFileError::Empty);
+        }
+        Ok(Self { clients_by_token })
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients_by_token.len()
+    }
+
+    fn lookup(&self, token: &str) -> Option<&ClientId> {
+        self.clients_by_token.get(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(value: &str) -> HeaderValue {
+        HeaderValue::from_str(value).expect("valid header value")
+    }
+
+    fn tokens(text: &str) -> Authenticator {
+        Authenticator::Tokens(TokenTable::parse(text).expect("token file parses"))
+    }
+
+    #[test]
+    fn open_mode_uses_the_whole_header_as_client_id() {
+        let auth = Authenticator::Open;
+        assert_eq!(
+            auth.client_id(Some(&header("team-a"))),
+            Ok(ClientId::new("team-a"))
+        );
+        // The prototype took the value verbatim, scheme and all.
+        assert_eq!(
+            auth.client_id(Some(&header("Bearer abc"))),
+            Ok(ClientId::new("Bearer abc"))
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_header_is_missing_in_both_modes() {
+        for auth in [Authenticator::Open, tokens("a=t1")] {
+            assert_eq!(auth.client_id(None), Err(AuthError::Missing));
+            assert_eq!(auth.client_id(Some(&header(""))), Err(AuthError::Missing));
+        }
+    }
+
+    #[test]
+    fn open_mode_rejects_overlong_client_ids() {
+        let auth = Authenticator::Open;
+        let longest = "x".repeat(MAX_CLIENT_ID_BYTES);
+        assert_eq!(
+            auth.client_id(Some(&header(&longest))),
+            Ok(ClientId::new(longest.clone()))
+        );
+        let too_long = "x".repeat(MAX_CLIENT_ID_BYTES + 1);
+        assert!(matches!(
+            auth.client_id(Some(&header(&too_long))),
+            Err(AuthError::InvalidClientId(why)) if why.contains("257 bytes")
+        ));
+    }
+
+    #[test]
+    fn open_mode_rejects_control_characters_and_invalid_utf8() {
+        let auth = Authenticator::Open;
+        let tab = header("a\tb");
+        assert!(matches!(
+            auth.client_id(Some(&tab)),
+            Err(AuthError::InvalidClientId(why)) if why.contains("control")
+        ));
+        let latin1 = HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid header");
+        assert!(matches!(
+            auth.client_id(Some(&latin1)),
+            Err(AuthError::InvalidClientId(why)) if why.contains("UTF-8")
+        ));
+        let utf8 = HeaderValue::from_bytes("café".as_bytes()).expect("valid header");
+        assert_eq!(auth.client_id(Some(&utf8)), Ok(ClientId::new("café")));
+    }
+
+    #[test]
+    fn token_mode_maps_bearer_tokens_to_clients() {
+        let auth = tokens("team-a=secret-a\nteam-b=secret-b\n");
+        assert_eq!(
+            auth.client_id(Some(&header("Bearer secret-a"))),
+            Ok(ClientId::new("team-a"))
+        );
+        assert_eq!(
+            auth.client_id(Some(&header("bearer   secret-b"))),
+            Ok(ClientId::new("team-b"))
+        );
+    }
+
+    #[test]
+    fn token_mode_refuses_unknown_tokens_and_other_schemes() {
+        let auth = tokens("team-a=secret-a");
+        for value in [
+            "Bearer wrong",
+            "Bearer secret-a-but-longer",
+            "Bearer ",
+            "Bearer",
+            "secret-a",
+            "Basic secret-a",
+            "team-a",
+        ] {
+            assert_eq!(
+                auth.client_id(Some(&header(value))),
+                Err(AuthError::UnknownToken),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_file_splits_at_the_first_equals_and_skips_comments() {
+        let table = TokenTable::parse(
+            "# clients of the web team\n\
+             \n\
+             web = abc==\n   \
+             # indented comment\r\n\
+             batch=x=y\r\n",
+        )
+        .expect("parses");
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.lookup("abc=="), Some(&ClientId::new("web")));
+        assert_eq!(table.lookup("x=y"), Some(&ClientId::new("batch")));
+    }
+
+    #[test]
+    fn one_client_may_have_several_tokens() {
+        let table = TokenTable::parse("web=old\nweb=new").expect("parses");
+        assert_eq!(table.lookup("old"), Some(&ClientId::new("web")));
+        assert_eq!(table.lookup("new"), Some(&ClientId::new("web")));
+    }
+
+    #[test]
+    fn malformed_lines_are_named_by_number_without_the_token() {
+        let cases = [
+            ("a=1\nno-equals-sign-s3cr3t\n", 2),
+            ("a=1\n\n=s3cr3t", 3),
+            ("client-without-token=", 1),
+            ("a=s3cr3t with space", 1),
+            (
+                &format!("{}=s3cr3t", "c".repeat(MAX_CLIENT_ID_BYTES + 1)),
+                1,
+            ),
+            ("a\u{7}b=s3cr3t", 1),
+            ("a=s3cr3t\nb=s3cr3t", 2),
+        ];
+        for (text, expected_line) in cases {
+            let error = TokenTable::parse(text).expect_err(text);
+            assert!(
+                matches!(error, TokenFileError::Line { line, .. } if line == expected_line),
+                "{text:?}: {error}"
+            );
+            let message = error.to_string();
+            assert!(!message.contains("s3cr3t"), "{text:?} leaked: {message}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_tokens_is_refused() {
+        assert_eq!(
+            TokenTable::parse("# nothing yet\n\n").err(),
+            Some(TokenFileError::Empty)
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let table = TokenTable::parse("web=s3cr3t").expect("parses");
+        let shown = format!("{table:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+}

@@ -1,0 +1,341 @@
+//! The ingest service's settings: every one a flag with an environment-variable fallback,
+//! parsed once at startup into [`Args`] and handed down from there.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use metricstream_backend::file::{Durability, FileQueueConfig, Retention};
+use metricstream_service::CommonArgs;
+
+use crate::request::Limits;
+
+/// MetricStream's HTTP ingest service: accepts `POST /metrics` (alias `/v1/metrics`) and
+/// acknowledges a batch only once the queue has made it durable.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "metricstream-ingest", version, about, long_about = None)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the ingest API (POST /metrics, POST /v1/metrics).
+    #[arg(long, env = "METRICSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// File of `client_id=token` lines (blank lines and `#` comments ignored). When set, requests
+    /// must send `Authorization: Bearer <token>`; when absent (open mode) the whole
+    /// Authorization value is the client id.
+    #[arg(long, env = "METRICSTREAM_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
+
+    #[command(flatten)]
+    pub queue: FileQueueArgs,
+
+    /// Seconds to drain in-flight requests and close the queue after SIGTERM/SIGINT, in total;
+    /// the last tenth is kept for closing the queue (suffixes s, m, h, d accepted).
+    #[arg(long, env = "METRICSTREAM_SHUTDOWN_TIMEOUT", default_value = "30",
+          value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// What a single request may carry.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Largest request body in bytes, checked both as received and after gzip decompression.
+    #[arg(long, env = "METRICSTREAM_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Most metrics accepted in one request.
+    #[arg(long, env = "METRICSTREAM_MAX_METRICS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_metrics: u64,
+
+    /// Longest metric name in bytes.
+    #[arg(long, env = "METRICSTREAM_MAX_NAME_BYTES", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_name_bytes: u64,
+
+    /// Most tags on one metric.
+    #[arg(long, env = "METRICSTREAM_MAX_TAGS", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub max_tags: u64,
+
+    /// Longest tag key, and longest tag value, in bytes.
+    #[arg(long, env = "METRICSTREAM_MAX_TAG_BYTES", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_tag_bytes: u64,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        // The ranges above keep every value well inside usize on the 64-bit targets we build.
+        let to_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        Limits {
+            max_body_bytes: to_usize(self.max_body_bytes),
+            max_metrics: to_usize(self.max_metrics),
+            max_name_bytes: to_usize(self.max_name_bytes),
+            max_tags: to_usize(self.max_tags),
+            max_tag_bytes: to_usize(self.max_tag_bytes),
+        }
+    }
+}
+
+/// Per-client request rate limiting, off unless a rate is given.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RateLimitArgs {
+    /// Requests per second each client may make on average; 0 turns rate limiting off.
+    #[arg(long, env = "METRICSTREAM_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a client may make at once above its steady rate (bucket size); defaults to the
+    /// per-second rate. Ignored while rate limiting is off.
+    #[arg(long, env = "METRICSTREAM_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+}
+
+/// The rate a client may sustain and the burst it may spend at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl RateLimitArgs {
+    /// `None` when rate limiting is off.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        let per_second = NonZeroU32::new(self.rate_limit_per_second)?;
+        let burst = self
+            .rate_limit_burst
+            .and_then(NonZeroU32::new)
+            .unwrap_or(per_second);
+        Some(RateLimit { per_second, burst })
+    }
+}
+
+/// Settings of the file queue this process appends to. The defaults mirror
+/// [`FileQueueConfig::new`]; a test keeps them in step.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FileQueueArgs {
+    /// When an append is acknowledged: always (one fdatasync per request), batch (group commit:
+    /// concurrent requests share one fdatasync) or none (page cache only; survives a process
+    /// crash, not a machine crash).
+    #[arg(long, env = "METRICSTREAM_DURABILITY", default_value_t = Durability::Batch)]
+    pub durability: Durability,
+
+    /// Size in bytes at which a partition's segment file is sealed and a new one started.
+    #[arg(long, env = "METRICSTREAM_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub segment_bytes: u64,
+
+    /// Appends that may wait per partition; further ones are refused with 503 until it drains.
+    #[arg(long, env = "METRICSTREAM_QUEUE_DEPTH", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub queue_depth: u64,
+
+    /// Seconds a segment every consumer group has read past is kept before deletion (suffixes
+    /// s, m, h, d accepted).
+    #[arg(long, env = "METRICSTREAM_RETENTION_AGE", default_value = "3600",
+          value_parser = parse_duration)]
+    pub retention_age: Duration,
+
+    /// Bytes per partition above which fully consumed segments are deleted before they reach
+    /// --retention-age. Unset: age alone decides.
+    #[arg(long, env = "METRICSTREAM_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
+
+    /// Bytes per partition above which the oldest segments are deleted even if unread (counted
+    /// in metricstream_queue_dropped_unconsumed_records_total). Unset: never drop unread data;
+    /// a full disk then answers 503.
+    #[arg(long, env = "METRICSTREAM_HARD_CAP_BYTES")]
+    pub hard_cap_bytes: Option<u64>,
+}
+
+impl FileQueueArgs {
+    pub fn file_queue_config(&self, root: PathBuf, partitions: u32) -> FileQueueConfig {
+        let defaults = FileQueueConfig::new(root, partitions);
+        FileQueueConfig {
+            durability: self.durability,
+            segment_bytes: self.segment_bytes,
+            queue_depth: usize::try_from(self.queue_depth).unwrap_or(usize::MAX),
+            retention: Retention {
+                consumed_age: self.retention_age,
+                consumed_bytes: self.retention_bytes,
+                hard_cap_bytes: self.hard_cap_bytes,
+            },
+            ..defaults
+        }
+    }
+}
+
+/// Parses a duration given as whole seconds (`90`), or with one unit suffix: `90s`, `15m`,
+/// `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let amount: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a duration: expected seconds such as 30, or 30s, 5m, 2h, 1d")
+    })?;
+    let unit_seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?}: expected s, m, h or d"
+            ));
+        }
+    };
+    amount
+        .checked_mul(unit_seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut argv = vec!["metricstream-ingest"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).expect("arguments parse")
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_help_text() {
+        for arg in Args::command().get_arguments() {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            assert!(
+                arg.get_help().is_some(),
+                "--{} has no help line",
+                arg.get_id()
+            );
+        }
+    }
+
+    #[test]
+    fn queue_flag_defaults_match_the_file_queue_defaults() {
+        let args = parse(&[]);
+        let ours = args.queue.file_queue_config(PathBuf::from("d"), 4);
+        let theirs = FileQueueConfig::new("d", 4);
+        assert_eq!(ours.durability, theirs.durability);
+        assert_eq!(ours.segment_bytes, theirs.segment_bytes);
+        assert_eq!(ours.queue_depth, theirs.queue_depth);
+        assert_eq!(ours.max_record_bytes, theirs.max_record_bytes);
+        assert_eq!(ours.max_batch_bytes, theirs.max_batch_bytes);
+        assert_eq!(ours.retention.consumed_age, theirs.retention.consumed_age);
+        assert_eq!(
+            ours.retention.consumed_bytes,
+            theirs.retention.consumed_bytes
+        );
+        assert_eq!(
+            ours.retention.hard_cap_bytes,
+            theirs.retention.hard_cap_bytes
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let args = parse(&[]);
+        assert_eq!(args.listen, "0.0.0.0:8080".parse().expect("address"));
+        assert_eq!(args.tokens_file, None);
+        let limits = args.limits.limits();
+        assert_eq!(limits.max_body_bytes, 1024 * 1024);
+        assert_eq!(limits.max_metrics, 10_000);
+        assert_eq!(limits.max_name_bytes, 256);
+        assert_eq!(limits.max_tags, 64);
+        assert_eq!(limits.max_tag_bytes, 256);
+        assert_eq!(args.rate_limit.rate_limit(), None);
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(args.common.partitions, 4);
+    }
+
+    #[test]
+    fn queue_flags_reach_the_file_queue_config() {
+        let args = parse(&[
+            "--durability",
+            "always",
+            "--segment-bytes",
+            "1048576",
+            "--queue-depth",
+            "10",
+            "--retention-age",
+            "2h",
+            "--retention-bytes",
+            "5000000",
+            "--hard-cap-bytes",
+            "9000000",
+        ]);
+        let config = args.queue.file_queue_config(PathBuf::from("q"), 8);
+        assert_eq!(config.root, PathBuf::from("q"));
+        assert_eq!(config.partitions, 8);
+        assert_eq!(config.durability, Durability::Always);
+        assert_eq!(config.segment_bytes, 1_048_576);
+        assert_eq!(config.queue_depth, 10);
+        assert_eq!(config.retention.consumed_age, Duration::from_secs(7200));
+        assert_eq!(config.retention.consumed_bytes, Some(5_000_000));
+        assert_eq!(config.retention.hard_cap_bytes, Some(9_000_000));
+    }
+
+    #[test]
+    fn unknown_durability_is_rejected() {
+        let argv = ["metricstream-ingest", "--durability", "sometimes"];
+        assert!(Args::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn burst_defaults_to_the_rate() {
+        let args = parse(&["--rate-limit-per-second", "5"]);
+        let limit = args.rate_limit.rate_limit().expect("rate limiting is on");
+        assert_eq!(limit.per_second.get(), 5);
+        assert_eq!(limit.burst.get(), 5);
+
+        let args = parse(&["--rate-limit-per-second", "5", "--rate-limit-burst", "20"]);
+        let limit = args.rate_limit.rate_limit().expect("rate limiting is on");
+        assert_eq!(limit.burst.get(), 20);
+    }
+
+    #[test]
+    fn zero_rate_turns_rate_limiting_off() {
+        let args = parse(&["--rate-limit-per-second", "0", "--rate-limit-burst", "3"]);
+        assert_eq!(args.rate_limit.rate_limit(), None);
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_unit_suffixes() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("-5").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("1.5h").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

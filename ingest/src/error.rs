@@ -1,0 +1,309 @@
+//! Every way a request can fail, and how each becomes an HTTP answer: a status, a stable
+//! machine-readable `code`, and a message for the human reading it, always as
+//! `{"error":{"code":"...","message":"..."}}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metricstream_backend::AppendError;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+/// Which of the two body-size checks a body failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyStage {
+    AsReceived,
+    Decompressed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    InvalidMetric(String),
+    #[error("the request holds {count} metrics; the limit is {limit} per request")]
+    TooManyMetrics { count: usize, limit: usize },
+    #[error("{}", body_too_large_message(*stage, *limit))]
+    BodyTooLarge { stage: BodyStage, limit: usize },
+    #[error("the body is not valid gzip: {0}")]
+    MalformedGzip(String),
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    UnsupportedEncoding(String),
+    #[error("{}", AuthError::Missing)]
+    MissingAuthorization {
+        /// Token mode: answer with a `WWW-Authenticate: Bearer` challenge.
+        bearer_challenge: bool,
+    },
+    #[error("{}", AuthError::UnknownToken)]
+    UnknownToken,
+    #[error("the Authorization header is not a valid client id: {0}")]
+    InvalidClientId(String),
+    #[error("client {client:?} exceeded its request rate; retry in {retry_after_seconds} s")]
+    RateLimited {
+        client: String,
+        retry_after_seconds: u64,
+    },
+    #[error("the queue is saturated")]
+    BackendSaturated,
+    #[error("the queue is unavailable: {0}")]
+    BackendUnavailable(String),
+    #[error(
+        "the encoded batch is {size} bytes; the queue accepts records of at most {limit} bytes"
+    )]
+    RecordTooLarge { size: usize, limit: usize },
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+}
+
+fn body_too_large_message(stage: BodyStage, limit: usize) -> String {
+    match stage {
+        BodyStage::AsReceived => format!("the request body exceeds the limit of {limit} bytes"),
+        BodyStage::Decompressed => {
+            format!("the decompressed request body exceeds the limit of {limit} bytes")
+        }
+    }
+}
+
+impl ApiError {
+    /// Translates an authentication failure; `bearer_challenge` is true in token mode.
+    pub fn from_auth(error: AuthError, bearer_challenge: bool) -> Self {
+        match error {
+            AuthError::Missing => Self::MissingAuthorization { bearer_challenge },
+            AuthError::UnknownToken => Self::UnknownToken,
+            AuthError::InvalidClientId(why) => Self::InvalidClientId(why),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_)
+            | Self::MalformedGzip(_)
+            | Self::UnreadableBody(_)
+            | Self::InvalidClientId(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidMetric(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyMetrics { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::MissingAuthorization { .. } | Self::UnknownToken => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BackendSaturated | Self::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidMetric(_) => "invalid_metric",
+            Self::TooManyMetrics { .. } => "too_many_metrics",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::MalformedGzip(_) => "malformed_gzip",
+            Self::UnreadableBody(_) => "unreadable_body",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::MissingAuthorization { .. } => "missing_authorization",
+            Self::UnknownToken => "unknown_token",
+            Self::InvalidClientId(_) => "invalid_client_id",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BackendSaturated => "backend_saturated",
+            Self::BackendUnavailable(_) => "backend_unavailable",
+            Self::RecordTooLarge { .. } => "record_too_large",
+            Self::Internal(_) => "internal",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+        }
+    }
+
+    /// What the client is told. Server-side failures keep their details for the log: the client
+    /// can act only on "retry later" and gains nothing from our disk's or code's troubles.
+    fn client_message(&self) -> String {
+        match self {
+            Self::BackendSaturated => {
+                "the queue is at its limit of waiting appends; retry shortly".to_owned()
+            }
+            Self::BackendUnavailable(_) => {
+                "the queue cannot store data right now; retry later".to_owned()
+            }
+            Self::Internal(_) => "internal error; the batch was not stored".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            Self::BackendSaturated | Self::BackendUnavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
+    fn authenticate_challenge(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingAuthorization {
+                bearer_challenge: true,
+            } => Some("Bearer"),
+            Self::UnknownToken => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Saturated => Self::BackendSaturated,
+            AppendError::Unavailable(reason) => Self::BackendUnavailable(reason),
+            AppendError::Closed => {
+                Self::BackendUnavailable("the queue is shutting down".to_owned())
+            }
+            AppendError::TooLarge { size, limit } => Self::RecordTooLarge { size, limit },
+            // The partition came from the producer's own count, so this is our bug, not the
+            // client's or the disk's.
+            error @ AppendError::NoSuchPartition { .. } => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), code, reason = %self, "request failed");
+        } else {
+            // Client mistakes are the client's to fix; at info they would drown the log.
+            tracing::debug!(status = status.as_u16(), code, reason = %self, "request refused");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.client_message(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after_seconds() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.authenticate_challenge() {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body reads");
+        serde_json::from_slice(&bytes).expect("error body is JSON")
+    }
+
+    #[tokio::test]
+    async fn error_body_has_code_and_message() {
+        let response = ApiError::InvalidMetric("metrics[2].value: bad".to_owned()).into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body_json(response).await,
+            serde_json::json!({"error": {"code": "invalid_metric", "message": "metrics[2].value: bad"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn backend_errors_ask_to_retry_in_a_second_without_internal_details() {
+        let cases = [
+            (AppendError::Saturated, "backend_saturated"),
+            (
+                AppendError::Unavailable("/data: No space left on device".to_owned()),
+                "backend_unavailable",
+            ),
+            (AppendError::Closed, "backend_unavailable"),
+        ];
+        for (error, code) in cases {
+            let response = ApiError::from(error).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+            let body = body_json(response).await;
+            assert_eq!(body["error"]["code"], code);
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(!message.contains("/data"), "{message}");
+        }
+    }
+
+    #[test]
+    fn append_errors_map_to_their_codes() {
+        let too_large = ApiError::from(AppendError::TooLarge { size: 10, limit: 5 });
+        assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(too_large.code(), "record_too_large");
+
+        let bug = ApiError::from(AppendError::NoSuchPartition {
+            partition: metricstream_backend::Partition(9),
+            partitions: 4,
+        });
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(bug.code(), "internal");
+    }
+
+    #[test]
+    fn bearer_challenge_only_in_token_mode() {
+        let token_mode = ApiError::from_auth(AuthError::Missing, true).into_response();
+        assert_eq!(token_mode.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(token_mode.headers()[header::WWW_AUTHENTICATE], "Bearer");
+
+        let open_mode = ApiError::from_auth(AuthError::Missing, false).into_response();
+        assert_eq!(open_mode.status(), StatusCode::UNAUTHORIZED);
+        assert!(!open_mode.headers().contains_key(header::WWW_AUTHENTICATE));
+
+        let unknown = ApiError::from_auth(AuthError::UnknownToken, true).into_response();
+        assert!(unknown.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let response = ApiError::RateLimited {
+            client: "a".to_owned(),
+            retry_after_seconds: 3,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+}
