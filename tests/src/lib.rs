@@ -1,1 +1,44 @@
-//! Process-level tests of the real binaries live in `tests/`.
+//! The harness of MetricStream's process-level tests (the tests are in `tests/tests/*.rs`).
+//!
+//! It runs the real `metricstream-ingest` and `metricstream-consumer` binaries as processes on
+//! loopback ports and temporary directories ([`process`]), drives them with concurrent HTTP
+//! clients whose every metric is uniquely identifiable ([`load`]), and reads the JSON Lines sink
+//! back to prove that every acknowledged metric arrived exactly once ([`sink`]).
+//!
+//! The binaries are looked up next to the test executable (`target/<profile>/`), so build them
+//! first with the same profile: `cargo build --bins` before `cargo test`, or
+//! `cargo build --release --bins` before `cargo test --release`. `METRICSTREAM_BIN_DIR`
+//! overrides the directory.
+
+pub mod load;
+pub mod process;
+pub mod sink;
+
+pub use load::{
+    Expected, ExpectedPosition, LoadReport, LoadSpec, MetricId, Outcome, RunningLoad, gzip,
+    request_body, run_load, start_load,
+};
+pub use process::{Service, ServiceSpec, TestDir};
+pub use sink::{
+    ReadMode, SinkContents, SinkLine, Verification, assert_settled_exactly_once, count_lines,
+    read_sink, verify, wait_for_lines, wait_for_sink,
+};
+
+use std::time::Duration;
+
+/// How long a service may take to answer `/readyz` with 200.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a service may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the consumer may take to bring every acknowledged metric to the sink.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An HTTP client for loopback: no proxy from the environment, bounded time per request.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("building an HTTP client")
+}

@@ -81,9 +81,13 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
         return Ok(());
     }
     // A relative path's last parent is "", which stands for the working directory.
-    let parent = dir
-        .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let parent = dir.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     if let Some(parent) = parent {
         create_dir_durable(parent)?;
     }
@@ -138,7 +142,10 @@ impl Membership {
         // Lock the file before it appears under members/: a file found there unlocked is dead.
         let temp_path = group_dir.join(format!(".{member_id}.joining"));
         let member_lock = try_lock(&temp_path)?.ok_or_else(|| {
-            io::Error::other(format!("member lock {} is already held", temp_path.display()))
+            io::Error::other(format!(
+                "member lock {} is already held",
+                temp_path.display()
+            ))
         })?;
         fs::rename(&temp_path, &member_path)?;
         Ok(Self {

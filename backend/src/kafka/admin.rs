@@ -25,15 +25,15 @@ pub async fn topic_partitions(settings: &KafkaSettings) -> Result<Option<u32>, K
     let admin = admin_client(settings)?;
     let topic = settings.topic.clone();
     tokio::task::spawn_blocking(move || {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(&topic), ADMIN_TIMEOUT)?;
+        let metadata = admin.inner().fetch_metadata(Some(&topic), ADMIN_TIMEOUT)?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
         };
         match found.error() {
             None => Ok(Some(found.partitions().len() as u32)),
-            Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Some(code)
+                if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
+            {
                 Ok(None)
             }
             Some(code) => Err(KafkaBackendError::Topic {
@@ -83,7 +83,9 @@ pub async fn ensure_topic(
             match check_results(&settings.topic, results) {
                 Ok(()) => Ok(TopicChange::Created { partitions: wanted }),
                 // Another replica created it first: check what it made.
-                Err(KafkaBackendError::Topic { reason, .. }) if reason.contains("TopicAlreadyExists") => {
+                Err(KafkaBackendError::Topic { reason, .. })
+                    if reason.contains("TopicAlreadyExists") =>
+                {
                     Box::pin(ensure_topic(settings, replication_factor, configs)).await
                 }
                 Err(error) => Err(error),
@@ -100,7 +102,9 @@ pub async fn delete_topic(settings: &KafkaSettings) -> Result<(), KafkaBackendEr
     check_results(&settings.topic, results)
 }
 
-fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaBackendError> {
+fn admin_client(
+    settings: &KafkaSettings,
+) -> Result<AdminClient<DefaultClientContext>, KafkaBackendError> {
     let mut config = base_config(settings);
     apply_extra(&mut config, settings);
     Ok(config.create()?)
@@ -113,7 +117,11 @@ fn check_results(
     for result in results {
         if let Err((name, code)) = result {
             return Err(KafkaBackendError::Topic {
-                topic: if name.is_empty() { topic.to_owned() } else { name },
+                topic: if name.is_empty() {
+                    topic.to_owned()
+                } else {
+                    name
+                },
                 reason: format!("{code:?}"),
             });
         }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -215,8 +217,12 @@ impl QueueConsumer for KafkaConsumer {
             if !owned.contains(partition) {
                 continue;
             }
-            list.add_partition_offset(&self.topic, partition.0 as i32, KafkaOffset::Offset(next.0 as i64))
-                .map_err(|error| ConsumeError::Other(error.to_string()))?;
+            list.add_partition_offset(
+                &self.topic,
+                partition.0 as i32,
+                KafkaOffset::Offset(next.0 as i64),
+            )
+            .map_err(|error| ConsumeError::Other(error.to_string()))?;
         }
         if list.count() == 0 {
             return Ok(());
@@ -241,7 +247,12 @@ impl QueueConsumer for KafkaConsumer {
                 shared
                     .owned
                     .iter()
-                    .map(|p| (*p, shared.lag.get(&(p.0 as i32)).copied().unwrap_or(0).max(0) as u64))
+                    .map(|p| {
+                        (
+                            *p,
+                            shared.lag.get(&(p.0 as i32)).copied().unwrap_or(0).max(0) as u64,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -31,7 +31,11 @@ impl KafkaMetrics {
     /// Registers every metric under the `metricstream_kafka_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("metricstream_kafka");
-        registry.register("acked_records", "Records Kafka acknowledged", self.acked_records.clone());
+        registry.register(
+            "acked_records",
+            "Records Kafka acknowledged",
+            self.acked_records.clone(),
+        );
         registry.register(
             "queue_full",
             "Appends refused because the producer buffer was full",

@@ -11,7 +11,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
-use super::{KafkaBackendError, KafkaMetrics, KafkaSettings, ProducerTuning, apply_extra, base_config};
+use super::{
+    KafkaBackendError, KafkaMetrics, KafkaSettings, ProducerTuning, apply_extra, base_config,
+};
 use crate::model::{Offset, Partition};
 use crate::queue::{AppendError, QueueProducer};
 
@@ -55,7 +57,8 @@ impl Health {
         {
             tracing::info!(down_for = ?since.elapsed(), "Kafka reachable again");
             self.metrics.cluster_unreachable.set(0);
-            self.last_progress_ms.store(self.now_ms(), Ordering::Release);
+            self.last_progress_ms
+                .store(self.now_ms(), Ordering::Release);
         }
     }
 
@@ -107,13 +110,23 @@ pub struct KafkaProducer {
     metrics: KafkaMetrics,
 }
 
-fn build(settings: &KafkaSettings, tuning: &ProducerTuning, health: &Arc<Health>) -> Result<Client, KafkaBackendError> {
+fn build(
+    settings: &KafkaSettings,
+    tuning: &ProducerTuning,
+    health: &Arc<Health>,
+) -> Result<Client, KafkaBackendError> {
     let mut config = base_config(settings);
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", tuning.message_timeout.as_millis().to_string())
-        .set("queue.buffering.max.kbytes", tuning.max_buffer_kbytes.to_string())
+        .set(
+            "message.timeout.ms",
+            tuning.message_timeout.as_millis().to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            tuning.max_buffer_kbytes.to_string(),
+        )
         .set("linger.ms", tuning.linger.as_millis().to_string())
         .set("compression.type", &tuning.compression)
         .set("socket.keepalive.enable", "true")
@@ -274,7 +287,9 @@ impl QueueProducer for KafkaProducer {
         }
         if let Some(reason) = self.health.down_reason() {
             self.metrics.delivery_errors.inc();
-            return Err(AppendError::Unavailable(format!("Kafka unreachable: {reason}")));
+            return Err(AppendError::Unavailable(format!(
+                "Kafka unreachable: {reason}"
+            )));
         }
         let client = self.client()?;
         let message = FutureRecord::<(), [u8]>::to(&self.settings.topic)
@@ -319,11 +334,15 @@ impl QueueProducer for KafkaProducer {
                 if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
                     self.health.fatal.store(true, Ordering::Release);
                 }
-                Err(AppendError::Unavailable(format!("delivery failed: {error}")))
+                Err(AppendError::Unavailable(format!(
+                    "delivery failed: {error}"
+                )))
             }
             Ok(Err(_canceled)) => {
                 self.metrics.delivery_errors.inc();
-                Err(AppendError::Unavailable("the producer was replaced mid-delivery".into()))
+                Err(AppendError::Unavailable(
+                    "the producer was replaced mid-delivery".into(),
+                ))
             }
             Err(_elapsed) => {
                 self.metrics.delivery_errors.inc();
