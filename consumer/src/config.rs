@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use metricstream_service::CommonArgs;
+use metricstream_service::{CommonArgs, KafkaArgs};
 
 /// Reads every partition of a MetricStream queue as one member of a consumer group and writes
 /// each metric to JSON Lines files, committing offsets only once the files are durable.
@@ -12,6 +12,9 @@ use metricstream_service::CommonArgs;
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
     /// Consumer group to join. Members of one group share the partitions; each group reads
     /// every record once. Letters, digits, '.', '_' and '-' only.

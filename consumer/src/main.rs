@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use metricstream_backend::QueueConsumer;
 use metricstream_backend::file::{FileConsumer, FileQueueMetrics};
+use metricstream_backend::kafka::{KafkaConsumer, KafkaMetrics, admin};
 use metricstream_service::{BackendKind, Readiness};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -68,8 +69,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::default();
     metrics.register(&mut registry);
+    // The lag gauges live in the queue metrics whatever the backend, so dashboards need one name.
     let queue_metrics = FileQueueMetrics::default();
     queue_metrics.register(&mut registry);
+    let kafka_metrics = KafkaMetrics::default();
+    if config.common.backend == BackendKind::Kafka {
+        kafka_metrics.register(&mut registry);
+    }
 
     let health = Arc::new(Health::default());
     let readiness: Readiness = {
@@ -86,7 +92,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
-    let outcome = consume(&config, metrics, queue_metrics, health, shutdown).await;
+    let outcome = consume(
+        &config,
+        metrics,
+        queue_metrics,
+        kafka_metrics,
+        health,
+        shutdown,
+    )
+    .await;
     admin_shutdown.cancel();
     if let Err(error) = admin.await {
         tracing::warn!(%error, "admin listener task failed");
@@ -98,6 +112,7 @@ async fn consume(
     config: &Config,
     metrics: ConsumerMetrics,
     queue_metrics: FileQueueMetrics,
+    kafka_metrics: KafkaMetrics,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -126,6 +141,33 @@ async fn consume(
                     )
                 })?,
             ),
+            BackendKind::Kafka => {
+                let settings = metricstream_service::kafka_settings(
+                    &config.common,
+                    &config.kafka,
+                    "consumer",
+                )?;
+                if config.kafka.kafka_create_topic {
+                    let change = admin::ensure_topic(
+                        &settings,
+                        config.kafka.kafka_replication_factor,
+                        &config.kafka.kafka_topic_config,
+                    )
+                    .await
+                    .with_context(|| format!("creating or growing topic {}", settings.topic))?;
+                    tracing::info!(topic = %settings.topic, ?change, "topic ready");
+                }
+                Box::new(
+                    KafkaConsumer::open(&settings, &config.group, kafka_metrics).with_context(
+                        || {
+                            format!(
+                                "joining group {} on topic {} at {}",
+                                config.group, settings.topic, settings.brokers
+                            )
+                        },
+                    )?,
+                )
+            }
         };
         anyhow::Ok(consumer)
     };

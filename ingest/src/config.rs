@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use metricstream_backend::file::{Durability, FileQueueConfig, Retention};
-use metricstream_service::CommonArgs;
+use metricstream_backend::kafka::ProducerTuning;
+use metricstream_service::{CommonArgs, KafkaArgs};
 
 use crate::request::Limits;
 
@@ -39,11 +40,60 @@ pub struct Args {
     #[command(flatten)]
     pub queue: FileQueueArgs,
 
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub kafka_producer: KafkaProducerArgs,
+
     /// Seconds to drain in-flight requests and close the queue after SIGTERM/SIGINT, in total;
     /// the last tenth is kept for closing the queue (suffixes s, m, h, d accepted).
     #[arg(long, env = "METRICSTREAM_SHUTDOWN_TIMEOUT", default_value = "30",
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// Tuning of the Kafka producer (with `--backend kafka`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct KafkaProducerArgs {
+    /// How long a request waits for Kafka's acknowledgement before it is answered 503. The
+    /// record may still land later (a duplicate of the client's retry, never a loss).
+    #[arg(long, env = "METRICSTREAM_KAFKA_ACK_TIMEOUT", default_value = "10",
+          value_parser = parse_duration)]
+    pub kafka_ack_timeout: Duration,
+
+    /// librdkafka message.timeout.ms: how long the producer keeps retrying a record at all.
+    #[arg(long, env = "METRICSTREAM_KAFKA_MESSAGE_TIMEOUT", default_value = "30",
+          value_parser = parse_duration)]
+    pub kafka_message_timeout: Duration,
+
+    /// Memory for records not yet acknowledged, in KiB; when full, requests get 503.
+    #[arg(long, env = "METRICSTREAM_KAFKA_BUFFER_KBYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1024..=2_097_151))]
+    pub kafka_buffer_kbytes: u32,
+
+    /// librdkafka linger.ms: how long records wait to be batched.
+    #[arg(long, env = "METRICSTREAM_KAFKA_LINGER_MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=900_000))]
+    pub kafka_linger_ms: u64,
+
+    /// Compression of record batches.
+    #[arg(long, env = "METRICSTREAM_KAFKA_COMPRESSION", default_value = "lz4",
+          value_parser = ["none", "gzip", "snappy", "lz4"])]
+    pub kafka_compression: String,
+}
+
+impl KafkaProducerArgs {
+    pub fn tuning(&self) -> ProducerTuning {
+        ProducerTuning {
+            ack_timeout: self.kafka_ack_timeout,
+            message_timeout: self.kafka_message_timeout,
+            max_buffer_kbytes: self.kafka_buffer_kbytes,
+            linger: Duration::from_millis(self.kafka_linger_ms),
+            compression: self.kafka_compression.clone(),
+            ..ProducerTuning::default()
+        }
+    }
 }
 
 /// What a single request may carry.

@@ -23,7 +23,8 @@ use anyhow::Context;
 use clap::Parser;
 use metricstream_backend::QueueProducer;
 use metricstream_backend::file::{FileProducer, FileQueueMetrics};
-use metricstream_service::{BackendKind, Readiness};
+use metricstream_backend::kafka::{KafkaMetrics, KafkaProducer, admin};
+use metricstream_service::{BackendKind, Readiness, kafka_settings};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -73,9 +74,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("reading the ingest listener's address")?;
 
     let queue_metrics = FileQueueMetrics::default();
+    let kafka_metrics = KafkaMetrics::default();
     let ingest_metrics = IngestMetrics::default();
     let mut registry = Registry::default();
-    queue_metrics.register(&mut registry);
+    match args.common.backend {
+        BackendKind::File => queue_metrics.register(&mut registry),
+        BackendKind::Kafka => kafka_metrics.register(&mut registry),
+    }
     ingest_metrics.register(&mut registry);
 
     // Filled once the queue is open; until then, and from the shutdown signal on, not ready.
@@ -103,7 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
 
     let producer = tokio::select! {
-        opened = open_producer(&args, queue_metrics) => opened,
+        opened = open_producer(&args, queue_metrics, kafka_metrics) => opened,
         () = shutdown.cancelled() => {
             tracing::info!("shutdown requested while the queue was opening");
             admin_shutdown.cancel();
@@ -237,6 +242,7 @@ fn authenticator(args: &Args) -> anyhow::Result<Authenticator> {
 async fn open_producer(
     args: &Args,
     queue_metrics: FileQueueMetrics,
+    kafka_metrics: KafkaMetrics,
 ) -> anyhow::Result<Arc<dyn QueueProducer>> {
     match args.common.backend {
         BackendKind::File => {
@@ -244,13 +250,35 @@ async fn open_producer(
             let config = args
                 .queue
                 .file_queue_config(data_dir.clone(), args.common.partitions);
-            // The queue's errors already print their cause, so they are wrapped as text: chained,
-            // `{:#}` would print the cause twice.
             let producer = FileProducer::open(config, queue_metrics)
                 .await
-                .map_err(|error| {
-                    anyhow::anyhow!("opening the file queue in {}: {error}", data_dir.display())
-                })?;
+                .with_context(|| format!("opening the file queue in {}", data_dir.display()))?;
+            Ok(Arc::new(producer))
+        }
+        BackendKind::Kafka => {
+            let settings = kafka_settings(&args.common, &args.kafka, "ingest")?;
+            if args.kafka.kafka_create_topic {
+                let change = admin::ensure_topic(
+                    &settings,
+                    args.kafka.kafka_replication_factor,
+                    &args.kafka.kafka_topic_config,
+                )
+                .await
+                .with_context(|| format!("creating or growing topic {}", settings.topic))?;
+                tracing::info!(topic = %settings.topic, ?change, "topic ready");
+            }
+            let producer = KafkaProducer::open(
+                settings.clone(),
+                args.kafka_producer.tuning(),
+                kafka_metrics,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to Kafka at {} (topic {})",
+                    settings.brokers, settings.topic
+                )
+            })?;
             Ok(Arc::new(producer))
         }
     }

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub enum BackendKind {
     /// The partitioned segment log in `--data-dir`.
     File,
+    /// An Apache Kafka topic (`--kafka-brokers`, `--topic`).
+    Kafka,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +57,80 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, env = "METRICSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Settings of the Kafka backend, shared by both services.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port...] (required with --backend kafka).
+    #[arg(long, env = "METRICSTREAM_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topic holding the metrics.
+    #[arg(long, env = "METRICSTREAM_TOPIC", default_value = "metricstream")]
+    pub topic: String,
+
+    /// Create the topic with --partitions partitions if it is missing, and grow it if it has
+    /// fewer (never shrinks it). Off: the topic must already exist with enough partitions.
+    #[arg(long, env = "METRICSTREAM_KAFKA_CREATE_TOPIC", default_value_t = false)]
+    pub kafka_create_topic: bool,
+
+    /// Replication factor used when creating the topic.
+    #[arg(long, env = "METRICSTREAM_KAFKA_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub kafka_replication_factor: i32,
+
+    /// Topic configuration used when creating the topic, as key=value (repeatable), e.g.
+    /// retention.ms=604800000.
+    #[arg(long = "kafka-topic-config", env = "METRICSTREAM_KAFKA_TOPIC_CONFIG",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_topic_config: Vec<(String, String)>,
+
+    /// Extra librdkafka client properties as key=value (repeatable), applied last, e.g.
+    /// security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", env = "METRICSTREAM_KAFKA_PROPERTIES",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The brokers, or a clear error when the Kafka backend was chosen without them.
+    pub fn brokers(&self) -> anyhow::Result<&str> {
+        self.kafka_brokers
+            .as_deref()
+            .filter(|brokers| !brokers.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--backend kafka needs --kafka-brokers (METRICSTREAM_KAFKA_BROKERS)"
+                )
+            })
+    }
+}
+
+/// The Kafka backend's settings from the command line. `role` tells the service's
+/// connections apart in broker logs (`client.id` = `metricstream-<role>-<host>`).
+pub fn kafka_settings(
+    common: &CommonArgs,
+    kafka: &KafkaArgs,
+    role: &str,
+) -> anyhow::Result<metricstream_backend::kafka::KafkaSettings> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
+    Ok(metricstream_backend::kafka::KafkaSettings {
+        brokers: kafka.brokers()?.to_owned(),
+        topic: kafka.topic.clone(),
+        partitions: common.partitions,
+        client_id: format!("metricstream-{role}-{host}"),
+        extra: kafka.kafka_properties.clone(),
+    })
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected key=value, got {text:?}")),
+    }
 }
 
 /// Installs the global `tracing` subscriber. The filter comes from `RUST_LOG` (default `info`).

@@ -65,6 +65,7 @@ pub async fn ensure_topic(
             let grow = NewPartitions::new(&settings.topic, wanted as usize);
             let results = admin.create_partitions([&grow], &options).await?;
             check_results(&settings.topic, results)?;
+            wait_until_visible(settings).await?;
             Ok(TopicChange::Grown {
                 from: existing,
                 to: wanted,
@@ -81,7 +82,10 @@ pub async fn ensure_topic(
             }
             let results = admin.create_topics([&topic], &options).await?;
             match check_results(&settings.topic, results) {
-                Ok(()) => Ok(TopicChange::Created { partitions: wanted }),
+                Ok(()) => {
+                    wait_until_visible(settings).await?;
+                    Ok(TopicChange::Created { partitions: wanted })
+                }
                 // Another replica created it first: check what it made.
                 Err(KafkaBackendError::Topic { reason, .. })
                     if reason.contains("TopicAlreadyExists") =>
@@ -91,6 +95,30 @@ pub async fn ensure_topic(
                 Err(error) => Err(error),
             }
         }
+    }
+}
+
+/// Waits until metadata shows the topic with at least `settings.partitions` partitions: a
+/// topic just created or grown takes a moment to reach every broker's metadata cache.
+async fn wait_until_visible(settings: &KafkaSettings) -> Result<(), KafkaBackendError> {
+    let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+    loop {
+        if topic_partitions(settings)
+            .await?
+            .is_some_and(|found| found >= settings.partitions)
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KafkaBackendError::Topic {
+                topic: settings.topic.clone(),
+                reason: format!(
+                    "still not visible with {} partitions after {ADMIN_TIMEOUT:?}",
+                    settings.partitions
+                ),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

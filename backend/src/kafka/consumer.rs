@@ -21,7 +21,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::{KafkaBackendError, KafkaMetrics, KafkaSettings, apply_extra, base_config};
-use crate::file::PartitionLabel;
 use crate::model::{Offset, Partition};
 use crate::queue::{ConsumeError, ConsumedRecord, Poll, QueueConsumer};
 
@@ -77,9 +76,6 @@ impl ConsumerContext for GroupContext {
             if let Ok(mut shared) = self.shared.lock() {
                 for partition in &revoked {
                     shared.owned.remove(partition);
-                    self.metrics
-                        .consumer_lag
-                        .remove(&PartitionLabel::new(partition.0));
                 }
                 shared.revoked.extend(revoked);
             }

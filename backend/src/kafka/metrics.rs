@@ -1,11 +1,8 @@
 //! Prometheus metrics of the Kafka backend.
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-
-use crate::file::PartitionLabel;
 
 #[derive(Clone, Default)]
 pub struct KafkaMetrics {
@@ -21,8 +18,6 @@ pub struct KafkaMetrics {
     pub cluster_unreachable: Gauge,
     /// Records read by the consumer.
     pub consumed_records: Counter,
-    /// Records of an assigned partition the group has not committed (from librdkafka stats).
-    pub consumer_lag: Family<PartitionLabel, Gauge>,
     /// Rebalances this member took part in.
     pub rebalances: Counter,
 }
@@ -60,11 +55,6 @@ impl KafkaMetrics {
             "consumed_records",
             "Records read by this consumer",
             self.consumed_records.clone(),
-        );
-        registry.register(
-            "consumer_lag_records",
-            "Records of an assigned partition the group has not committed",
-            self.consumer_lag.clone(),
         );
         registry.register(
             "rebalances",
