@@ -1,0 +1,115 @@
+# MetricStream's everyday commands. `make test` is the test command of the README and of CI
+# (.ci/run): formatting, lints, the binaries, a local Kafka broker, then every test of the
+# workspace: unit tests, the backend conformance suite on both backends, and the process-level
+# tests that run the binaries.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+
+# Where `make test` keeps the output of `cargo test` to count the results.
+TEST_LOG := target/make-test.log
+# The broker address `kafka-up` found, and a marker that it started the broker itself.
+KAFKA_BOOTSTRAP_FILE := target/kafka-bootstrap
+KAFKA_STARTED_MARKER := target/kafka-started-by-make
+# The steps of `make test`, in order.
+TEST_STEPS := fmt-check clippy build kafka-up cargo-test kafka-down
+
+.DEFAULT_GOAL := help
+.PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down cargo-test \
+	scenario clean
+
+help:
+	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
+	@echo "make release    build the binaries optimised: target/release/..."
+	@echo "make run        build (release) and run ingest + consumer locally on the file backend (hack/run-local.sh)"
+	@echo "make test       what CI runs: $(TEST_STEPS), with a summary"
+	@echo "make kafka-up   start (or reuse) a local Kafka broker for the tests; make kafka-down stops it"
+	@echo "make lint       rustfmt check and clippy with warnings denied"
+	@echo "make fmt        format the code"
+	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
+	@echo "make clean      remove build output and the local run's data (.data)"
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+run:
+	bash hack/run-local.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt-check clippy
+
+# A single-node KRaft broker for the Kafka half of the conformance suite (hack/kafka.sh: Java
+# and Maven, jars cached outside the repository). A broker that already runs is reused and left
+# running; one started here is stopped by `kafka-down`.
+kafka-up:
+	@mkdir -p target; rm -f $(KAFKA_BOOTSTRAP_FILE) $(KAFKA_STARTED_MARKER)
+	@if bash hack/kafka.sh status >/dev/null 2>&1; then \
+		echo "reusing the running Kafka broker"; \
+	else \
+		touch $(KAFKA_STARTED_MARKER); \
+	fi
+	@bash hack/kafka.sh up | tail -n 1 | sed -n 's/^KAFKA_BOOTSTRAP=//p' > $(KAFKA_BOOTSTRAP_FILE)
+	@test -s $(KAFKA_BOOTSTRAP_FILE) || { echo "hack/kafka.sh up printed no KAFKA_BOOTSTRAP"; exit 1; }
+	@echo "KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE))"
+
+kafka-down:
+	@if [[ -f $(KAFKA_STARTED_MARKER) ]]; then \
+		bash hack/kafka.sh down; rm -f $(KAFKA_STARTED_MARKER); \
+	else \
+		echo "leaving the Kafka broker as it was"; \
+	fi
+
+# The process-level tests (tests/tests/*.rs) find the binaries next to themselves, in
+# target/debug: `build` must run first, as `make test` does. Tests that need a Kafka broker are
+# `#[ignore]`d unless KAFKA_BOOTSTRAP is set (by `kafka-up`), and then run too.
+cargo-test:
+	@mkdir -p target
+	@if [[ -z "$${KAFKA_BOOTSTRAP:-}" && -s $(KAFKA_BOOTSTRAP_FILE) ]]; then \
+		export KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE)); \
+	fi; \
+	if [[ -n "$${KAFKA_BOOTSTRAP:-}" ]]; then \
+		echo "$(CARGO) test --workspace --no-fail-fast -- --include-ignored   (KAFKA_BOOTSTRAP=$$KAFKA_BOOTSTRAP)"; \
+		$(CARGO) test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee $(TEST_LOG); \
+	else \
+		echo "$(CARGO) test --workspace --no-fail-fast   (no Kafka broker: the Kafka tests are skipped)"; \
+		$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(TEST_LOG); \
+	fi
+
+# Every step runs even if an earlier one failed, so one run shows everything that is wrong.
+test:
+	@rm -f $(TEST_LOG); \
+	failed=0; summary=""; \
+	for step in $(TEST_STEPS); do \
+		printf '\n==> make %s\n' "$$step"; \
+		started=$$SECONDS; \
+		if $(MAKE) --no-print-directory "$$step"; then result=ok; else result=FAILED; failed=1; fi; \
+		summary+=$$(printf '  %-10s %-6s %4ss' "$$step" "$$result" "$$((SECONDS - started))")$$'\n'; \
+	done; \
+	printf '\n==> make test summary\n%s' "$$summary"; \
+	if [[ $$failed -ne 0 ]]; then echo "make test: FAILED"; else echo "make test: all steps passed"; fi; \
+	if [[ -f $(TEST_LOG) ]]; then \
+		awk '/^test result:/ { passed += $$4; failed += $$6; skipped += $$8 } \
+			END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' $(TEST_LOG); \
+	fi; \
+	exit $$failed
+
+# The prototype's scenario on optimised binaries: the figures quoted in notes and benchmarks.
+scenario:
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) test --release -p metricstream-tests --test prototype_scenario -- --nocapture
+
+clean:
+	$(CARGO) clean
+	rm -rf .data
