@@ -24,6 +24,7 @@
 #   KAFKA_OVERRIDES           extra broker settings, space-separated key=value pairs
 #   KAFKA_READY_TIMEOUT       seconds `up` waits for the broker (default 90)
 #   KAFKA_STOP_TIMEOUT        seconds between SIGTERM and SIGKILL (default 20)
+#   KAFKA_CDS                 0: no class-data-sharing archive (default 1: faster JVM starts)
 #   XDG_CACHE_HOME            jars go to ${XDG_CACHE_HOME:-$HOME/.cache}/metricstream/kafka-<version>/lib
 #   JAVA_HOME                 the Java to use (default: java on PATH)
 # Progress goes to stderr; stdout carries only results.
@@ -291,10 +292,11 @@ cds_promote() {
 }
 
 launch_broker() {
-  local -a heap_opts overrides=() cds_opts=()
+  local -a heap_opts extra overrides=() cds_opts=()
   read -r -a heap_opts <<<"${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+  read -r -a extra <<<"${KAFKA_OVERRIDES:-}"
   local kv
-  for kv in ${KAFKA_OVERRIDES:-}; do overrides+=(--override "$kv"); done
+  for kv in "${extra[@]}"; do overrides+=(--override "$kv"); done
   local cds
   cds=$(cds_options)
   [[ -z $cds ]] || cds_opts=("$cds")
@@ -452,7 +454,7 @@ cmd_signal() {
 
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 main() {
@@ -478,7 +480,8 @@ main() {
       ensure_jars
       echo "$LIB_DIR/*"
       ;;
-    -h | --help | help | '') usage ;;
+    -h | --help | help) usage 0 ;;
+    '') usage ;;
     *) log "unknown command: $cmd"; usage ;;
   esac
 }

@@ -1,19 +1,29 @@
-//! The MetricStream operator. Not built yet: the operator issue fills this crate with the CRD
-//! types and the reconciler. Until then the binary says so and exits non-zero, so nothing can
-//! mistake it for a working controller.
+//! `metricstream-operator`: `crd` prints the CustomResourceDefinition; `run` (to come) runs the
+//! controller.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+use metricstream_operator::crd::MetricStream;
 
-/// The MetricStream Kubernetes operator (not implemented yet).
+/// The MetricStream Kubernetes operator.
 #[derive(Parser)]
-#[command(version, about)]
-struct Args {}
+#[command(name = "metricstream-operator", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!(
-        "metricstream-operator: the operator is not implemented yet; \
-         run metricstream-ingest and metricstream-consumer directly"
-    );
-    std::process::ExitCode::from(2)
+#[derive(Subcommand)]
+enum Command {
+    /// Print the MetricStream CustomResourceDefinition as YAML.
+    Crd,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Crd => {
+            print!("{}", serde_yaml::to_string(&MetricStream::crd())?);
+            Ok(())
+        }
+    }
 }

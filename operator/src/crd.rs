@@ -1,0 +1,304 @@
+//! The `MetricStream` custom resource (`metricstream.dev/v1alpha1`): what a user asks for, with
+//! the rules the API server itself enforces (CEL), and the status the operator reports.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A metrics ingestion pipeline: an HTTP ingest service and a consumer service on a Kafka topic
+/// or a partitioned file queue.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "metricstream.dev",
+    version = "v1alpha1",
+    kind = "MetricStream",
+    namespaced,
+    status = "MetricStreamStatus",
+    shortname = "mst",
+    category = "metricstream",
+    printcolumn(name = "Backend", type_ = "string", json_path = ".spec.backend"),
+    printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    doc = "A metrics ingestion pipeline: HTTP ingest and a consumer on a Kafka topic or a file queue",
+    validation = Rule::new("self.spec.backend != 'kafka' || has(self.spec.kafka)")
+        .message("spec.kafka is required when spec.backend is kafka"),
+    validation = Rule::new("self.spec.backend != 'file' || has(self.spec.file)")
+        .message("spec.file is required when spec.backend is file"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStreamSpec {
+    /// Which queue carries the metrics between ingest and consumer.
+    pub backend: Backend,
+
+    /// Partitions of the queue (1..=1024). May grow, never shrink.
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions may grow but never decrease"))]
+    #[schemars(range(min = 1, max = 1024))]
+    pub partitions: i32,
+
+    /// Settings of the Kafka backend (required when backend is kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSpec>,
+
+    /// Settings of the file backend (required when backend is file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSpec>,
+
+    /// The ingest service.
+    #[serde(default)]
+    pub ingest: IngestSpec,
+
+    /// The consumer service.
+    #[serde(default)]
+    pub consumer: ConsumerSpec,
+
+    /// What happens to data (the file queue's volume, the sink's volume, a topic the operator
+    /// created) when this resource is deleted or stops using it: `Retain` (default) keeps it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Workload image override; the operator's `--workload-image` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Kafka,
+    File,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Kafka => "kafka",
+            Backend::File => "file",
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(oldSelf.topic) || (has(self.topic) && self.topic == oldSelf.topic)")
+        .message("kafka.topic cannot be changed or removed once set"),
+    validation = Rule::new("self.topicManagement != 'strimzi' || has(self.strimzi)")
+        .message("kafka.strimzi is required when topicManagement is strimzi"),
+)]
+pub struct KafkaSpec {
+    /// Bootstrap servers, host:port[,host:port...].
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// Topic name. Defaults to `metricstream.<namespace>.<name>`; immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic: Option<String>,
+
+    /// Replication factor of the topic when the operator creates it.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 32767))]
+    pub replication_factor: i32,
+
+    /// Who creates the topic: `strimzi` (a KafkaTopic for Strimzi's Topic Operator), `admin`
+    /// (the operator, through the Kafka admin API), `external` (someone else; only verified).
+    #[serde(default)]
+    pub topic_management: TopicManagement,
+
+    /// The Strimzi Kafka cluster the KafkaTopic belongs to (with topicManagement strimzi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strimzi: Option<StrimziRef>,
+
+    /// Topic configuration used when the topic is created, e.g. retention.ms.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicManagement {
+    #[default]
+    Strimzi,
+    Admin,
+    External,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StrimziRef {
+    /// Name of the Strimzi `Kafka` resource (the `strimzi.io/cluster` label of the KafkaTopic).
+    #[schemars(length(min = 1))]
+    pub cluster: String,
+    /// Namespace of the Strimzi Kafka cluster, where its Topic Operator watches KafkaTopics.
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSpec {
+    /// Size of the queue's PersistentVolumeClaim.
+    #[serde(default = "default_queue_storage")]
+    pub storage: String,
+    /// StorageClass of the queue's volume; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// When an append is acknowledged: `always` (fsync each), `batch` (group commit), `none`.
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+fn default_queue_storage() -> String {
+    "5Gi".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Always,
+    #[default]
+    Batch,
+    None,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSpec {
+    /// Ingest pods.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Secret whose `tokens` key holds `client_id=token` lines; open mode when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<SecretRef>,
+    /// Largest request body in bytes (raw and decompressed).
+    #[serde(default = "default_max_body_bytes")]
+    #[schemars(range(min = 1024, max = 67108864))]
+    pub max_body_bytes: i64,
+}
+
+impl Default for IngestSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            auth_secret_ref: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn default_max_body_bytes() -> i64 {
+    1024 * 1024
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerSpec {
+    /// Consumer group.
+    #[serde(default = "default_group")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub group: String,
+    /// Consumer pods.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1024))]
+    pub replicas: i32,
+    /// Size of the sink's PersistentVolumeClaim (JSON Lines files).
+    #[serde(default = "default_sink_storage")]
+    pub sink_storage: String,
+    /// StorageClass of the sink's volume; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for ConsumerSpec {
+    fn default() -> Self {
+        Self {
+            group: default_group(),
+            replicas: 1,
+            sink_storage: default_sink_storage(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_group() -> String {
+    "storage-writer".into()
+}
+
+fn default_sink_storage() -> String {
+    "1Gi".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// What is running, as the operator last observed it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStreamStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `BackendReady`, `IngestAvailable`, `ConsumerAvailable`.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Partitions the workloads are configured with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// The Kafka topic in use (kafka backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Where clients send metrics, inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_endpoint: Option<String>,
+}
+
+/// Conditions merge by `type` under server-side apply.
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    serde_json::from_value(serde_json::json!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": { "type": "string", "format": "date-time" },
+                "message": { "type": "string" },
+                "observedGeneration": { "type": "integer", "format": "int64" },
+                "reason": { "type": "string" },
+                "status": { "type": "string", "enum": ["True", "False", "Unknown"] },
+                "type": { "type": "string" }
+            }
+        }
+    }))
+    .expect("a valid literal schema")
+}
