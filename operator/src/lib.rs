@@ -1,4 +1,19 @@
 //! The MetricStream operator: the `MetricStream` CRD and the controller that turns each one into
 //! a running pipeline.
+//!
+//! - [`crd`]: the custom resource; [`strimzi`]: the KafkaTopic type we write.
+//! - [`reconcile`]: the pipeline — `validate` → `build` (both pure) → `apply` + prune →
+//!   `status` (pure).
+//! - [`controller`]: watches, backoff, Events; [`leader`]: Lease-based leader election;
+//!   [`metrics`], [`config`], [`topics`] (Kafka admin API), [`labels`], [`error`].
 
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod strimzi;
+pub mod topics;

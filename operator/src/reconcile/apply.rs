@@ -1,0 +1,369 @@
+//! Apply and prune: the only step that writes children.
+//!
+//! Apply is server-side apply with one field manager and `force` (the operator is the source of
+//! truth for every field it sets; a field it stops setting is removed), in a deliberate order:
+//! the ConfigMap before the workloads that read it, volumes and the topic before the workloads
+//! that use them, the Service before the Deployments behind it.
+//!
+//! Prune lists each kind by the stream's labels and removes what this run no longer wants, so a
+//! backend switch or a removed feature leaves nothing behind. Data (PVCs, KafkaTopics) is the
+//! exception: under deletionPolicy Retain it is kept and only loses the managed-by label, so it
+//! is visibly orphaned and never silently deleted.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::build::{Desired, DesiredTopic};
+use super::status::{BackendObservation, Observed, StrimziTopicState, WorkloadObservation};
+use super::validate::ValidatedStream;
+use crate::controller::Context;
+use crate::crd::DeletionPolicy;
+use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::labels;
+use crate::strimzi::KafkaTopic;
+
+/// What applying found out, for the status step and for Events.
+pub struct Applied {
+    pub observed: Observed,
+    /// A Normal Event worth publishing about the topic (created, grown).
+    pub topic_change: Option<crate::topics::TopicChanged>,
+    /// The admin API failed: reported in status, then retried with backoff.
+    pub topic_error: Option<String>,
+}
+
+/// Server-side applies `object` under the operator's field manager, with force.
+pub async fn server_side_apply<K>(api: &Api<K>, object: &K) -> Result<K, Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .doing(|| format!("applying {} {name}", K::kind(&Default::default())))
+}
+
+fn namespaced<K>(ctx: &Context, namespace: &str) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    Api::namespaced(ctx.client.clone(), namespace)
+}
+
+/// Applies everything in `desired`, in order, and observes the results.
+pub async fn apply_all(
+    ctx: &Context,
+    stream: &ValidatedStream,
+    desired: &Desired,
+) -> Result<Applied, Error> {
+    let ns = stream.namespace.as_str();
+    server_side_apply(&namespaced::<ConfigMap>(ctx, ns), &desired.config_map).await?;
+
+    let queue_name = Desired::queue_pvc_name(&stream.name);
+    let mut queue_phase = None;
+    let pvcs = namespaced::<PersistentVolumeClaim>(ctx, ns);
+    for pvc in &desired.pvcs {
+        let applied = server_side_apply(&pvcs, pvc).await?;
+        if applied.name_any() == queue_name {
+            queue_phase = Some(
+                applied
+                    .status
+                    .and_then(|s| s.phase)
+                    .unwrap_or_else(|| "Pending".into()),
+            );
+        }
+    }
+
+    let mut topic_change = None;
+    let mut topic_error = None;
+    let backend = match &desired.topic {
+        DesiredTopic::None => BackendObservation::Volume { phase: queue_phase },
+        DesiredTopic::Strimzi(_) if !ctx.strimzi_installed => {
+            BackendObservation::StrimziNotInstalled
+        }
+        DesiredTopic::Strimzi(topic) => {
+            let topic_ns = topic
+                .namespace()
+                .ok_or(Error::MissingMetadata("namespace"))?;
+            let applied =
+                server_side_apply(&namespaced::<KafkaTopic>(ctx, &topic_ns), topic).await?;
+            BackendObservation::StrimziTopic(Some(StrimziTopicState::of(&applied)))
+        }
+        DesiredTopic::Admin(request) => match ctx.topics.ensure(request).await {
+            Ok((partitions, change)) => {
+                topic_change = change;
+                BackendObservation::AdminTopic(Ok(partitions))
+            }
+            Err(error) => {
+                topic_error = Some(error.clone());
+                BackendObservation::AdminTopic(Err(error))
+            }
+        },
+        DesiredTopic::External(request) => BackendObservation::ExternalTopic(
+            ctx.topics
+                .partitions(&request.bootstrap_servers, &request.topic)
+                .await,
+        ),
+    };
+
+    let services = namespaced::<Service>(ctx, ns);
+    for service in &desired.services {
+        server_side_apply(&services, service).await?;
+    }
+    let deployments = namespaced::<Deployment>(ctx, ns);
+    let mut applied_deployments = Vec::new();
+    for deployment in &desired.deployments {
+        applied_deployments.push(server_side_apply(&deployments, deployment).await?);
+    }
+    let observe = |name: String, wanted: i32| {
+        WorkloadObservation::of(
+            &name,
+            wanted,
+            applied_deployments.iter().find(|d| d.name_any() == name),
+        )
+    };
+    Ok(Applied {
+        observed: Observed {
+            backend,
+            ingest: observe(Desired::ingest_name(&stream.name), stream.ingest.replicas),
+            consumer: observe(
+                Desired::consumer_name(&stream.name),
+                stream.consumer.replicas,
+            ),
+        },
+        topic_change,
+        topic_error,
+    })
+}
+
+/// One object prune removed or let go of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pruned {
+    Deleted { kind: String, name: String },
+    Retained { kind: String, name: String },
+}
+
+/// Removes the stream's objects that `desired` no longer contains.
+pub async fn prune(
+    ctx: &Context,
+    stream: &ValidatedStream,
+    desired: &Desired,
+) -> Result<Vec<Pruned>, Error> {
+    let ns = stream.namespace.as_str();
+    let selector = labels::stream_selector(&stream.name);
+    let names = |metas: Vec<&kube::api::ObjectMeta>| -> BTreeSet<String> {
+        metas.into_iter().filter_map(|m| m.name.clone()).collect()
+    };
+    let retain = stream.deletion_policy == DeletionPolicy::Retain;
+    let mut pruned = Vec::new();
+
+    let keep = names(vec![&desired.config_map.metadata]);
+    prune_kind(
+        ctx,
+        &namespaced::<ConfigMap>(ctx, ns),
+        &selector,
+        &keep,
+        false,
+        stream,
+        &mut pruned,
+    )
+    .await?;
+    let keep = names(desired.services.iter().map(|s| &s.metadata).collect());
+    prune_kind(
+        ctx,
+        &namespaced::<Service>(ctx, ns),
+        &selector,
+        &keep,
+        false,
+        stream,
+        &mut pruned,
+    )
+    .await?;
+    let keep = names(desired.deployments.iter().map(|d| &d.metadata).collect());
+    prune_kind(
+        ctx,
+        &namespaced::<Deployment>(ctx, ns),
+        &selector,
+        &keep,
+        false,
+        stream,
+        &mut pruned,
+    )
+    .await?;
+    let keep = names(desired.pvcs.iter().map(|p| &p.metadata).collect());
+    prune_kind(
+        ctx,
+        &namespaced::<PersistentVolumeClaim>(ctx, ns),
+        &selector,
+        &keep,
+        retain,
+        stream,
+        &mut pruned,
+    )
+    .await?;
+
+    if ctx.strimzi_installed {
+        let keep: BTreeSet<(String, String)> = match &desired.topic {
+            DesiredTopic::Strimzi(topic) => {
+                [(topic.namespace().unwrap_or_default(), topic.name_any())].into()
+            }
+            _ => BTreeSet::new(),
+        };
+        let known_namespace = match &desired.topic {
+            DesiredTopic::Strimzi(topic) => topic.namespace(),
+            _ => None,
+        };
+        let topics = strimzi_topics_of(
+            ctx,
+            &stream.namespace,
+            &stream.name,
+            known_namespace.as_deref(),
+        )
+        .await?;
+        for topic in topics {
+            let key = (topic.namespace().unwrap_or_default(), topic.name_any());
+            if keep.contains(&key) || topic.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let api = namespaced::<KafkaTopic>(ctx, &key.0);
+            pruned.push(let_go(&api, &topic.metadata, retain, &stream.uid).await?);
+        }
+    }
+    Ok(pruned)
+}
+
+/// The KafkaTopics the operator manages for a stream, in whatever namespace they live. Lists
+/// across namespaces; where RBAC forbids that (a single-namespace installation), lists only in
+/// `known_namespace`, the Strimzi namespace the spec names.
+pub async fn strimzi_topics_of(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    known_namespace: Option<&str>,
+) -> Result<Vec<KafkaTopic>, Error> {
+    let params = ListParams::default().labels(&labels::topic_owner_selector(namespace, name));
+    let all: Api<KafkaTopic> = Api::all(ctx.client.clone());
+    match all.list(&params).await {
+        Ok(listed) => return Ok(listed.items),
+        Err(kube::Error::Api(status)) if status.is_forbidden() => {
+            tracing::debug!(
+                "listing KafkaTopics in all namespaces is forbidden; trying the Strimzi namespace"
+            );
+        }
+        Err(source) => {
+            return Err(Error::Kube {
+                action: format!("listing KafkaTopics of {namespace}/{name}"),
+                source,
+            });
+        }
+    }
+    let Some(known) = known_namespace else {
+        return Ok(Vec::new());
+    };
+    namespaced::<KafkaTopic>(ctx, known)
+        .list(&params)
+        .await
+        .map(|listed| listed.items)
+        .doing(|| format!("listing KafkaTopics of {namespace}/{name} in {known}"))
+}
+
+async fn prune_kind<K>(
+    _ctx: &Context,
+    api: &Api<K>,
+    selector: &str,
+    keep: &BTreeSet<String>,
+    retain: bool,
+    stream: &ValidatedStream,
+    pruned: &mut Vec<Pruned>,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let listed = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .doing(|| format!("listing {}s to prune", K::kind(&Default::default())))?;
+    for object in listed.items {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        if keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        pruned.push(let_go(api, &object.metadata, retain, &stream.uid).await?);
+    }
+    Ok(())
+}
+
+/// Deletes an object this stream no longer wants, or, for retained data, removes the
+/// managed-by label and any ownerReference to the stream (so the garbage collector cannot take
+/// it with the MetricStream later) and marks it retained.
+pub async fn let_go<K>(
+    api: &Api<K>,
+    meta: &kube::api::ObjectMeta,
+    retain: bool,
+    owner_uid: &str,
+) -> Result<Pruned, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).into_owned();
+    let name = meta.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    if retain {
+        let mut patch = json!({
+            "metadata": {
+                "labels": { (labels::MANAGED_BY): null },
+                "annotations": { (labels::RETAINED): "true" },
+            }
+        });
+        if let Some(owners) = &meta.owner_references {
+            let others: Vec<_> = owners.iter().filter(|o| o.uid != owner_uid).collect();
+            patch["metadata"]["ownerReferences"] = json!(others);
+        }
+        let params = PatchParams {
+            field_manager: Some(labels::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                return Err(Error::Kube {
+                    action: format!("releasing retained {kind} {name}"),
+                    source: error,
+                });
+            }
+        }
+        Ok(Pruned::Retained { kind, name })
+    } else {
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                return Err(Error::Kube {
+                    action: format!("deleting {kind} {name}"),
+                    source: error,
+                });
+            }
+        }
+        Ok(Pruned::Deleted { kind, name })
+    }
+}

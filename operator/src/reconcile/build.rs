@@ -1,0 +1,1045 @@
+//! Build (pure): a [`ValidatedStream`] and the operator's workload defaults → [`Desired`], every
+//! object this stream should have, fully specified. Nothing here talks to the API server, so
+//! what the operator creates is decided (and tested) in one place.
+//!
+//! Scheduling with ReadWriteOnce volumes: a RWO volume can be mounted by several pods only on
+//! one node. Every pod that mounts a shared volume therefore carries a *required* pod affinity
+//! (topologyKey `kubernetes.io/hostname`) to the pods it shares with: for the file backend all of
+//! the stream's pods (label `metricstream.dev/stream`) share the queue volume; the consumers
+//! share the sink volume. The scheduler lets the first such pod go anywhere (it matches its own
+//! term); every later one follows it.
+//!
+//! Rollouts use the Deployment default, RollingUpdate, not Recreate: the co-scheduling keeps a
+//! surge pod on the volume's node, and the file queue is built for several writer and reader
+//! processes on one volume (file locks hand partitions over), so old and new pods may overlap.
+//! Recreate would turn every config change into an ingest outage. The price: a surge pod cannot
+//! start when that node is full, and the rollout waits while the old pods keep serving.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use super::validate::{KafkaTopicPlan, TopicMode, ValidatedBackend, ValidatedStream};
+use crate::config::WorkloadDefaults;
+use crate::crd::{DeletionPolicy, Durability, MetricStream};
+use crate::labels;
+use crate::strimzi::{KafkaTopic, KafkaTopicSpec};
+
+pub const INGEST_PORT: i32 = 8080;
+pub const ADMIN_PORT: i32 = 9090;
+/// Where the queue volume is mounted; the queue lives in a subdirectory (not the volume root,
+/// which may hold `lost+found`).
+pub const DATA_MOUNT: &str = "/data";
+pub const QUEUE_DIR: &str = "/data/queue";
+pub const SINK_MOUNT: &str = "/sink";
+pub const TOKENS_MOUNT: &str = "/etc/metricstream/tokens";
+pub const TOKENS_KEY: &str = "tokens";
+/// The non-root user (and group) the workloads run as (distroless `nonroot`).
+pub const RUN_AS_USER: i64 = 65532;
+/// Longest KafkaTopic name we derive; longer ones are shortened with a hash.
+pub const MAX_TOPIC_OBJECT_NAME: usize = 63;
+
+pub const COMPONENT_CONFIG: &str = "config";
+pub const COMPONENT_INGEST: &str = "ingest";
+pub const COMPONENT_CONSUMER: &str = "consumer";
+pub const COMPONENT_QUEUE: &str = "queue";
+pub const COMPONENT_SINK: &str = "sink";
+pub const COMPONENT_TOPIC: &str = "topic";
+
+/// Every object one MetricStream should have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub config_map: ConfigMap,
+    /// Hash of the rendered config, also on both pod templates.
+    pub config_hash: String,
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    pub services: Vec<Service>,
+    pub deployments: Vec<Deployment>,
+    pub topic: DesiredTopic,
+}
+
+/// The Kafka topic, by who manages it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DesiredTopic {
+    /// The file backend has none.
+    None,
+    Strimzi(Box<KafkaTopic>),
+    Admin(TopicRequest),
+    External(TopicRequest),
+}
+
+/// A topic the operator creates, grows or verifies through the Kafka API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicRequest {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub config: BTreeMap<String, String>,
+}
+
+impl Desired {
+    pub fn queue_pvc_name(stream: &str) -> String {
+        format!("{stream}-queue")
+    }
+    pub fn sink_pvc_name(stream: &str) -> String {
+        format!("{stream}-sink")
+    }
+    pub fn config_map_name(stream: &str) -> String {
+        format!("{stream}-config")
+    }
+    pub fn ingest_name(stream: &str) -> String {
+        format!("{stream}-ingest")
+    }
+    pub fn consumer_name(stream: &str) -> String {
+        format!("{stream}-consumer")
+    }
+}
+
+/// Everything `stream` should have.
+pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
+    let env = render_config(stream);
+    let config_hash = config_hash(&env);
+    let config_map = ConfigMap {
+        metadata: metadata(
+            stream,
+            Desired::config_map_name(&stream.name),
+            COMPONENT_CONFIG,
+            true,
+        ),
+        data: Some(env),
+        ..Default::default()
+    };
+
+    let mut pvcs = Vec::new();
+    if let ValidatedBackend::File {
+        storage,
+        storage_class,
+        ..
+    } = &stream.backend
+    {
+        pvcs.push(pvc(
+            stream,
+            Desired::queue_pvc_name(&stream.name),
+            COMPONENT_QUEUE,
+            storage,
+            storage_class.as_deref(),
+        ));
+    }
+    pvcs.push(pvc(
+        stream,
+        Desired::sink_pvc_name(&stream.name),
+        COMPONENT_SINK,
+        &stream.consumer.sink_storage,
+        stream.consumer.storage_class.as_deref(),
+    ));
+
+    let services = vec![ingest_service(stream)];
+    let deployments = vec![
+        workload(stream, defaults, &config_hash, Role::Ingest),
+        workload(stream, defaults, &config_hash, Role::Consumer),
+    ];
+    let topic = match stream.kafka() {
+        None => DesiredTopic::None,
+        Some(plan) => {
+            let request = TopicRequest {
+                bootstrap_servers: plan.bootstrap_servers.clone(),
+                topic: plan.topic.clone(),
+                partitions: stream.partitions,
+                replication_factor: plan.replication_factor,
+                config: plan.config.clone(),
+            };
+            match &plan.management {
+                TopicMode::Strimzi { cluster, namespace } => {
+                    DesiredTopic::Strimzi(Box::new(kafka_topic(stream, plan, cluster, namespace)))
+                }
+                TopicMode::Admin => DesiredTopic::Admin(request),
+                TopicMode::External => DesiredTopic::External(request),
+            }
+        }
+    };
+
+    Desired {
+        config_map,
+        config_hash,
+        pvcs,
+        services,
+        deployments,
+        topic,
+    }
+}
+
+/// The workloads' environment: every setting of both binaries, from the spec.
+pub fn render_config(stream: &ValidatedStream) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let mut set = |key: &str, value: String| {
+        env.insert(key.to_owned(), value);
+    };
+    set("METRICSTREAM_PARTITIONS", stream.partitions.to_string());
+    set("METRICSTREAM_SINK_DIR", SINK_MOUNT.into());
+    set("METRICSTREAM_GROUP", stream.consumer.group.clone());
+    set(
+        "METRICSTREAM_MAX_BODY_BYTES",
+        stream.ingest.max_body_bytes.to_string(),
+    );
+    set("METRICSTREAM_LOG_FORMAT", "json".into());
+    set("METRICSTREAM_LISTEN", format!("0.0.0.0:{INGEST_PORT}"));
+    set("METRICSTREAM_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}"));
+    if stream.ingest.auth_secret.is_some() {
+        set(
+            "METRICSTREAM_TOKENS_FILE",
+            format!("{TOKENS_MOUNT}/{TOKENS_KEY}"),
+        );
+    }
+    match &stream.backend {
+        ValidatedBackend::File { durability, .. } => {
+            set("METRICSTREAM_BACKEND", "file".into());
+            set("METRICSTREAM_DATA_DIR", QUEUE_DIR.into());
+            let durability = match durability {
+                Durability::Always => "always",
+                Durability::Batch => "batch",
+                Durability::None => "none",
+            };
+            set("METRICSTREAM_DURABILITY", durability.into());
+        }
+        ValidatedBackend::Kafka(plan) => {
+            set("METRICSTREAM_BACKEND", "kafka".into());
+            set("METRICSTREAM_KAFKA_BROKERS", plan.bootstrap_servers.clone());
+            set("METRICSTREAM_TOPIC", plan.topic.clone());
+            // The operator (or Strimzi, or someone else) owns the topic, not the workloads.
+            set("METRICSTREAM_KAFKA_CREATE_TOPIC", "false".into());
+        }
+    }
+    env
+}
+
+/// 16 hex digits identifying the rendered config.
+pub fn config_hash(env: &BTreeMap<String, String>) -> String {
+    let mut bytes = Vec::new();
+    for (key, value) in env {
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    format!("{:016x}", labels::stable_hash(&bytes))
+}
+
+/// The controller ownerReference to the MetricStream: the garbage collector deletes the child
+/// with it.
+pub fn owner_reference(stream: &ValidatedStream) -> OwnerReference {
+    OwnerReference {
+        api_version: MetricStream::api_version(&()).into_owned(),
+        kind: MetricStream::kind(&()).into_owned(),
+        name: stream.name.clone(),
+        uid: stream.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn metadata(stream: &ValidatedStream, name: String, component: &str, owned: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(stream.namespace.clone()),
+        labels: Some(labels::standard(&stream.name, component)),
+        owner_references: owned.then(|| vec![owner_reference(stream)]),
+        ..Default::default()
+    }
+}
+
+/// A data volume. With deletionPolicy Retain it has no ownerReference: the garbage collector
+/// would otherwise delete it with the MetricStream.
+fn pvc(
+    stream: &ValidatedStream,
+    name: String,
+    component: &str,
+    size: &str,
+    storage_class: Option<&str>,
+) -> PersistentVolumeClaim {
+    let owned = stream.deletion_policy == DeletionPolicy::Delete;
+    PersistentVolumeClaim {
+        metadata: metadata(stream, name, component, owned),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(size.to_owned()),
+                )])),
+                ..Default::default()
+            }),
+            storage_class_name: storage_class.map(str::to_owned),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ingest_service(stream: &ValidatedStream) -> Service {
+    Service {
+        metadata: metadata(
+            stream,
+            Desired::ingest_name(&stream.name),
+            COMPONENT_INGEST,
+            true,
+        ),
+        spec: Some(ServiceSpec {
+            selector: Some(labels::selector(&stream.name, COMPONENT_INGEST)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: INGEST_PORT,
+                    target_port: Some(IntOrString::String("http".into())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("admin".into()),
+                    port: ADMIN_PORT,
+                    target_port: Some(IntOrString::String("admin".into())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ingest,
+    Consumer,
+}
+
+fn workload(
+    stream: &ValidatedStream,
+    defaults: &WorkloadDefaults,
+    config_hash: &str,
+    role: Role,
+) -> Deployment {
+    let (component, name, replicas, binary) = match role {
+        Role::Ingest => (
+            COMPONENT_INGEST,
+            Desired::ingest_name(&stream.name),
+            stream.ingest.replicas,
+            "metricstream-ingest",
+        ),
+        Role::Consumer => (
+            COMPONENT_CONSUMER,
+            Desired::consumer_name(&stream.name),
+            stream.consumer.replicas,
+            "metricstream-consumer",
+        ),
+    };
+    let file_backend = matches!(stream.backend, ValidatedBackend::File { .. });
+
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    let mut claim = |volume: &str, pvc: String, path: &str| {
+        volumes.push(Volume {
+            name: volume.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc,
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        });
+    };
+    if file_backend {
+        claim("queue", Desired::queue_pvc_name(&stream.name), DATA_MOUNT);
+    }
+    if role == Role::Consumer {
+        claim("sink", Desired::sink_pvc_name(&stream.name), SINK_MOUNT);
+    }
+    if role == Role::Ingest
+        && let Some(secret) = &stream.ingest.auth_secret
+    {
+        volumes.push(Volume {
+            name: "tokens".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: TOKENS_KEY.into(),
+                    path: TOKENS_KEY.into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o440),
+                optional: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "tokens".into(),
+            mount_path: TOKENS_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    // Who shares a ReadWriteOnce volume with this pod, and so must run on its node.
+    let co_scheduled_with = if file_backend {
+        Some(BTreeMap::from([(
+            labels::STREAM.to_owned(),
+            stream.name.clone(),
+        )]))
+    } else if role == Role::Consumer {
+        Some(labels::selector(&stream.name, COMPONENT_CONSUMER))
+    } else {
+        None
+    };
+    let affinity = co_scheduled_with.map(|match_labels| Affinity {
+        pod_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(match_labels),
+                    match_expressions: None,
+                }),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+
+    let mut ports = vec![ContainerPort {
+        name: Some("admin".into()),
+        container_port: ADMIN_PORT,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }];
+    if role == Role::Ingest {
+        ports.insert(
+            0,
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: INGEST_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        );
+    }
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    let quantity = |value: &str| Quantity(value.to_owned());
+
+    let container = Container {
+        name: component.into(),
+        image: Some(
+            stream
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.workload_image.clone()),
+        ),
+        command: Some(vec![binary.into()]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: Desired::config_map_name(&stream.name),
+                optional: None,
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(ports),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 6)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), quantity(&defaults.workload_cpu_request)),
+                (
+                    "memory".to_owned(),
+                    quantity(&defaults.workload_memory_request),
+                ),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_owned(), quantity(&defaults.workload_cpu_limit)),
+                (
+                    "memory".to_owned(),
+                    quantity(&defaults.workload_memory_limit),
+                ),
+            ])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+
+    let labels = labels::standard(&stream.name, component);
+    Deployment {
+        metadata: metadata(stream, name, component, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector(&stream.name, component)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([(
+                        labels::CONFIG_HASH.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    affinity,
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(runtime_default_seccomp()),
+                        ..Default::default()
+                    }),
+                    // The services drain for up to 30 s on SIGTERM.
+                    termination_grace_period_seconds: Some(45),
+                    automount_service_account_token: Some(false),
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// The KafkaTopic lives in the Kafka cluster's namespace, so it can carry no ownerReference
+/// (cross-namespace owners are invalid and the garbage collector deletes such dependents); the
+/// owner labels find it instead, and the finalizer cleans it up.
+fn kafka_topic(
+    stream: &ValidatedStream,
+    plan: &KafkaTopicPlan,
+    cluster: &str,
+    namespace: &str,
+) -> KafkaTopic {
+    let mut topic_labels = labels::standard(&stream.name, COMPONENT_TOPIC);
+    topic_labels.insert(labels::STRIMZI_CLUSTER.into(), cluster.into());
+    topic_labels.insert(labels::OWNER_NAMESPACE.into(), stream.namespace.clone());
+    topic_labels.insert(labels::OWNER_NAME.into(), stream.name.clone());
+    let mut topic = KafkaTopic::new(
+        &kafka_topic_name(&stream.namespace, &stream.name),
+        KafkaTopicSpec {
+            topic_name: Some(plan.topic.clone()),
+            partitions: Some(stream.partitions),
+            replicas: Some(plan.replication_factor),
+            config: plan
+                .config
+                .iter()
+                .map(|(key, value)| (key.clone(), serde_json::Value::String(value.clone())))
+                .collect(),
+        },
+    );
+    topic.metadata.namespace = Some(namespace.to_owned());
+    topic.metadata.labels = Some(topic_labels);
+    topic
+}
+
+/// The KafkaTopic's object name: `metricstream.<namespace>.<name>`, lowercased with anything
+/// outside `[a-z0-9.-]` replaced by `-`, and when longer than [`MAX_TOPIC_OBJECT_NAME`], cut
+/// and suffixed with a hash of the full `<namespace>/<name>` so distinct streams never collide.
+/// (The Kafka topic's own name is `spec.topicName`, which may be anything Kafka accepts.)
+pub fn kafka_topic_name(namespace: &str, name: &str) -> String {
+    let raw = format!("metricstream.{namespace}.{name}");
+    let mut sanitized: String = raw
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let changed = sanitized != raw;
+    if sanitized.len() > MAX_TOPIC_OBJECT_NAME || changed {
+        let hash = labels::stable_hash(format!("{namespace}/{name}").as_bytes());
+        let suffix = format!("-{:08x}", hash as u32);
+        sanitized.truncate(MAX_TOPIC_OBJECT_NAME - suffix.len());
+        while sanitized.ends_with(['-', '.']) {
+            sanitized.pop();
+        }
+        sanitized.push_str(&suffix);
+    }
+    sanitized
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::TopicManagement;
+    use crate::reconcile::fixtures::{file_stream, kafka_stream};
+    use crate::reconcile::validate::validate;
+
+    fn built(stream: &MetricStream) -> Desired {
+        build(
+            &validate(stream).expect("valid"),
+            &WorkloadDefaults::default(),
+        )
+    }
+
+    fn deployment<'a>(desired: &'a Desired, name: &str) -> &'a Deployment {
+        desired
+            .deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(name))
+            .expect("deployment")
+    }
+
+    fn pod_spec(deployment: &Deployment) -> &PodSpec {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    fn hash_annotation(deployment: &Deployment) -> String {
+        deployment
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(labels::CONFIG_HASH))
+            .cloned()
+            .expect("hash annotation")
+    }
+
+    #[test]
+    fn the_file_backend_wants_two_volumes_owned_only_under_delete() {
+        for (policy, owned) in [
+            (DeletionPolicy::Retain, false),
+            (DeletionPolicy::Delete, true),
+        ] {
+            let mut stream = file_stream();
+            stream.spec.deletion_policy = policy;
+            let desired = built(&stream);
+            let names: Vec<_> = desired
+                .pvcs
+                .iter()
+                .map(|p| p.metadata.name.clone().expect("name"))
+                .collect();
+            assert_eq!(names, ["web-queue", "web-sink"]);
+            for pvc in &desired.pvcs {
+                assert_eq!(pvc.metadata.owner_references.is_some(), owned, "{policy:?}");
+                let spec = pvc.spec.as_ref().expect("spec");
+                assert_eq!(
+                    spec.access_modes.as_deref(),
+                    Some(&["ReadWriteOnce".to_owned()][..])
+                );
+            }
+            // Everything else is always owned.
+            assert!(desired.config_map.metadata.owner_references.is_some());
+            assert!(
+                desired
+                    .deployments
+                    .iter()
+                    .all(|d| d.metadata.owner_references.is_some())
+            );
+            assert!(
+                desired
+                    .services
+                    .iter()
+                    .all(|s| s.metadata.owner_references.is_some())
+            );
+        }
+    }
+
+    #[test]
+    fn the_kafka_backend_wants_only_the_sink_volume() {
+        let desired = built(&kafka_stream(TopicManagement::Admin));
+        let names: Vec<_> = desired
+            .pvcs
+            .iter()
+            .map(|p| p.metadata.name.clone().expect("name"))
+            .collect();
+        assert_eq!(names, ["web-sink"]);
+        assert!(
+            matches!(desired.topic, DesiredTopic::Admin(ref t) if t.partitions == 4 && t.topic == "metrics-web")
+        );
+        let ingest = pod_spec(deployment(&desired, "web-ingest"));
+        assert!(ingest.affinity.is_none(), "ingest mounts no shared volume");
+        let consumer = pod_spec(deployment(&desired, "web-consumer"));
+        assert!(
+            consumer.affinity.is_some(),
+            "consumers share the sink volume"
+        );
+    }
+
+    #[test]
+    fn the_config_map_renders_the_workload_environment() {
+        let desired = built(&file_stream());
+        let data = desired.config_map.data.as_ref().expect("data");
+        let expect = [
+            ("METRICSTREAM_BACKEND", "file"),
+            ("METRICSTREAM_PARTITIONS", "4"),
+            ("METRICSTREAM_DATA_DIR", "/data/queue"),
+            ("METRICSTREAM_SINK_DIR", "/sink"),
+            ("METRICSTREAM_GROUP", "storage-writer"),
+            ("METRICSTREAM_DURABILITY", "batch"),
+            ("METRICSTREAM_LOG_FORMAT", "json"),
+            ("METRICSTREAM_LISTEN", "0.0.0.0:8080"),
+            ("METRICSTREAM_ADMIN_LISTEN", "0.0.0.0:9090"),
+            ("METRICSTREAM_MAX_BODY_BYTES", "1048576"),
+        ];
+        for (key, value) in expect {
+            assert_eq!(data.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        assert!(!data.contains_key("METRICSTREAM_TOKENS_FILE"));
+        assert!(!data.contains_key("METRICSTREAM_KAFKA_BROKERS"));
+
+        let kafka = built(&kafka_stream(TopicManagement::Strimzi));
+        let data = kafka.config_map.data.as_ref().expect("data");
+        assert_eq!(data["METRICSTREAM_BACKEND"], "kafka");
+        assert_eq!(
+            data["METRICSTREAM_KAFKA_BROKERS"],
+            "my-cluster-kafka-bootstrap.kafka:9092"
+        );
+        assert_eq!(data["METRICSTREAM_TOPIC"], "metrics-web");
+        assert_eq!(
+            data["METRICSTREAM_TOKENS_FILE"],
+            "/etc/metricstream/tokens/tokens"
+        );
+        assert!(!data.contains_key("METRICSTREAM_DATA_DIR"));
+    }
+
+    #[test]
+    fn partition_growth_changes_the_config_and_rolls_the_workloads() {
+        let before = built(&file_stream());
+        let mut grown = file_stream();
+        grown.spec.partitions = 8;
+        let after = built(&grown);
+        assert_eq!(
+            after.config_map.data.as_ref().expect("data")["METRICSTREAM_PARTITIONS"],
+            "8"
+        );
+        assert_ne!(before.config_hash, after.config_hash);
+        for name in ["web-ingest", "web-consumer"] {
+            assert_eq!(
+                hash_annotation(deployment(&before, name)),
+                before.config_hash
+            );
+            assert_eq!(hash_annotation(deployment(&after, name)), after.config_hash);
+        }
+        // A change that does not touch the config (replicas) keeps the hash.
+        let mut scaled = file_stream();
+        scaled.spec.ingest.replicas = 5;
+        assert_eq!(built(&scaled).config_hash, before.config_hash);
+    }
+
+    #[test]
+    fn the_config_hash_is_stable_across_builds() {
+        // A rebuilt operator must not roll every workload: the hash is FNV-1a of the data.
+        let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
+        assert_eq!(config_hash(&env), config_hash(&env.clone()));
+        assert_eq!(
+            config_hash(&env),
+            format!("{:016x}", labels::stable_hash(b"A\x001\x00"))
+        );
+    }
+
+    #[test]
+    fn workloads_run_restricted_with_probes_and_resources() {
+        let desired = built(&file_stream());
+        for deployment in &desired.deployments {
+            let pod = pod_spec(deployment);
+            let pod_security = pod.security_context.as_ref().expect("pod security");
+            assert_eq!(pod_security.run_as_non_root, Some(true));
+            assert_eq!(pod_security.fs_group, Some(RUN_AS_USER));
+            let container = &pod.containers[0];
+            let security = container.security_context.as_ref().expect("security");
+            assert_eq!(security.run_as_non_root, Some(true));
+            assert_eq!(security.run_as_user, Some(65532));
+            assert_eq!(security.read_only_root_filesystem, Some(true));
+            assert_eq!(security.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+                Some(vec!["ALL".to_owned()])
+            );
+            assert_eq!(
+                security.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+                Some("RuntimeDefault")
+            );
+            let readiness = container
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("readiness");
+            assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+            assert_eq!(readiness.port, IntOrString::String("admin".into()));
+            let liveness = container
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("liveness");
+            assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+            let resources = container.resources.as_ref().expect("resources");
+            assert!(
+                resources
+                    .requests
+                    .as_ref()
+                    .is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory"))
+            );
+            assert!(
+                resources
+                    .limits
+                    .as_ref()
+                    .is_some_and(|r| r.contains_key("memory"))
+            );
+            assert_eq!(
+                container.image.as_deref(),
+                Some("ghcr.io/metricstream/metricstream:0.1.0")
+            );
+        }
+    }
+
+    #[test]
+    fn the_image_comes_from_the_spec_or_the_operator_default() {
+        let mut stream = file_stream();
+        stream.spec.image = Some("registry.local/ms:dev".into());
+        let desired = built(&stream);
+        for deployment in &desired.deployments {
+            assert_eq!(
+                pod_spec(deployment).containers[0].image.as_deref(),
+                Some("registry.local/ms:dev")
+            );
+        }
+        let defaults = WorkloadDefaults {
+            workload_image: "other:1".into(),
+            ..Default::default()
+        };
+        let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
+        assert_eq!(
+            pod_spec(&desired.deployments[0]).containers[0]
+                .image
+                .as_deref(),
+            Some("other:1")
+        );
+    }
+
+    #[test]
+    fn file_backend_pods_are_co_scheduled_and_share_the_queue_volume() {
+        let desired = built(&file_stream());
+        for deployment in &desired.deployments {
+            let pod = pod_spec(deployment);
+            let term = &pod
+                .affinity
+                .as_ref()
+                .and_then(|a| a.pod_affinity.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .expect("required pod affinity")[0];
+            assert_eq!(term.topology_key, "kubernetes.io/hostname");
+            let selector = term
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .expect("labels");
+            assert_eq!(
+                selector,
+                &BTreeMap::from([(labels::STREAM.to_owned(), "web".to_owned())])
+            );
+            let claims: Vec<_> = pod
+                .volumes
+                .as_ref()
+                .expect("volumes")
+                .iter()
+                .filter_map(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| c.claim_name.clone())
+                })
+                .collect();
+            assert!(claims.contains(&"web-queue".to_owned()));
+            let pod_labels = deployment
+                .spec
+                .as_ref()
+                .expect("spec")
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref())
+                .expect("labels");
+            assert_eq!(pod_labels[labels::STREAM], "web");
+        }
+    }
+
+    #[test]
+    fn everything_carries_the_standard_labels() {
+        let desired = built(&file_stream());
+        let mut all: Vec<&ObjectMeta> = vec![&desired.config_map.metadata];
+        all.extend(desired.pvcs.iter().map(|p| &p.metadata));
+        all.extend(desired.services.iter().map(|s| &s.metadata));
+        all.extend(desired.deployments.iter().map(|d| &d.metadata));
+        for meta in all {
+            let l = meta.labels.as_ref().expect("labels");
+            assert_eq!(l[labels::NAME], "metricstream");
+            assert_eq!(l[labels::INSTANCE], "web");
+            assert_eq!(l[labels::MANAGED_BY], "metricstream-operator");
+            assert_eq!(l[labels::STREAM], "web");
+            assert!(l.contains_key(labels::COMPONENT));
+            assert_eq!(meta.namespace.as_deref(), Some("apps"));
+        }
+    }
+
+    #[test]
+    fn the_ingest_service_names_its_ports() {
+        let desired = built(&file_stream());
+        let service = &desired.services[0];
+        assert_eq!(service.metadata.name.as_deref(), Some("web-ingest"));
+        let ports = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .expect("ports");
+        let named: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.clone().expect("name"), p.port))
+            .collect();
+        assert_eq!(
+            named,
+            [("http".to_owned(), 8080), ("admin".to_owned(), 9090)]
+        );
+    }
+
+    #[test]
+    fn the_tokens_secret_is_mounted_read_only_into_ingest_only() {
+        let desired = built(&kafka_stream(TopicManagement::Strimzi));
+        let ingest = pod_spec(deployment(&desired, "web-ingest"));
+        let secret = ingest
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find_map(|v| v.secret.as_ref())
+            .expect("secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("web-tokens"));
+        let mount = ingest.containers[0]
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.name == "tokens")
+            .expect("mount");
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(mount.mount_path, TOKENS_MOUNT);
+        let consumer = pod_spec(deployment(&desired, "web-consumer"));
+        assert!(
+            consumer
+                .volumes
+                .as_ref()
+                .expect("volumes")
+                .iter()
+                .all(|v| v.secret.is_none())
+        );
+    }
+
+    #[test]
+    fn the_strimzi_topic_lives_in_the_kafka_namespace_without_an_owner() {
+        let desired = built(&kafka_stream(TopicManagement::Strimzi));
+        let DesiredTopic::Strimzi(topic) = &desired.topic else {
+            panic!("expected a KafkaTopic, got {:?}", desired.topic);
+        };
+        assert_eq!(topic.metadata.namespace.as_deref(), Some("kafka"));
+        assert_eq!(
+            topic.metadata.name.as_deref(),
+            Some("metricstream.apps.web")
+        );
+        assert!(topic.metadata.owner_references.is_none());
+        let l = topic.metadata.labels.as_ref().expect("labels");
+        assert_eq!(l[labels::STRIMZI_CLUSTER], "my-cluster");
+        assert_eq!(l[labels::OWNER_NAMESPACE], "apps");
+        assert_eq!(l[labels::OWNER_NAME], "web");
+        assert_eq!(l[labels::MANAGED_BY], "metricstream-operator");
+        assert_eq!(topic.spec.topic_name.as_deref(), Some("metrics-web"));
+        assert_eq!(topic.spec.partitions, Some(4));
+        assert_eq!(topic.spec.replicas, Some(1));
+        assert_eq!(
+            topic.spec.config["retention.ms"],
+            serde_json::json!("604800000")
+        );
+        let json = serde_json::to_value(topic.as_ref()).expect("json");
+        assert_eq!(json["apiVersion"], "kafka.strimzi.io/v1");
+        assert_eq!(json["kind"], "KafkaTopic");
+    }
+
+    #[test]
+    fn kafka_topic_names_are_sanitized_and_shortened_without_collisions() {
+        assert_eq!(kafka_topic_name("apps", "web"), "metricstream.apps.web");
+        let long_ns = "n".repeat(40);
+        let a = kafka_topic_name(&long_ns, &"a".repeat(50));
+        let b = kafka_topic_name(&long_ns, &format!("{}b", "a".repeat(49)));
+        for name in [&a, &b] {
+            assert!(name.len() <= MAX_TOPIC_OBJECT_NAME, "{name}");
+            assert!(crate::reconcile::validate::is_dns_subdomain(name), "{name}");
+        }
+        assert_ne!(a, b);
+        let odd = kafka_topic_name("apps", "We_b");
+        assert!(crate::reconcile::validate::is_dns_subdomain(&odd), "{odd}");
+        assert_ne!(odd, kafka_topic_name("apps", "we-b"));
+    }
+}

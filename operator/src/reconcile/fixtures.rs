@@ -1,0 +1,69 @@
+//! Test fixtures: MetricStreams as the API server would hand them to the reconciler.
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+
+use crate::crd::{
+    Backend, ConsumerSpec, DeletionPolicy, FileSpec, IngestSpec, KafkaSpec, MetricStream,
+    MetricStreamSpec, SecretRef, StrimziRef, TopicManagement,
+};
+
+fn stream(spec: MetricStreamSpec) -> MetricStream {
+    let mut stream = MetricStream::new("web", spec);
+    stream.metadata = ObjectMeta {
+        name: Some("web".into()),
+        namespace: Some("apps".into()),
+        uid: Some("uid-1".into()),
+        generation: Some(3),
+        ..Default::default()
+    };
+    stream
+}
+
+/// `web` in `apps`: file backend, 4 partitions, defaults elsewhere.
+pub fn file_stream() -> MetricStream {
+    stream(MetricStreamSpec {
+        backend: Backend::File,
+        partitions: 4,
+        kafka: None,
+        file: Some(FileSpec {
+            storage: "5Gi".into(),
+            storage_class_name: None,
+            durability: Default::default(),
+        }),
+        ingest: IngestSpec::default(),
+        consumer: ConsumerSpec::default(),
+        deletion_policy: DeletionPolicy::Retain,
+        image: None,
+    })
+}
+
+/// `web` in `apps`: Kafka backend on topic `metrics-web`, with a tokens Secret.
+pub fn kafka_stream(management: TopicManagement) -> MetricStream {
+    stream(MetricStreamSpec {
+        backend: Backend::Kafka,
+        partitions: 4,
+        kafka: Some(KafkaSpec {
+            bootstrap_servers: "my-cluster-kafka-bootstrap.kafka:9092".into(),
+            topic: Some("metrics-web".into()),
+            replication_factor: 1,
+            topic_management: management,
+            strimzi: Some(StrimziRef {
+                cluster: "my-cluster".into(),
+                namespace: "kafka".into(),
+            }),
+            config: BTreeMap::from([("retention.ms".to_owned(), "604800000".to_owned())]),
+        }),
+        file: None,
+        ingest: IngestSpec {
+            auth_secret_ref: Some(SecretRef {
+                name: "web-tokens".into(),
+            }),
+            ..Default::default()
+        },
+        consumer: ConsumerSpec::default(),
+        deletion_policy: DeletionPolicy::Retain,
+        image: None,
+    })
+}

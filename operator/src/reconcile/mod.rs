@@ -1,0 +1,401 @@
+//! One reconcile of one MetricStream, as a pipeline: validate (pure) → build (pure) → apply in
+//! order → prune by label → compute status (pure) → write status only if it changed.
+//!
+//! The finalizer `metricstream.dev/cleanup` is present only while the stream has something
+//! ownerReferences cannot collect (a KafkaTopic in the Kafka cluster's namespace; an admin-API
+//! topic under deletionPolicy Delete). Everything else is owned and garbage-collected.
+
+pub mod apply;
+pub mod build;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::controller::{Context, stream_key};
+use crate::crd::{Backend, DeletionPolicy, MetricStream, MetricStreamStatus, TopicManagement};
+use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::labels;
+use crate::strimzi::KafkaTopic;
+use apply::Pruned;
+use build::DesiredTopic;
+
+/// How long deletion waits for Strimzi to delete a KafkaTopic (it has its own finalizer) or for
+/// the admin API to delete a topic, before releasing the MetricStream anyway.
+pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(120);
+/// How often to look again at something the operator cannot watch (an admin-API or external
+/// topic that is not ready yet, a KafkaTopic being deleted).
+const POLL: Duration = Duration::from_secs(30);
+
+/// The controller's reconcile function.
+pub async fn reconcile(
+    object: Arc<DeserializeGuard<MetricStream>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let stream = match &object.0 {
+        Ok(stream) => stream,
+        Err(invalid) => {
+            return Err(Error::InvalidObject {
+                name: invalid.metadata.name.clone().unwrap_or_default(),
+                error: invalid.error.clone(),
+            });
+        }
+    };
+    ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let result = if stream.metadata.deletion_timestamp.is_some() {
+        cleanup(stream, &ctx).await
+    } else {
+        apply_stream(stream, &ctx).await
+    };
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.record_success(&stream_key(stream));
+    }
+    result
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn streams_api(ctx: &Context, stream: &MetricStream) -> Result<Api<MetricStream>, Error> {
+    let namespace = stream
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    Ok(Api::namespaced(ctx.client.clone(), &namespace))
+}
+
+async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Error> {
+    let api = streams_api(ctx, stream)?;
+    let regarding = stream.object_ref(&());
+    let old_status = stream.status.as_ref();
+
+    let validated = match validate::validate(stream) {
+        Ok(validated) => validated,
+        Err(invalid) => {
+            ctx.metrics.failed("invalid_spec");
+            let message = invalid.to_string();
+            let new =
+                status::invalid_spec(stream.metadata.generation, &message, old_status, &now());
+            if status::needs_write(old_status, &new) {
+                write_status(&api, stream, &new).await?;
+                ctx.publish(
+                    &regarding,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    message,
+                )
+                .await;
+            }
+            // Retrying cannot help: wait for the spec to change.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let stream = if validated.needs_finalizer() {
+        add_finalizer(&api, stream).await?
+    } else {
+        stream.clone()
+    };
+
+    let desired = build::build(&validated, &ctx.workload);
+    let applied = apply::apply_all(ctx, &validated, &desired).await?;
+    if let Some((reason, note)) = &applied.topic_change {
+        ctx.publish(&regarding, EventType::Normal, reason, "Apply", note.clone())
+            .await;
+    }
+    for pruned in apply::prune(ctx, &validated, &desired).await? {
+        let (reason, note) = match pruned {
+            Pruned::Deleted { kind, name } => (
+                "Pruned",
+                format!("deleted {kind} {name}, which the spec no longer asks for"),
+            ),
+            Pruned::Retained { kind, name } => (
+                "DataRetained",
+                format!(
+                    "{kind} {name} is no longer used and was kept (deletionPolicy Retain); it is no longer managed: delete it by hand when its data is not needed"
+                ),
+            ),
+        };
+        ctx.publish(&regarding, EventType::Normal, reason, "Prune", note)
+            .await;
+    }
+    if !validated.needs_finalizer() {
+        remove_finalizer(&api, &stream).await?;
+    }
+
+    let new = status::compute(&validated, &applied.observed, old_status, &now());
+    if status::needs_write(old_status, &new) {
+        write_status(&api, &stream, &new).await?;
+        publish_transitions(ctx, &regarding, old_status, &new).await;
+    }
+    if let Some(error) = applied.topic_error {
+        // Reported in status; the error makes the controller back off and record it.
+        return Err(Error::Topic {
+            topic: validated
+                .kafka()
+                .map(|k| k.topic.clone())
+                .unwrap_or_default(),
+            message: error,
+        });
+    }
+    let backend_ready =
+        status::condition(&new, status::BACKEND_READY).is_some_and(|c| c.status == "True");
+    let unwatchable_topic = matches!(
+        desired.topic,
+        DesiredTopic::Admin(_) | DesiredTopic::External(_)
+    );
+    if unwatchable_topic && !backend_ready {
+        return Ok(Action::requeue(POLL));
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Normal Events for conditions that became True, Warning Events for ones that became False.
+async fn publish_transitions(
+    ctx: &Context,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    old: Option<&MetricStreamStatus>,
+    new: &MetricStreamStatus,
+) {
+    for condition in &new.conditions {
+        let before = old.and_then(|old| status::condition(old, &condition.type_));
+        if before.is_some_and(|b| b.status == condition.status) {
+            continue;
+        }
+        // On a new stream, report only the overall Ready; the details are in the message.
+        if before.is_none() && condition.type_ != status::READY {
+            continue;
+        }
+        let type_ = if condition.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let reason = if condition.type_ == status::READY && condition.status == "True" {
+            "Ready".to_owned()
+        } else {
+            condition.reason.clone()
+        };
+        ctx.publish(
+            regarding,
+            type_,
+            &reason,
+            "Reconcile",
+            format!(
+                "{} is {}: {}",
+                condition.type_, condition.status, condition.message
+            ),
+        )
+        .await;
+    }
+}
+
+async fn write_status(
+    api: &Api<MetricStream>,
+    stream: &MetricStream,
+    status: &MetricStreamStatus,
+) -> Result<(), Error> {
+    let name = stream.name_any();
+    let patch = json!({
+        "apiVersion": MetricStream::api_version(&()),
+        "kind": MetricStream::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .doing(|| format!("writing the status of MetricStream {name}"))?;
+    Ok(())
+}
+
+fn has_finalizer(stream: &MetricStream) -> bool {
+    stream.finalizers().iter().any(|f| f == labels::FINALIZER)
+}
+
+/// Adds the finalizer (a merge patch guarded by resourceVersion, so a concurrent change to the
+/// list is a conflict and a retry, never a lost finalizer) and returns the updated object.
+async fn add_finalizer(
+    api: &Api<MetricStream>,
+    stream: &MetricStream,
+) -> Result<MetricStream, Error> {
+    if has_finalizer(stream) {
+        return Ok(stream.clone());
+    }
+    let mut finalizers = stream.finalizers().to_vec();
+    finalizers.push(labels::FINALIZER.to_owned());
+    patch_finalizers(api, stream, finalizers).await
+}
+
+async fn remove_finalizer(api: &Api<MetricStream>, stream: &MetricStream) -> Result<(), Error> {
+    if !has_finalizer(stream) {
+        return Ok(());
+    }
+    let finalizers: Vec<String> = stream
+        .finalizers()
+        .iter()
+        .filter(|f| *f != labels::FINALIZER)
+        .cloned()
+        .collect();
+    match patch_finalizers(api, stream, finalizers).await {
+        Ok(_) => Ok(()),
+        // Gone already: the last finalizer was ours and the object was deleted.
+        Err(Error::Kube { source, .. }) if is_not_found(&source) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+async fn patch_finalizers(
+    api: &Api<MetricStream>,
+    stream: &MetricStream,
+    finalizers: Vec<String>,
+) -> Result<MetricStream, Error> {
+    let name = stream.name_any();
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": stream.resource_version(),
+        }
+    });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .doing(|| format!("updating the finalizers of MetricStream {name}"))
+}
+
+/// Deletion: handle per deletionPolicy what ownerReferences cannot (KafkaTopics in other
+/// namespaces, an admin-API topic), then release the finalizer. Owned children and, under
+/// Delete, the PVCs are the garbage collector's job.
+async fn cleanup(stream: &MetricStream, ctx: &Context) -> Result<Action, Error> {
+    if !has_finalizer(stream) {
+        return Ok(Action::await_change());
+    }
+    let api = streams_api(ctx, stream)?;
+    let regarding = stream.object_ref(&());
+    let namespace = stream.namespace().unwrap_or_default();
+    let name = stream.name_any();
+    let policy = stream.spec.deletion_policy;
+    let retain = policy == DeletionPolicy::Retain;
+    let uid = stream.uid().unwrap_or_default();
+    let overdue = stream
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .is_some_and(|since| {
+            let waited = Timestamp::now().duration_since(since.0);
+            waited.as_secs() >= CLEANUP_DEADLINE.as_secs() as i64
+        });
+    let mut waiting_for: Vec<String> = Vec::new();
+
+    if ctx.strimzi_installed {
+        let known_namespace = stream
+            .spec
+            .kafka
+            .as_ref()
+            .and_then(|k| k.strimzi.as_ref())
+            .map(|s| s.namespace.clone());
+        let topics =
+            apply::strimzi_topics_of(ctx, &namespace, &name, known_namespace.as_deref()).await?;
+        for topic in topics {
+            let topic_ns = topic.namespace().unwrap_or_default();
+            let topic_name = topic.name_any();
+            let topics: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &topic_ns);
+            if retain {
+                apply::let_go(&topics, &topic.metadata, true, &uid).await?;
+                ctx.publish(
+                    &regarding,
+                    EventType::Normal,
+                    "DataRetained",
+                    "Cleanup",
+                    format!(
+                        "KafkaTopic {topic_ns}/{topic_name} was kept (deletionPolicy Retain) and is no longer managed"
+                    ),
+                )
+                .await;
+                continue;
+            }
+            if topic.metadata.deletion_timestamp.is_none() {
+                apply::let_go(&topics, &topic.metadata, false, &uid).await?;
+            }
+            // Strimzi's own finalizer deletes the Kafka topic first; wait for it.
+            waiting_for.push(format!("KafkaTopic {topic_ns}/{topic_name}"));
+        }
+    }
+
+    if !retain
+        && stream.spec.backend == Backend::Kafka
+        && let Some(kafka) = &stream.spec.kafka
+        && kafka.topic_management == TopicManagement::Admin
+    {
+        let topic = kafka
+            .topic
+            .clone()
+            .unwrap_or_else(|| validate::default_topic(&namespace, &name));
+        match ctx.topics.delete(&kafka.bootstrap_servers, &topic).await {
+            Ok(()) => {
+                ctx.publish(
+                    &regarding,
+                    EventType::Normal,
+                    "TopicDeleted",
+                    "Cleanup",
+                    format!("deleted Kafka topic {topic} (deletionPolicy Delete)"),
+                )
+                .await;
+            }
+            Err(error) if overdue => {
+                ctx.publish(
+                    &regarding,
+                    EventType::Warning,
+                    "TopicDeletionFailed",
+                    "Cleanup",
+                    format!("gave up deleting Kafka topic {topic} after {CLEANUP_DEADLINE:?}: {error}; delete it by hand"),
+                )
+                .await;
+            }
+            Err(error) => {
+                return Err(Error::Topic {
+                    topic,
+                    message: format!("deleting: {error}"),
+                });
+            }
+        }
+    }
+
+    if !waiting_for.is_empty() {
+        if !overdue {
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        ctx.publish(
+            &regarding,
+            EventType::Warning,
+            "TopicDeletionBlocked",
+            "Cleanup",
+            format!(
+                "{} still not deleted after {CLEANUP_DEADLINE:?} (is Strimzi's Topic Operator running?); releasing the MetricStream anyway. Remove the KafkaTopic's strimzi.io/topic-operator finalizer by hand if it stays",
+                waiting_for.join(", ")
+            ),
+        )
+        .await;
+    }
+    remove_finalizer(&api, stream).await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,544 @@
+//! Validate (pure): a `MetricStream` as read from the API server → a [`ValidatedStream`] that
+//! carries every decision later steps need, or an [`InvalidSpec`] naming what is wrong.
+//!
+//! The CRD's schema and CEL rules already reject most mistakes at admission; this step repeats
+//! the ones later steps rely on (an older CRD may be installed) and adds what CEL cannot see:
+//! quantity syntax, names that would make child names too long.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use crate::crd::{Backend, DeletionPolicy, Durability, MetricStream, TopicManagement};
+
+/// Longest MetricStream name: its ingest Service `<name>-ingest` must be a 63-character DNS
+/// label, and the name is also a label value.
+pub const MAX_NAME_LEN: usize = 63 - "-ingest".len();
+
+/// A MetricStream whose spec the operator can act on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedStream {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: Option<i64>,
+    pub partitions: i32,
+    pub backend: ValidatedBackend,
+    pub ingest: IngestSettings,
+    pub consumer: ConsumerSettings,
+    pub deletion_policy: DeletionPolicy,
+    /// `spec.image`, when set.
+    pub image: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValidatedBackend {
+    File {
+        storage: String,
+        storage_class: Option<String>,
+        durability: Durability,
+    },
+    Kafka(KafkaTopicPlan),
+}
+
+/// The topic a Kafka-backed stream uses and who manages it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaTopicPlan {
+    pub bootstrap_servers: String,
+    /// The effective topic: `spec.kafka.topic` or `metricstream.<namespace>.<name>`.
+    pub topic: String,
+    pub replication_factor: i32,
+    pub config: BTreeMap<String, String>,
+    pub management: TopicMode,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TopicMode {
+    /// A KafkaTopic in the Strimzi cluster's namespace.
+    Strimzi { cluster: String, namespace: String },
+    /// Created and grown by the operator through the Kafka admin API.
+    Admin,
+    /// Someone else's: only verified.
+    External,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestSettings {
+    pub replicas: i32,
+    pub auth_secret: Option<String>,
+    pub max_body_bytes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumerSettings {
+    pub group: String,
+    pub replicas: i32,
+    pub sink_storage: String,
+    pub storage_class: Option<String>,
+}
+
+impl ValidatedStream {
+    pub fn kafka(&self) -> Option<&KafkaTopicPlan> {
+        match &self.backend {
+            ValidatedBackend::Kafka(plan) => Some(plan),
+            ValidatedBackend::File { .. } => None,
+        }
+    }
+
+    /// True when something outside ownerReferences' reach must be cleaned up on deletion: a
+    /// KafkaTopic in another namespace (deleted or released per policy), or an admin-API topic
+    /// the policy says to delete.
+    pub fn needs_finalizer(&self) -> bool {
+        match self.kafka().map(|plan| &plan.management) {
+            Some(TopicMode::Strimzi { .. }) => true,
+            Some(TopicMode::Admin) => self.deletion_policy == DeletionPolicy::Delete,
+            Some(TopicMode::External) | None => false,
+        }
+    }
+}
+
+/// Why a spec cannot be acted on. Shown to users in the Ready condition and a Warning Event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpec {
+    #[error("the object has no {0}")]
+    MissingMetadata(&'static str),
+    #[error(
+        "name {name:?} is not usable: it must be a DNS label (lowercase letters, digits, '-', starting with a letter) of at most {MAX_NAME_LEN} characters, as `<name>-ingest` names a Service"
+    )]
+    BadName { name: String },
+    #[error("spec.partitions is {0}; it must be in 1..=1024")]
+    PartitionsOutOfRange(i32),
+    #[error("spec.backend is {0} but spec.{0} is missing")]
+    MissingBackendSettings(&'static str),
+    #[error("spec.kafka.topicManagement is strimzi but spec.kafka.strimzi is missing")]
+    MissingStrimziRef,
+    #[error("spec.kafka.bootstrapServers is empty")]
+    NoBootstrapServers,
+    #[error(
+        "spec.kafka.topic {0:?} is not a Kafka topic name (1..=249 of letters, digits, '.', '_', '-'; not '.' or '..')"
+    )]
+    BadTopic(String),
+    #[error("{field} {value:?} is not a Kubernetes quantity greater than zero (e.g. 5Gi)")]
+    BadQuantity { field: &'static str, value: String },
+    #[error("{field} is {value}; it must be at least {min}")]
+    TooSmall {
+        field: &'static str,
+        value: i64,
+        min: i64,
+    },
+    #[error("{field} {value:?} is empty or not a valid name")]
+    BadReference { field: &'static str, value: String },
+    #[error("spec.consumer.group {0:?} must be 1..=200 of letters, digits, '.', '_', '-'")]
+    BadGroup(String),
+    #[error("spec.kafka.config has an empty key")]
+    EmptyConfigKey,
+}
+
+/// Checks `stream` and derives everything the build step needs.
+pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
+    let name = stream.name_any();
+    let namespace = stream
+        .namespace()
+        .ok_or(InvalidSpec::MissingMetadata("namespace"))?;
+    let uid = stream.uid().ok_or(InvalidSpec::MissingMetadata("uid"))?;
+    if !is_dns_label(&name)
+        || name.len() > MAX_NAME_LEN
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        return Err(InvalidSpec::BadName { name });
+    }
+    let spec = &stream.spec;
+    if !(1..=1024).contains(&spec.partitions) {
+        return Err(InvalidSpec::PartitionsOutOfRange(spec.partitions));
+    }
+
+    let backend = match spec.backend {
+        Backend::File => {
+            let file = spec
+                .file
+                .as_ref()
+                .ok_or(InvalidSpec::MissingBackendSettings("file"))?;
+            check_quantity("spec.file.storage", &file.storage)?;
+            if let Some(class) = &file.storage_class_name {
+                check_reference("spec.file.storageClassName", class)?;
+            }
+            ValidatedBackend::File {
+                storage: file.storage.clone(),
+                storage_class: file.storage_class_name.clone(),
+                durability: file.durability,
+            }
+        }
+        Backend::Kafka => {
+            let kafka = spec
+                .kafka
+                .as_ref()
+                .ok_or(InvalidSpec::MissingBackendSettings("kafka"))?;
+            let servers = kafka.bootstrap_servers.trim();
+            if servers.split(',').all(|server| server.trim().is_empty()) {
+                return Err(InvalidSpec::NoBootstrapServers);
+            }
+            let topic = kafka
+                .topic
+                .clone()
+                .unwrap_or_else(|| default_topic(&namespace, &name));
+            if !is_kafka_topic(&topic) {
+                return Err(InvalidSpec::BadTopic(topic));
+            }
+            if kafka.replication_factor < 1 {
+                return Err(InvalidSpec::TooSmall {
+                    field: "spec.kafka.replicationFactor",
+                    value: kafka.replication_factor.into(),
+                    min: 1,
+                });
+            }
+            if kafka.config.keys().any(|key| key.trim().is_empty()) {
+                return Err(InvalidSpec::EmptyConfigKey);
+            }
+            let management = match kafka.topic_management {
+                TopicManagement::Strimzi => {
+                    let strimzi = kafka
+                        .strimzi
+                        .as_ref()
+                        .ok_or(InvalidSpec::MissingStrimziRef)?;
+                    check_reference("spec.kafka.strimzi.cluster", &strimzi.cluster)?;
+                    if !is_dns_label(&strimzi.namespace) {
+                        return Err(InvalidSpec::BadReference {
+                            field: "spec.kafka.strimzi.namespace",
+                            value: strimzi.namespace.clone(),
+                        });
+                    }
+                    TopicMode::Strimzi {
+                        cluster: strimzi.cluster.clone(),
+                        namespace: strimzi.namespace.clone(),
+                    }
+                }
+                TopicManagement::Admin => TopicMode::Admin,
+                TopicManagement::External => TopicMode::External,
+            };
+            ValidatedBackend::Kafka(KafkaTopicPlan {
+                bootstrap_servers: servers.to_owned(),
+                topic,
+                replication_factor: kafka.replication_factor,
+                config: kafka.config.clone(),
+                management,
+            })
+        }
+    };
+
+    let ingest = &spec.ingest;
+    check_min("spec.ingest.replicas", ingest.replicas.into(), 0)?;
+    check_min("spec.ingest.maxBodyBytes", ingest.max_body_bytes, 1024)?;
+    if let Some(secret) = &ingest.auth_secret_ref {
+        check_reference("spec.ingest.authSecretRef.name", &secret.name)?;
+    }
+    let consumer = &spec.consumer;
+    check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
+    if consumer.group.is_empty()
+        || consumer.group.len() > 200
+        || !consumer.group.chars().all(is_topic_char)
+    {
+        return Err(InvalidSpec::BadGroup(consumer.group.clone()));
+    }
+    check_quantity("spec.consumer.sinkStorage", &consumer.sink_storage)?;
+    if let Some(class) = &consumer.storage_class_name {
+        check_reference("spec.consumer.storageClassName", class)?;
+    }
+    if let Some(image) = &spec.image
+        && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+    {
+        return Err(InvalidSpec::BadReference {
+            field: "spec.image",
+            value: image.clone(),
+        });
+    }
+
+    Ok(ValidatedStream {
+        name,
+        namespace,
+        uid,
+        generation: stream.metadata.generation,
+        partitions: spec.partitions,
+        backend,
+        ingest: IngestSettings {
+            replicas: ingest.replicas,
+            auth_secret: ingest.auth_secret_ref.as_ref().map(|s| s.name.clone()),
+            max_body_bytes: ingest.max_body_bytes,
+        },
+        consumer: ConsumerSettings {
+            group: consumer.group.clone(),
+            replicas: consumer.replicas,
+            sink_storage: consumer.sink_storage.clone(),
+            storage_class: consumer.storage_class_name.clone(),
+        },
+        deletion_policy: spec.deletion_policy,
+        image: spec.image.clone(),
+    })
+}
+
+/// The topic of a stream that names none.
+pub fn default_topic(namespace: &str, name: &str) -> String {
+    format!("metricstream.{namespace}.{name}")
+}
+
+fn check_min(field: &'static str, value: i64, min: i64) -> Result<(), InvalidSpec> {
+    if value < min {
+        return Err(InvalidSpec::TooSmall { field, value, min });
+    }
+    Ok(())
+}
+
+fn check_reference(field: &'static str, value: &str) -> Result<(), InvalidSpec> {
+    if !is_dns_subdomain(value) {
+        return Err(InvalidSpec::BadReference {
+            field,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn check_quantity(field: &'static str, value: &str) -> Result<(), InvalidSpec> {
+    if parse_quantity(value).is_some_and(|bytes| bytes > 0.0) {
+        Ok(())
+    } else {
+        Err(InvalidSpec::BadQuantity {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// The value of a Kubernetes quantity (`5Gi`, `500M`, `1e9`, `1.5Ti`), or `None` when it is
+/// not one.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let multiplier = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent if exponent.starts_with(['e', 'E']) => {
+            let power: i32 = exponent[1..].parse().ok()?;
+            10f64.powi(power)
+        }
+        _ => return None,
+    };
+    Some(value * multiplier)
+}
+
+/// RFC 1123 label: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn is_kafka_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic.chars().all(is_topic_char)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::fixtures::{file_stream, kafka_stream};
+
+    #[test]
+    fn a_file_stream_validates_with_its_settings() {
+        let validated = validate(&file_stream()).expect("valid");
+        assert_eq!(validated.name, "web");
+        assert_eq!(validated.namespace, "apps");
+        assert_eq!(validated.partitions, 4);
+        assert_eq!(
+            validated.backend,
+            ValidatedBackend::File {
+                storage: "5Gi".into(),
+                storage_class: None,
+                durability: Durability::Batch
+            }
+        );
+        assert!(!validated.needs_finalizer());
+    }
+
+    #[test]
+    fn the_default_topic_is_derived_from_namespace_and_name() {
+        let mut stream = kafka_stream(TopicManagement::Admin);
+        stream.spec.kafka.as_mut().expect("kafka").topic = None;
+        let validated = validate(&stream).expect("valid");
+        assert_eq!(
+            validated.kafka().expect("kafka").topic,
+            "metricstream.apps.web"
+        );
+    }
+
+    #[test]
+    fn the_finalizer_is_needed_only_for_what_owner_references_cannot_collect() {
+        let cases = [
+            (TopicManagement::Strimzi, DeletionPolicy::Retain, true),
+            (TopicManagement::Strimzi, DeletionPolicy::Delete, true),
+            (TopicManagement::Admin, DeletionPolicy::Retain, false),
+            (TopicManagement::Admin, DeletionPolicy::Delete, true),
+            (TopicManagement::External, DeletionPolicy::Delete, false),
+        ];
+        for (mode, policy, expected) in cases {
+            let mut stream = kafka_stream(mode);
+            stream.spec.deletion_policy = policy;
+            let validated = validate(&stream).expect("valid");
+            assert_eq!(validated.needs_finalizer(), expected, "{mode:?} {policy:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_specs_are_named() {
+        type Mutation = fn(&mut MetricStream);
+        let cases: Vec<(&str, Mutation, InvalidSpec)> = vec![
+            (
+                "strimzi without a cluster reference",
+                |s| s.spec.kafka.as_mut().expect("kafka").strimzi = None,
+                InvalidSpec::MissingStrimziRef,
+            ),
+            (
+                "kafka backend without kafka settings",
+                |s| s.spec.kafka = None,
+                InvalidSpec::MissingBackendSettings("kafka"),
+            ),
+            (
+                "empty bootstrap servers",
+                |s| s.spec.kafka.as_mut().expect("kafka").bootstrap_servers = " , ".into(),
+                InvalidSpec::NoBootstrapServers,
+            ),
+            (
+                "a bad topic",
+                |s| s.spec.kafka.as_mut().expect("kafka").topic = Some("a topic".into()),
+                InvalidSpec::BadTopic("a topic".into()),
+            ),
+            (
+                "a sink size that is no quantity",
+                |s| s.spec.consumer.sink_storage = "lots".into(),
+                InvalidSpec::BadQuantity {
+                    field: "spec.consumer.sinkStorage",
+                    value: "lots".into(),
+                },
+            ),
+            (
+                "a zero sink size",
+                |s| s.spec.consumer.sink_storage = "0Gi".into(),
+                InvalidSpec::BadQuantity {
+                    field: "spec.consumer.sinkStorage",
+                    value: "0Gi".into(),
+                },
+            ),
+            (
+                "too many partitions",
+                |s| s.spec.partitions = 2000,
+                InvalidSpec::PartitionsOutOfRange(2000),
+            ),
+            (
+                "a bad consumer group",
+                |s| s.spec.consumer.group = "a/b".into(),
+                InvalidSpec::BadGroup("a/b".into()),
+            ),
+            (
+                "an image with spaces",
+                |s| s.spec.image = Some("my image".into()),
+                InvalidSpec::BadReference {
+                    field: "spec.image",
+                    value: "my image".into(),
+                },
+            ),
+        ];
+        for (what, mutate, expected) in cases {
+            let mut stream = kafka_stream(TopicManagement::Strimzi);
+            mutate(&mut stream);
+            assert_eq!(validate(&stream), Err(expected), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_file_stream_needs_its_file_settings_and_a_valid_size() {
+        let mut stream = file_stream();
+        stream.spec.file.as_mut().expect("file").storage = "5 Gi".into();
+        assert!(matches!(
+            validate(&stream),
+            Err(InvalidSpec::BadQuantity {
+                field: "spec.file.storage",
+                ..
+            })
+        ));
+        stream.spec.file = None;
+        assert_eq!(
+            validate(&stream),
+            Err(InvalidSpec::MissingBackendSettings("file"))
+        );
+    }
+
+    #[test]
+    fn names_too_long_for_child_services_are_rejected() {
+        let mut stream = file_stream();
+        stream.metadata.name = Some("a".repeat(MAX_NAME_LEN));
+        assert!(validate(&stream).is_ok());
+        stream.metadata.name = Some("a".repeat(MAX_NAME_LEN + 1));
+        assert!(matches!(
+            validate(&stream),
+            Err(InvalidSpec::BadName { .. })
+        ));
+        stream.metadata.name = Some("1abc".into());
+        assert!(matches!(
+            validate(&stream),
+            Err(InvalidSpec::BadName { .. })
+        ));
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        let cases = [
+            ("5Gi", Some(5.0 * 1024f64.powi(3))),
+            ("500M", Some(5e8)),
+            ("1.5Ki", Some(1536.0)),
+            ("1e3", Some(1000.0)),
+            ("100m", Some(0.1)),
+            ("12", Some(12.0)),
+            ("Gi", None),
+            ("5GB", None),
+            ("-1Gi", None),
+            ("", None),
+            (".5Gi", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_quantity(text), expected, "{text}");
+        }
+    }
+}
