@@ -83,6 +83,11 @@ pub enum ConsumeError {
     },
     #[error("the queue is unavailable: {0}")]
     Unavailable(String),
+    /// This member lost (some of) the partitions it was committing for — its group session
+    /// expired, or a rebalance moved them. Retrying cannot succeed: poll again. The records are
+    /// re-read from the last commit by whoever owns them now, and the sink skips what it holds.
+    #[error("partition ownership lost: {0}")]
+    OwnershipLost(String),
     #[error("{0}")]
     Other(String),
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metricstream_backend::codec::{self, CodecError};
-use metricstream_backend::{ConsumedRecord, Offset, Partition, Poll, QueueConsumer};
+use metricstream_backend::{ConsumeError, ConsumedRecord, Offset, Partition, Poll, QueueConsumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -261,6 +261,14 @@ impl<S: Sink> Pipeline<S> {
             match self.consumer.commit(&positions).await {
                 Ok(()) => {
                     self.health.queue_recovered();
+                    break;
+                }
+                Err(ConsumeError::OwnershipLost(reason)) => {
+                    // Retrying cannot succeed; the next poll completes the rebalance and the
+                    // records come back (to us or another member) from the last commit, where
+                    // the sink skips what it already holds.
+                    self.metrics.queue_errors.inc();
+                    tracing::warn!(%reason, "batch written but its commit was lost to a rebalance; it will be re-delivered");
                     break;
                 }
                 Err(error) => {

@@ -202,7 +202,7 @@ impl Inner {
     fn commit(&mut self, positions: &[(Partition, Offset)]) -> Result<(), ConsumeError> {
         for (partition, next) in positions {
             let Some(reader) = self.owned.get_mut(&partition.0) else {
-                return Err(ConsumeError::Other(format!(
+                return Err(ConsumeError::OwnershipLost(format!(
                     "cannot commit partition {partition}: this member does not own it"
                 )));
             };

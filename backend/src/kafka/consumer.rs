@@ -15,7 +15,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
@@ -157,6 +157,7 @@ impl QueueConsumer for KafkaConsumer {
         let consumer = self.consumer()?;
         let deadline = Instant::now() + max_wait;
         let mut records = Vec::new();
+        let mut last_error = None;
         while records.len() < max_records.max(1) {
             // Wait up to the deadline for the first record, then take only what is ready.
             let wait = if records.is_empty() {
@@ -167,11 +168,14 @@ impl QueueConsumer for KafkaConsumer {
             let message = match tokio::time::timeout(wait, consumer.recv()).await {
                 Ok(Ok(message)) => message,
                 Ok(Err(error)) => {
-                    if records.is_empty() {
-                        return Err(ConsumeError::Unavailable(error.to_string()));
+                    // Error events pile up while the cluster is unreachable. Returning on the
+                    // first would serve them one per poll (and per retry back-off) long after
+                    // the cluster is back; drain them within this poll instead.
+                    last_error = Some(error);
+                    if Instant::now() >= deadline {
+                        break;
                     }
-                    tracing::warn!(%error, "consumer error; returning what was read");
-                    break;
+                    continue;
                 }
                 Err(_elapsed) => break,
             };
@@ -183,6 +187,11 @@ impl QueueConsumer for KafkaConsumer {
                 offset: Offset(message.offset().max(0) as u64),
                 payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
             });
+        }
+        if records.is_empty()
+            && let Some(error) = last_error
+        {
+            return Err(ConsumeError::Unavailable(error.to_string()));
         }
         let mut poll = Poll::default();
         if let Ok(mut shared) = self.shared.lock() {
@@ -223,10 +232,21 @@ impl QueueConsumer for KafkaConsumer {
         if list.count() == 0 {
             return Ok(());
         }
-        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-            .await
-            .map_err(|error| ConsumeError::Other(format!("commit task failed: {error}")))?
-            .map_err(|error| ConsumeError::Unavailable(format!("commit failed: {error}")))
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+                .await
+                .map_err(|error| ConsumeError::Other(format!("commit task failed: {error}")))?;
+        committed.map_err(|error| match error.rdkafka_error_code() {
+            // The group moved on without this member (its session expired during an outage, or
+            // a rebalance is under way): this commit can never succeed.
+            Some(
+                RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::FencedInstanceId,
+            ) => ConsumeError::OwnershipLost(format!("commit failed: {error}")),
+            _ => ConsumeError::Unavailable(format!("commit failed: {error}")),
+        })
     }
 
     fn assignment(&self) -> Vec<Partition> {

@@ -34,6 +34,9 @@ struct Health {
     last_progress_ms: AtomicU64,
     epoch: Instant,
     metrics: KafkaMetrics,
+    /// `true` while the cluster is considered unreachable; appends waiting for an
+    /// acknowledgement give up as soon as it turns `true`.
+    unreachable: tokio::sync::watch::Sender<bool>,
 }
 
 impl Health {
@@ -48,6 +51,7 @@ impl Health {
             tracing::warn!(%reason, "Kafka considered unreachable; appends fail fast until it answers");
             self.metrics.cluster_unreachable.set(1);
             *down = Some((Instant::now(), reason));
+            self.unreachable.send_replace(true);
         }
     }
 
@@ -59,6 +63,7 @@ impl Health {
             self.metrics.cluster_unreachable.set(0);
             self.last_progress_ms
                 .store(self.now_ms(), Ordering::Release);
+            self.unreachable.send_replace(false);
         }
     }
 
@@ -176,6 +181,7 @@ impl KafkaProducer {
             last_progress_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             metrics: metrics.clone(),
+            unreachable: tokio::sync::watch::Sender::new(false),
         });
         let producer = Arc::new(RwLock::new(build(&settings, &tuning, &health)?));
         let this = Self {
@@ -319,8 +325,22 @@ impl QueueProducer for KafkaProducer {
                 .last_progress_ms
                 .store(self.health.now_ms(), Ordering::Release);
         }
-        let outcome = tokio::time::timeout(self.tuning.ack_timeout, delivery).await;
+        // Give up waiting as soon as the cluster is known to be unreachable: the client gets its
+        // 503 now rather than at the ack timeout. The record may still be delivered later —
+        // then it duplicates the client's retry; it is never lost.
+        let mut unreachable = self.health.unreachable.subscribe();
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(self.tuning.ack_timeout, delivery) => Some(outcome),
+            _ = unreachable.wait_for(|down| *down) => None,
+        };
         self.health.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let Some(outcome) = outcome else {
+            self.metrics.delivery_errors.inc();
+            let reason = self.health.down_reason().unwrap_or_default();
+            return Err(AppendError::Unavailable(format!(
+                "Kafka unreachable: {reason}"
+            )));
+        };
         match outcome {
             Ok(Ok(Ok(delivered))) => {
                 self.health
