@@ -3,25 +3,27 @@
 //! It runs the real `metricstream-ingest` and `metricstream-consumer` binaries as processes on
 //! loopback ports and temporary directories ([`process`]), drives them with concurrent HTTP
 //! clients whose every metric is uniquely identifiable ([`load`]), and reads the JSON Lines sink
-//! back to prove that every acknowledged metric arrived exactly once ([`sink`]).
+//! back to prove that every acknowledged metric arrived exactly once ([`sink`]). [`kafka`] names
+//! the shared test broker and runs private ones for tests that stop a broker.
 //!
 //! The binaries are looked up next to the test executable (`target/<profile>/`), so build them
 //! first with the same profile: `cargo build --bins` before `cargo test`, or
 //! `cargo build --release --bins` before `cargo test --release`. `METRICSTREAM_BIN_DIR`
 //! overrides the directory.
 
+pub mod kafka;
 pub mod load;
 pub mod process;
 pub mod sink;
 
 pub use load::{
     Expected, ExpectedPosition, LoadReport, LoadSpec, MetricId, Outcome, RunningLoad, gzip,
-    request_body, run_load, start_load,
+    quantile, request_body, run_load, start_load,
 };
 pub use process::{Service, ServiceSpec, TestDir};
 pub use sink::{
     ReadMode, SinkContents, SinkLine, Verification, assert_settled_exactly_once, count_lines,
-    read_sink, verify, wait_for_lines, wait_for_sink,
+    read_sink, try_wait_for_sink, verify, wait_for_lines, wait_for_sink,
 };
 
 use std::time::Duration;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -86,6 +86,9 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// What load to send.
+///
+/// A load ends when every client has sent `requests_per_client` requests, or earlier when
+/// [`RunningLoad::stop`] is called: give `u64::MAX` requests for a load that runs until stopped.
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
     /// Ingest base URLs (`http://127.0.0.1:port`); client `c`'s request `s` goes to
@@ -100,6 +103,7 @@ pub struct LoadSpec {
     pub pause: Duration,
     /// Send every other request gzip-compressed.
     pub gzip_every_other: bool,
+    /// The client-side deadline of one request (connecting, sending, reading the answer).
     pub request_timeout: Duration,
 }
 
@@ -137,6 +141,11 @@ impl LoadSpec {
         self
     }
 
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     pub fn total_metrics(&self) -> u64 {
         self.clients as u64 * self.requests_per_client * u64::from(self.metrics_per_request)
     }
@@ -147,6 +156,8 @@ impl LoadSpec {
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// The `Retry-After` header, if the answer had one.
+    pub retry_after: Option<String>,
 }
 
 /// One request and what became of it.
@@ -156,12 +167,24 @@ pub struct Outcome {
     pub seq: u64,
     pub metrics: u32,
     pub target: usize,
+    /// When the request was sent.
+    pub sent_at: Instant,
     pub latency: Duration,
     /// The answer, or why there was none (connection refused or reset, timeout).
     pub result: Result<Answer, String>,
 }
 
 impl Outcome {
+    /// When the answer (or the failure) arrived.
+    pub fn answered_at(&self) -> Instant {
+        self.sent_at + self.latency
+    }
+
+    /// The HTTP status, if there was an answer.
+    pub fn status(&self) -> Option<u16> {
+        self.result.as_ref().ok().map(|answer| answer.status)
+    }
+
     /// A 2xx: the ingest promised the metrics are durable.
     pub fn acknowledged(&self) -> bool {
         matches!(&self.result, Ok(answer) if (200..300).contains(&answer.status))
@@ -185,6 +208,17 @@ impl Outcome {
             Err(error) => format!("no answer: {error}"),
         }
     }
+}
+
+/// The `q`-quantile (0..=1, nearest rank) of `latencies`; zero when there are none.
+pub fn quantile(latencies: impl IntoIterator<Item = Duration>, q: f64) -> Duration {
+    let mut latencies: Vec<Duration> = latencies.into_iter().collect();
+    if latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    latencies.sort_unstable();
+    let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+    latencies[rank - 1]
 }
 
 /// Where an acknowledged metric must show up in the sink, as far as the `202` said.
@@ -263,6 +297,8 @@ pub struct Progress {
     pub sent: AtomicU64,
     pub acknowledged: AtomicU64,
     pub failed: AtomicU64,
+    /// Set by [`RunningLoad::stop`]: clients send no further request.
+    pub stop: AtomicBool,
 }
 
 /// The result of a load run.
@@ -302,16 +338,12 @@ impl LoadReport {
 
     /// The `q`-quantile (0..=1, nearest rank) of the acknowledged requests' latency.
     pub fn latency_quantile(&self, q: f64) -> Duration {
-        let mut latencies: Vec<Duration> = self.acknowledged().map(|o| o.latency).collect();
-        if latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        latencies.sort_unstable();
-        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1]
+        quantile(self.acknowledged().map(|o| o.latency), q)
     }
 
     /// Requests, throughput and latency in one line.
+    ///
+    /// The rates are over the acknowledged requests and the whole run.
     pub fn summary(&self) -> String {
         let seconds = self.elapsed.as_secs_f64().max(f64::EPSILON);
         let acknowledged = self.acknowledged_count();
@@ -369,6 +401,28 @@ pub struct RunningLoad {
 impl RunningLoad {
     pub fn acknowledged(&self) -> u64 {
         self.progress.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered otherwise than 2xx, or not answered.
+    pub fn failed(&self) -> u64 {
+        self.progress.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether every client has finished.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Tells every client to send no further request; requests in flight run to their end.
+    /// [`finish`](Self::finish) then returns once they have.
+    pub fn stop(&self) {
+        self.progress.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// [`stop`](Self::stop), then [`finish`](Self::finish).
+    pub async fn stop_and_finish(self) -> LoadReport {
+        self.stop();
+        self.finish().await
     }
 
     /// Waits until at least `count` requests were acknowledged.
@@ -440,8 +494,12 @@ pub fn error_chain(error: reqwest::Error) -> String {
 async fn run_client(spec: Arc<LoadSpec>, client: usize, progress: Arc<Progress>) -> Vec<Outcome> {
     let name = format!("{}-{client}", spec.client_prefix);
     let http = http_client(spec.request_timeout);
-    let mut outcomes = Vec::with_capacity(spec.requests_per_client as usize);
+    // A load that runs until stopped gives u64::MAX requests: do not reserve for all of them.
+    let mut outcomes = Vec::with_capacity(spec.requests_per_client.min(1024) as usize);
     for seq in 0..spec.requests_per_client {
+        if progress.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let target = (client + seq as usize) % spec.targets.len();
         let url = format!("{}/metrics", spec.targets[target]);
         let json = serde_json::to_vec(&request_body(&name, seq, spec.metrics_per_request))
@@ -461,8 +519,16 @@ async fn run_client(spec: Arc<LoadSpec>, client: usize, progress: Arc<Progress>)
         let result = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
                 match response.text().await {
-                    Ok(body) => Ok(Answer { status, body }),
+                    Ok(body) => Ok(Answer {
+                        status,
+                        body,
+                        retry_after,
+                    }),
                     Err(error) => Err(format!("reading the answer: {}", error_chain(error))),
                 }
             }
@@ -475,6 +541,7 @@ async fn run_client(spec: Arc<LoadSpec>, client: usize, progress: Arc<Progress>)
             seq,
             metrics: spec.metrics_per_request,
             target,
+            sent_at: started,
             latency,
             result,
         };
@@ -506,10 +573,12 @@ mod tests {
             seq,
             metrics: 2,
             target: 0,
+            sent_at: Instant::now(),
             latency: Duration::from_millis(latency_ms),
             result: Ok(Answer {
                 status,
                 body: format!(r#"{{"accepted":2,"partition":1,"offset":{seq}}}"#),
+                retry_after: None,
             }),
         }
     }

@@ -18,8 +18,9 @@ const LOG_TAIL_LINES: usize = 120;
 /// A test's temporary directory: `data/` (the file queue), `sink/` (the consumer's JSON Lines),
 /// `logs/` (every process's stdout and stderr) and whatever else the test writes there.
 ///
-/// Deleted when the test passes. When it fails, the directory is kept and the tail of every
-/// process log is printed.
+/// Deleted when the test passes, unless `METRICSTREAM_KEEP_TEST_DIRS` is set (to read the logs
+/// of a passing run). When it fails, the directory is kept and the tail of every process log is
+/// printed.
 pub struct TestDir {
     dir: tempfile::TempDir,
 }
@@ -64,6 +65,13 @@ impl TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         if !std::thread::panicking() {
+            if std::env::var_os("METRICSTREAM_KEEP_TEST_DIRS").is_some() {
+                self.dir.disable_cleanup(true);
+                eprintln!(
+                    "METRICSTREAM_KEEP_TEST_DIRS: kept {}",
+                    self.path().display()
+                );
+            }
             return;
         }
         self.dir.disable_cleanup(true);

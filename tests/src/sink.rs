@@ -324,21 +324,34 @@ impl Verification {
 /// Polls the sink until every metric in `expected` is there, and returns what it found then.
 /// Fails at the deadline, or at once if the sink holds a line that is not valid JSON.
 pub async fn wait_for_sink(dir: &Path, expected: &Expected, timeout: Duration) -> Verification {
+    match try_wait_for_sink(dir, expected, timeout).await {
+        Ok(verification) => verification,
+        Err(verification) => panic!(
+            "the sink did not receive every acknowledged metric within {timeout:?}: {}; \
+             first missing: {:?}",
+            verification.summary(),
+            verification.missing.iter().take(5).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// [`wait_for_sink`] without failing at the deadline: `Err` with what the sink held then, for
+/// tests that report more before they fail. Still fails at once on a line that is not valid JSON.
+pub async fn try_wait_for_sink(
+    dir: &Path,
+    expected: &Expected,
+    timeout: Duration,
+) -> Result<Verification, Verification> {
     let started = Instant::now();
     loop {
         let contents = read_sink(dir, ReadMode::Live)
             .unwrap_or_else(|error| panic!("the sink is malformed: {error}"));
         let verification = verify(&contents, expected);
         if verification.complete() {
-            return verification;
+            return Ok(verification);
         }
         if started.elapsed() > timeout {
-            panic!(
-                "the sink did not receive every acknowledged metric within {timeout:?}: {}; \
-                 first missing: {:?}",
-                verification.summary(),
-                verification.missing.iter().take(5).collect::<Vec<_>>()
-            );
+            return Err(verification);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

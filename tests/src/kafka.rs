@@ -1,0 +1,218 @@
+//! Kafka for the process-level tests: the shared broker named by `KAFKA_BOOTSTRAP` (started by
+//! `make test` with `hack/kafka.sh up`), unique topic and group names, and a private broker a
+//! test may stop and start without disturbing the tests that share the other one.
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::TestDir;
+
+/// The message of a Kafka test run without a broker.
+pub const NEEDS_KAFKA: &str = "KAFKA_BOOTSTRAP is not set: start a broker with `hack/kafka.sh up` \
+                               and export what it prints (make test does)";
+
+/// How long `hack/kafka.sh up` / `start-broker` may take (its own readiness wait is 90 s).
+pub const BROKER_START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long `hack/kafka.sh stop-broker` / `down` may take (SIGTERM, SIGKILL after 20 s).
+pub const BROKER_STOP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The shared broker's bootstrap address from `KAFKA_BOOTSTRAP`; panics with [`NEEDS_KAFKA`].
+pub fn bootstrap_from_env() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect(NEEDS_KAFKA)
+}
+
+/// A topic or group name no other run has used, so runs against one broker never see each other.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// `hack/kafka.sh` of this repository.
+pub fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("hack")
+        .join("kafka.sh")
+}
+
+/// A free loopback port below the kernel's ephemeral range, so that no outgoing connection can
+/// take it while a stopped broker waits to listen on it again.
+pub fn free_port_below_ephemeral_range() -> u16 {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low: u16 = 20_000;
+    let high = ephemeral_low.max(low + 1_000);
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64..1_000 {
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(attempt);
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        let port = low + (hasher.finish() % u64::from(high - low)) as u16;
+        // The shared broker's default ports.
+        if (19_090..=19_100).contains(&port) {
+            continue;
+        }
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// A single-node broker of the test's own (`hack/kafka.sh` with its own state directory and
+/// ports), which the test may stop and start. `down` when dropped, also when the test fails
+/// (then its log is first copied into the test's logs directory).
+pub struct PrivateBroker {
+    state_dir: PathBuf,
+    logs_dir: PathBuf,
+    port: u16,
+    controller_port: u16,
+    bootstrap: String,
+}
+
+impl PrivateBroker {
+    /// `hack/kafka.sh up` in `<dir>/kafka` on free ports; returns once it serves metadata.
+    pub async fn up(dir: &TestDir) -> Self {
+        let port = free_port_below_ephemeral_range();
+        let mut controller_port = free_port_below_ephemeral_range();
+        while controller_port == port {
+            controller_port = free_port_below_ephemeral_range();
+        }
+        let mut broker = Self {
+            state_dir: dir.path().join("kafka"),
+            logs_dir: dir.logs_dir(),
+            port,
+            controller_port,
+            bootstrap: String::new(),
+        };
+        let started = Instant::now();
+        let stdout = broker.run(&["up"], BROKER_START_TIMEOUT).await;
+        broker.bootstrap = stdout
+            .lines()
+            .last()
+            .and_then(|line| line.strip_prefix("KAFKA_BOOTSTRAP="))
+            .unwrap_or_else(|| {
+                panic!("hack/kafka.sh up printed no KAFKA_BOOTSTRAP line last: {stdout:?}")
+            })
+            .trim()
+            .to_owned();
+        println!(
+            "private broker {} up in {:.1} s (state {})",
+            broker.bootstrap,
+            started.elapsed().as_secs_f64(),
+            broker.state_dir.display()
+        );
+        broker
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `hack/kafka.sh stop-broker`: SIGTERM (or SIGKILL with `kill`) to the broker, returning
+    /// once the process is gone; its data stays.
+    pub async fn stop_broker(&self, kill: bool) {
+        let args: &[&str] = if kill {
+            &["stop-broker", "--kill"]
+        } else {
+            &["stop-broker"]
+        };
+        self.run(args, BROKER_STOP_TIMEOUT).await;
+    }
+
+    /// `hack/kafka.sh start-broker`: the broker again on the same data and ports, returning once
+    /// it serves metadata.
+    pub async fn start_broker(&self) {
+        self.run(&["start-broker"], BROKER_START_TIMEOUT).await;
+    }
+
+    fn script_log(&self) -> File {
+        let path = self.logs_dir.join("kafka-sh.log");
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(kafka_script())
+            .args(args)
+            .env("METRICSTREAM_KAFKA_STATE", &self.state_dir)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .stdin(Stdio::null())
+            .stderr(self.script_log());
+        command
+    }
+
+    /// Runs `hack/kafka.sh <args>` and returns its stdout; panics if it fails or overruns.
+    async fn run(&self, args: &[&str], timeout: Duration) -> String {
+        let mut command = tokio::process::Command::from(self.command(args));
+        command.stdout(Stdio::piped()).kill_on_drop(true);
+        let what = format!("hack/kafka.sh {} (port {})", args.join(" "), self.port);
+        let output = match tokio::time::timeout(timeout, command.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => panic!("running {what}: {error}"),
+            Err(_) => panic!(
+                "{what} did not finish within {timeout:?}; its log: {}",
+                self.logs_dir.join("kafka-sh.log").display()
+            ),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{what} failed ({}); stdout: {stdout:?}; its log: {}",
+            output.status,
+            self.logs_dir.join("kafka-sh.log").display()
+        );
+        stdout
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.state_dir.join("broker.log");
+            let kept = self.logs_dir.join("kafka-broker.log");
+            if let Err(error) = fs::copy(&log, &kept) {
+                eprintln!("cannot keep {}: {error}", log.display());
+            }
+        }
+        // Blocking, but only at the end of a test; `down` also deletes the state directory.
+        let mut command = self.command(&["down"]);
+        command.stdout(Stdio::null());
+        match command.status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!(
+                "hack/kafka.sh down of the private broker on port {} failed ({status})",
+                self.port
+            ),
+            Err(error) => eprintln!(
+                "hack/kafka.sh down of the private broker on port {} could not run: {error}",
+                self.port
+            ),
+        }
+    }
+}
