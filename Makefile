@@ -12,12 +12,17 @@ TEST_LOG := target/make-test.log
 # The broker address `kafka-up` found, and a marker that it started the broker itself.
 KAFKA_BOOTSTRAP_FILE := target/kafka-bootstrap
 KAFKA_STARTED_MARKER := target/kafka-started-by-make
+# The kubeconfig of the local control plane `envtest-up` found, and a marker that it started it.
+ENVTEST_KUBECONFIG_FILE := target/envtest-kubeconfig
+ENVTEST_STARTED_MARKER := target/envtest-started-by-make
+# Strimzi's CRDs for the operator's strimzi-mode test (never copied into the repository).
+STRIMZI_CRDS_DIR ?= $(if $(wildcard ../shared/strimzi-1.2.0-crds/043-Crd-kafkatopic.yaml),$(abspath ../shared/strimzi-1.2.0-crds))
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy build kafka-up cargo-test kafka-down
+TEST_STEPS := fmt-check clippy build kafka-up envtest-up cargo-test envtest-down kafka-down
 
 .DEFAULT_GOAL := help
-.PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down cargo-test \
-	scenario clean
+.PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
+	envtest-down cargo-test scenario clean
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -25,6 +30,7 @@ help:
 	@echo "make run        build (release) and run ingest + consumer locally on the file backend (hack/run-local.sh)"
 	@echo "make test       what CI runs: $(TEST_STEPS), with a summary"
 	@echo "make kafka-up   start (or reuse) a local Kafka broker for the tests; make kafka-down stops it"
+	@echo "make envtest-up start (or reuse) a local Kubernetes control plane for the operator tests; make envtest-down stops it"
 	@echo "make lint       rustfmt check and clippy with warnings denied"
 	@echo "make fmt        format the code"
 	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
@@ -71,17 +77,48 @@ kafka-down:
 		echo "leaving the Kafka broker as it was"; \
 	fi
 
+# A local control plane (hack/envtest.sh: etcd, kube-apiserver, kube-controller-manager; no
+# kubelet) for the operator's integration tests (operator/tests/envtest.rs). The CRDs are
+# installed before kube-controller-manager starts, so its garbage collector knows them at once.
+# One that already runs is reused and left running; one started here is stopped by `envtest-down`.
+envtest-up:
+	@mkdir -p target; rm -f $(ENVTEST_KUBECONFIG_FILE) $(ENVTEST_STARTED_MARKER)
+	@if bash hack/envtest.sh status >/dev/null 2>&1; then \
+		echo "reusing the running control plane"; \
+	else \
+		touch $(ENVTEST_STARTED_MARKER); \
+	fi
+	@ENVTEST_CRDS="$(CURDIR)/crds/metricstream.yaml$(if $(STRIMZI_CRDS_DIR),:$(STRIMZI_CRDS_DIR))" \
+		bash hack/envtest.sh up | tail -n 2 | sed -n 's/^KUBECONFIG=//p' > $(ENVTEST_KUBECONFIG_FILE)
+	@test -s $(ENVTEST_KUBECONFIG_FILE) || { echo "hack/envtest.sh up printed no KUBECONFIG"; exit 1; }
+	@echo "KUBECONFIG=$$(cat $(ENVTEST_KUBECONFIG_FILE))"
+
+envtest-down:
+	@if [[ -f $(ENVTEST_STARTED_MARKER) ]]; then \
+		bash hack/envtest.sh down; rm -f $(ENVTEST_STARTED_MARKER) $(ENVTEST_KUBECONFIG_FILE); \
+	else \
+		echo "leaving the control plane as it was"; \
+	fi
+
 # The process-level tests (tests/tests/*.rs) find the binaries next to themselves, in
 # target/debug: `build` must run first, as `make test` does. Tests that need a Kafka broker are
-# `#[ignore]`d unless KAFKA_BOOTSTRAP is set (by `kafka-up`), and then run too.
+# `#[ignore]`d unless KAFKA_BOOTSTRAP is set (by `kafka-up`), and then run too. The operator's
+# control-plane tests (named envtest_*) also need KUBECONFIG: the one `envtest-up` wrote wins
+# over one in the environment (so `make test` never runs them against a real cluster); without
+# either they are skipped.
 cargo-test:
 	@mkdir -p target
 	@if [[ -z "$${KAFKA_BOOTSTRAP:-}" && -s $(KAFKA_BOOTSTRAP_FILE) ]]; then \
 		export KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE)); \
 	fi; \
+	if [[ -s $(ENVTEST_KUBECONFIG_FILE) ]]; then \
+		export KUBECONFIG=$$(cat $(ENVTEST_KUBECONFIG_FILE)); \
+	fi; \
+	if [[ -n "$(STRIMZI_CRDS_DIR)" ]]; then export STRIMZI_CRDS_DIR="$(STRIMZI_CRDS_DIR)"; fi; \
+	skip=(); if [[ -z "$${KUBECONFIG:-}" ]]; then skip=(--skip envtest_); fi; \
 	if [[ -n "$${KAFKA_BOOTSTRAP:-}" ]]; then \
-		echo "$(CARGO) test --workspace --no-fail-fast -- --include-ignored   (KAFKA_BOOTSTRAP=$$KAFKA_BOOTSTRAP)"; \
-		$(CARGO) test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee $(TEST_LOG); \
+		echo "$(CARGO) test --workspace --no-fail-fast -- --include-ignored $${skip[*]}   (KAFKA_BOOTSTRAP=$$KAFKA_BOOTSTRAP KUBECONFIG=$${KUBECONFIG:-})"; \
+		$(CARGO) test --workspace --no-fail-fast -- --include-ignored "$${skip[@]}" 2>&1 | tee $(TEST_LOG); \
 	else \
 		echo "$(CARGO) test --workspace --no-fail-fast   (no Kafka broker: the Kafka tests are skipped)"; \
 		$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(TEST_LOG); \

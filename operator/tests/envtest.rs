@@ -1,0 +1,1057 @@
+//! The operator against a real API server: `hack/envtest.sh up` (etcd, kube-apiserver and
+//! kube-controller-manager on loopback; no kubelet, so pods stay Pending) and, for the `admin`
+//! topic mode, the local Kafka broker (`hack/kafka.sh up`).
+//!
+//! Each test creates its own namespace, installs the CRDs (server-side apply: idempotent), runs
+//! the real `metricstream-operator run --namespace <ns>` binary (found next to the test
+//! executable, in target/<profile>), and deletes the namespace at the end, also when it fails.
+//! On failure the tail of the operator's log is printed.
+//!
+//! The tests are `#[ignore]`d unless a control plane is given: `make test` starts one and runs
+//! everything with `--include-ignored`; by hand:
+//!
+//! ```text
+//! eval "$(hack/envtest.sh up | tail -n 2 | head -n 1 | sed 's/^/export /')"
+//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo test -p metricstream-operator --test envtest -- --include-ignored
+//! ```
+//!
+//! Every test's name starts with `envtest_` (so `--skip envtest_` leaves them out).
+//!
+//! Strimzi's KafkaTopic CRD comes from `STRIMZI_CRDS_DIR`, or `../shared/strimzi-1.2.0-crds`
+//! relative to the repository root when that exists (never copied into the repository).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use metricstream_backend::kafka::KafkaSettings;
+use metricstream_backend::kafka::admin::topic_partitions;
+use metricstream_operator::crd::MetricStream;
+use metricstream_operator::strimzi::KafkaTopic;
+use serde_json::{Value, json};
+
+const NEEDS_KUBECONFIG: &str = "KUBECONFIG must point at a control plane: run `hack/envtest.sh up` and export the \
+     KUBECONFIG=<path> it prints (make test does this)";
+const NEEDS_KAFKA: &str = "KAFKA_BOOTSTRAP must name a Kafka broker for the admin-mode tests: \
+     run `hack/kafka.sh up` and export the KAFKA_BOOTSTRAP=<address> it prints (make test does this)";
+/// How long anything the operator or the controller-manager does may take.
+const DEADLINE: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(250);
+const MANAGER: &str = "metricstream-envtest";
+const LOG_TAIL_LINES: usize = 80;
+
+// ---- harness ------------------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the operator crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// Where Strimzi's CRDs are, and how they were found (said in the test output).
+fn strimzi_crds_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("STRIMZI_CRDS_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.join("043-Crd-kafkatopic.yaml").is_file(),
+            "STRIMZI_CRDS_DIR={} holds no 043-Crd-kafkatopic.yaml",
+            dir.display()
+        );
+        eprintln!("Strimzi CRDs: {} (from STRIMZI_CRDS_DIR)", dir.display());
+        return Some(dir);
+    }
+    let default = repo_root().join("../shared/strimzi-1.2.0-crds");
+    if default.join("043-Crd-kafkatopic.yaml").is_file() {
+        eprintln!(
+            "Strimzi CRDs: {} (the default, ../shared/strimzi-1.2.0-crds)",
+            default.display()
+        );
+        Some(default)
+    } else {
+        eprintln!(
+            "Strimzi CRDs: none (STRIMZI_CRDS_DIR unset and {} missing)",
+            default.display()
+        );
+        None
+    }
+}
+
+async fn client() -> Client {
+    std::env::var_os("KUBECONFIG")
+        .filter(|k| !k.is_empty())
+        .expect(NEEDS_KUBECONFIG);
+    Client::try_default().await.expect(NEEDS_KUBECONFIG)
+}
+
+/// Applies a CRD server-side (a no-op when it is already there) and waits until it is served.
+async fn install_crd(client: &Client, path: &Path) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+    let name = crd.name_any();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+    eventually(&format!("CRD {name} Established"), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let crd = api.get(&name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .into_iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+}
+
+/// The MetricStream CRD always; Strimzi's KafkaTopic CRD when it is available (required when
+/// `need_strimzi`).
+async fn install_crds(client: &Client, need_strimzi: bool) {
+    install_crd(client, &repo_root().join("crds/metricstream.yaml")).await;
+    match strimzi_crds_dir() {
+        Some(dir) => install_crd(client, &dir.join("043-Crd-kafkatopic.yaml")).await,
+        None if need_strimzi => panic!(
+            "this test needs Strimzi's KafkaTopic CRD: set STRIMZI_CRDS_DIR to a directory \
+             holding Strimzi 1.2.0's CRDs (043-Crd-kafkatopic.yaml)"
+        ),
+        None => {}
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most [`DEADLINE`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    format!("{}-{:x}", std::process::id(), nanos)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("finding a free loopback port")
+        .port()
+}
+
+fn operator_binary() -> PathBuf {
+    let dir = match std::env::var_os("METRICSTREAM_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("locating the test executable");
+            exe.parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
+        }
+    };
+    let path = dir.join(format!(
+        "metricstream-operator{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `cargo build --bins` first (make test does), or point \
+         METRICSTREAM_BIN_DIR at the directory holding the binaries",
+        path.display()
+    );
+    path
+}
+
+/// One test's world: its namespaces and the operator process watching the first. Dropping it
+/// kills the operator, prints its log tail if the test is failing, and deletes the namespaces
+/// (after removing MetricStream finalizers, which no operator will release any more).
+struct Env {
+    client: Client,
+    ns: String,
+    extra_namespaces: Vec<String>,
+    operator: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start(test: &str, need_strimzi: bool) -> Self {
+        let client = client().await;
+        install_crds(&client, need_strimzi).await;
+        let ns = format!("envtest-{test}-{}", unique_suffix());
+        create_namespace(&client, &ns).await;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("metricstream-envtest-{test}-"))
+            .tempdir()
+            .expect("creating a temporary directory");
+        let log = dir.path().join("operator.log");
+        let mut env = Self {
+            client,
+            ns,
+            extra_namespaces: Vec::new(),
+            operator: None,
+            log,
+            _dir: dir,
+        };
+        env.start_operator();
+        env
+    }
+
+    fn start_operator(&mut self) {
+        let log = File::create(&self.log).expect("creating the operator log");
+        let child = Command::new(operator_binary())
+            .args(["run", "--namespace", &self.ns, "--admin-listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("duplicating the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting metricstream-operator");
+        self.operator = Some(child);
+    }
+
+    /// A second namespace (e.g. a Strimzi cluster's), deleted with the test's.
+    async fn extra_namespace(&mut self, what: &str) -> String {
+        let ns = format!("{}-{what}", self.ns);
+        create_namespace(&self.client, &ns).await;
+        self.extra_namespaces.push(ns.clone());
+        ns
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn streams(&self) -> Api<MetricStream> {
+        self.api()
+    }
+
+    async fn create_stream(&self, name: &str, spec: Value) -> MetricStream {
+        let stream: MetricStream = serde_json::from_value(json!({
+            "apiVersion": "metricstream.dev/v1alpha1",
+            "kind": "MetricStream",
+            "metadata": { "name": name, "namespace": self.ns },
+            "spec": spec,
+        }))
+        .expect("a MetricStream");
+        self.streams()
+            .create(&PostParams::default(), &stream)
+            .await
+            .unwrap_or_else(|e| panic!("creating MetricStream {name}: {e}"))
+    }
+
+    async fn merge_spec(&self, name: &str, spec: Value) -> Result<MetricStream, kube::Error> {
+        self.streams()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+    }
+
+    /// Waits for a child object of this namespace to exist, and returns it.
+    async fn child<K>(&self, name: &str) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let api: Api<K> = self.api();
+        let kind = K::kind(&Default::default()).into_owned();
+        eventually(&format!("{kind} {name}"), || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.ok().flatten() }
+        })
+        .await
+    }
+
+    /// Waits until `check` accepts the stream's status, and returns the stream.
+    async fn stream_until(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&MetricStream) -> bool,
+    ) -> MetricStream {
+        let api = self.streams();
+        let check = &check;
+        eventually(what, || {
+            let api = api.clone();
+            async move {
+                let stream = api.get_opt(name).await.ok().flatten()?;
+                check(&stream).then_some(stream)
+            }
+        })
+        .await
+    }
+
+    async fn gone<K>(&self, api: Api<K>, name: &str)
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let kind = K::kind(&Default::default()).into_owned();
+        eventually(&format!("{kind} {name} to be deleted"), || {
+            let api = api.clone();
+            async move { matches!(api.get_opt(name).await, Ok(None)).then_some(()) }
+        })
+        .await
+    }
+
+    fn assert_operator_running(&mut self) {
+        if let Some(child) = self.operator.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("the operator exited early: {status}");
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last {LOG_TAIL_LINES} lines of the operator log ({}) ----\n{}\n----",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+        let mut namespaces = vec![self.ns.clone()];
+        namespaces.append(&mut self.extra_namespaces);
+        // A fresh runtime on a fresh thread: Drop may run inside (or after) the test's runtime.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime for cleanup");
+            runtime.block_on(async move {
+                let Ok(client) = Client::try_default().await else {
+                    return;
+                };
+                for ns in &namespaces {
+                    let streams: Api<MetricStream> = Api::namespaced(client.clone(), ns);
+                    if let Ok(list) = streams.list(&ListParams::default()).await {
+                        for stream in list {
+                            let _ = streams
+                                .patch(
+                                    &stream.name_any(),
+                                    &PatchParams::default(),
+                                    &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+                                )
+                                .await;
+                        }
+                    }
+                    let namespaces: Api<Namespace> = Api::all(client.clone());
+                    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": name } })).expect("a Namespace");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+// ---- assertions ---------------------------------------------------------------------------
+
+fn condition<'a>(stream: &'a MetricStream, type_: &str) -> Option<&'a Condition> {
+    stream
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn condition_is(stream: &MetricStream, type_: &str, status: &str) -> bool {
+    condition(stream, type_).is_some_and(|c| c.status == status)
+}
+
+/// The status describes the current spec.
+fn observed(stream: &MetricStream) -> bool {
+    let status = stream.status.as_ref();
+    status.and_then(|s| s.observed_generation) == stream.metadata.generation
+}
+
+fn assert_labels(meta: &kube::core::ObjectMeta, stream: &str) {
+    let labels = meta.labels.clone().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or("?");
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("metricstream-operator"),
+        "{name}: managed-by label, labels {labels:?}"
+    );
+    assert_eq!(
+        labels.get("metricstream.dev/stream").map(String::as_str),
+        Some(stream),
+        "{name}: stream label, labels {labels:?}"
+    );
+}
+
+fn assert_controlled_by(meta: &kube::core::ObjectMeta, owner: &MetricStream) {
+    let name = meta.name.as_deref().unwrap_or("?");
+    let refs: &[OwnerReference] = meta.owner_references.as_deref().unwrap_or_default();
+    let controller: Vec<&OwnerReference> =
+        refs.iter().filter(|r| r.controller == Some(true)).collect();
+    assert_eq!(
+        controller.len(),
+        1,
+        "{name}: one controller reference, got {refs:?}"
+    );
+    let r = controller[0];
+    assert_eq!(r.kind, "MetricStream", "{name}: {r:?}");
+    assert_eq!(r.api_version, "metricstream.dev/v1alpha1", "{name}: {r:?}");
+    assert_eq!(r.name, owner.name_any(), "{name}: {r:?}");
+    assert_eq!(Some(&r.uid), owner.metadata.uid.as_ref(), "{name}: {r:?}");
+}
+
+fn config_hash(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("metricstream.dev/config-hash")
+        .cloned()
+}
+
+fn partitions_in(config: &ConfigMap) -> Option<String> {
+    config
+        .data
+        .as_ref()?
+        .get("METRICSTREAM_PARTITIONS")
+        .cloned()
+}
+
+fn file_spec(partitions: i32) -> Value {
+    json!({ "backend": "file", "partitions": partitions, "file": { "storage": "1Gi" } })
+}
+
+fn kafka_settings(bootstrap: &str, topic: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: bootstrap.to_owned(),
+        topic: topic.to_owned(),
+        partitions: 1,
+        client_id: "metricstream-envtest".into(),
+        extra: Vec::new(),
+    }
+}
+
+fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .expect(NEEDS_KAFKA)
+}
+
+async fn partitions_of(bootstrap: &str, topic: &str) -> Option<u32> {
+    topic_partitions(&kafka_settings(bootstrap, topic))
+        .await
+        .unwrap_or_else(|e| panic!("reading topic {topic}'s metadata from {bootstrap}: {e}"))
+}
+
+// ---- tests --------------------------------------------------------------------------------
+
+/// A file-backed stream gets every child, labelled and owned (data volumes not owned under the
+/// default Retain), and a truthful status: nothing runs without a kubelet.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_file_stream_gets_its_children_and_a_truthful_status() {
+    let mut env = Env::start("file", false).await;
+    let created = env.create_stream("demo", file_spec(4)).await;
+
+    let config: ConfigMap = env.child("demo-config").await;
+    let ingest: Deployment = env.child("demo-ingest").await;
+    let service: Service = env.child("demo-ingest").await;
+    let consumer: Deployment = env.child("demo-consumer").await;
+    let queue: PersistentVolumeClaim = env.child("demo-queue").await;
+    let sink: PersistentVolumeClaim = env.child("demo-sink").await;
+
+    for meta in [
+        &config.metadata,
+        &ingest.metadata,
+        &service.metadata,
+        &consumer.metadata,
+    ] {
+        assert_labels(meta, "demo");
+        assert_controlled_by(meta, &created);
+    }
+    for pvc in [&queue, &sink] {
+        assert_labels(&pvc.metadata, "demo");
+        assert!(
+            pvc.metadata
+                .owner_references
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty(),
+            "{}: no ownerReference under deletionPolicy Retain, got {:?}",
+            pvc.name_any(),
+            pvc.metadata.owner_references
+        );
+    }
+    assert_eq!(partitions_in(&config).as_deref(), Some("4"));
+    let hash = config_hash(&ingest).expect("the ingest pod template has a config hash");
+    assert_eq!(config_hash(&consumer).as_ref(), Some(&hash));
+
+    let stream = env
+        .stream_until(
+            "demo",
+            "a status for the current generation with IngestAvailable and Ready",
+            |s| {
+                observed(s)
+                    && condition(s, "IngestAvailable").is_some()
+                    && condition(s, "Ready").is_some()
+            },
+        )
+        .await;
+    let ingest_available = condition(&stream, "IngestAvailable").expect("IngestAvailable");
+    assert_eq!(
+        ingest_available.status, "False",
+        "no kubelet: {ingest_available:?}"
+    );
+    assert!(
+        !ingest_available.reason.is_empty(),
+        "IngestAvailable has a reason: {ingest_available:?}"
+    );
+    let ready = condition(&stream, "Ready").expect("Ready");
+    assert_eq!(ready.status, "False", "{ready:?}");
+    assert!(
+        !ready.reason.is_empty() && !ready.message.is_empty(),
+        "{ready:?}"
+    );
+    assert_eq!(stream.status.as_ref().and_then(|s| s.partitions), Some(4));
+    env.assert_operator_running();
+}
+
+/// The API server enforces the CRD's CEL rules; partition growth reaches the config, rolls the
+/// workloads (hash annotation) and shows in status.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_cel_rules_hold_and_partition_growth_rolls_the_workloads() {
+    let mut env = Env::start("growth", false).await;
+
+    // A file backend without its settings block never reaches the operator.
+    let invalid: MetricStream = serde_json::from_value(json!({
+        "apiVersion": "metricstream.dev/v1alpha1",
+        "kind": "MetricStream",
+        "metadata": { "name": "nofile", "namespace": env.ns },
+        "spec": { "backend": "file", "partitions": 4 },
+    }))
+    .expect("a MetricStream");
+    match env.streams().create(&PostParams::default(), &invalid).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(
+                status.message.contains("spec.file is required"),
+                "{status:?}"
+            );
+        }
+        other => panic!("a file stream without spec.file was not rejected: {other:?}"),
+    }
+
+    env.create_stream("grow", file_spec(4)).await;
+    let config: ConfigMap = env.child("grow-config").await;
+    assert_eq!(partitions_in(&config).as_deref(), Some("4"));
+    let before = config_hash(&env.child::<Deployment>("grow-ingest").await)
+        .expect("a config hash on ingest");
+
+    match env.merge_spec("grow", json!({ "partitions": 2 })).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(status.message.contains("never decrease"), "{status:?}");
+        }
+        other => panic!("a partition decrease was not rejected: {other:?}"),
+    }
+
+    env.merge_spec("grow", json!({ "partitions": 8 }))
+        .await
+        .expect("growing partitions 4 -> 8");
+    let configs: Api<ConfigMap> = env.api();
+    eventually("METRICSTREAM_PARTITIONS=8 in the ConfigMap", || {
+        let configs = configs.clone();
+        async move {
+            let config = configs.get("grow-config").await.ok()?;
+            (partitions_in(&config).as_deref() == Some("8")).then_some(())
+        }
+    })
+    .await;
+    let deployments: Api<Deployment> = env.api();
+    for name in ["grow-ingest", "grow-consumer"] {
+        let before = &before;
+        let deployments = &deployments;
+        let after = eventually(&format!("a new config hash on {name}"), || async move {
+            let hash = config_hash(&deployments.get(name).await.ok()?)?;
+            (hash != *before).then_some(hash)
+        })
+        .await;
+        assert_ne!(&after, before);
+    }
+    let stream = env
+        .stream_until(
+            "grow",
+            "status.partitions 8 for the current generation",
+            |s| observed(s) && s.status.as_ref().and_then(|st| st.partitions) == Some(8),
+        )
+        .await;
+    assert_eq!(stream.spec.partitions, 8);
+    env.assert_operator_running();
+}
+
+/// `topicManagement: admin` creates and grows the topic on the real broker; with
+/// deletionPolicy Delete, deleting the stream deletes the topic and releases the finalizer.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_admin_mode_manages_the_topic_on_the_broker() {
+    let bootstrap = kafka_bootstrap();
+    let mut env = Env::start("admin", false).await;
+    let topic = format!("metricstream-envtest-{}", unique_suffix());
+    env.create_stream(
+        "kstream",
+        json!({
+            "backend": "kafka",
+            "partitions": 3,
+            "deletionPolicy": "Delete",
+            "kafka": {
+                "bootstrapServers": bootstrap,
+                "topic": topic,
+                "topicManagement": "admin",
+            },
+        }),
+    )
+    .await;
+
+    let stream = env
+        .stream_until("kstream", "BackendReady=True", |s| {
+            observed(s) && condition_is(s, "BackendReady", "True")
+        })
+        .await;
+    assert_eq!(partitions_of(&bootstrap, &topic).await, Some(3));
+    assert_eq!(
+        stream.status.as_ref().and_then(|s| s.topic.as_deref()),
+        Some(topic.as_str())
+    );
+    assert!(
+        stream
+            .finalizers()
+            .iter()
+            .any(|f| f == "metricstream.dev/cleanup"),
+        "a Delete-policy admin topic needs the finalizer: {:?}",
+        stream.finalizers()
+    );
+    assert!(
+        env.child::<PersistentVolumeClaim>("kstream-sink")
+            .await
+            .name_any()
+            == "kstream-sink"
+    );
+
+    // Growth reaches the topic.
+    env.merge_spec("kstream", json!({ "partitions": 5 }))
+        .await
+        .expect("growing partitions 3 -> 5");
+    let (bootstrap_ref, topic_ref) = (&bootstrap, &topic);
+    eventually("the topic to have 5 partitions", || async move {
+        (partitions_of(bootstrap_ref, topic_ref).await == Some(5)).then_some(())
+    })
+    .await;
+
+    env.streams()
+        .delete("kstream", &DeleteParams::default())
+        .await
+        .expect("deleting the stream");
+    env.gone(env.streams(), "kstream").await;
+    eventually("the topic to be deleted", || async move {
+        partitions_of(bootstrap_ref, topic_ref)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    env.assert_operator_running();
+}
+
+/// `topicManagement: strimzi` writes a KafkaTopic (Strimzi's real CRD) into the Kafka cluster's
+/// namespace, reports its Ready condition, and under Retain leaves it behind on deletion.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_strimzi_mode_writes_a_kafka_topic_and_reports_its_readiness() {
+    let mut env = Env::start("strimzi", true).await;
+    let kafka_ns = env.extra_namespace("kafka").await;
+    env.create_stream(
+        "strm",
+        json!({
+            "backend": "kafka",
+            "partitions": 6,
+            "kafka": {
+                "bootstrapServers": "my-cluster-kafka-bootstrap:9092",
+                "topicManagement": "strimzi",
+                "strimzi": { "cluster": "my-cluster", "namespace": kafka_ns },
+            },
+        }),
+    )
+    .await;
+
+    let topics: Api<KafkaTopic> = Api::namespaced(env.client.clone(), &kafka_ns);
+    let selector = format!(
+        "metricstream.dev/owner-namespace={},metricstream.dev/owner-name=strm",
+        env.ns
+    );
+    let topic = {
+        let topics = &topics;
+        let selector = &selector;
+        eventually("a KafkaTopic in the Kafka namespace", || async move {
+            let list = topics
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        })
+        .await
+    };
+    let labels: BTreeMap<String, String> = topic.labels().clone();
+    assert_eq!(
+        labels.get("strimzi.io/cluster").map(String::as_str),
+        Some("my-cluster"),
+        "{labels:?}"
+    );
+    assert_eq!(topic.spec.partitions, Some(6));
+    let expected_topic = format!("metricstream.{}.strm", env.ns);
+    assert_eq!(
+        topic.spec.topic_name.as_deref(),
+        Some(expected_topic.as_str())
+    );
+    assert!(
+        topic
+            .metadata
+            .owner_references
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty(),
+        "no cross-namespace ownerReference: {:?}",
+        topic.metadata.owner_references
+    );
+
+    let stream = env
+        .stream_until("strm", "BackendReady=False before Strimzi reports", |s| {
+            observed(s) && condition_is(s, "BackendReady", "False")
+        })
+        .await;
+    assert!(
+        stream
+            .finalizers()
+            .iter()
+            .any(|f| f == "metricstream.dev/cleanup"),
+        "a KafkaTopic in another namespace needs the finalizer: {:?}",
+        stream.finalizers()
+    );
+
+    // Play Strimzi's Topic Operator: mark the KafkaTopic Ready.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    topics
+        .patch_status(
+            &topic.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "status": {
+                    "conditions": [{
+                        "type": "Ready",
+                        "status": "True",
+                        "lastTransitionTime": now,
+                    }],
+                    "topicName": expected_topic,
+                    "observedGeneration": topic.metadata.generation,
+                },
+            })),
+        )
+        .await
+        .expect("patching the KafkaTopic's status");
+    env.stream_until(
+        "strm",
+        "BackendReady=True after the KafkaTopic is Ready",
+        |s| condition_is(s, "BackendReady", "True"),
+    )
+    .await;
+
+    // Retain: the KafkaTopic stays, the finalizer is released.
+    env.streams()
+        .delete("strm", &DeleteParams::default())
+        .await
+        .expect("deleting the stream");
+    env.gone(env.streams(), "strm").await;
+    let kept = topics
+        .get_opt(&topic.name_any())
+        .await
+        .expect("reading the KafkaTopic");
+    let kept = kept.expect("deletionPolicy Retain keeps the KafkaTopic");
+    assert!(kept.metadata.deletion_timestamp.is_none(), "{kept:?}");
+    env.assert_operator_running();
+}
+
+/// Switching file → kafka (admin) with deletionPolicy Delete prunes the queue volume; deleting
+/// the stream lets the garbage collector delete its owned children.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_backend_switch_prunes_and_deletion_collects_children() {
+    let bootstrap = kafka_bootstrap();
+    let mut env = Env::start("switch", false).await;
+    let mut spec = file_spec(2);
+    spec["deletionPolicy"] = json!("Delete");
+    let created = env.create_stream("sw", spec).await;
+    let queue: PersistentVolumeClaim = env.child("sw-queue").await;
+    // Under Delete the data volumes are owned too.
+    assert_controlled_by(&queue.metadata, &created);
+
+    let topic = format!("metricstream-envtest-{}", unique_suffix());
+    env.merge_spec(
+        "sw",
+        json!({
+            "backend": "kafka",
+            "file": null,
+            "kafka": {
+                "bootstrapServers": bootstrap,
+                "topic": topic,
+                "topicManagement": "admin",
+            },
+        }),
+    )
+    .await
+    .expect("switching the backend to kafka");
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    {
+        let pvcs = &pvcs;
+        // The pvc-protection finalizer may hold the object a little while: deleting is enough.
+        eventually("the queue PVC to be deleted", || async move {
+            match pvcs.get_opt("sw-queue").await.ok()? {
+                None => Some(()),
+                Some(pvc) => pvc.metadata.deletion_timestamp.map(|_| ()),
+            }
+        })
+        .await;
+    }
+    env.stream_until("sw", "BackendReady=True on kafka", |s| {
+        observed(s) && condition_is(s, "BackendReady", "True")
+    })
+    .await;
+    let config: ConfigMap = env.child("sw-config").await;
+    assert_eq!(
+        config
+            .data
+            .as_ref()
+            .and_then(|d| d.get("METRICSTREAM_BACKEND"))
+            .map(String::as_str),
+        Some("kafka"),
+        "{config:?}"
+    );
+    assert!(partitions_of(&bootstrap, &topic).await.is_some());
+
+    env.streams()
+        .delete("sw", &DeleteParams::default())
+        .await
+        .expect("deleting the stream");
+    env.gone(env.streams(), "sw").await;
+    // kube-controller-manager's garbage collector deletes what the stream owned.
+    env.gone(env.api::<ConfigMap>(), "sw-config").await;
+    env.gone(env.api::<Service>(), "sw-ingest").await;
+    env.gone(env.api::<Deployment>(), "sw-ingest").await;
+    env.gone(env.api::<Deployment>(), "sw-consumer").await;
+    env.assert_operator_running();
+}
+
+/// What the operator last wrote to one object: the `time` of its field manager's entries.
+fn operator_writes(meta: &kube::core::ObjectMeta) -> Vec<String> {
+    meta.managed_fields
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.manager.as_deref() == Some("metricstream-operator"))
+        .map(|m| {
+            format!(
+                "{}{}@{}",
+                m.operation.as_deref().unwrap_or("?"),
+                m.subresource.as_deref().unwrap_or(""),
+                m.time.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Everything the operator writes for stream `name`: the stream's resourceVersion (only the
+/// operator and this test write it) and, per child, the operator's managedFields times and the
+/// Deployments' generations (kube-controller-manager also writes children's status).
+async fn write_snapshot(env: &Env, name: &str) -> BTreeMap<String, String> {
+    let mut snapshot = BTreeMap::new();
+    let stream = env.streams().get(name).await.expect("reading the stream");
+    snapshot.insert(
+        "MetricStream".into(),
+        format!(
+            "rv={} {:?}",
+            stream.resource_version().unwrap_or_default(),
+            operator_writes(&stream.metadata)
+        ),
+    );
+    let config = env
+        .api::<ConfigMap>()
+        .get(&format!("{name}-config"))
+        .await
+        .expect("reading the ConfigMap");
+    snapshot.insert(
+        "ConfigMap".into(),
+        format!(
+            "rv={} {:?}",
+            config.resource_version().unwrap_or_default(),
+            operator_writes(&config.metadata)
+        ),
+    );
+    let service = env
+        .api::<Service>()
+        .get(&format!("{name}-ingest"))
+        .await
+        .expect("reading the Service");
+    snapshot.insert(
+        "Service".into(),
+        format!("{:?}", operator_writes(&service.metadata)),
+    );
+    for role in ["ingest", "consumer"] {
+        let deployment = env
+            .api::<Deployment>()
+            .get(&format!("{name}-{role}"))
+            .await
+            .expect("reading a Deployment");
+        snapshot.insert(
+            format!("Deployment {role}"),
+            format!(
+                "generation={:?} {:?}",
+                deployment.metadata.generation,
+                operator_writes(&deployment.metadata)
+            ),
+        );
+    }
+    for volume in ["queue", "sink"] {
+        let pvc = env
+            .api::<PersistentVolumeClaim>()
+            .get(&format!("{name}-{volume}"))
+            .await
+            .expect("reading a PVC");
+        snapshot.insert(
+            format!("PVC {volume}"),
+            format!("{:?}", operator_writes(&pvc.metadata)),
+        );
+    }
+    snapshot
+}
+
+/// An operator with nothing to do writes nothing: no reconcile storm.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_an_idle_operator_makes_no_writes_for_a_minute() {
+    let mut env = Env::start("idle", false).await;
+    env.create_stream("idle", file_spec(2)).await;
+    env.stream_until("idle", "a status with all four conditions", |s| {
+        observed(s)
+            && [
+                "Ready",
+                "BackendReady",
+                "IngestAvailable",
+                "ConsumerAvailable",
+            ]
+            .iter()
+            .all(|c| condition(s, c).is_some())
+    })
+    .await;
+    // Settled: the stream's resourceVersion stays put for 5 s (kube-controller-manager's first
+    // Deployment status updates may legitimately change the status once more).
+    let quiet = Duration::from_secs(5);
+    let mut last = write_snapshot(&env, "idle").await;
+    let mut since = Instant::now();
+    let settling = Instant::now();
+    while since.elapsed() < quiet {
+        assert!(
+            settling.elapsed() < DEADLINE,
+            "the operator did not settle (5 s without a write) within {DEADLINE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+        let now = write_snapshot(&env, "idle").await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+
+    let before = write_snapshot(&env, "idle").await;
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        env.assert_operator_running();
+        let now = write_snapshot(&env, "idle").await;
+        assert_eq!(
+            now,
+            before,
+            "the operator wrote after {:?} of idleness",
+            window.elapsed()
+        );
+    }
+}
