@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use metricstream_backend::QueueConsumer;
 use metricstream_backend::file::{FileConsumer, FileQueueMetrics};
-use metricstream_backend::kafka::{KafkaConsumer, KafkaMetrics, admin};
+use metricstream_backend::kafka::{KafkaConsumer, KafkaMetrics};
 use metricstream_service::{BackendKind, Readiness};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -142,21 +142,9 @@ async fn consume(
                 })?,
             ),
             BackendKind::Kafka => {
-                let settings = metricstream_service::kafka_settings(
-                    &config.common,
-                    &config.kafka,
-                    "consumer",
-                )?;
-                if config.kafka.kafka_create_topic {
-                    let change = admin::ensure_topic(
-                        &settings,
-                        config.kafka.kafka_replication_factor,
-                        &config.kafka.kafka_topic_config,
-                    )
-                    .await
-                    .with_context(|| format!("creating or growing topic {}", settings.topic))?;
-                    tracing::info!(topic = %settings.topic, ?change, "topic ready");
-                }
+                let settings =
+                    metricstream_service::prepare_kafka(&config.common, &config.kafka, "consumer")
+                        .await?;
                 Box::new(
                     KafkaConsumer::open(&settings, &config.group, kafka_metrics).with_context(
                         || {

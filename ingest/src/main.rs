@@ -23,8 +23,8 @@ use anyhow::Context;
 use clap::Parser;
 use metricstream_backend::QueueProducer;
 use metricstream_backend::file::{FileProducer, FileQueueMetrics};
-use metricstream_backend::kafka::{KafkaMetrics, KafkaProducer, admin};
-use metricstream_service::{BackendKind, Readiness, kafka_settings};
+use metricstream_backend::kafka::{KafkaMetrics, KafkaProducer};
+use metricstream_service::{BackendKind, Readiness, prepare_kafka};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -256,17 +256,7 @@ async fn open_producer(
             Ok(Arc::new(producer))
         }
         BackendKind::Kafka => {
-            let settings = kafka_settings(&args.common, &args.kafka, "ingest")?;
-            if args.kafka.kafka_create_topic {
-                let change = admin::ensure_topic(
-                    &settings,
-                    args.kafka.kafka_replication_factor,
-                    &args.kafka.kafka_topic_config,
-                )
-                .await
-                .with_context(|| format!("creating or growing topic {}", settings.topic))?;
-                tracing::info!(topic = %settings.topic, ?change, "topic ready");
-            }
+            let settings = prepare_kafka(&args.common, &args.kafka, "ingest").await?;
             let producer = KafkaProducer::open(
                 settings.clone(),
                 args.kafka_producer.tuning(),

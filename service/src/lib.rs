@@ -124,6 +124,27 @@ pub fn kafka_settings(
     })
 }
 
+/// The Kafka settings of a service, after creating or growing the topic when
+/// `--kafka-create-topic` asks for it.
+pub async fn prepare_kafka(
+    common: &CommonArgs,
+    kafka: &KafkaArgs,
+    role: &str,
+) -> anyhow::Result<metricstream_backend::kafka::KafkaSettings> {
+    let settings = kafka_settings(common, kafka, role)?;
+    if kafka.kafka_create_topic {
+        let change = metricstream_backend::kafka::admin::ensure_topic(
+            &settings,
+            kafka.kafka_replication_factor,
+            &kafka.kafka_topic_config,
+        )
+        .await
+        .with_context(|| format!("creating or growing topic {}", settings.topic))?;
+        tracing::info!(topic = %settings.topic, ?change, "topic ready");
+    }
+    Ok(settings)
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
