@@ -115,10 +115,11 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
+    let mut body = body;
     if declared_length.is_some_and(|length| length > limit as u64) {
+        discard_rest(&mut body).await;
         return Err(too_large());
     }
-    let mut body = body;
     let mut collected = Vec::with_capacity(
         declared_length.map_or(0, |length| usize::try_from(length).unwrap_or(limit)),
     );
@@ -129,11 +130,34 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             continue;
         };
         if collected.len() + data.len() > limit {
+            discard_rest(&mut body).await;
             return Err(too_large());
         }
         collected.extend_from_slice(&data);
     }
     Ok(Bytes::from(collected))
+}
+
+/// Most bytes of an oversized body read and thrown away before answering 413.
+const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
+/// Longest time spent throwing an oversized body away.
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of an oversized body, within bounds, so a client still sending
+/// it receives our 413 rather than a connection reset. A body beyond the bounds is cut off.
+async fn discard_rest(body: &mut Body) {
+    let drain = async {
+        let mut discarded = 0usize;
+        while let Some(Ok(frame)) =
+            std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+        {
+            discarded += frame.data_ref().map_or(0, |data| data.len());
+            if discarded > DISCARD_LIMIT {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, drain).await;
 }
 
 /// Undoes the content encoding. Gzip is inflated as a stream that stops one byte past `limit`,
