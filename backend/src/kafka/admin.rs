@@ -2,7 +2,6 @@
 //! partitions. Used by the services when asked to manage their topic, and by the operator's
 //! `admin` topic mode.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -23,17 +22,8 @@ pub enum TopicChange {
 
 /// The partition count of `topic`, or `None` when it does not exist.
 pub async fn topic_partitions(settings: &KafkaSettings) -> Result<Option<u32>, KafkaBackendError> {
-    partitions_of(&Arc::new(admin_client(settings)?), &settings.topic).await
-}
-
-/// [`topic_partitions`] through an existing client, so a caller that asks repeatedly (waiting
-/// for a new topic to appear) does not open a connection per question.
-async fn partitions_of(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
-    topic: &str,
-) -> Result<Option<u32>, KafkaBackendError> {
-    let admin = Arc::clone(admin);
-    let topic = topic.to_owned();
+    let admin = admin_client(settings)?;
+    let topic = settings.topic.clone();
     tokio::task::spawn_blocking(move || {
         let metadata = admin.inner().fetch_metadata(Some(&topic), ADMIN_TIMEOUT)?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
@@ -65,9 +55,9 @@ pub async fn ensure_topic(
     configs: &[(String, String)],
 ) -> Result<TopicChange, KafkaBackendError> {
     let wanted = settings.partitions;
-    let admin = Arc::new(admin_client(settings)?);
+    let admin = admin_client(settings)?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    match partitions_of(&admin, &settings.topic).await? {
+    match topic_partitions(settings).await? {
         Some(existing) if existing >= wanted => Ok(TopicChange::Unchanged {
             partitions: existing,
         }),
@@ -75,7 +65,7 @@ pub async fn ensure_topic(
             let grow = NewPartitions::new(&settings.topic, wanted as usize);
             let results = admin.create_partitions([&grow], &options).await?;
             check_results(&settings.topic, results)?;
-            wait_until_visible(&admin, settings).await?;
+            wait_until_visible(settings).await?;
             Ok(TopicChange::Grown {
                 from: existing,
                 to: wanted,
@@ -93,7 +83,7 @@ pub async fn ensure_topic(
             let results = admin.create_topics([&topic], &options).await?;
             match check_results(&settings.topic, results) {
                 Ok(()) => {
-                    wait_until_visible(&admin, settings).await?;
+                    wait_until_visible(settings).await?;
                     Ok(TopicChange::Created { partitions: wanted })
                 }
                 // Another replica created it first: check what it made.
@@ -110,13 +100,10 @@ pub async fn ensure_topic(
 
 /// Waits until metadata shows the topic with at least `settings.partitions` partitions: a
 /// topic just created or grown takes a moment to reach every broker's metadata cache.
-async fn wait_until_visible(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
-    settings: &KafkaSettings,
-) -> Result<(), KafkaBackendError> {
+async fn wait_until_visible(settings: &KafkaSettings) -> Result<(), KafkaBackendError> {
     let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
     loop {
-        if partitions_of(admin, &settings.topic)
+        if topic_partitions(settings)
             .await?
             .is_some_and(|found| found >= settings.partitions)
         {
