@@ -1,0 +1,83 @@
+{{/* The chart's name, shortened to the 63 characters a label value allows. */}}
+{{- define "metricstream-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: the prefix of every object the chart creates. */}}
+{{- define "metricstream-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "metricstream-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "metricstream-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "metricstream-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "metricstream-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: metricstream
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "metricstream-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "metricstream-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's image reference: the digest when given, else the tag (appVersion by default). */}}
+{{- define "metricstream-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Leader election: asked for, or needed because more than one replica runs. */}}
+{{- define "metricstream-operator.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/* The rules of the MetricStream controller, for a ClusterRole or a namespaced Role. Every verb
+     here is one the reconciler uses: server-side apply (patch), pruning (delete), watches. */}}
+{{- define "metricstream-operator.streamRules" -}}
+- apiGroups: [metricstream.dev]
+  resources: [metricstreams]
+  verbs: [get, list, watch, patch]
+- apiGroups: [metricstream.dev]
+  resources: [metricstreams/status]
+  verbs: [patch]
+- apiGroups: [metricstream.dev]
+  resources: [metricstreams/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [configmaps, services, persistentvolumeclaims]
+  verbs: [get, list, watch, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, patch, delete]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{- define "metricstream-operator.kafkaTopicRules" -}}
+- apiGroups: [kafka.strimzi.io]
+  resources: [kafkatopics]
+  verbs: [get, list, watch, patch, delete]
+{{- end }}

@@ -1,0 +1,652 @@
+//! The Helm chart (charts/metricstream-operator) and the examples, checked with the real tools:
+//! `helm lint` and `helm template` with default and non-default values, kubeconform in strict
+//! mode against offline schemas (Kubernetes, our CRD, Strimzi's), `kubectl apply
+//! --dry-run=server` against the local control plane, and shellcheck over the scripts.
+//!
+//! The tools come from `hack/tools.sh install` (`make test` runs it and exports HELM,
+//! KUBECONFORM, KUBECONFORM_K8S_SCHEMAS, KUBECONFORM_CRD_SCHEMAS and SHELLCHECK); the
+//! server-side test also needs KUBECONFIG and KUBECTL from `hack/envtest.sh up`. Without them the
+//! tests are ignored, and fail with a message naming what is missing when run anyway.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+const NEEDS_TOOLS: &str =
+    "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)";
+const NEEDS_CONTROL_PLANE: &str =
+    "needs a control plane: KUBECONFIG and KUBECTL from hack/envtest.sh up (make test runs it)";
+const KUBERNETES_VERSION: &str = "1.34.4";
+const NON_DEFAULT_VALUES: &str = "ci/namespaced-ha-values.yaml";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the operator crate lives in the workspace")
+        .to_path_buf()
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/metricstream-operator")
+}
+
+/// A tool's path from the environment variable `hack/tools.sh` prints.
+fn tool(variable: &str) -> PathBuf {
+    match std::env::var_os(variable) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => panic!(
+            "{variable} is not set: run `bash hack/tools.sh install` and export the {variable}=... \
+             line it prints (make test does this)"
+        ),
+    }
+}
+
+fn run<I, S>(program: &Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command.args(args).current_dir(repo());
+    command
+        .output()
+        .unwrap_or_else(|error| panic!("running {}: {error}", program.display()))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_success(what: &str, output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        text(output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `helm template` of the chart with extra arguments (values files, --set).
+fn helm_template(extra: &[&str]) -> Output {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "metricstream",
+        chart.to_str().expect("a UTF-8 path"),
+        "--namespace",
+        "metricstream-system",
+        "--kube-version",
+        KUBERNETES_VERSION,
+    ];
+    args.extend_from_slice(extra);
+    run(&tool("HELM"), args)
+}
+
+fn render(extra: &[&str]) -> String {
+    assert_success("helm template", &helm_template(extra))
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).expect("valid YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+fn kinds(documents: &[Value]) -> BTreeSet<String> {
+    documents
+        .iter()
+        .map(|document| document["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn find<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    documents
+        .iter()
+        .find(|document| document["kind"] == kind && document["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} among: {:?}", kinds(documents)))
+}
+
+fn env_of(deployment: &Value, variable: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("the operator container has env")
+        .iter()
+        .find(|entry| entry["name"] == variable)
+        .map(|entry| entry["value"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The `resources` of every rule of a (Cluster)Role.
+fn rule_resources(role: &Value) -> BTreeSet<String> {
+    role["rules"]
+        .as_array()
+        .expect("the role has rules")
+        .iter()
+        .flat_map(|rule| rule["resources"].as_array().cloned().unwrap_or_default())
+        .map(|resource| resource.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn app_version() -> String {
+    let chart_yaml = fs::read_to_string(chart().join("Chart.yaml")).expect("read Chart.yaml");
+    let chart: Value = serde_yaml::from_str(&chart_yaml).expect("Chart.yaml is YAML");
+    chart["appVersion"]
+        .as_str()
+        .expect("Chart.yaml has appVersion")
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn chart_lints_cleanly_with_default_and_non_default_values() {
+    let helm = tool("HELM");
+    let chart = chart();
+    let chart = chart.to_str().expect("a UTF-8 path");
+    assert_success(
+        "helm lint (defaults)",
+        &run(&helm, ["lint", "--strict", chart]),
+    );
+    let values = format!("{chart}/{NON_DEFAULT_VALUES}");
+    assert_success(
+        "helm lint (non-default values)",
+        &run(&helm, ["lint", "--strict", chart, "--values", &values]),
+    );
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
+    let rendered = documents(&render(&[]));
+    assert_eq!(
+        kinds(&rendered),
+        BTreeSet::from(
+            [
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "CustomResourceDefinition",
+                "Deployment",
+                "Pod",
+                "Service",
+                "ServiceAccount"
+            ]
+            .map(String::from)
+        ),
+        "default render"
+    );
+
+    let deployment = find(
+        &rendered,
+        "Deployment",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"], "Recreate",
+        "one replica without leader election must never overlap another"
+    );
+    let image = format!("ghcr.io/metricstream/metricstream:{}", app_version());
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        image.as_str()
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_WORKLOAD_IMAGE").as_deref(),
+        Some(image.as_str()),
+        "workloads run the operator's image by default"
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_LEADER_ELECTION").as_deref(),
+        Some("false")
+    );
+    assert_eq!(env_of(deployment, "METRICSTREAM_WATCH_NAMESPACE"), None);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+
+    let role = find(
+        &rendered,
+        "ClusterRole",
+        "metricstream-metricstream-operator",
+    );
+    let resources = rule_resources(role);
+    for resource in [
+        "metricstreams",
+        "metricstreams/status",
+        "metricstreams/finalizers",
+        "configmaps",
+        "services",
+        "persistentvolumeclaims",
+        "deployments",
+        "events",
+        "kafkatopics",
+    ] {
+        assert!(resources.contains(resource), "ClusterRole lacks {resource}");
+    }
+    assert!(
+        !resources.contains("leases") && !resources.contains("secrets"),
+        "no Lease rights without leader election, never Secrets: {resources:?}"
+    );
+
+    // The CRD the chart installs is the committed one, kept on uninstall, and its numbers and
+    // strings survived the template's YAML round trip.
+    let crd = find(
+        &rendered,
+        "CustomResourceDefinition",
+        "metricstreams.metricstream.dev",
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let committed: Value = serde_yaml::from_str(
+        &fs::read_to_string(repo().join("crds/metricstream.yaml")).expect("read the CRD"),
+    )
+    .expect("the CRD is YAML");
+    assert_eq!(crd["spec"], committed["spec"]);
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn chart_non_default_values_render_a_namespaced_elected_operator() {
+    let rendered = documents(&render(&["--values", &chart_values_path()]));
+    let found = kinds(&rendered);
+    assert!(
+        !found.contains("CustomResourceDefinition"),
+        "crds.install=false"
+    );
+    assert!(found.contains("ServiceMonitor"), "serviceMonitor.enabled");
+
+    let deployment = find(
+        &rendered,
+        "Deployment",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert!(
+        deployment["spec"]["strategy"].is_null(),
+        "with leader election the default rolling update is safe"
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_LEADER_ELECTION").as_deref(),
+        Some("true"),
+        "two replicas switch leader election on"
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_LEASE_NAME").as_deref(),
+        Some("metricstream-metricstream-operator")
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_LEASE_DURATION").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_WATCH_NAMESPACE").as_deref(),
+        Some("apps")
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_ADMIN_LISTEN").as_deref(),
+        Some("0.0.0.0:9191")
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/metricstream/metricstream@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        "metricstream-controller"
+    );
+
+    // The controller's rights end at the watched namespace; only KafkaTopics stay cluster-wide.
+    let role = find(&rendered, "Role", "metricstream-metricstream-operator");
+    assert_eq!(role["metadata"]["namespace"], "apps");
+    assert!(rule_resources(role).contains("deployments"));
+    let cluster_roles: Vec<&Value> = rendered
+        .iter()
+        .filter(|document| document["kind"] == "ClusterRole")
+        .collect();
+    assert_eq!(cluster_roles.len(), 1, "only the KafkaTopic ClusterRole");
+    assert_eq!(
+        rule_resources(cluster_roles[0]),
+        BTreeSet::from(["kafkatopics".to_owned()])
+    );
+    let lease_role = find(
+        &rendered,
+        "Role",
+        "metricstream-metricstream-operator-leader-election",
+    );
+    assert_eq!(lease_role["metadata"]["namespace"], "metricstream-system");
+    assert_eq!(
+        rule_resources(lease_role),
+        BTreeSet::from(["leases".to_owned()])
+    );
+    let binding = find(
+        &rendered,
+        "RoleBinding",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(binding["subjects"][0]["name"], "metricstream-controller");
+    assert_eq!(binding["subjects"][0]["namespace"], "metricstream-system");
+}
+
+fn chart_values_path() -> String {
+    chart()
+        .join(NON_DEFAULT_VALUES)
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn chart_rejects_values_its_schema_does_not_allow() {
+    for (set, mentions) in [
+        ("replicaCount=-1", "replicaCount"),
+        ("logFormat=xml", "logFormat"),
+        ("replicaCount=two", "replicaCount"),
+        ("imagePullPolicy=Always", "imagePullPolicy"),
+        ("workloadResources.memoryLimit=lots", "memoryLimit"),
+    ] {
+        let output = helm_template(&["--set", set]);
+        assert!(
+            !output.status.success(),
+            "helm template accepted --set {set}"
+        );
+        assert!(
+            text(&output).contains(mentions),
+            "the error for --set {set} should name {mentions}:\n{}",
+            text(&output)
+        );
+    }
+    let output = helm_template(&[
+        "--set",
+        "metrics.service.enabled=false,metrics.serviceMonitor.enabled=true",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("needs metrics.service.enabled"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// Renders the chart with default and non-default values into `dir`, returning the files.
+fn render_to_files(dir: &Path, extra_for_non_default: &[&str]) -> Vec<PathBuf> {
+    let default = dir.join("chart-default.yaml");
+    fs::write(&default, render(&[])).expect("write the default render");
+    let non_default = dir.join("chart-non-default.yaml");
+    let values = chart_values_path();
+    let mut args = vec!["--values", values.as_str()];
+    args.extend_from_slice(extra_for_non_default);
+    fs::write(&non_default, render(&args)).expect("write the non-default render");
+    vec![default, non_default]
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(repo().join("examples"))
+        .expect("read examples/")
+        .map(|entry| entry.expect("list examples/").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "yaml")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "examples/: {files:?}");
+    files
+}
+
+fn kubeconform(files: &[PathBuf]) -> Output {
+    let k8s_schemas = tool("KUBECONFORM_K8S_SCHEMAS");
+    let crd_schemas = tool("KUBECONFORM_CRD_SCHEMAS");
+    let mut args: Vec<String> = vec![
+        "-strict".into(),
+        "-summary".into(),
+        "-verbose".into(),
+        "-kubernetes-version".into(),
+        KUBERNETES_VERSION.into(),
+        "-schema-location".into(),
+        k8s_schemas.display().to_string(),
+        "-schema-location".into(),
+        format!(
+            "{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+            crd_schemas.display()
+        ),
+    ];
+    args.extend(files.iter().map(|file| file.display().to_string()));
+    run(&tool("KUBECONFORM"), args)
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn kubeconform_accepts_the_rendered_chart_and_every_example_strictly_offline() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut files = render_to_files(dir.path(), &[]);
+    files.extend(examples());
+    let output = kubeconform(&files);
+    let report = assert_success("kubeconform", &output);
+    assert!(
+        !report.contains("skipped") || report.contains("Skipped: 0"),
+        "kubeconform skipped resources it has no schema for:\n{report}"
+    );
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "ServiceMonitor",
+        "MetricStream",
+        "Kafka",
+        "KafkaNodePool",
+    ] {
+        assert!(
+            report.contains(&format!("{kind} ")),
+            "kubeconform did not validate a {kind}:\n{report}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn kubeconform_rejects_unknown_fields_in_our_crd_and_in_kubernetes_types() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stream = dir.path().join("stream-typo.yaml");
+    let example = fs::read_to_string(repo().join("examples/metricstream-file.yaml"))
+        .expect("read the file-backed example");
+    fs::write(&stream, example.replace("partitions:", "partitons:"))
+        .expect("write the misspelt stream");
+    let service = dir.path().join("service-typo.yaml");
+    let nodeports = fs::read_to_string(repo().join("examples/ingest-nodeports.yaml"))
+        .expect("read the NodePort example");
+    fs::write(&service, nodeports.replace("nodePort:", "nodeport:"))
+        .expect("write the misspelt Service");
+    for file in [stream, service] {
+        let output = kubeconform(std::slice::from_ref(&file));
+        assert!(
+            !output.status.success(),
+            "kubeconform accepted {}:\n{}",
+            file.display(),
+            text(&output)
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+fn shellcheck_passes_on_every_script() {
+    let mut scripts: Vec<PathBuf> = fs::read_dir(repo().join("hack"))
+        .expect("read hack/")
+        .map(|entry| entry.expect("list hack/").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "sh"))
+        .collect();
+    scripts.sort();
+    scripts.push(repo().join(".ci/run"));
+    assert!(scripts.len() >= 5, "scripts: {scripts:?}");
+    let mut args = vec![
+        "--severity=style".to_owned(),
+        "--external-sources".to_owned(),
+    ];
+    args.extend(scripts.iter().map(|script| script.display().to_string()));
+    assert_success("shellcheck", &run(&tool("SHELLCHECK"), args));
+}
+
+#[test]
+#[ignore = "needs a control plane: KUBECONFIG and KUBECTL from hack/envtest.sh up (make test runs it)"]
+fn envtest_the_chart_and_the_examples_pass_a_server_side_dry_run() {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "{NEEDS_CONTROL_PLANE}"
+    );
+    let kubectl = tool("KUBECTL");
+    // Namespaced objects need their namespace to exist; everything else is only a dry run.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let namespaces = dir.path().join("namespaces.yaml");
+    fs::write(
+        &namespaces,
+        ["metricstream-system", "apps", "metrics", "kafka"]
+            .map(|name| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"))
+            .join("---\n"),
+    )
+    .expect("write the namespaces");
+    assert_success(
+        "kubectl apply namespaces",
+        &run(
+            &kubectl,
+            ["apply", "-f", namespaces.to_str().expect("UTF-8")],
+        ),
+    );
+
+    // The control plane has no Prometheus Operator CRDs: the ServiceMonitor is left out here
+    // (kubeconform validates it).
+    let mut files = render_to_files(
+        dir.path(),
+        &["--set", "metrics.serviceMonitor.enabled=false"],
+    );
+    files.extend(examples());
+    for file in &files {
+        let output = run(
+            &kubectl,
+            [
+                "apply",
+                "--dry-run=server",
+                "-f",
+                file.to_str().expect("UTF-8"),
+            ],
+        );
+        let report = assert_success(
+            &format!("kubectl apply --dry-run=server -f {}", file.display()),
+            &output,
+        );
+        assert!(
+            report.contains("(server dry run)"),
+            "no object of {} was checked by the server:\n{report}",
+            file.display()
+        );
+    }
+
+    // The server really validates: the CRD's CEL rules reject a stream without its backend block.
+    let invalid = dir.path().join("invalid-stream.yaml");
+    let example = fs::read_to_string(repo().join("examples/metricstream-file.yaml"))
+        .expect("read the file-backed example");
+    let without_file_block: String = example
+        .lines()
+        .filter(|line| {
+            !(line.starts_with("  file:")
+                || line.starts_with("    storage:")
+                || line.starts_with("    durability:"))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    fs::write(&invalid, without_file_block).expect("write the invalid stream");
+    let output = run(
+        &kubectl,
+        [
+            "apply",
+            "--dry-run=server",
+            "-f",
+            invalid.to_str().expect("UTF-8"),
+        ],
+    );
+    assert!(
+        !output.status.success(),
+        "the server accepted a file-backed stream without spec.file:\n{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn every_example_stream_names_objects_the_other_examples_create() {
+    // The examples are one set: the streams' Secret, namespace and Strimzi cluster must exist
+    // in the other files, and the NodePorts must be the ones kind-config.yaml maps.
+    let read = |name: &str| {
+        fs::read_to_string(repo().join("examples").join(name))
+            .unwrap_or_else(|error| panic!("read examples/{name}: {error}"))
+    };
+    let kafka_stream: Value = serde_yaml::from_str(&read("metricstream-kafka.yaml")).expect("YAML");
+    let file_stream: Value = serde_yaml::from_str(&read("metricstream-file.yaml")).expect("YAML");
+    let secret: Value = serde_yaml::from_str(&read("token-secret.yaml")).expect("YAML");
+    let cluster = documents(&read("kafka-cluster.yaml"));
+    let kafka = cluster
+        .iter()
+        .find(|document| document["kind"] == "Kafka")
+        .expect("a Kafka in kafka-cluster.yaml");
+    for stream in [&kafka_stream, &file_stream] {
+        assert_eq!(
+            stream["spec"]["ingest"]["authSecretRef"]["name"],
+            secret["metadata"]["name"]
+        );
+        assert_eq!(
+            stream["metadata"]["namespace"],
+            secret["metadata"]["namespace"]
+        );
+    }
+    assert_eq!(
+        kafka_stream["spec"]["kafka"]["strimzi"]["cluster"],
+        kafka["metadata"]["name"]
+    );
+    assert_eq!(
+        kafka_stream["spec"]["kafka"]["strimzi"]["namespace"],
+        kafka["metadata"]["namespace"]
+    );
+    let bootstrap = format!(
+        "{}-kafka-bootstrap.{}.svc:9092",
+        kafka["metadata"]["name"].as_str().expect("a name"),
+        kafka["metadata"]["namespace"]
+            .as_str()
+            .expect("a namespace")
+    );
+    assert_eq!(
+        kafka_stream["spec"]["kafka"]["bootstrapServers"],
+        bootstrap.as_str()
+    );
+
+    let kind_config: Value = serde_yaml::from_str(
+        &fs::read_to_string(repo().join("kind-config.yaml")).expect("read kind-config.yaml"),
+    )
+    .expect("YAML");
+    let mapped: BTreeSet<i64> = kind_config["nodes"][0]["extraPortMappings"]
+        .as_array()
+        .expect("port mappings")
+        .iter()
+        .map(|mapping| mapping["containerPort"].as_i64().expect("a port"))
+        .collect();
+    let node_ports: BTreeSet<i64> = documents(&read("ingest-nodeports.yaml"))
+        .iter()
+        .map(|service| {
+            service["spec"]["ports"][0]["nodePort"]
+                .as_i64()
+                .expect("a nodePort")
+        })
+        .collect();
+    assert_eq!(mapped, node_ports);
+}
