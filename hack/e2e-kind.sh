@@ -122,7 +122,7 @@ send_load() {
   say "sending ${clients} clients x ${requests} requests x ${metrics} metrics to $stream (${stream_url[$stream]})"
   "$load" send --url "${stream_url[$stream]}" --token "$token_line" \
     --clients "$clients" --requests "$requests" --metrics "$metrics" \
-    --client-prefix "e2e-$stream" --expected-out "$work/$stream.expected.json" |
+    --expected-out "$work/$stream.expected.json" |
     tee "$work/$stream.send.txt"
 }
 

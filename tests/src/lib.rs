@@ -6,6 +6,9 @@
 //! back to prove that every acknowledged metric arrived exactly once ([`sink`]). [`kafka`] names
 //! the shared test broker and runs private ones for tests that stop a broker.
 //!
+//! The `metricstream-load` binary (`src/bin/metricstream-load.rs`) puts [`load`] and [`sink`]
+//! behind a command line, for end-to-end runs against a deployed pipeline.
+//!
 //! The binaries are looked up next to the test executable (`target/<profile>/`), so build them
 //! first with the same profile: `cargo build --bins` before `cargo test`, or
 //! `cargo build --release --bins` before `cargo test --release`. `METRICSTREAM_BIN_DIR`
@@ -17,10 +20,10 @@ pub mod process;
 pub mod sink;
 
 pub use load::{
-    Expected, ExpectedPosition, LoadReport, LoadSpec, MetricId, Outcome, RunningLoad, gzip,
-    quantile, request_body, run_load, start_load,
+    AcknowledgedRequest, Expected, ExpectedPosition, LoadReport, LoadSpec, MetricId, Outcome,
+    RunningLoad, SinkClient, gzip, quantile, request_body, run_load, start_load,
 };
-pub use process::{Service, ServiceSpec, TestDir};
+pub use process::{Binary, Service, ServiceSpec, TestDir};
 pub use sink::{
     ReadMode, SinkContents, SinkLine, Verification, assert_settled_exactly_once, count_lines,
     read_sink, try_wait_for_sink, verify, wait_for_lines, wait_for_sink,

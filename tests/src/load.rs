@@ -1,5 +1,5 @@
-//! The load generator: concurrent clients, each with its own `Authorization` id and connection
-//! pool, posting metrics that each carry their identity (`client`, `seq`, `i` tags), and
+//! The load generator: concurrent clients, each with its own `Authorization` id (or one shared
+//! bearer token) and connection pool, posting metrics that each carry their identity (`client`, `seq`, `i` tags), and
 //! recording every request's status, answer and latency.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::http_client;
@@ -99,6 +100,10 @@ pub struct LoadSpec {
     pub metrics_per_request: u32,
     /// Client `c` is named `<prefix>-<c>`; distinct prefixes keep several loads apart.
     pub client_prefix: String,
+    /// The `Authorization` value every client sends (e.g. `Bearer <token>` for an ingest with a
+    /// tokens file). `None` (the default): each client sends its own name, which open mode takes
+    /// as the client id.
+    pub authorization: Option<String>,
     /// A pause between one client's requests (none by default).
     pub pause: Duration,
     /// Send every other request gzip-compressed.
@@ -120,6 +125,7 @@ impl LoadSpec {
             requests_per_client,
             metrics_per_request,
             client_prefix: "client".to_owned(),
+            authorization: None,
             pause: Duration::ZERO,
             gzip_every_other: false,
             request_timeout: Duration::from_secs(30),
@@ -128,6 +134,12 @@ impl LoadSpec {
 
     pub fn client_prefix(mut self, prefix: &str) -> Self {
         self.client_prefix = prefix.to_owned();
+        self
+    }
+
+    /// Every client sends `value` as its `Authorization` header instead of its own name.
+    pub fn authorization(mut self, value: impl Into<String>) -> Self {
+        self.authorization = Some(value.into());
         self
     }
 
@@ -146,9 +158,19 @@ impl LoadSpec {
         self
     }
 
+    /// The name of client `client` (`<prefix>-<client>`), carried in its metrics' `client` tag.
+    pub fn client_name(&self, client: usize) -> String {
+        client_name(&self.client_prefix, client)
+    }
+
     pub fn total_metrics(&self) -> u64 {
         self.clients as u64 * self.requests_per_client * u64::from(self.metrics_per_request)
     }
+}
+
+/// The name of client `client` of a load with `prefix`: `<prefix>-<client>`.
+pub fn client_name(prefix: &str, client: usize) -> String {
+    format!("{prefix}-{client}")
 }
 
 /// The HTTP answer to one request.
@@ -194,6 +216,40 @@ impl Outcome {
         (0..self.metrics).map(|index| MetricId::new(self.client.clone(), self.seq, index))
     }
 
+    /// The request as its answer acknowledged it (the position from a
+    /// `{"accepted":N,"partition":p,"offset":o}` body), with what is wrong with the body if it
+    /// breaks that contract. `None` when there was no answer.
+    pub fn acknowledged_request(&self) -> Option<(AcknowledgedRequest, Option<String>)> {
+        let body = match &self.result {
+            Ok(answer) => answer.body.as_str(),
+            Err(_) => return None,
+        };
+        let mut request = AcknowledgedRequest {
+            client: self.client.clone(),
+            seq: self.seq,
+            metrics: self.metrics,
+            partition: None,
+            offset: None,
+        };
+        let problem = match serde_json::from_str::<Value>(body) {
+            Ok(ack) => {
+                request.partition = ack["partition"].as_u64().map(|p| p as u32);
+                request.offset = ack["offset"].as_u64();
+                (ack["accepted"].as_u64() != Some(u64::from(self.metrics))).then(|| {
+                    format!(
+                        "{} request {} sent {} metrics but the answer says {body}",
+                        self.client, self.seq, self.metrics
+                    )
+                })
+            }
+            Err(error) => Some(format!(
+                "{} request {}: the 2xx body is not JSON ({error}): {body:?}",
+                self.client, self.seq
+            )),
+        };
+        Some((request, problem))
+    }
+
     /// A short description of the result: `202`, `503 backend_saturated`, `error: ...`.
     pub fn describe(&self) -> String {
         match &self.result {
@@ -228,11 +284,42 @@ pub struct ExpectedPosition {
     pub offset: Option<u64>,
 }
 
+/// One acknowledged request in a form to store and check later (`metricstream-load`'s expected
+/// file): its metrics are `(client, seq, 0..metrics)`, at the position its answer named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgedRequest {
+    pub client: String,
+    pub seq: u64,
+    pub metrics: u32,
+    pub partition: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+impl AcknowledgedRequest {
+    pub fn metric_ids(&self) -> impl Iterator<Item = MetricId> + '_ {
+        (0..self.metrics).map(|index| MetricId::new(self.client.clone(), self.seq, index))
+    }
+}
+
+/// Which `client` the sink must show for a generated metric.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkClient {
+    /// The metric's `client` tag: in open mode the load sends each client's name as the
+    /// `Authorization` value, and the ingest takes it as the client id.
+    #[default]
+    Tag,
+    /// One and the same id for every metric, whichever the ingest's tokens file maps the shared
+    /// bearer token to (the sender does not know it).
+    Authenticated,
+}
+
 /// The acknowledged metrics the sink must hold, and any `202` body that broke the contract.
 #[derive(Clone, Debug, Default)]
 pub struct Expected {
     pub metrics: HashMap<MetricId, ExpectedPosition>,
     pub problems: Vec<String>,
+    pub sink_client: SinkClient,
 }
 
 impl Expected {
@@ -253,32 +340,20 @@ impl Expected {
     }
 
     pub fn add_outcome(&mut self, outcome: &Outcome) {
-        let body = match &outcome.result {
-            Ok(answer) => answer.body.as_str(),
-            Err(_) => return,
+        let Some((request, problem)) = outcome.acknowledged_request() else {
+            return;
         };
-        let position = match serde_json::from_str::<Value>(body) {
-            Ok(ack) => {
-                if ack["accepted"].as_u64() != Some(u64::from(outcome.metrics)) {
-                    self.problems.push(format!(
-                        "{} request {} sent {} metrics but the answer says {body}",
-                        outcome.client, outcome.seq, outcome.metrics
-                    ));
-                }
-                ExpectedPosition {
-                    partition: ack["partition"].as_u64().map(|p| p as u32),
-                    offset: ack["offset"].as_u64(),
-                }
-            }
-            Err(error) => {
-                self.problems.push(format!(
-                    "{} request {}: the 2xx body is not JSON ({error}): {body:?}",
-                    outcome.client, outcome.seq
-                ));
-                ExpectedPosition::default()
-            }
+        self.problems.extend(problem);
+        self.add_request(&request);
+    }
+
+    /// Adds the metrics of one acknowledged request, all at the position its answer named.
+    pub fn add_request(&mut self, request: &AcknowledgedRequest) {
+        let position = ExpectedPosition {
+            partition: request.partition,
+            offset: request.offset,
         };
-        for id in outcome.metric_ids() {
+        for id in request.metric_ids() {
             if self.metrics.insert(id.clone(), position.clone()).is_some() {
                 self.problems
                     .push(format!("{id:?} was sent twice by the load generator"));
@@ -322,6 +397,20 @@ impl LoadReport {
         let mut expected = Expected::default();
         expected.add_report(self);
         expected
+    }
+
+    /// The acknowledged requests, and what is wrong with their answers' bodies (if anything).
+    pub fn acknowledged_requests(&self) -> (Vec<AcknowledgedRequest>, Vec<String>) {
+        let mut requests = Vec::new();
+        let mut problems = Vec::new();
+        for (request, problem) in self
+            .acknowledged()
+            .filter_map(Outcome::acknowledged_request)
+        {
+            requests.push(request);
+            problems.extend(problem);
+        }
+        (requests, problems)
     }
 
     /// How many requests ended in each way (`202`, `503 backend_saturated`, `no answer: ...`).
@@ -492,7 +581,8 @@ pub fn error_chain(error: reqwest::Error) -> String {
 }
 
 async fn run_client(spec: Arc<LoadSpec>, client: usize, progress: Arc<Progress>) -> Vec<Outcome> {
-    let name = format!("{}-{client}", spec.client_prefix);
+    let name = spec.client_name(client);
+    let authorization = spec.authorization.clone().unwrap_or_else(|| name.clone());
     let http = http_client(spec.request_timeout);
     // A load that runs until stopped gives u64::MAX requests: do not reserve for all of them.
     let mut outcomes = Vec::with_capacity(spec.requests_per_client.min(1024) as usize);
@@ -506,7 +596,7 @@ async fn run_client(spec: Arc<LoadSpec>, client: usize, progress: Arc<Progress>)
             .expect("serializing a request body");
         let mut request = http
             .post(&url)
-            .header("authorization", name.as_str())
+            .header("authorization", authorization.as_str())
             .header("content-type", "application/json");
         request = if spec.gzip_every_other && seq % 2 == 1 {
             request.header("content-encoding", "gzip").body(gzip(&json))
@@ -581,6 +671,42 @@ mod tests {
                 retry_after: None,
             }),
         }
+    }
+
+    #[test]
+    fn acknowledged_requests_rebuild_the_same_expectation() {
+        let report = LoadReport {
+            outcomes: vec![outcome(5, 1, 202), outcome(6, 1, 503), outcome(7, 1, 202)],
+            elapsed: Duration::from_secs(1),
+        };
+        let (requests, problems) = report.acknowledged_requests();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(requests.len(), 2);
+        let stored: Vec<AcknowledgedRequest> =
+            serde_json::from_str(&serde_json::to_string(&requests).expect("serialize"))
+                .expect("deserialize");
+        let mut rebuilt = Expected::default();
+        for request in &stored {
+            rebuilt.add_request(request);
+        }
+        assert_eq!(rebuilt.metrics, report.expected().metrics);
+    }
+
+    #[test]
+    fn an_acknowledgement_that_miscounts_is_a_problem() {
+        let mut miscounted = outcome(5, 1, 202);
+        miscounted.result = Ok(Answer {
+            status: 202,
+            body: r#"{"accepted":1,"partition":0,"offset":3}"#.to_owned(),
+            retry_after: None,
+        });
+        let (requests, problems) = LoadReport {
+            outcomes: vec![miscounted],
+            elapsed: Duration::from_secs(1),
+        }
+        .acknowledged_requests();
+        assert_eq!(requests[0].offset, Some(3));
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]

@@ -123,11 +123,13 @@ pub fn free_loopback_addr() -> SocketAddr {
         .expect("reading the address of a bound port")
 }
 
-/// Which binary a [`ServiceSpec`] runs.
+/// A binary of the workspace: the services a [`ServiceSpec`] runs, and the `metricstream-load`
+/// command-line tool (this crate's own binary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
     Ingest,
     Consumer,
+    Load,
 }
 
 impl Binary {
@@ -135,6 +137,7 @@ impl Binary {
         match self {
             Binary::Ingest => "metricstream-ingest",
             Binary::Consumer => "metricstream-consumer",
+            Binary::Load => "metricstream-load",
         }
     }
 

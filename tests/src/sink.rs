@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::load::{Expected, MetricId};
+use crate::load::{Expected, MetricId, SinkClient};
 
 /// One line of the sink: one metric.
 #[derive(Clone, Debug, Deserialize)]
@@ -45,17 +45,22 @@ pub struct SinkContents {
 
 /// The `*.jsonl` files under `dir` (recursively), sorted. A missing `dir` has none.
 pub fn sink_files(dir: &Path) -> Vec<PathBuf> {
+    try_sink_files(dir).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// [`sink_files`], with an error naming the directory that could not be listed.
+pub fn try_sink_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => panic!("listing {}: {error}", dir.display()),
+            Err(error) => return Err(format!("listing {}: {error}", dir.display())),
         };
         for entry in entries {
             let path = entry
-                .unwrap_or_else(|error| panic!("listing {}: {error}", dir.display()))
+                .map_err(|error| format!("listing {}: {error}", dir.display()))?
                 .path();
             if path.is_dir() {
                 pending.push(path);
@@ -65,7 +70,7 @@ pub fn sink_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files.sort();
-    files
+    Ok(files)
 }
 
 /// The number of complete lines (newlines) in the sink: a cheap progress probe.
@@ -83,7 +88,7 @@ pub fn count_lines(dir: &Path) -> usize {
 /// Parses every line of the sink; `Err` names the first file and line that is not a valid metric.
 pub fn read_sink(dir: &Path, mode: ReadMode) -> Result<SinkContents, String> {
     let mut contents = SinkContents::default();
-    for file in sink_files(dir) {
+    for file in try_sink_files(dir)? {
         let bytes = match fs::read(&file) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
@@ -137,6 +142,16 @@ pub fn read_sink(dir: &Path, mode: ReadMode) -> Result<SinkContents, String> {
     Ok(contents)
 }
 
+impl SinkContents {
+    /// Keeps only the lines `keep` accepts (e.g. one load's, in a sink other writers share);
+    /// returns how many were dropped. [`misplaced`](Self::misplaced) stays about every line.
+    pub fn retain_lines(&mut self, keep: impl FnMut(&SinkLine) -> bool) -> usize {
+        let before = self.lines.len();
+        self.lines.retain(keep);
+        before - self.lines.len()
+    }
+}
+
 /// What the sink holds compared with what was acknowledged.
 #[derive(Clone, Debug, Default)]
 pub struct Verification {
@@ -171,6 +186,8 @@ pub fn verify(contents: &SinkContents, expected: &Expected) -> Verification {
     let mut by_metric: HashMap<MetricId, usize> = HashMap::new();
     // The request each record came from: every metric of a record shares client and seq.
     let mut records: HashMap<(u32, u64), (String, u64)> = HashMap::new();
+    // With a shared bearer token: the client id the first line showed, which all must share.
+    let mut authenticated_client: Option<&str> = None;
 
     for line in &contents.lines {
         *by_position
@@ -182,10 +199,20 @@ pub fn verify(contents: &SinkContents, expected: &Expected) -> Verification {
                 .push(format!("a line that is not a generated metric: {line:?}"));
             continue;
         };
-        if line.client != id.client {
-            verification
+        match expected.sink_client {
+            SinkClient::Tag if line.client != id.client => verification
                 .problems
-                .push(format!("{id:?} has client {:?} in the sink", line.client));
+                .push(format!("{id:?} has client {:?} in the sink", line.client)),
+            SinkClient::Tag => {}
+            SinkClient::Authenticated => match authenticated_client {
+                None => authenticated_client = Some(&line.client),
+                Some(first) if first != line.client => verification.problems.push(format!(
+                    "{id:?} has client {:?} in the sink, other metrics sent with the same token \
+                     have {first:?}",
+                    line.client
+                )),
+                Some(_) => {}
+            },
         }
         if line.value != id.value() || line.timestamp != Some(id.timestamp()) {
             verification.problems.push(format!(
@@ -277,24 +304,26 @@ impl Verification {
         )
     }
 
-    /// Asserts exactly-once delivery of every acknowledged metric, and nothing malformed.
-    pub fn assert_exactly_once(&self) {
-        let ok = self.missing.is_empty()
+    /// Every acknowledged metric present once, no position twice, nothing malformed.
+    pub fn exactly_once(&self) -> bool {
+        self.missing.is_empty()
             && self.duplicated_metrics.is_empty()
             && self.duplicated_positions.is_empty()
-            && self.problems.is_empty();
-        if ok {
-            return;
-        }
-        let mut report = format!("the sink is not exactly-once: {}", self.summary());
+            && self.problems.is_empty()
+    }
+
+    /// Examples (at most ten of each) of what is missing, duplicated or wrong, one section per
+    /// kind, each line ending with a newline; empty when there is nothing to show.
+    pub fn details(&self) -> String {
+        let mut report = String::new();
         let mut section = |title: &str, items: Vec<String>| {
             if !items.is_empty() {
-                report.push_str(&format!("\n{title}:"));
+                report.push_str(&format!("{title}:\n"));
                 for item in items.iter().take(EXAMPLES) {
-                    report.push_str(&format!("\n  {item}"));
+                    report.push_str(&format!("  {item}\n"));
                 }
                 if items.len() > EXAMPLES {
-                    report.push_str(&format!("\n  ... and {} more", items.len() - EXAMPLES));
+                    report.push_str(&format!("  ... and {} more\n", items.len() - EXAMPLES));
                 }
             }
         };
@@ -317,7 +346,18 @@ impl Verification {
                 .collect(),
         );
         section("problems", self.problems.clone());
-        panic!("{report}");
+        report
+    }
+
+    /// Asserts exactly-once delivery of every acknowledged metric, and nothing malformed.
+    pub fn assert_exactly_once(&self) {
+        if !self.exactly_once() {
+            panic!(
+                "the sink is not exactly-once: {}\n{}",
+                self.summary(),
+                self.details().trim_end()
+            );
+        }
     }
 }
 
@@ -497,6 +537,61 @@ mod tests {
             "a changed value and two requests in one record: {:?}",
             verification.problems
         );
+    }
+
+    #[test]
+    fn with_a_shared_token_every_metric_must_show_one_client_whichever_it_is() {
+        let a = MetricId::new("load-0", 0, 0);
+        let b = MetricId::new("load-1", 0, 0);
+        let as_client = |id: &MetricId, client: &str, offset: u64| {
+            let mut line = line(id, 1, offset);
+            line.client = client.to_owned();
+            line
+        };
+        let mut expected = expected(&[&a], 1, 7);
+        expected.insert(
+            b.clone(),
+            ExpectedPosition {
+                partition: Some(1),
+                offset: Some(8),
+            },
+        );
+
+        // By the tag (open mode), the token's client is wrong for both.
+        let lines = vec![as_client(&a, "team", 7), as_client(&b, "team", 8)];
+        assert_eq!(
+            verify(&contents(lines.clone()), &expected).problems.len(),
+            2
+        );
+
+        expected.sink_client = SinkClient::Authenticated;
+        verify(&contents(lines), &expected).assert_exactly_once();
+        let mixed = vec![as_client(&a, "team", 7), as_client(&b, "other", 8)];
+        assert_eq!(verify(&contents(mixed), &expected).problems.len(), 1);
+    }
+
+    #[test]
+    fn retained_lines_leave_the_others_out_of_the_check() {
+        let mine = MetricId::new("run-0", 0, 0);
+        let theirs = MetricId::new("earlier-0", 0, 0);
+        let mut sink = contents(vec![line(&mine, 1, 7), line(&theirs, 1, 3)]);
+        let dropped = sink.retain_lines(|line| line.tags.get("client") == Some(&mine.client));
+        assert_eq!(dropped, 1);
+        let verification = verify(&sink, &expected(&[&mine], 1, 7));
+        verification.assert_exactly_once();
+        assert_eq!(verification.unacknowledged, 0);
+    }
+
+    #[test]
+    fn details_show_examples_only_of_what_went_wrong() {
+        let a = MetricId::new("c", 0, 0);
+        let b = MetricId::new("c", 0, 1);
+        let clean = verify(&contents(vec![line(&a, 1, 7)]), &expected(&[&a], 1, 7));
+        assert!(clean.exactly_once());
+        assert_eq!(clean.details(), "");
+        let broken = verify(&contents(vec![line(&a, 1, 7)]), &expected(&[&a, &b], 1, 7));
+        assert!(!broken.exactly_once());
+        assert_eq!(broken.details(), format!("missing:\n  {b:?}\n"));
     }
 
     #[test]
