@@ -12,17 +12,21 @@ TEST_LOG := target/make-test.log
 # The broker address `kafka-up` found, and a marker that it started the broker itself.
 KAFKA_BOOTSTRAP_FILE := target/kafka-bootstrap
 KAFKA_STARTED_MARKER := target/kafka-started-by-make
-# The kubeconfig of the local control plane `envtest-up` found, and a marker that it started it.
+# The kubeconfig of the local control plane `envtest-up` found, the directory of its binaries
+# (kubectl), and a marker that it started it.
 ENVTEST_KUBECONFIG_FILE := target/envtest-kubeconfig
+ENVTEST_BIN_FILE := target/envtest-bin
 ENVTEST_STARTED_MARKER := target/envtest-started-by-make
 # Strimzi's CRDs for the operator's strimzi-mode test (never copied into the repository).
 STRIMZI_CRDS_DIR ?= $(if $(wildcard ../shared/strimzi-1.2.0-crds/043-Crd-kafkatopic.yaml),$(abspath ../shared/strimzi-1.2.0-crds))
+# The paths of helm, kubeconform, shellcheck and the kubeconform schemas (`tools`).
+TOOLS_ENV_FILE := target/tools.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy build kafka-up envtest-up cargo-test envtest-down kafka-down
+TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtest-down kafka-down
 
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
-	envtest-down cargo-test scenario clean
+	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -34,6 +38,9 @@ help:
 	@echo "make lint       rustfmt check and clippy with warnings denied"
 	@echo "make fmt        format the code"
 	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
+	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck and the kubeconform schemas (hack/tools.sh)"
+	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
+	@echo "make e2e-kind   the end-to-end test on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
 	@echo "make clean      remove build output and the local run's data (.data)"
 
 build:
@@ -89,13 +96,16 @@ envtest-up:
 		touch $(ENVTEST_STARTED_MARKER); \
 	fi
 	@ENVTEST_CRDS="$(CURDIR)/crds/metricstream.yaml$(if $(STRIMZI_CRDS_DIR),:$(STRIMZI_CRDS_DIR))" \
-		bash hack/envtest.sh up | tail -n 2 | sed -n 's/^KUBECONFIG=//p' > $(ENVTEST_KUBECONFIG_FILE)
+		bash hack/envtest.sh up | tail -n 2 > target/envtest-up.out
+	@sed -n 's/^KUBECONFIG=//p' target/envtest-up.out > $(ENVTEST_KUBECONFIG_FILE)
+	@sed -n 's/^K8S_BIN=//p' target/envtest-up.out > $(ENVTEST_BIN_FILE)
 	@test -s $(ENVTEST_KUBECONFIG_FILE) || { echo "hack/envtest.sh up printed no KUBECONFIG"; exit 1; }
+	@test -s $(ENVTEST_BIN_FILE) || { echo "hack/envtest.sh up printed no K8S_BIN"; exit 1; }
 	@echo "KUBECONFIG=$$(cat $(ENVTEST_KUBECONFIG_FILE))"
 
 envtest-down:
 	@if [[ -f $(ENVTEST_STARTED_MARKER) ]]; then \
-		bash hack/envtest.sh down; rm -f $(ENVTEST_STARTED_MARKER) $(ENVTEST_KUBECONFIG_FILE); \
+		bash hack/envtest.sh down; rm -f $(ENVTEST_STARTED_MARKER) $(ENVTEST_KUBECONFIG_FILE) $(ENVTEST_BIN_FILE); \
 	else \
 		echo "leaving the control plane as it was"; \
 	fi
@@ -113,7 +123,9 @@ cargo-test:
 	fi; \
 	if [[ -s $(ENVTEST_KUBECONFIG_FILE) ]]; then \
 		export KUBECONFIG=$$(cat $(ENVTEST_KUBECONFIG_FILE)); \
+		export KUBECTL=$$(cat $(ENVTEST_BIN_FILE))/kubectl; \
 	fi; \
+	if [[ -s $(TOOLS_ENV_FILE) ]]; then set -a; source $(TOOLS_ENV_FILE); set +a; fi; \
 	if [[ -n "$(STRIMZI_CRDS_DIR)" ]]; then export STRIMZI_CRDS_DIR="$(STRIMZI_CRDS_DIR)"; fi; \
 	skip=(); if [[ -z "$${KUBECONFIG:-}" ]]; then skip=(--skip envtest_); fi; \
 	if [[ -n "$${KAFKA_BOOTSTRAP:-}" ]]; then \
@@ -123,6 +135,29 @@ cargo-test:
 		echo "$(CARGO) test --workspace --no-fail-fast   (no Kafka broker: the Kafka tests are skipped)"; \
 		$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(TEST_LOG); \
 	fi
+
+# helm, kubeconform, shellcheck and offline kubeconform schemas for the chart tests
+# (operator/tests/chart.rs), built from the Go module proxy and PyPI once and cached outside the
+# repository (hack/tools.sh). Their paths go to $(TOOLS_ENV_FILE) for `cargo-test`.
+tools:
+	@mkdir -p target; rm -f $(TOOLS_ENV_FILE)
+	@STRIMZI_CRDS_DIR="$(STRIMZI_CRDS_DIR)" bash hack/tools.sh install > target/tools-install.out
+	@grep -E '^(HELM|KUBECONFORM|SHELLCHECK|KUBECONFORM_K8S_SCHEMAS|KUBECONFORM_CRD_SCHEMAS)=' target/tools-install.out > $(TOOLS_ENV_FILE)
+	@test "$$(wc -l < $(TOOLS_ENV_FILE))" -eq 5 || { cat target/tools-install.out; echo "hack/tools.sh install did not print the five tool paths"; exit 1; }
+	@cat $(TOOLS_ENV_FILE)
+
+# The chart's static checks alone: helm lint and template, kubeconform, shellcheck (the
+# server-side dry run needs the control plane: make test).
+chart-check: tools
+	@set -a; source $(TOOLS_ENV_FILE); set +a; \
+		$(CARGO) test -p metricstream-operator --test chart --test crd_in_sync -- --include-ignored --skip envtest_
+
+# Needs Docker: see hack/e2e-kind.sh and the README's kind quick start.
+e2e-kind:
+	bash hack/e2e-kind.sh up
+
+e2e-kind-down:
+	bash hack/e2e-kind.sh down
 
 # Every step runs even if an earlier one failed, so one run shows everything that is wrong.
 test:

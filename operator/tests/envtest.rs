@@ -211,6 +211,17 @@ struct Env {
 
 impl Env {
     async fn start(test: &str, need_strimzi: bool) -> Self {
+        let mut env = Self::without_operator(test, need_strimzi).await;
+        let mut operator = Command::new(operator_binary());
+        operator
+            .args(["run", "--namespace", &env.ns, "--admin-listen"])
+            .arg(format!("127.0.0.1:{}", free_port()));
+        env.spawn_operator(operator);
+        env
+    }
+
+    /// The test's namespace and CRDs, for a test that starts the operator its own way.
+    async fn without_operator(test: &str, need_strimzi: bool) -> Self {
         let client = client().await;
         install_crds(&client, need_strimzi).await;
         let ns = format!("envtest-{test}-{}", unique_suffix());
@@ -220,23 +231,20 @@ impl Env {
             .tempdir()
             .expect("creating a temporary directory");
         let log = dir.path().join("operator.log");
-        let mut env = Self {
+        Self {
             client,
             ns,
             extra_namespaces: Vec::new(),
             operator: None,
             log,
             _dir: dir,
-        };
-        env.start_operator();
-        env
+        }
     }
 
-    fn start_operator(&mut self) {
+    /// Starts the operator command with its output in the test's log.
+    fn spawn_operator(&mut self, mut operator: Command) {
         let log = File::create(&self.log).expect("creating the operator log");
-        let child = Command::new(operator_binary())
-            .args(["run", "--namespace", &self.ns, "--admin-listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
+        let child = operator
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -1053,5 +1061,252 @@ async fn envtest_an_idle_operator_makes_no_writes_for_a_minute() {
             "the operator wrote after {:?} of idleness",
             window.elapsed()
         );
+    }
+}
+
+// ---- the Helm chart's RBAC --------------------------------------------------------------------
+
+/// `helm template` of the chart (HELM from hack/tools.sh), parsed into documents.
+fn render_chart(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
+    let helm = std::env::var_os("HELM").filter(|h| !h.is_empty()).expect(
+        "HELM must name a helm binary: run `bash hack/tools.sh install` and export the HELM=... \
+         line it prints (make test does this)",
+    );
+    let chart = repo_root().join("charts/metricstream-operator");
+    let mut command = Command::new(helm);
+    command.args(["template", release]).arg(&chart).args([
+        "--namespace",
+        namespace,
+        "--kube-version",
+        "1.34.4",
+    ]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let output = command.output().expect("running helm template");
+    assert!(
+        output.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = String::from_utf8(output.stdout).expect("helm prints UTF-8");
+    serde_yaml::Deserializer::from_str(&yaml)
+        .map(|document| serde::Deserialize::deserialize(document).expect("helm renders YAML"))
+        .filter(|document: &Value| !document.is_null())
+        .collect()
+}
+
+fn kubectl() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .filter(|k| !k.is_empty())
+        .map(PathBuf::from)
+        .expect(
+            "KUBECTL must name kubectl: `hack/envtest.sh up` prints K8S_BIN=<dir> holding it \
+             (make test exports KUBECTL)",
+        )
+}
+
+fn kubectl_run(args: &[&str]) -> String {
+    let output = Command::new(kubectl())
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The operator, given nothing but what the chart grants and sets (its ServiceAccount's RBAC in
+/// namespaced mode with leader election, the Deployment's environment), reconciles a file-backed
+/// and a Strimzi-backed stream without a single Forbidden: the chart's RBAC is enough.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane and helm: KUBECONFIG, KUBECTL and HELM (make test provides them)"]
+async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
+    let mut env = Env::without_operator("rbac", true).await;
+    let kafka_ns = env.extra_namespace("kafka").await;
+    let release = format!("rbac-{}", unique_suffix());
+    let ns = env.ns.clone();
+    let rendered = render_chart(
+        &release,
+        &ns,
+        &[
+            &format!("watchNamespace={ns}"),
+            "replicaCount=2",
+            "crds.install=false",
+        ],
+    );
+
+    // Apply the ServiceAccount and RBAC for real, as `helm install` would.
+    let rbac_kinds = [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ];
+    let rbac: Vec<&Value> = rendered
+        .iter()
+        .filter(|document| rbac_kinds.contains(&document["kind"].as_str().unwrap_or_default()))
+        .collect();
+    let rbac_file = env._dir.path().join("rbac.yaml");
+    std::fs::write(
+        &rbac_file,
+        rbac.iter()
+            .map(|document| serde_yaml::to_string(document).expect("YAML"))
+            .collect::<Vec<_>>()
+            .join("---\n"),
+    )
+    .expect("write the chart's RBAC");
+    kubectl_run(&["apply", "-f", rbac_file.to_str().expect("UTF-8")]);
+    let cluster_scoped: Vec<String> = rbac
+        .iter()
+        .filter(|document| {
+            document["kind"]
+                .as_str()
+                .is_some_and(|kind| kind.starts_with("Cluster"))
+        })
+        .map(|document| {
+            format!(
+                "{}/{}",
+                document["kind"].as_str().unwrap_or_default().to_lowercase(),
+                document["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+
+    // The operator as the chart runs it: its ServiceAccount (impersonated), its environment.
+    let deployment = rendered
+        .iter()
+        .find(|document| document["kind"] == "Deployment")
+        .expect("the chart renders the operator Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let service_account = pod["serviceAccountName"]
+        .as_str()
+        .expect("a serviceAccountName");
+    let kubeconfig_path = std::env::var("KUBECONFIG").expect(NEEDS_KUBECONFIG);
+    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&kubeconfig_path).expect("read the kubeconfig"),
+    )
+    .expect("the kubeconfig is YAML");
+    for user in kubeconfig["users"]
+        .as_sequence_mut()
+        .expect("the kubeconfig has users")
+    {
+        user["user"]["as"] = format!("system:serviceaccount:{ns}:{service_account}").into();
+    }
+    let impersonating = env._dir.path().join("kubeconfig-as-operator");
+    std::fs::write(
+        &impersonating,
+        serde_yaml::to_string(&kubeconfig).expect("YAML"),
+    )
+    .expect("write the impersonating kubeconfig");
+
+    let container = &pod["containers"][0];
+    let mut operator = Command::new(operator_binary());
+    operator
+        .args(
+            container["args"]
+                .as_array()
+                .expect("the operator container has args")
+                .iter()
+                .map(|arg| arg.as_str().expect("a string arg")),
+        )
+        .env("KUBECONFIG", &impersonating)
+        .env("HOSTNAME", "operator-under-test");
+    for variable in container["env"].as_array().expect("the container has env") {
+        let name = variable["name"].as_str().expect("an env name");
+        let value = if name == "POD_NAMESPACE" {
+            assert_eq!(
+                variable["valueFrom"]["fieldRef"]["fieldPath"],
+                "metadata.namespace"
+            );
+            ns.clone()
+        } else if name == "METRICSTREAM_ADMIN_LISTEN" {
+            format!("127.0.0.1:{}", free_port())
+        } else {
+            variable["value"].as_str().expect("an env value").to_owned()
+        };
+        operator.env(name, value);
+    }
+    env.spawn_operator(operator);
+
+    env.create_stream("files", file_spec(2)).await;
+    env.create_stream(
+        "topics",
+        json!({
+            "backend": "kafka",
+            "partitions": 3,
+            "kafka": {
+                "bootstrapServers": "my-cluster-kafka-bootstrap:9092",
+                "topicManagement": "strimzi",
+                "strimzi": { "cluster": "my-cluster", "namespace": kafka_ns },
+            },
+        }),
+    )
+    .await;
+    for name in ["files-config", "topics-config"] {
+        env.child::<ConfigMap>(name).await;
+    }
+    for name in [
+        "files-ingest",
+        "files-consumer",
+        "topics-ingest",
+        "topics-consumer",
+    ] {
+        env.child::<Deployment>(name).await;
+    }
+    env.child::<Service>("files-ingest").await;
+    for name in ["files-queue", "files-sink", "topics-sink"] {
+        env.child::<PersistentVolumeClaim>(name).await;
+    }
+    let topics: Api<KafkaTopic> = Api::namespaced(env.client.clone(), &kafka_ns);
+    eventually("the KafkaTopic in the Kafka namespace", || {
+        let topics = topics.clone();
+        async move {
+            let list = topics.list(&ListParams::default()).await.ok()?;
+            (!list.items.is_empty()).then_some(())
+        }
+    })
+    .await;
+    for name in ["files", "topics"] {
+        env.stream_until(name, "a status for the current generation", observed)
+            .await;
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), &ns);
+    let lease_name = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .and_then(|variables| {
+            variables
+                .iter()
+                .find(|variable| variable["name"] == "METRICSTREAM_LEASE_NAME")
+        })
+        .and_then(|variable| variable["value"].as_str())
+        .expect("two replicas render a lease name")
+        .to_owned();
+    let lease = leases
+        .get(&lease_name)
+        .await
+        .unwrap_or_else(|e| panic!("the Lease {lease_name}: {e}"));
+    assert_eq!(
+        lease.spec.and_then(|spec| spec.holder_identity).as_deref(),
+        Some("operator-under-test")
+    );
+    env.assert_operator_running();
+    let log = std::fs::read_to_string(&env.log).unwrap_or_default();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something the chart does not grant:\n{}",
+        env.log_tail()
+    );
+
+    for object in cluster_scoped {
+        let _ = Command::new(kubectl())
+            .args(["delete", "--ignore-not-found", &object])
+            .output();
     }
 }

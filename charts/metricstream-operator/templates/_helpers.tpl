@@ -54,7 +54,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* The rules of the MetricStream controller, for a ClusterRole or a namespaced Role. Every verb
-     here is one the reconciler uses: server-side apply (patch), pruning (delete), watches. */}}
+     here is one the reconciler uses: server-side apply (patch, and create when the object does
+     not exist yet), pruning (delete), watches (get, list, watch). */}}
 {{- define "metricstream-operator.streamRules" -}}
 - apiGroups: [metricstream.dev]
   resources: [metricstreams]
@@ -67,10 +68,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [update]
 - apiGroups: [""]
   resources: [configmaps, services, persistentvolumeclaims]
-  verbs: [get, list, watch, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
@@ -79,5 +80,5 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "metricstream-operator.kafkaTopicRules" -}}
 - apiGroups: [kafka.strimzi.io]
   resources: [kafkatopics]
-  verbs: [get, list, watch, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 {{- end }}
