@@ -13,7 +13,7 @@
 #   PARTITIONS             partition count (default 4; may grow between runs, never shrink)
 #   READY_TIMEOUT          seconds to wait for /readyz (default 60)
 
-# shellcheck disable=SC2317  # the stop functions run from traps, which shellcheck cannot see
+# shellcheck disable=SC2317,SC2329  # the stop functions run from traps, which shellcheck cannot see
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -501,11 +501,18 @@ fn kubeconform_rejects_unknown_fields_in_our_crd_and_in_kubernetes_types() {
 #[test]
 #[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
 fn shellcheck_passes_on_every_script() {
-    let mut scripts: Vec<PathBuf> = fs::read_dir(repo().join("hack"))
-        .expect("read hack/")
-        .map(|entry| entry.expect("list hack/").path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "sh"))
-        .collect();
+    fn shell_scripts(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+            let path = entry.expect("list a directory").path();
+            if path.is_dir() {
+                shell_scripts(&path, found);
+            } else if path.extension().is_some_and(|extension| extension == "sh") {
+                found.push(path);
+            }
+        }
+    }
+    let mut scripts = Vec::new();
+    shell_scripts(&repo().join("hack"), &mut scripts);
     scripts.sort();
     scripts.push(repo().join(".ci/run"));
     assert!(scripts.len() >= 5, "scripts: {scripts:?}");
