@@ -578,6 +578,61 @@ fn envtest_the_chart_and_the_examples_pass_a_server_side_dry_run() {
         );
     }
 
+    // `helm install --dry-run=server` against the control plane: Helm's own checks of the
+    // release, and the NOTES.txt a user reads after installing.
+    let chart = chart();
+    let output = run(
+        &tool("HELM"),
+        [
+            "install",
+            "metricstream",
+            chart.to_str().expect("UTF-8"),
+            "--namespace",
+            "metricstream-system",
+            "--dry-run=server",
+            "--set",
+            "crds.install=false",
+        ],
+    );
+    let report = assert_success("helm install --dry-run=server", &output);
+    let notes = report
+        .split_once("NOTES:")
+        .map(|(_, notes)| notes)
+        .unwrap_or_else(|| panic!("helm printed no NOTES:\n{report}"));
+    for expected in [
+        "installed as metricstream-metricstream-operator in namespace metricstream-system",
+        "rollout status deployment/metricstream-metricstream-operator",
+        "helm test metricstream -n metricstream-system",
+        "did not install the MetricStream CRD",
+    ] {
+        assert!(
+            notes.contains(expected),
+            "NOTES lack {expected:?}:\n{notes}"
+        );
+    }
+    // The NOTES' example stream is what a user pastes: the server must accept it.
+    let pasted = notes
+        .split_once("<<'YAML'\n")
+        .and_then(|(_, rest)| rest.split_once("\nYAML\n"))
+        .map(|(yaml, _)| yaml)
+        .unwrap_or_else(|| panic!("NOTES hold no pasteable stream:\n{notes}"));
+    let pasted_file = dir.path().join("notes-stream.yaml");
+    fs::write(&pasted_file, pasted).expect("write the NOTES stream");
+    assert_success(
+        "kubectl apply --dry-run=server of the NOTES stream",
+        &run(
+            &kubectl,
+            [
+                "apply",
+                "--dry-run=server",
+                "--namespace",
+                "metrics",
+                "-f",
+                pasted_file.to_str().expect("UTF-8"),
+            ],
+        ),
+    );
+
     // The server really validates: the CRD's CEL rules reject a stream without its backend block.
     let invalid = dir.path().join("invalid-stream.yaml");
     let example = fs::read_to_string(repo().join("examples/metricstream-file.yaml"))
