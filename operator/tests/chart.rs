@@ -1,10 +1,11 @@
 //! The Helm chart (charts/metricstream-operator) and the examples, checked with the real tools:
 //! `helm lint` and `helm template` with default and non-default values, kubeconform in strict
 //! mode against offline schemas (Kubernetes, our CRD, Strimzi's), `kubectl apply
-//! --dry-run=server` against the local control plane, and shellcheck over the scripts.
+//! --dry-run=server` against the local control plane, shellcheck over the scripts and hadolint
+//! over the Dockerfile.
 //!
 //! The tools come from `hack/tools.sh install` (`make test` runs it and exports HELM,
-//! KUBECONFORM, KUBECONFORM_K8S_SCHEMAS, KUBECONFORM_CRD_SCHEMAS and SHELLCHECK); the
+//! KUBECONFORM, KUBECONFORM_K8S_SCHEMAS, KUBECONFORM_CRD_SCHEMAS, SHELLCHECK and HADOLINT); the
 //! server-side test also needs KUBECONFIG and KUBECTL from `hack/envtest.sh up`. Without them the
 //! tests are ignored, and fail with a message naming what is missing when run anyway.
 
@@ -145,7 +146,7 @@ fn app_version() -> String {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn chart_lints_cleanly_with_default_and_non_default_values() {
     let helm = tool("HELM");
     let chart = chart();
@@ -162,7 +163,7 @@ fn chart_lints_cleanly_with_default_and_non_default_values() {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
     let rendered = documents(&render(&[]));
     assert_eq!(
@@ -276,7 +277,7 @@ fn numbers_as_floats(value: &Value) -> Value {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn chart_non_default_values_render_a_namespaced_elected_operator() {
     let rendered = documents(&render(&["--values", &chart_values_path()]));
     let found = kinds(&rendered);
@@ -367,7 +368,7 @@ fn chart_values_path() -> String {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn chart_rejects_values_its_schema_does_not_allow() {
     for (set, mentions) in [
         ("replicaCount=-1", "replicaCount"),
@@ -447,7 +448,7 @@ fn kubeconform(files: &[PathBuf]) -> Output {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn kubeconform_accepts_the_rendered_chart_and_every_example_strictly_offline() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut files = render_to_files(dir.path(), &[]);
@@ -474,7 +475,7 @@ fn kubeconform_accepts_the_rendered_chart_and_every_example_strictly_offline() {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn kubeconform_rejects_unknown_fields_in_our_crd_and_in_kubernetes_types() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let stream = dir.path().join("stream-typo.yaml");
@@ -499,7 +500,7 @@ fn kubeconform_rejects_unknown_fields_in_our_crd_and_in_kubernetes_types() {
 }
 
 #[test]
-#[ignore = "needs helm, kubeconform and shellcheck: hack/tools.sh install (make test runs it)"]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
 fn shellcheck_passes_on_every_script() {
     fn shell_scripts(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
@@ -522,6 +523,32 @@ fn shellcheck_passes_on_every_script() {
     ];
     args.extend(scripts.iter().map(|script| script.display().to_string()));
     assert_success("shellcheck", &run(&tool("SHELLCHECK"), args));
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
+fn hadolint_passes_on_the_dockerfile_and_refuses_a_root_image() {
+    let hadolint = tool("HADOLINT");
+    let dockerfile = repo().join("Dockerfile");
+    assert_success(
+        "hadolint Dockerfile",
+        &run(&hadolint, [dockerfile.to_str().expect("UTF-8")]),
+    );
+    // The linter really looks: the same image ending as root is refused (DL3002).
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let as_root = dir.path().join("Dockerfile");
+    let original = fs::read_to_string(&dockerfile).expect("read the Dockerfile");
+    assert!(
+        original.contains("USER 65532:65532"),
+        "the image runs as 65532"
+    );
+    fs::write(&as_root, original.replace("USER 65532:65532", "USER root")).expect("write a copy");
+    let output = run(&hadolint, [as_root.to_str().expect("UTF-8")]);
+    assert!(
+        !output.status.success() && text(&output).contains("DL3002"),
+        "hadolint accepted a root image:\n{}",
+        text(&output)
+    );
 }
 
 #[test]
