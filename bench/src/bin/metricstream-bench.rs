@@ -1,0 +1,61 @@
+//! `metricstream-bench`: runs one benchmark suite and writes its results as JSON, or renders the
+//! report from every suite's results. `make bench` runs them all (see the README).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use metricstream_bench::{backend, drain, http, operator, report, results};
+
+#[derive(Parser)]
+#[command(about, long_about = None)]
+struct Args {
+    /// Where a suite writes its results (default target/bench/<suite>.json).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The HTTP suite: no-op ceiling vs ingest on both backends.
+    Http(http::HttpArgs),
+    /// The backend ceilings: Kafka ProducerPerformance, append + fdatasync.
+    Backend(backend::BackendArgs),
+    /// The consumer drain of a one-million-metric backlog vs a bare read.
+    Drain(drain::DrainArgs),
+    /// The operator with 1, 100 and 500 MetricStreams.
+    Operator(operator::OperatorArgs),
+    /// Render BENCHMARKS.md and the charts from the suites' results.
+    Report(report::ReportArgs),
+    /// Print this machine's description as the results record it.
+    Machine,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (suite, results) = match args.command {
+        Command::Http(a) => ("http", runtime.block_on(http::run(a))?),
+        Command::Backend(a) => ("backend", runtime.block_on(backend::run(a))?),
+        Command::Drain(a) => ("drain", runtime.block_on(drain::run(a))?),
+        Command::Operator(a) => ("operator", runtime.block_on(operator::run(a))?),
+        Command::Report(a) => {
+            runtime.block_on(report::run(a))?;
+            return Ok(());
+        }
+        Command::Machine => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&results::Machine::this())?
+            );
+            return Ok(());
+        }
+    };
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("target/bench/{suite}.json")));
+    results.write(&out)?;
+    eprintln!("metricstream-bench: {suite} results in {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! MetricStream's benchmarks (`make bench`): every figure of the pipeline is measured beside a
+//! ceiling measured in the same run on the same machine, and reported as a ratio of it.
+//!
+//! Each suite writes its [`results::SuiteResults`] as JSON; `report` turns them into
+//! BENCHMARKS.md and SVG charts.
+
+pub mod backend;
+pub mod drain;
+pub mod http;
+pub mod operator;
+pub mod report;
+pub mod results;
