@@ -525,6 +525,7 @@ impl<'a> Results<'a> {
             let _ = writeln!(md, "![{caption}]({REPORT_DIR}/{file})\n\n*{caption}.*\n");
         }
         self.http_tables(&mut md);
+        self.backend_ratios(&mut md);
         self.table(&mut md, "backend", "Backend ceilings");
         self.table(&mut md, "drain", "Consumer drain");
         self.table(&mut md, "operator", "Operator");
@@ -589,6 +590,86 @@ impl<'a> Results<'a> {
                 "One of the load generator's command lines:\n\n```\n{command}\n```\n"
             );
         }
+    }
+
+    /// Ingest's maximum throughput as a share of the bare backend doing the same work: the
+    /// fdatasync loop at the batch size the ingest's group commit reached, Kafka's
+    /// ProducerPerformance at the same record size.
+    fn backend_ratios(&self, md: &mut String) {
+        let mut rows = Vec::new();
+        for ingest in self
+            .all
+            .iter()
+            .copied()
+            .filter(|m| m.suite == "http" && param_str(m, "mode") == Some("max"))
+        {
+            let Some(metrics) = param_i64(ingest, "metrics_per_request") else {
+                continue;
+            };
+            let Some(rps) = figure(ingest, "requests_per_sec") else {
+                continue;
+            };
+            let same_size = |m: &&Measurement| param_i64(m, "metrics_per_record") == Some(metrics);
+            let ceiling = match ingest.target.as_str() {
+                "ingest-file-batch" | "ingest-file-always" => {
+                    // `always` syncs every record; `batch` reached records_per_sync.
+                    let batch = if ingest.target == "ingest-file-always" {
+                        1.0
+                    } else {
+                        figure(ingest, "records_per_sync").unwrap_or(1.0)
+                    };
+                    self.of("backend", "fdatasync")
+                        .filter(same_size)
+                        .min_by(|a, b| {
+                            let distance = |m: &Measurement| {
+                                (param_i64(m, "records_per_sync").unwrap_or(1) as f64 - batch).abs()
+                            };
+                            distance(a).total_cmp(&distance(b))
+                        })
+                }
+                "ingest-kafka" => self.of("backend", "kafka-producer-perf").find(same_size),
+                _ => None,
+            };
+            let Some(ceiling) = ceiling else {
+                continue;
+            };
+            let Some(ceiling_rps) = figure(ceiling, "records_per_sec") else {
+                continue;
+            };
+            let describe = match param_i64(ceiling, "records_per_sync") {
+                Some(batch) => format!("{} ({batch} records per fdatasync)", ceiling.target),
+                None => ceiling.target.clone(),
+            };
+            rows.push(format!(
+                "| {} | {metrics} | {} | {rps:.0} | {describe} | {ceiling_rps:.0} | {:.0} % |",
+                ingest.target,
+                param_i64(ingest, "clients").unwrap_or(0),
+                rps / ceiling_rps * 100.0
+            ));
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Ingest as a share of its backend's ceiling
+"
+        );
+        let _ = writeln!(
+            md,
+            "One request is one queue record. The file ceiling is the bare append + fdatasync \
+             loop at the batch size nearest to what the ingest's group commit reached \
+             (`records_per_sync`, from its metrics; `always` syncs each record); the Kafka \
+             ceiling is ProducerPerformance with the same record size.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| ingest | metrics/request | clients | records/s | ceiling | ceiling records/s | share |\n|---|---|---|---|---|---|---|"
+        );
+        for row in rows {
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md);
     }
 
     /// A generic table of a suite: one row per measurement, one column per figure.
