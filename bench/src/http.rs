@@ -1,10 +1,758 @@
 //! HTTP: the no-op HTTP ceiling and ingest on file (batch, always) and Kafka, under oha with latency correction; loss and duplicates from the sink; peak RSS of ingest and consumer.
+//!
+//! For every target and every load point one fresh process (and, for ingest, a fresh queue
+//! directory or Kafka topic) takes `oha` for `--duration-secs`:
+//!
+//! - mode `rate`: open loop at `--rate` requests/s with coordinated-omission correction, by 20
+//!   and 200 clients (`--clients`);
+//! - mode `max`: closed loop, as fast as `--max-clients` clients go;
+//!
+//! each with 1 and 100 metrics per request (`--metrics-per-request`). All requests carry one
+//! client id, so on ingest they all go to one of the 4 partitions.
+//!
+//! After an ingest run the ingest is stopped (SIGTERM), the real consumer drains the queue into a
+//! fresh sink, and the sink is counted by `(partition, offset, index)`: acknowledged metrics
+//! (202 answers × metrics per request) not found there are `lost`, lines beyond the distinct
+//! positions are `duplicates`.
+//!
+//! Measurements (target / params / figures):
+//! - targets `noop-http`, `ingest-file-batch`, `ingest-file-always`, `ingest-kafka`;
+//! - params `clients`, `metrics_per_request`, `mode` (`rate` | `max`), `rate` (offered
+//!   requests/s, mode `rate` only), `duration_secs`, `partitions` (ingest); a load point that did
+//!   not run has `skipped` (why, e.g. no `KAFKA_BOOTSTRAP`) or `failed` (the error) and no
+//!   figures;
+//! - figures `requests_per_sec` (202 answers per second), `metrics_per_sec`, `p50_ms`, `p99_ms`,
+//!   `p999_ms` (every answer, latency-corrected in mode `rate`), `errors` (non-202 answers and
+//!   requests without an answer), `accepted_requests`; for ingest also `lost`, `duplicates`,
+//!   `acknowledged_metrics`, `sink_lines`, `unacknowledged_in_sink` (stored although not
+//!   answered 202, e.g. a 503 after a Kafka ack timeout: not a loss), `rss_peak_mib` (the
+//!   ingest's VmHWM), `consumer_rss_peak_mib` (the consumer's VmHWM in its drain),
+//!   `drain_secs`; for the file targets `records_per_sync` (appended records / fdatasyncs, from
+//!   the ingest's `/metrics`) and `fsync_mean_ms`.
 
-use clap::Args;
+mod oha;
+mod process;
+mod sink;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use self::oha::{Load, Mode, Summary};
+use self::process::{Process, bin_dir, binary, free_loopback_addr};
+use self::sink::SinkTail;
+use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
+
+/// The ingest's partition count in every run (the README's default).
+const PARTITIONS: u32 = 4;
+/// The client id (open mode) of every request.
+const CLIENT_ID: &str = "bench-client";
+/// The consumer group that drains a run's queue.
+const CONSUMER_GROUP: &str = "bench-drain";
+/// How long a process may take to drain and exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the sink is polled while the consumer drains.
+const SINK_POLL: Duration = Duration::from_millis(100);
+/// A drained sink must stay unchanged this long before it is counted (late duplicates).
+const SINK_QUIET: Duration = Duration::from_millis(500);
+/// A drain that makes no progress this long is over: what is missing then is lost.
+const DRAIN_STALL: Duration = Duration::from_secs(20);
 
 #[derive(Args, Debug, Clone)]
-pub struct HttpArgs {}
+pub struct HttpArgs {
+    /// The targets to measure (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Target::ALL)]
+    targets: Vec<Target>,
+    /// Seconds of load per run.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// A smoke run: 2 seconds per run (overrides --duration-secs).
+    #[arg(long)]
+    quick: bool,
+    /// The offered rate of the open-loop runs, requests/s across all clients. The default is five
+    /// times what the prototype managed, within what every target sustains on two cores except
+    /// ingest-file-always with 100 metrics per request (one fdatasync per request).
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Client counts of the open-loop runs (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [20, 200])]
+    clients: Vec<u32>,
+    /// Client count of the maximum-throughput run; 0 skips it.
+    #[arg(long, default_value_t = 200)]
+    max_clients: u32,
+    /// Metrics per request (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
+    metrics_per_request: Vec<u32>,
+    /// The oha binary (default: the one hack/oha.sh installs and caches).
+    #[arg(long, env = "OHA")]
+    oha: Option<PathBuf>,
+    /// The directory of the release binaries (default: this executable's, target/release).
+    #[arg(long, env = "METRICSTREAM_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// The Kafka broker of `ingest-kafka`; without it that target is skipped.
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+    /// Where the runs' queues, sinks and logs go: the disk under test.
+    #[arg(long, default_value = "target/bench/work")]
+    work_dir: PathBuf,
+    /// Keep every run's directory (queue, sink, logs) instead of deleting it.
+    #[arg(long)]
+    keep_dirs: bool,
+    /// The longest a consumer may take to drain one run's queue.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_secs: u64,
+}
 
-pub async fn run(_args: HttpArgs) -> anyhow::Result<crate::results::SuiteResults> {
-    anyhow::bail!("the http suite is not written yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    NoopHttp,
+    IngestFileBatch,
+    IngestFileAlways,
+    IngestKafka,
+}
+
+impl Target {
+    const ALL: [Target; 4] = [
+        Target::NoopHttp,
+        Target::IngestFileBatch,
+        Target::IngestFileAlways,
+        Target::IngestKafka,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Target::NoopHttp => "noop-http",
+            Target::IngestFileBatch => "ingest-file-batch",
+            Target::IngestFileAlways => "ingest-file-always",
+            Target::IngestKafka => "ingest-kafka",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One load point of one target.
+#[derive(Clone, Copy, Debug)]
+struct LoadPoint {
+    clients: u32,
+    mode: Mode,
+    metrics_per_request: u32,
+    duration: Duration,
+}
+
+impl LoadPoint {
+    fn params(&self, target: Target) -> BTreeMap<String, Value> {
+        let mut params = BTreeMap::from([
+            ("clients".to_owned(), json!(self.clients)),
+            (
+                "metrics_per_request".to_owned(),
+                json!(self.metrics_per_request),
+            ),
+            ("mode".to_owned(), json!(self.mode.name())),
+            ("duration_secs".to_owned(), json!(self.duration.as_secs())),
+        ]);
+        if let Mode::Rate(rate) = self.mode {
+            params.insert("rate".to_owned(), json!(rate));
+        }
+        if target != Target::NoopHttp {
+            params.insert("partitions".to_owned(), json!(PARTITIONS));
+        }
+        params
+    }
+
+    fn describe(&self) -> String {
+        let mode = match self.mode {
+            Mode::Rate(rate) => format!("{rate} req/s"),
+            Mode::Max => "max".to_owned(),
+        };
+        format!(
+            "{} clients, {mode}, {} metrics/request",
+            self.clients, self.metrics_per_request
+        )
+    }
+}
+
+/// What every run shares.
+struct Suite {
+    args: HttpArgs,
+    oha: PathBuf,
+    bin_dir: PathBuf,
+    http: reqwest::Client,
+    /// `http-body-<metrics>.json` in the work directory, by metrics per request.
+    bodies: BTreeMap<u32, PathBuf>,
+}
+
+pub async fn run(args: HttpArgs) -> anyhow::Result<SuiteResults> {
+    let started = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let duration = Duration::from_secs(if args.quick { 2 } else { args.duration_secs });
+    if duration.is_zero() {
+        bail!("--duration-secs must be at least 1");
+    }
+    if args.rate == 0 {
+        bail!("--rate must be at least 1 request/s");
+    }
+    let bin_dir = bin_dir(args.bin_dir.as_deref())?;
+    let needs_ingest = args.targets.iter().any(|t| *t != Target::NoopHttp);
+    binary(&bin_dir, "metricstream-bench-noop")?;
+    if needs_ingest {
+        binary(&bin_dir, "metricstream-ingest")?;
+        binary(&bin_dir, "metricstream-consumer")?;
+    }
+    let oha = oha::locate(args.oha.as_deref()).await?;
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    let work_dir = std::path::absolute(&args.work_dir)
+        .with_context(|| format!("resolving {}", args.work_dir.display()))?;
+    let mut bodies = BTreeMap::new();
+    for &metrics in &args.metrics_per_request {
+        if metrics == 0 {
+            bail!("--metrics-per-request must be at least 1");
+        }
+        let path = work_dir.join(format!("http-body-{metrics}.json"));
+        std::fs::write(&path, request_body(metrics))
+            .with_context(|| format!("writing {}", path.display()))?;
+        bodies.insert(metrics, path);
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building an HTTP client")?;
+
+    let mut load_points = Vec::new();
+    for &metrics_per_request in &args.metrics_per_request {
+        for &clients in &args.clients {
+            load_points.push(LoadPoint {
+                clients,
+                mode: Mode::Rate(args.rate),
+                metrics_per_request,
+                duration,
+            });
+        }
+        if args.max_clients > 0 {
+            load_points.push(LoadPoint {
+                clients: args.max_clients,
+                mode: Mode::Max,
+                metrics_per_request,
+                duration,
+            });
+        }
+    }
+
+    let suite = Suite {
+        args: HttpArgs {
+            work_dir,
+            ..args.clone()
+        },
+        oha,
+        bin_dir,
+        http,
+        bodies,
+    };
+    let mut measurements = Vec::new();
+    let mut not_run = Vec::new();
+    for &target in &args.targets {
+        let skip = match target {
+            Target::IngestKafka if suite.args.kafka_bootstrap.is_none() => Some(
+                "KAFKA_BOOTSTRAP is not set: start a broker with `bash hack/kafka.sh up` and \
+                 export what it prints",
+            ),
+            _ => None,
+        };
+        if let Some(reason) = skip {
+            eprintln!(
+                "\n!!!!! http: SKIPPING {target}: {reason} — its {} load points are recorded as \
+                 skipped, with no figures !!!!!\n",
+                load_points.len()
+            );
+            not_run.push(format!("{target}: skipped ({reason})"));
+            for point in &load_points {
+                let mut params = point.params(target);
+                params.insert("skipped".to_owned(), json!(reason));
+                measurements.push(Measurement {
+                    suite: "http".to_owned(),
+                    target: target.name().to_owned(),
+                    params,
+                    figures: BTreeMap::new(),
+                    command: String::new(),
+                });
+            }
+            continue;
+        }
+        for point in &load_points {
+            eprintln!("http: {target}: {} ...", point.describe());
+            let load = suite.load(point, "http://127.0.0.1:0/metrics")?;
+            match suite.run_point(target, point).await {
+                Ok(measurement) => {
+                    eprintln!("http: {target}: {}", summarize(&measurement.figures));
+                    measurements.push(measurement);
+                }
+                Err(error) => {
+                    eprintln!(
+                        "\n!!!!! http: {target} ({}) FAILED: {error:#} !!!!!\n",
+                        point.describe()
+                    );
+                    not_run.push(format!(
+                        "{target} ({}): failed: {error:#}",
+                        point.describe()
+                    ));
+                    let mut params = point.params(target);
+                    params.insert("failed".to_owned(), json!(format!("{error:#}")));
+                    measurements.push(Measurement {
+                        suite: "http".to_owned(),
+                        target: target.name().to_owned(),
+                        params,
+                        figures: BTreeMap::new(),
+                        command: load.command_line(),
+                    });
+                }
+            }
+        }
+    }
+    if !not_run.is_empty() {
+        eprintln!("\n!!!!! http: NOT MEASURED:");
+        for line in &not_run {
+            eprintln!("!!!!!   {line}");
+        }
+        eprintln!();
+    }
+    Ok(SuiteResults {
+        suite: "http".to_owned(),
+        started,
+        machine: Machine::this(),
+        measurements,
+    })
+}
+
+impl Suite {
+    fn load(&self, point: &LoadPoint, url: &str) -> anyhow::Result<Load> {
+        let body_path = self
+            .bodies
+            .get(&point.metrics_per_request)
+            .with_context(|| format!("no body of {} metrics", point.metrics_per_request))?
+            .clone();
+        Ok(Load {
+            url: url.to_owned(),
+            clients: point.clients,
+            mode: point.mode,
+            duration: point.duration,
+            body_path,
+            authorization: CLIENT_ID.to_owned(),
+        })
+    }
+
+    /// A fresh directory for one run under the work directory.
+    fn run_dir(&self, target: Target) -> anyhow::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("http-{target}-"))
+            .tempdir_in(&self.args.work_dir)
+            .with_context(|| {
+                format!(
+                    "creating a run directory in {}",
+                    self.args.work_dir.display()
+                )
+            })?;
+        std::fs::create_dir(dir.path().join("logs"))
+            .with_context(|| format!("creating {}/logs", dir.path().display()))?;
+        Ok(dir)
+    }
+
+    async fn run_point(&self, target: Target, point: &LoadPoint) -> anyhow::Result<Measurement> {
+        let mut dir = self.run_dir(target)?;
+        let measured = match target {
+            Target::NoopHttp => self.run_noop(dir.path(), point).await,
+            _ => self.run_ingest(target, dir.path(), point).await,
+        };
+        if self.args.keep_dirs || measured.is_err() {
+            dir.disable_cleanup(true);
+            eprintln!("http: kept {}", dir.path().display());
+        }
+        measured
+    }
+
+    async fn run_noop(&self, dir: &Path, point: &LoadPoint) -> anyhow::Result<Measurement> {
+        let listen = free_loopback_addr()?;
+        let mut noop = Process::spawn(
+            "noop",
+            &binary(&self.bin_dir, "metricstream-bench-noop")?,
+            &["--listen".to_owned(), listen.to_string()],
+            &[],
+            &dir.join("logs").join("noop.log"),
+        )?;
+        noop.wait_ready(&self.http, &format!("http://{listen}/healthz"))
+            .await?;
+        let load = self.load(point, &format!("http://{listen}/metrics"))?;
+        let summary = load.run(&self.oha).await?;
+        noop.terminate(STOP_TIMEOUT).await?;
+        Ok(Measurement {
+            suite: "http".to_owned(),
+            target: Target::NoopHttp.name().to_owned(),
+            params: point.params(Target::NoopHttp),
+            figures: load_figures(&summary, point),
+            command: load.command_line(),
+        })
+    }
+
+    async fn run_ingest(
+        &self,
+        target: Target,
+        dir: &Path,
+        point: &LoadPoint,
+    ) -> anyhow::Result<Measurement> {
+        // The queue both processes use: a directory, or a topic of its own on the broker.
+        let mut queue_args = vec!["--partitions".to_owned(), PARTITIONS.to_string()];
+        let mut ingest_args = Vec::new();
+        match target {
+            Target::IngestFileBatch | Target::IngestFileAlways => {
+                queue_args.extend([
+                    "--backend".to_owned(),
+                    "file".to_owned(),
+                    "--data-dir".to_owned(),
+                    dir.join("data").display().to_string(),
+                ]);
+                let durability = if target == Target::IngestFileBatch {
+                    "batch"
+                } else {
+                    "always"
+                };
+                ingest_args.extend(["--durability".to_owned(), durability.to_owned()]);
+            }
+            Target::IngestKafka => {
+                let bootstrap = self
+                    .args
+                    .kafka_bootstrap
+                    .as_deref()
+                    .context("KAFKA_BOOTSTRAP is not set")?;
+                queue_args.extend([
+                    "--backend".to_owned(),
+                    "kafka".to_owned(),
+                    "--kafka-brokers".to_owned(),
+                    bootstrap.to_owned(),
+                    "--topic".to_owned(),
+                    metricstream_tests::kafka::unique_name("bench-http"),
+                ]);
+                ingest_args.push("--kafka-create-topic".to_owned());
+            }
+            Target::NoopHttp => bail!("noop-http is not an ingest target"),
+        }
+        let env = [
+            ("RUST_LOG", OsString::from("info")),
+            ("NO_COLOR", OsString::from("1")),
+        ];
+
+        let listen = free_loopback_addr()?;
+        let ingest_admin = free_loopback_addr()?;
+        let mut args = queue_args.clone();
+        args.extend(ingest_args);
+        args.extend([
+            "--listen".to_owned(),
+            listen.to_string(),
+            "--admin-listen".to_owned(),
+            ingest_admin.to_string(),
+        ]);
+        let mut ingest = Process::spawn(
+            "ingest",
+            &binary(&self.bin_dir, "metricstream-ingest")?,
+            &args,
+            &env,
+            &dir.join("logs").join("ingest.log"),
+        )?;
+        ingest
+            .wait_ready(&self.http, &format!("http://{ingest_admin}/readyz"))
+            .await?;
+
+        let load = self.load(point, &format!("http://{listen}/metrics"))?;
+        let summary = load.run(&self.oha).await?;
+        let mut figures = load_figures(&summary, point);
+        figures.insert("rss_peak_mib".to_owned(), peak_rss_mib(ingest.pid()?)?);
+        if target != Target::IngestKafka {
+            let exposition = self
+                .get_text(&format!("http://{ingest_admin}/metrics"))
+                .await?;
+            figures.extend(file_queue_figures(&exposition)?);
+        }
+        ingest.terminate(STOP_TIMEOUT).await?;
+
+        let acknowledged = summary.accepted() * u64::from(point.metrics_per_request);
+        let sink_dir = dir.join("sink");
+        let consumer_admin = free_loopback_addr()?;
+        let mut args = queue_args;
+        args.extend([
+            "--sink-dir".to_owned(),
+            sink_dir.display().to_string(),
+            "--group".to_owned(),
+            CONSUMER_GROUP.to_owned(),
+            "--admin-listen".to_owned(),
+            consumer_admin.to_string(),
+        ]);
+        let drain_started = Instant::now();
+        let mut consumer = Process::spawn(
+            "consumer",
+            &binary(&self.bin_dir, "metricstream-consumer")?,
+            &args,
+            &env,
+            &dir.join("logs").join("consumer.log"),
+        )?;
+        consumer
+            .wait_ready(&self.http, &format!("http://{consumer_admin}/readyz"))
+            .await?;
+        let mut tail = SinkTail::new(&sink_dir);
+        self.wait_for_drain(&mut tail, acknowledged, &consumer)
+            .await?;
+        let drain_secs = drain_started.elapsed().as_secs_f64();
+        figures.insert(
+            "consumer_rss_peak_mib".to_owned(),
+            peak_rss_mib(consumer.pid()?)?,
+        );
+        consumer.terminate(STOP_TIMEOUT).await?;
+        let count = tail.finish()?;
+
+        figures.insert("drain_secs".to_owned(), drain_secs);
+        figures.insert("acknowledged_metrics".to_owned(), acknowledged as f64);
+        figures.insert("sink_lines".to_owned(), count.lines as f64);
+        figures.insert(
+            "lost".to_owned(),
+            acknowledged.saturating_sub(count.distinct_positions) as f64,
+        );
+        figures.insert("duplicates".to_owned(), count.duplicates() as f64);
+        figures.insert(
+            "unacknowledged_in_sink".to_owned(),
+            count.distinct_positions.saturating_sub(acknowledged) as f64,
+        );
+        Ok(Measurement {
+            suite: "http".to_owned(),
+            target: target.name().to_owned(),
+            params: point.params(target),
+            figures,
+            command: load.command_line(),
+        })
+    }
+
+    /// Polls the sink until it holds at least `acknowledged` lines and has stayed unchanged for
+    /// [`SINK_QUIET`]; gives up (what is missing then counts as lost) after [`DRAIN_STALL`]
+    /// without progress or `--drain-timeout-secs` in all.
+    async fn wait_for_drain(
+        &self,
+        tail: &mut SinkTail,
+        acknowledged: u64,
+        consumer: &Process,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let timeout = Duration::from_secs(self.args.drain_timeout_secs);
+        let mut lines = 0;
+        let mut changed = Instant::now();
+        loop {
+            let now_lines = tail.poll()?;
+            if now_lines != lines {
+                lines = now_lines;
+                changed = Instant::now();
+            }
+            if lines >= acknowledged && changed.elapsed() >= SINK_QUIET {
+                return Ok(());
+            }
+            if changed.elapsed() >= DRAIN_STALL || started.elapsed() >= timeout {
+                eprintln!(
+                    "http: the consumer stopped short: {lines} of {acknowledged} acknowledged \
+                     metrics in the sink after {:.0} s; its log: {}",
+                    started.elapsed().as_secs_f64(),
+                    consumer.log_path().display()
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(SINK_POLL).await;
+        }
+    }
+
+    async fn get_text(&self, url: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        if !response.status().is_success() {
+            bail!("GET {url}: {}", response.status());
+        }
+        response
+            .text()
+            .await
+            .with_context(|| format!("reading GET {url}"))
+    }
+}
+
+/// A valid request body (README, "The HTTP API") of `metrics` metrics: a handful of names, each
+/// metric with two tags, like a host reporting a batch.
+fn request_body(metrics: u32) -> String {
+    let metrics: Vec<Value> = (0..metrics)
+        .map(|i| {
+            json!({
+                "name": format!("bench_metric_{}", i % 8),
+                "value": f64::from(i) + 0.5,
+                "tags": {"host": "bench-host-1", "series": i.to_string()},
+            })
+        })
+        .collect();
+    json!({ "metrics": metrics }).to_string()
+}
+
+/// The figures every target has, from oha's summary.
+fn load_figures(summary: &Summary, point: &LoadPoint) -> BTreeMap<String, f64> {
+    let requests_per_sec = summary.accepted_per_sec();
+    let mut figures = BTreeMap::from([
+        ("requests_per_sec".to_owned(), requests_per_sec),
+        (
+            "metrics_per_sec".to_owned(),
+            requests_per_sec * f64::from(point.metrics_per_request),
+        ),
+        ("accepted_requests".to_owned(), summary.accepted() as f64),
+        ("errors".to_owned(), summary.errors() as f64),
+    ]);
+    for (name, value) in [
+        ("p50_ms", summary.p50_ms),
+        ("p99_ms", summary.p99_ms),
+        ("p999_ms", summary.p999_ms),
+    ] {
+        if let Some(value) = value {
+            figures.insert(name.to_owned(), value);
+        }
+    }
+    if summary.errors() > 0 {
+        eprintln!("http: errors: {}", summary.describe_errors());
+    }
+    figures
+}
+
+/// `records_per_sync` and `fsync_mean_ms` from the ingest's Prometheus exposition: the file
+/// queue's appended records against its `fdatasync` count.
+fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let sample = |name: &str| {
+        prometheus_sample(exposition, name)
+            .with_context(|| format!("no {name} in the ingest's /metrics"))
+    };
+    let appended = sample("metricstream_queue_appended_records_total")?;
+    let syncs = sample("metricstream_queue_fsync_seconds_count")?;
+    let sync_seconds = sample("metricstream_queue_fsync_seconds_sum")?;
+    let mut figures = BTreeMap::new();
+    if syncs > 0.0 {
+        figures.insert("records_per_sync".to_owned(), appended / syncs);
+        figures.insert("fsync_mean_ms".to_owned(), sync_seconds / syncs * 1000.0);
+    }
+    Ok(figures)
+}
+
+/// The sum of the samples of metric `name` (over its label sets) in a Prometheus text
+/// exposition; `None` if it has none.
+fn prometheus_sample(exposition: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.chars().next() {
+            Some(' ') => rest.split_whitespace().next(),
+            Some('{') => rest
+                .rsplit_once('}')
+                .and_then(|(_, after)| after.split_whitespace().next()),
+            _ => None,
+        };
+        if let Some(value) = value.and_then(|v| v.parse::<f64>().ok()) {
+            *total.get_or_insert(0.0) += value;
+        }
+    }
+    total
+}
+
+/// One console line of a run's figures.
+fn summarize(figures: &BTreeMap<String, f64>) -> String {
+    let mut line = String::new();
+    for (name, format) in [
+        ("requests_per_sec", "req/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("p999_ms", "p99.9 ms"),
+        ("errors", "errors"),
+        ("lost", "lost"),
+        ("duplicates", "duplicates"),
+        ("records_per_sync", "records/sync"),
+        ("rss_peak_mib", "ingest MiB"),
+        ("consumer_rss_peak_mib", "consumer MiB"),
+        ("drain_secs", "drain s"),
+    ] {
+        if let Some(value) = figures.get(name) {
+            let _ = write!(line, "{format} {value:.2}  ");
+        }
+    }
+    line.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_samples_are_found_with_and_without_labels() {
+        let exposition = "# HELP metricstream_queue_appended_records Records\n\
+            # TYPE metricstream_queue_appended_records counter\n\
+            metricstream_queue_appended_records_total 1200\n\
+            metricstream_queue_fsync_seconds_sum 0.25\n\
+            metricstream_queue_fsync_seconds_count 100\n\
+            metricstream_queue_fsync_seconds_bucket{le=\"0.001\"} 40\n\
+            metricstream_queue_consumer_lag_records{partition=\"0\"} 3\n\
+            metricstream_queue_consumer_lag_records{partition=\"1\"} 4\n";
+        assert_eq!(
+            prometheus_sample(exposition, "metricstream_queue_consumer_lag_records"),
+            Some(7.0)
+        );
+        assert_eq!(
+            prometheus_sample(exposition, "metricstream_queue_missing"),
+            None
+        );
+        let figures = file_queue_figures(exposition).expect("figures");
+        assert_eq!(figures["records_per_sync"], 12.0);
+        assert_eq!(figures["fsync_mean_ms"], 2.5);
+    }
+
+    #[test]
+    fn request_bodies_hold_the_asked_number_of_valid_metrics() {
+        let body: Value = serde_json::from_str(&request_body(100)).expect("JSON");
+        let metrics = body["metrics"].as_array().expect("a metrics array");
+        assert_eq!(metrics.len(), 100);
+        assert!(metrics.iter().all(|m| m["name"].is_string()
+            && m["value"].as_f64().is_some_and(f64::is_finite)
+            && m["tags"].is_object()));
+    }
+
+    #[test]
+    fn params_name_the_load_point() {
+        let point = LoadPoint {
+            clients: 20,
+            mode: Mode::Rate(1000),
+            metrics_per_request: 100,
+            duration: Duration::from_secs(8),
+        };
+        let params = point.params(Target::IngestFileBatch);
+        assert_eq!(params["mode"], json!("rate"));
+        assert_eq!(params["rate"], json!(1000));
+        assert_eq!(params["clients"], json!(20));
+        assert_eq!(params["partitions"], json!(4));
+        let max = LoadPoint {
+            mode: Mode::Max,
+            ..point
+        };
+        let params = max.params(Target::NoopHttp);
+        assert_eq!(params["mode"], json!("max"));
+        assert!(!params.contains_key("rate") && !params.contains_key("partitions"));
+    }
 }
