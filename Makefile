@@ -26,7 +26,7 @@ TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtes
 
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
-	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down
+	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down bench bench-suites
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -40,6 +40,7 @@ help:
 	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
 	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
+	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make e2e-kind   the end-to-end test on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
 	@echo "make clean      remove build output and the local run's data (.data)"
 
@@ -151,6 +152,26 @@ tools:
 chart-check: tools
 	@set -a; source $(TOOLS_ENV_FILE); set +a; \
 		$(CARGO) test -p metricstream-operator --test chart --test crd_in_sync -- --include-ignored --skip envtest_
+
+# The benchmarks (bench/, hack/bench.sh): release binaries, the local broker and control plane
+# (started here unless already running, stopped again if started here), oha (hack/oha.sh,
+# cached), every suite, then the report. BENCH_QUICK=1 for a smoke run.
+BENCH_STEPS := release kafka-up envtest-up bench-suites envtest-down kafka-down
+
+bench:
+	@failed=0; \
+	for step in $(BENCH_STEPS); do \
+		printf '\n==> make %s\n' "$$step"; \
+		$(MAKE) --no-print-directory "$$step" || failed=1; \
+	done; \
+	exit $$failed
+
+bench-suites:
+	@export KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE)); \
+	export KUBECONFIG=$$(cat $(ENVTEST_KUBECONFIG_FILE)); \
+	export OHA=$$(bash hack/oha.sh | sed -n 's/^OHA=//p' | tail -n 1); \
+	test -n "$$OHA" || { echo "hack/oha.sh printed no OHA"; exit 1; }; \
+	bash hack/bench.sh
 
 # Needs Docker: see hack/e2e-kind.sh and the README's kind quick start.
 e2e-kind:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The suites of `make bench`, in order, then the report (BENCHMARKS.md, bench/report/).
+#
+# `make bench` builds the release binaries, starts (or reuses) the local Kafka broker and
+# control plane, and runs this with KAFKA_BOOTSTRAP, KUBECONFIG and OHA set. Every suite runs
+# even if an earlier one failed; the report is rendered from whatever results exist, and the
+# exit status is non-zero if any suite failed.
+#
+# Environment:
+#   BENCH_SUITES  the suites to run (default: backend http drain operator)
+#   BENCH_QUICK   1: every suite's --quick (seconds, not minutes; the figures mean little)
+#   BENCH_OUT     where the suites write their JSON (default target/bench)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+bench=target/release/metricstream-bench
+suites=${BENCH_SUITES:-backend http drain operator}
+out=${BENCH_OUT:-target/bench}
+quick=()
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then quick=(--quick); fi
+
+[[ -x $bench ]] || { echo "bench.sh: $bench is missing: cargo build --release --workspace --bins" >&2; exit 1; }
+echo "bench.sh: $(nproc) cores; KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-<unset: Kafka targets skipped>}" \
+  "KUBECONFIG=${KUBECONFIG:-<unset: operator suite fails>} OHA=${OHA:-<unset>}" >&2
+
+mkdir -p "$out"
+failed=()
+summary=""
+for suite in $suites; do
+  printf '\n==> metricstream-bench %s\n' "$suite"
+  rm -f "$out/$suite.json"
+  started=$SECONDS
+  if "$bench" "$suite" "${quick[@]}" --out "$out/$suite.json"; then
+    result=ok
+  else
+    result=FAILED
+    failed+=("$suite")
+  fi
+  summary+=$(printf '  %-10s %-6s %5ss' "$suite" "$result" "$((SECONDS - started))")$'\n'
+done
+
+printf '\n==> metricstream-bench report\n'
+"$bench" report --results-dir "$out" --out-dir "$repo" --command "make bench"
+
+printf '\n==> make bench summary\n%s' "$summary"
+if ((${#failed[@]} > 0)); then
+  echo "make bench: FAILED suites: ${failed[*]} (BENCHMARKS.md shows what did run)"
+  exit 1
+fi
+echo "make bench: every suite ran; BENCHMARKS.md and bench/report/ are up to date"
