@@ -1,0 +1,250 @@
+//! The real release `metricstream-consumer` as a process: started with only the settings chosen
+//! here (as `tests/src/process.rs` does), watched through its admin `/metrics`, stopped with
+//! SIGTERM.
+//!
+//! The tests' `ServiceSpec` finds binaries beside a test executable in `target/<profile>/deps`;
+//! the bench executable lives in `target/release` itself, so this starts the process directly.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use metricstream_tests::process::free_loopback_addr;
+
+use crate::backend::tools::service_binary;
+
+/// How long the consumer may take to exit after SIGTERM (it finishes its batch first).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the consumer reads from.
+pub enum Source<'a> {
+    File { data_dir: &'a Path },
+    Kafka { bootstrap: &'a str, topic: &'a str },
+}
+
+pub struct ConsumerProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    admin: SocketAddr,
+    log_path: PathBuf,
+    client: reqwest::Client,
+    /// The command line, for the results.
+    pub command: String,
+}
+
+/// The consumer's counters as its `/metrics` shows them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// `metricstream_consumer_records_total`: records received from the queue.
+    pub records: f64,
+    /// `metricstream_consumer_metrics_written_total`: metrics written to the sink and synced.
+    pub metrics_written: f64,
+    /// `metricstream_consumer_duplicates_skipped_total`.
+    pub duplicates_skipped: f64,
+    /// `metricstream_consumer_sink_write_seconds_sum` / `_count`: time in the sink (writing the
+    /// JSON Lines and fdatasync) and the batches it took.
+    pub sink_write_seconds: f64,
+    pub sink_batches: f64,
+}
+
+impl ConsumerProcess {
+    /// Starts the consumer of `group` on `source` with `partitions`, writing `sink_dir`, its
+    /// output in `log_path`. `max_batch_records` sets `--max-batch-records` when given.
+    pub fn spawn(
+        source: &Source<'_>,
+        partitions: u32,
+        group: &str,
+        sink_dir: &Path,
+        log_path: &Path,
+        max_batch_records: Option<u32>,
+    ) -> anyhow::Result<Self> {
+        let program = service_binary("metricstream-consumer")?;
+        let admin = free_loopback_addr();
+        let mut env: Vec<(&str, OsString)> = vec![
+            ("METRICSTREAM_PARTITIONS", partitions.to_string().into()),
+            ("METRICSTREAM_GROUP", group.into()),
+            ("METRICSTREAM_SINK_DIR", sink_dir.into()),
+            ("METRICSTREAM_ADMIN_LISTEN", admin.to_string().into()),
+            ("METRICSTREAM_LOG_FORMAT", "text".into()),
+            ("RUST_LOG", "info".into()),
+            ("NO_COLOR", "1".into()),
+        ];
+        match source {
+            Source::File { data_dir } => {
+                env.push(("METRICSTREAM_BACKEND", "file".into()));
+                env.push(("METRICSTREAM_DATA_DIR", (*data_dir).into()));
+            }
+            Source::Kafka { bootstrap, topic } => {
+                env.push(("METRICSTREAM_BACKEND", "kafka".into()));
+                env.push(("METRICSTREAM_KAFKA_BROKERS", (*bootstrap).into()));
+                env.push(("METRICSTREAM_TOPIC", (*topic).into()));
+            }
+        }
+        let mut args = Vec::new();
+        if let Some(records) = max_batch_records {
+            args.extend(["--max-batch-records".to_owned(), records.to_string()]);
+        }
+        let log = std::fs::File::create(log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log_for_stdout = log
+            .try_clone()
+            .with_context(|| format!("duplicating {}", log_path.display()))?;
+        let mut command = tokio::process::Command::new(&program);
+        // Only the settings chosen here: none inherited from whoever runs the bench.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("METRICSTREAM_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log_for_stdout)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let pid = child
+            .id()
+            .context("the consumer exited before its pid was read")?;
+        let shown_env: Vec<String> = env
+            .iter()
+            .filter(|(key, _)| *key != "NO_COLOR")
+            .map(|(key, value)| format!("{key}={}", value.to_string_lossy()))
+            .collect();
+        Ok(Self {
+            child,
+            pid,
+            admin,
+            log_path: log_path.to_path_buf(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("building an HTTP client")?,
+            command: format!(
+                "{} metricstream-consumer {}",
+                shown_env.join(" "),
+                args.join(" ")
+            )
+            .trim_end()
+            .to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Fails with the log's tail if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait().context("polling the consumer")? {
+            anyhow::bail!(
+                "the consumer exited early ({status}); the end of {}:\n{}",
+                self.log_path.display(),
+                log_tail(&self.log_path)
+            );
+        }
+        Ok(())
+    }
+
+    /// The counters, or `None` while the admin listener does not answer yet.
+    pub async fn progress(&self) -> Option<Progress> {
+        let url = format!("http://{}/metrics", self.admin);
+        let text = self.client.get(&url).send().await.ok()?.text().await.ok()?;
+        Some(parse_progress(&text))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(mut self) -> anyhow::Result<()> {
+        let pid = libc::pid_t::try_from(self.pid).context("the pid does not fit pid_t")?;
+        if self
+            .child
+            .try_wait()
+            .context("polling the consumer")?
+            .is_none()
+        {
+            // SAFETY: kill(2) on our own child, not yet reaped, so its pid is not reused.
+            let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+            anyhow::ensure!(
+                sent == 0,
+                "SIGTERM to the consumer: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let started = Instant::now();
+        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .with_context(|| {
+                format!(
+                    "the consumer did not exit within {STOP_TIMEOUT:?} of SIGTERM; log: {}",
+                    self.log_path.display()
+                )
+            })?
+            .context("waiting for the consumer")?;
+        anyhow::ensure!(
+            status.success(),
+            "the consumer exited with {status} after SIGTERM ({:?}); the end of {}:\n{}",
+            started.elapsed(),
+            self.log_path.display(),
+            log_tail(&self.log_path)
+        );
+        Ok(())
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|error| format!("(cannot read: {error})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn parse_progress(text: &str) -> Progress {
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Progress {
+        records: value("metricstream_consumer_records_total"),
+        metrics_written: value("metricstream_consumer_metrics_written_total"),
+        duplicates_skipped: value("metricstream_consumer_duplicates_skipped_total"),
+        sink_write_seconds: value("metricstream_consumer_sink_write_seconds_sum"),
+        sink_batches: value("metricstream_consumer_sink_write_seconds_count"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_openmetrics_text() {
+        let text = "# HELP metricstream_consumer_records Records received from the queue.\n\
+                    # TYPE metricstream_consumer_records counter\n\
+                    metricstream_consumer_records_total 2048\n\
+                    metricstream_consumer_metrics_written_total 204800\n\
+                    metricstream_consumer_sink_write_seconds_sum 1.5\n\
+                    metricstream_consumer_sink_write_seconds_count 3\n\
+                    metricstream_consumer_sink_write_seconds_bucket{le=\"0.1\"} 1\n\
+                    # EOF\n";
+        let progress = parse_progress(text);
+        assert_eq!(progress.records, 2048.0);
+        assert_eq!(progress.metrics_written, 204_800.0);
+        assert_eq!(progress.duplicates_skipped, 0.0);
+        assert_eq!(progress.sink_write_seconds, 1.5);
+        assert_eq!(progress.sink_batches, 3.0);
+    }
+}
