@@ -612,7 +612,7 @@ start_all() {
     --authorization-mode=RBAC \
     --service-account-issuer="https://$HOST:$APISERVER_PORT" \
     --service-account-key-file="$PKI_DIR/sa.pub" --service-account-signing-key-file="$PKI_DIR/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range=10.0.0.0/16 \
     --allow-privileged=true \
     --disable-admission-plugins=ServiceAccount \
     --profiling=false "${extra[@]}"
