@@ -31,7 +31,6 @@
 //!   the ingest's `/metrics`) and `fsync_mean_ms`.
 
 mod oha;
-mod process;
 mod sink;
 
 use std::collections::BTreeMap;
@@ -45,8 +44,8 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use self::oha::{Load, Mode, Summary};
-use self::process::{Process, bin_dir, binary, free_loopback_addr};
 use self::sink::SinkTail;
+use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 
 /// The ingest's partition count in every run (the README's default).

@@ -8,5 +8,6 @@ pub mod backend;
 pub mod drain;
 pub mod http;
 pub mod operator;
+pub mod process;
 pub mod report;
 pub mod results;

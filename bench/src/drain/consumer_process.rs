@@ -7,14 +7,14 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use metricstream_tests::process::free_loopback_addr;
 
 use crate::backend::tools::service_binary;
+use crate::process::Process;
 
 /// How long the consumer may take to exit after SIGTERM (it finishes its batch first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,10 +26,9 @@ pub enum Source<'a> {
 }
 
 pub struct ConsumerProcess {
-    child: tokio::process::Child,
+    process: Process,
     pid: u32,
     admin: SocketAddr,
-    log_path: PathBuf,
     client: reqwest::Client,
     /// The command line, for the results.
     pub command: String,
@@ -87,41 +86,17 @@ impl ConsumerProcess {
         if let Some(records) = max_batch_records {
             args.extend(["--max-batch-records".to_owned(), records.to_string()]);
         }
-        let log = std::fs::File::create(log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let log_for_stdout = log
-            .try_clone()
-            .with_context(|| format!("duplicating {}", log_path.display()))?;
-        let mut command = tokio::process::Command::new(&program);
-        // Only the settings chosen here: none inherited from whoever runs the bench.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("METRICSTREAM_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .envs(env.iter().map(|(key, value)| (key, value)))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log_for_stdout)
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let pid = child
-            .id()
-            .context("the consumer exited before its pid was read")?;
+        let process = Process::spawn("the consumer", &program, &args, &env, log_path)?;
+        let pid = process.pid()?;
         let shown_env: Vec<String> = env
             .iter()
             .filter(|(key, _)| *key != "NO_COLOR")
             .map(|(key, value)| format!("{key}={}", value.to_string_lossy()))
             .collect();
         Ok(Self {
-            child,
+            process,
             pid,
             admin,
-            log_path: log_path.to_path_buf(),
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
@@ -143,14 +118,9 @@ impl ConsumerProcess {
 
     /// Fails with the log's tail if the process has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait().context("polling the consumer")? {
-            anyhow::bail!(
-                "the consumer exited early ({status}); the end of {}:\n{}",
-                self.log_path.display(),
-                log_tail(&self.log_path)
-            );
-        }
-        Ok(())
+        self.process
+            .check_running()
+            .with_context(|| log_tail(self.process.log_path()))
     }
 
     /// The counters, or `None` while the admin listener does not answer yet.
@@ -160,40 +130,13 @@ impl ConsumerProcess {
         Some(parse_progress(&text))
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    pub async fn terminate(mut self) -> anyhow::Result<()> {
-        let pid = libc::pid_t::try_from(self.pid).context("the pid does not fit pid_t")?;
-        if self
-            .child
-            .try_wait()
-            .context("polling the consumer")?
-            .is_none()
-        {
-            // SAFETY: kill(2) on our own child, not yet reaped, so its pid is not reused.
-            let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-            anyhow::ensure!(
-                sent == 0,
-                "SIGTERM to the consumer: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let started = Instant::now();
-        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+    /// Sends SIGTERM and waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
+    pub async fn terminate(self) -> anyhow::Result<()> {
+        let log_path = self.process.log_path().to_path_buf();
+        self.process
+            .terminate(STOP_TIMEOUT)
             .await
-            .with_context(|| {
-                format!(
-                    "the consumer did not exit within {STOP_TIMEOUT:?} of SIGTERM; log: {}",
-                    self.log_path.display()
-                )
-            })?
-            .context("waiting for the consumer")?;
-        anyhow::ensure!(
-            status.success(),
-            "the consumer exited with {status} after SIGTERM ({:?}); the end of {}:\n{}",
-            started.elapsed(),
-            self.log_path.display(),
-            log_tail(&self.log_path)
-        );
+            .with_context(|| log_tail(&log_path))?;
         Ok(())
     }
 }

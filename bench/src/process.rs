@@ -1,4 +1,4 @@
-//! The processes a run starts (the no-op server, the ingest, the consumer): started from the
+//! The processes the suites start (the no-op server, the ingest, the consumer): started from the
 //! release binaries with only the settings given here, output to a log file, ready when an HTTP
 //! probe answers 200, stopped with SIGTERM.
 //!
@@ -105,6 +105,22 @@ impl Process {
 
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self
+            .child
+            .try_wait()
+            .with_context(|| format!("polling {}", self.label))?
+        {
+            bail!(
+                "{} exited early ({status}); its log: {}",
+                self.label,
+                self.log_path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Waits until GET `url` answers 200; fails if the process exits first or after
