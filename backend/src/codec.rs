@@ -40,25 +40,62 @@ pub enum CodecError {
     Flags { at: usize, flags: u8 },
 }
 
+/// What the encoder needs of a metric, so a borrowed view (ingest parses requests without
+/// copying their strings) encodes as cheaply as an owned [`Metric`].
+pub trait EncodeMetric {
+    fn name(&self) -> &str;
+    fn value(&self) -> f64;
+    fn timestamp(&self) -> Option<i64>;
+    /// Each key at most once; the encoding keeps the order given.
+    fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
+}
+
+impl EncodeMetric for Metric {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn value(&self) -> f64 {
+        self.value
+    }
+
+    fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.tags
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+}
+
 /// Encodes a batch. The output is always decodable by [`decode`].
 pub fn encode(batch: &MetricBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded_len_hint(batch));
+    encode_metrics(batch.client.as_str(), &batch.metrics)
+}
+
+/// Encodes the metrics of `client` as one record, exactly as [`encode`] would encode the
+/// equivalent [`MetricBatch`].
+pub fn encode_metrics<M: EncodeMetric>(client: &str, metrics: &[M]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len_hint(client, metrics));
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
-    put_str(&mut out, batch.client.as_str());
-    put_varint(&mut out, batch.metrics.len() as u64);
-    for metric in &batch.metrics {
-        put_str(&mut out, &metric.name);
-        out.extend_from_slice(&metric.value.to_le_bytes());
-        match metric.timestamp {
+    put_str(&mut out, client);
+    put_varint(&mut out, metrics.len() as u64);
+    for metric in metrics {
+        put_str(&mut out, metric.name());
+        out.extend_from_slice(&metric.value().to_le_bytes());
+        match metric.timestamp() {
             Some(ts) => {
                 out.push(FLAG_TIMESTAMP);
                 out.extend_from_slice(&ts.to_le_bytes());
             }
             None => out.push(0),
         }
-        put_varint(&mut out, metric.tags.len() as u64);
-        for (key, value) in &metric.tags {
+        let tags = metric.tags();
+        put_varint(&mut out, tags.len() as u64);
+        for (key, value) in tags {
             put_str(&mut out, key);
             put_str(&mut out, value);
         }
@@ -120,20 +157,14 @@ pub fn decode(bytes: &[u8]) -> Result<MetricBatch, CodecError> {
     Ok(MetricBatch { client, metrics })
 }
 
-fn encoded_len_hint(batch: &MetricBatch) -> usize {
+fn encoded_len_hint<M: EncodeMetric>(client: &str, metrics: &[M]) -> usize {
     HEADER_LEN
-        + batch.client.as_str().len()
+        + client.len()
         + 2
-        + batch
-            .metrics
+        + metrics
             .iter()
             .map(|m| {
-                m.name.len()
-                    + 20
-                    + m.tags
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 2)
-                        .sum::<usize>()
+                m.name().len() + 20 + m.tags().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
             })
             .sum::<usize>()
 }

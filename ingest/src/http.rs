@@ -11,8 +11,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use axum::{Json, Router};
+use metricstream_backend::QueueProducer;
 use metricstream_backend::partitioner::partition_for;
-use metricstream_backend::{MetricBatch, QueueProducer, codec};
 use serde::Serialize;
 
 use crate::auth::Authenticator;
@@ -85,9 +85,11 @@ async fn ingest_metrics(
     let metrics = request::parse_metrics(&json, limits, received_at_ms)?;
     let accepted = metrics.len();
 
-    let batch = MetricBatch { client, metrics };
-    let partition = partition_for(&batch.client, state.producer.partitions());
-    let record = Bytes::from(codec::encode(&batch));
+    let partition = partition_for(&client, state.producer.partitions());
+    let record = Bytes::from(metrics.encode(&client));
+    // Nothing of the body is needed while the record is made durable.
+    drop(metrics);
+    drop(json);
     // Returns only once the record is durable: the 202 below is a promise.
     let offset = state.producer.append(partition, record).await?;
 
@@ -147,7 +149,7 @@ mod tests {
     use axum::http::{HeaderValue, Method};
     use flate2::Compression;
     use flate2::write::GzEncoder;
-    use metricstream_backend::{AppendError, ClientId, Offset, Partition};
+    use metricstream_backend::{AppendError, ClientId, Offset, Partition, codec};
     use prometheus_client::registry::Registry;
     use tower::ServiceExt;
 

@@ -2,15 +2,17 @@
 //! reading the body under a byte cap, gzip decompression under the same cap, and JSON parsing
 //! and validation. Everything here except [`read_body`] is pure and synchronous.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::io::Read;
 use std::pin::Pin;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderMap, header};
 use flate2::read::MultiGzDecoder;
-use metricstream_backend::Metric;
+use metricstream_backend::ClientId;
+use metricstream_backend::codec::{self, EncodeMetric};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::error::{ApiError, BodyStage};
 
@@ -191,23 +193,129 @@ fn gunzip_capped(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 /// The request body as clients send it. Unknown fields are ignored so clients may add their own.
+/// Strings borrow from the body wherever JSON needs no unescaping: parsing allocates per request,
+/// not per metric or tag.
 #[derive(Deserialize)]
 #[serde(expecting = "an object with a `metrics` array")]
-struct IngestRequest {
-    metrics: Vec<WireMetric>,
+struct IngestRequest<'a> {
+    #[serde(borrow)]
+    metrics: Vec<WireMetric<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(expecting = "a metric object with `name` and `value`")]
-struct WireMetric {
-    name: String,
+struct WireMetric<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     value: f64,
     /// Unix milliseconds; `null` is the same as absent.
     #[serde(default)]
     timestamp: Option<i64>,
     /// `null` is the same as absent.
-    #[serde(default)]
-    tags: Option<BTreeMap<String, String>>,
+    #[serde(default, borrow)]
+    tags: Option<WireTags<'a>>,
+}
+
+/// A metric's tags in the order sent, inline up to four (most metrics carry a few).
+type TagList<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>;
+
+/// The `tags` object, kept as a list rather than a map: sorting a handful of pairs once is
+/// cheaper than a tree of owned strings.
+struct WireTags<'a>(TagList<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireTags<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TagsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for TagsVisitor<'a> {
+            type Value = WireTags<'a>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object of string tags")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut tags = TagList::new();
+                while let Some((key, value)) = map.next_entry::<WireStr<'a>, WireStr<'a>>()? {
+                    tags.push((key.0, value.0));
+                }
+                Ok(WireTags(tags))
+            }
+        }
+        deserializer.deserialize_map(TagsVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A JSON string borrowed from the body, or owned when it had escapes to undo. (serde's own
+/// `Cow` impl always copies; `#[serde(borrow)]` only reaches struct fields, not map entries.)
+struct WireStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for StrVisitor<'a> {
+            type Value = WireStr<'a>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor(std::marker::PhantomData))
+    }
+}
+
+/// One validated metric, borrowing from the request body; encoded by [`ParsedMetrics::encode`].
+#[derive(Debug)]
+pub struct ParsedMetric<'a> {
+    name: Cow<'a, str>,
+    value: f64,
+    timestamp: i64,
+    /// Sorted by key, each key once (the last one sent wins, as in a JSON object read as a map).
+    tags: TagList<'a>,
+}
+
+impl EncodeMetric for ParsedMetric<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn value(&self) -> f64 {
+        self.value
+    }
+
+    fn timestamp(&self) -> Option<i64> {
+        Some(self.timestamp)
+    }
+
+    fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.tags.iter().map(|(key, value)| (&**key, &**value))
+    }
+}
+
+/// The valid metrics of one request.
+#[derive(Debug)]
+pub struct ParsedMetrics<'a>(Vec<ParsedMetric<'a>>);
+
+impl ParsedMetrics<'_> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The queue record of these metrics, attributed to `client`.
+    pub fn encode(&self, client: &ClientId) -> Vec<u8> {
+        codec::encode_metrics(client.as_str(), &self.0)
+    }
 }
 
 /// Parses and validates a JSON body. Metrics without a timestamp get `received_at_ms`.
@@ -215,19 +323,12 @@ struct WireMetric {
 /// Not JSON at all (including `NaN`/`Infinity` literals and numbers beyond `f64`) is
 /// `malformed_json`; JSON of the wrong shape or breaking a limit is `invalid_metric` (or
 /// `too_many_metrics`), with the path of the offending field in the message.
-pub fn parse_metrics(
-    json: &[u8],
+pub fn parse_metrics<'a>(
+    json: &'a [u8],
     limits: &Limits,
     received_at_ms: i64,
-) -> Result<Vec<Metric>, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let request: IngestRequest =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
-    // Anything but whitespace after the object is not JSON either.
-    deserializer
-        .end()
-        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
-
+) -> Result<ParsedMetrics<'a>, ApiError> {
+    let request = deserialize_request(json)?;
     if request.metrics.is_empty() {
         return Err(ApiError::InvalidMetric(
             "metrics: must hold at least one metric".to_owned(),
@@ -244,7 +345,29 @@ pub fn parse_metrics(
         .into_iter()
         .enumerate()
         .map(|(index, metric)| validate_metric(index, metric, limits, received_at_ms))
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(ParsedMetrics)
+}
+
+/// Deserializes without path tracking, which costs on every field; only a body that fails is
+/// parsed again, with `serde_path_to_error`, to say where.
+fn deserialize_request(json: &[u8]) -> Result<IngestRequest<'_>, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let parsed = IngestRequest::deserialize(&mut deserializer).and_then(|request| {
+        // Anything but whitespace after the object is not JSON either.
+        deserializer.end().map(|()| request)
+    });
+    match parsed {
+        Ok(request) => Ok(request),
+        Err(error) => {
+            let mut deserializer = serde_json::Deserializer::from_slice(json);
+            match serde_path_to_error::deserialize::<_, IngestRequest<'_>>(&mut deserializer) {
+                Err(error) => Err(json_error(error)),
+                // Only trailing characters fail the fast path but not this one.
+                Ok(_) => Err(ApiError::MalformedJson(error.to_string())),
+            }
+        }
+    }
 }
 
 fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -264,12 +387,12 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     }
 }
 
-fn validate_metric(
+fn validate_metric<'a>(
     index: usize,
-    metric: WireMetric,
+    metric: WireMetric<'a>,
     limits: &Limits,
     received_at_ms: i64,
-) -> Result<Metric, ApiError> {
+) -> Result<ParsedMetric<'a>, ApiError> {
     let invalid = |field: &str, problem: String| {
         ApiError::InvalidMetric(format!("metrics[{index}].{field}: {problem}"))
     };
@@ -290,7 +413,7 @@ fn validate_metric(
     if !metric.value.is_finite() {
         return Err(invalid("value", "must be a finite number".to_owned()));
     }
-    let tags = metric.tags.unwrap_or_default();
+    let tags = sorted_last_wins(metric.tags.map(|tags| tags.0).unwrap_or_default());
     if tags.len() > limits.max_tags {
         return Err(invalid(
             "tags",
@@ -319,12 +442,26 @@ fn validate_metric(
             ));
         }
     }
-    Ok(Metric {
+    Ok(ParsedMetric {
         name: metric.name,
         value: metric.value,
-        timestamp: Some(metric.timestamp.unwrap_or(received_at_ms)),
+        timestamp: metric.timestamp.unwrap_or(received_at_ms),
         tags,
     })
+}
+
+/// Sorts tags by key and keeps only the last value sent for a repeated key.
+fn sorted_last_wins(mut tags: TagList<'_>) -> TagList<'_> {
+    // Stable, so repeated keys stay in the order sent.
+    tags.sort_by(|left, right| left.0.cmp(&right.0));
+    let mut unique = TagList::with_capacity(tags.len());
+    for (key, value) in tags {
+        match unique.last_mut() {
+            Some((last_key, last_value)) if *last_key == key => *last_value = value,
+            _ => unique.push((key, value)),
+        }
+    }
+    unique
 }
 
 /// The key as it may appear in a message: cut on a character boundary, marked when cut.
@@ -341,11 +478,14 @@ fn quoted_key(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::io::Write;
 
     use axum::http::HeaderValue;
     use flate2::Compression;
     use flate2::write::GzEncoder;
+
+    use metricstream_backend::Metric;
 
     use super::*;
 
@@ -358,8 +498,13 @@ mod tests {
     };
     const NOW_MS: i64 = 1_700_000_123_456;
 
+    /// Parses `json` and returns the metrics as the queue record holds them.
     fn parse(json: &str) -> Result<Vec<Metric>, ApiError> {
-        parse_metrics(json.as_bytes(), &LIMITS, NOW_MS)
+        let parsed = parse_metrics(json.as_bytes(), &LIMITS, NOW_MS)?;
+        let record = parsed.encode(&ClientId::new("tester"));
+        let batch = codec::decode(&record).expect("ingest encodes decodable records");
+        assert_eq!(batch.client.as_str(), "tester");
+        Ok(batch.metrics)
     }
 
     /// Asserts `json` fails with `code` and a message containing `needle`.
@@ -428,6 +573,32 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(metrics.len(), 1);
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped_and_a_repeated_tag_key_keeps_its_last_value() {
+        let metrics = parse(
+            r#"{"metrics":[{"name":"a\"b\u00e9","value":1,"tags":{"zone":"z1","h\u00f6st":"x\ny","zone":"z2","az":"1"}}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(metrics[0].name, "a\"b\u{e9}");
+        assert_eq!(
+            metrics[0].tags,
+            BTreeMap::from([
+                ("az".to_owned(), "1".to_owned()),
+                ("h\u{f6}st".to_owned(), "x\ny".to_owned()),
+                ("zone".to_owned(), "z2".to_owned()),
+            ])
+        );
+    }
+
+    #[test]
+    fn anything_after_the_object_is_malformed_json() {
+        assert_refused(
+            r#"{"metrics":[{"name":"a","value":1}]} x"#,
+            "malformed_json",
+            "trailing characters",
+        );
     }
 
     #[test]
