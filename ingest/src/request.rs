@@ -202,7 +202,7 @@ struct IngestRequest<'a> {
     metrics: Vec<WireMetric<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(expecting = "a metric object with `name` and `value`")]
 struct WireMetric<'a> {
     #[serde(borrow)]
@@ -221,6 +221,7 @@ type TagList<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>;
 
 /// The `tags` object, kept as a list rather than a map: sorting a handful of pairs once is
 /// cheaper than a tree of owned strings.
+#[derive(Debug)]
 struct WireTags<'a>(TagList<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for WireTags<'a> {
@@ -275,17 +276,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireStr<'a> {
     }
 }
 
-/// One validated metric, borrowing from the request body; encoded by [`ParsedMetrics::encode`].
-#[derive(Debug)]
-pub struct ParsedMetric<'a> {
-    name: Cow<'a, str>,
-    value: f64,
-    timestamp: i64,
-    /// Sorted by key, each key once (the last one sent wins, as in a JSON object read as a map).
-    tags: TagList<'a>,
-}
-
-impl EncodeMetric for ParsedMetric<'_> {
+impl EncodeMetric for WireMetric<'_> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -295,17 +286,19 @@ impl EncodeMetric for ParsedMetric<'_> {
     }
 
     fn timestamp(&self) -> Option<i64> {
-        Some(self.timestamp)
+        self.timestamp
     }
 
     fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.tags.iter().map(|(key, value)| (&**key, &**value))
+        let tags: &[_] = self.tags.as_ref().map_or(&[], |tags| &tags.0);
+        tags.iter().map(|(key, value)| (&**key, &**value))
     }
 }
 
-/// The valid metrics of one request.
+/// The valid metrics of one request, borrowing from its body: every metric has a timestamp and
+/// its tags sorted by key, each key once.
 #[derive(Debug)]
-pub struct ParsedMetrics<'a>(Vec<ParsedMetric<'a>>);
+pub struct ParsedMetrics<'a>(Vec<WireMetric<'a>>);
 
 impl ParsedMetrics<'_> {
     pub fn len(&self) -> usize {
@@ -340,13 +333,11 @@ pub fn parse_metrics<'a>(
             limit: limits.max_metrics,
         });
     }
-    request
-        .metrics
-        .into_iter()
-        .enumerate()
-        .map(|(index, metric)| validate_metric(index, metric, limits, received_at_ms))
-        .collect::<Result<_, _>>()
-        .map(ParsedMetrics)
+    let mut metrics = request.metrics;
+    for (index, metric) in metrics.iter_mut().enumerate() {
+        validate_metric(index, metric, limits, received_at_ms)?;
+    }
+    Ok(ParsedMetrics(metrics))
 }
 
 /// Deserializes without path tracking, which costs on every field; only a body that fails is
@@ -387,12 +378,14 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     }
 }
 
-fn validate_metric<'a>(
+/// Checks one metric against the limits, filling in its timestamp and putting its tags in
+/// canonical order: in place, as moving metrics about costs more than checking them.
+fn validate_metric(
     index: usize,
-    metric: WireMetric<'a>,
+    metric: &mut WireMetric<'_>,
     limits: &Limits,
     received_at_ms: i64,
-) -> Result<ParsedMetric<'a>, ApiError> {
+) -> Result<(), ApiError> {
     let invalid = |field: &str, problem: String| {
         ApiError::InvalidMetric(format!("metrics[{index}].{field}: {problem}"))
     };
@@ -413,14 +406,20 @@ fn validate_metric<'a>(
     if !metric.value.is_finite() {
         return Err(invalid("value", "must be a finite number".to_owned()));
     }
-    let tags = sorted_last_wins(metric.tags.map(|tags| tags.0).unwrap_or_default());
+    let tags: &[_] = match &mut metric.tags {
+        Some(WireTags(tags)) => {
+            sort_last_wins(tags);
+            tags
+        }
+        None => &[],
+    };
     if tags.len() > limits.max_tags {
         return Err(invalid(
             "tags",
             format!("has {} tags; the limit is {}", tags.len(), limits.max_tags),
         ));
     }
-    for (key, value) in &tags {
+    for (key, value) in tags {
         if key.len() > limits.max_tag_bytes {
             return Err(invalid(
                 &format!("tags.{}", quoted_key(key)),
@@ -442,26 +441,23 @@ fn validate_metric<'a>(
             ));
         }
     }
-    Ok(ParsedMetric {
-        name: metric.name,
-        value: metric.value,
-        timestamp: metric.timestamp.unwrap_or(received_at_ms),
-        tags,
-    })
+    metric.timestamp.get_or_insert(received_at_ms);
+    Ok(())
 }
 
-/// Sorts tags by key and keeps only the last value sent for a repeated key.
-fn sorted_last_wins(mut tags: TagList<'_>) -> TagList<'_> {
+/// Sorts tags by key and keeps only the last value sent for a repeated key, as a JSON object
+/// read into a map would.
+fn sort_last_wins(tags: &mut TagList<'_>) {
     // Stable, so repeated keys stay in the order sent.
     tags.sort_by(|left, right| left.0.cmp(&right.0));
-    let mut unique = TagList::with_capacity(tags.len());
-    for (key, value) in tags {
-        match unique.last_mut() {
-            Some((last_key, last_value)) if *last_key == key => *last_value = value,
-            _ => unique.push((key, value)),
+    // `dedup_by` removes `later` and keeps `kept`: swapping first keeps the later value.
+    tags.dedup_by(|later, kept| {
+        let repeated = later.0 == kept.0;
+        if repeated {
+            std::mem::swap(later, kept);
         }
-    }
-    unique
+        repeated
+    });
 }
 
 /// The key as it may appear in a message: cut on a character boundary, marked when cut.
