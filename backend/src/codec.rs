@@ -14,8 +14,6 @@
 //! The checksum travels with the payload, so a record damaged anywhere between ingest and the
 //! sink — on disk, in Kafka, in a buffer — is detected on decode rather than written out.
 
-use std::collections::BTreeMap;
-
 use crate::model::{ClientId, Metric, MetricBatch};
 
 const VERSION: u8 = 1;
@@ -107,6 +105,75 @@ pub fn encode_metrics<M: EncodeMetric>(client: &str, metrics: &[M]) -> Vec<u8> {
 
 /// Decodes a batch, verifying its version and checksum first.
 pub fn decode(bytes: &[u8]) -> Result<MetricBatch, CodecError> {
+    let batch = decode_ref(bytes)?;
+    let metrics = batch
+        .metrics()
+        .map(|metric| Metric {
+            name: metric.name.to_owned(),
+            value: metric.value,
+            timestamp: metric.timestamp,
+            tags: metric
+                .tags
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        })
+        .collect();
+    Ok(MetricBatch {
+        client: ClientId::new(batch.client),
+        metrics,
+    })
+}
+
+/// A batch decoded without copying: every string borrows from the record. Fully checked when
+/// made, so reading it cannot fail.
+#[derive(Debug)]
+pub struct BatchRef<'a> {
+    pub client: &'a str,
+    metrics: Vec<RawMetric<'a>>,
+    /// Every metric's tags, one after another; each metric holds its range.
+    tags: Vec<(&'a str, &'a str)>,
+}
+
+#[derive(Debug)]
+struct RawMetric<'a> {
+    name: &'a str,
+    value: f64,
+    timestamp: Option<i64>,
+    tags: std::ops::Range<usize>,
+}
+
+/// One metric of a [`BatchRef`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricRef<'a, 'b> {
+    pub name: &'a str,
+    pub value: f64,
+    pub timestamp: Option<i64>,
+    /// In the order stored (ingest stores them sorted by key, each key once).
+    pub tags: &'b [(&'a str, &'a str)],
+}
+
+impl<'a> BatchRef<'a> {
+    pub fn len(&self) -> usize {
+        self.metrics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+
+    pub fn metrics(&self) -> impl ExactSizeIterator<Item = MetricRef<'a, '_>> {
+        self.metrics.iter().map(|metric| MetricRef {
+            name: metric.name,
+            value: metric.value,
+            timestamp: metric.timestamp,
+            tags: &self.tags[metric.tags.clone()],
+        })
+    }
+}
+
+/// Decodes a batch without copying its strings, verifying its version and checksum first.
+pub fn decode_ref(bytes: &[u8]) -> Result<BatchRef<'_>, CodecError> {
     let mut reader = Reader { bytes, at: 0 };
     let version = reader.u8()?;
     if version != VERSION {
@@ -117,10 +184,11 @@ pub fn decode(bytes: &[u8]) -> Result<MetricBatch, CodecError> {
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    let client = ClientId::new(reader.string()?);
+    let client = reader.string()?;
     let count = reader.varint()?;
     // Each metric takes at least 11 bytes, so a count beyond that is a lie we must not allocate for.
     let mut metrics = Vec::with_capacity(count.min(reader.remaining() as u64 / 11) as usize);
+    let mut tags = Vec::new();
     for _ in 0..count {
         let name = reader.string()?;
         let value = f64::from_le_bytes(reader.array()?);
@@ -138,23 +206,27 @@ pub fn decode(bytes: &[u8]) -> Result<MetricBatch, CodecError> {
             None
         };
         let tag_count = reader.varint()?;
-        let mut tags = BTreeMap::new();
+        let first_tag = tags.len();
         for _ in 0..tag_count {
             let key = reader.string()?;
             let value = reader.string()?;
-            tags.insert(key, value);
+            tags.push((key, value));
         }
-        metrics.push(Metric {
+        metrics.push(RawMetric {
             name,
             value,
             timestamp,
-            tags,
+            tags: first_tag..tags.len(),
         });
     }
     if reader.remaining() != 0 {
         return Err(CodecError::Trailing(reader.remaining()));
     }
-    Ok(MetricBatch { client, metrics })
+    Ok(BatchRef {
+        client,
+        metrics,
+        tags,
+    })
 }
 
 fn encoded_len_hint<M: EncodeMetric>(client: &str, metrics: &[M]) -> usize {
@@ -227,14 +299,12 @@ impl<'a> Reader<'a> {
         Err(CodecError::Varint(start))
     }
 
-    fn string(&mut self) -> Result<String, CodecError> {
+    fn string(&mut self) -> Result<&'a str, CodecError> {
         let start = self.at;
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| CodecError::Varint(start))?;
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| CodecError::Utf8(start))
+        std::str::from_utf8(bytes).map_err(|_| CodecError::Utf8(start))
     }
 }
 

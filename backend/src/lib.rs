@@ -13,4 +13,6 @@ pub mod partitioner;
 pub mod queue;
 
 pub use model::{ClientId, Metric, MetricBatch, Offset, Partition};
-pub use queue::{AppendError, ConsumeError, ConsumedRecord, Poll, QueueConsumer, QueueProducer};
+pub use queue::{
+    AppendError, ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer, QueueProducer,
+};

@@ -92,6 +92,28 @@ pub enum ConsumeError {
     Other(String),
 }
 
+/// How much one [`QueueConsumer::poll`] may return. A poll returns at least one record when any
+/// is ready, even one larger than `max_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollLimits {
+    pub max_records: usize,
+    /// Payload bytes: what bounds the memory a batch takes, whatever its records hold.
+    pub max_bytes: usize,
+}
+
+impl PollLimits {
+    /// The default payload bound of a poll.
+    pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+    /// At most `max_records` records, and [`Self::DEFAULT_MAX_BYTES`] of payload.
+    pub fn records(max_records: usize) -> Self {
+        Self {
+            max_records,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
 /// The read side of a queue for one consumer group member.
 ///
 /// Contract: the caller commits (or gives up on) everything a `poll` returned before it polls
@@ -100,8 +122,8 @@ pub enum ConsumeError {
 #[async_trait]
 pub trait QueueConsumer: Send + 'static {
     /// Returns the next records of the partitions this member owns, waiting up to `max_wait` for
-    /// some to arrive. At most about `max_records` are returned.
-    async fn poll(&mut self, max_records: usize, max_wait: Duration) -> Result<Poll, ConsumeError>;
+    /// some to arrive, within `limits`.
+    async fn poll(&mut self, limits: PollLimits, max_wait: Duration) -> Result<Poll, ConsumeError>;
 
     /// Durably records that everything before `next` has been processed for each partition.
     async fn commit(&mut self, positions: &[(Partition, Offset)]) -> Result<(), ConsumeError>;

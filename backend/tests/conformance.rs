@@ -11,7 +11,7 @@ use metricstream_backend::file::{FileConsumer, FileProducer, FileQueueConfig, Fi
 use metricstream_backend::kafka::{
     KafkaConsumer, KafkaMetrics, KafkaProducer, KafkaSettings, ProducerTuning, admin,
 };
-use metricstream_backend::{Offset, Partition, QueueConsumer, QueueProducer};
+use metricstream_backend::{Offset, Partition, PollLimits, QueueConsumer, QueueProducer};
 
 #[async_trait]
 trait Backend: Send + Sync {
@@ -137,7 +137,7 @@ async fn drain(
             "only {count} of {expected} records arrived"
         );
         let poll = consumer
-            .poll(500, Duration::from_millis(200))
+            .poll(PollLimits::records(500), Duration::from_millis(200))
             .await
             .expect("poll");
         let mut next = BTreeMap::new();
@@ -195,7 +195,7 @@ async fn append_read_commit_resume(backend: &dyn Backend) {
     while read < 60 {
         assert!(tokio::time::Instant::now() < deadline, "read {read} of 60");
         let poll = consumer
-            .poll(500, Duration::from_millis(200))
+            .poll(PollLimits::records(500), Duration::from_millis(200))
             .await
             .expect("poll");
         read += poll.records.len();
@@ -316,6 +316,81 @@ async fn growing_partitions_reaches_producers_and_consumers(backend: &dyn Backen
     consumer.close().await;
 }
 
+/// A poll stops once it holds `max_bytes` of payload, and still returns a record larger than
+/// that on its own, so a batch's memory is bounded whatever its records hold.
+async fn polls_are_bounded_by_payload_bytes(backend: &dyn Backend) {
+    let producer = backend.producer(1).await;
+    let record = Bytes::from(vec![b'x'; 1000]);
+    for _ in 0..20 {
+        producer
+            .append(Partition(0), record.clone())
+            .await
+            .expect("append acknowledged");
+    }
+    producer.close().await;
+    let mut consumer = backend.consumer("bytes", 1).await;
+    let limits = PollLimits {
+        max_records: 1000,
+        max_bytes: 2500,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut sizes = Vec::new();
+    let mut read = 0;
+    while read < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "read {read} of 20");
+        let poll = consumer
+            .poll(limits, Duration::from_millis(500))
+            .await
+            .expect("poll");
+        if poll.records.is_empty() {
+            continue;
+        }
+        read += poll.records.len();
+        sizes.push(poll.records.len());
+        let next = poll
+            .records
+            .iter()
+            .map(|r| r.offset.next())
+            .max()
+            .expect("records");
+        consumer
+            .commit(&[(Partition(0), next)])
+            .await
+            .expect("commit");
+    }
+    assert!(
+        sizes.iter().all(|&size| size <= 3),
+        "a 2,500-byte poll returned more than three 1,000-byte records: {sizes:?}"
+    );
+    let tiny = PollLimits {
+        max_records: 1000,
+        max_bytes: 1,
+    };
+    let producer = backend.producer(1).await;
+    producer
+        .append(Partition(0), record.clone())
+        .await
+        .expect("append acknowledged");
+    producer.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the large record never came"
+        );
+        let poll = consumer
+            .poll(tiny, Duration::from_millis(500))
+            .await
+            .expect("poll");
+        if !poll.records.is_empty() {
+            assert_eq!(poll.records.len(), 1);
+            assert_eq!(poll.records[0].payload, record);
+            break;
+        }
+    }
+    consumer.close().await;
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod file_backend {
@@ -347,4 +422,5 @@ conformance!(
     order_within_a_partition_under_concurrency,
     restart_continues_offsets,
     growing_partitions_reaches_producers_and_consumers,
+    polls_are_bounded_by_payload_bytes,
 );

@@ -14,7 +14,7 @@ use metricstream_backend::file::{
     Durability, FileConsumer, FileProducer, FileQueueConfig, FileQueueError, FileQueueMetrics,
     Retention,
 };
-use metricstream_backend::{Offset, Partition, QueueConsumer, QueueProducer};
+use metricstream_backend::{Offset, Partition, PollLimits, QueueConsumer, QueueProducer};
 
 fn config(root: &Path, partitions: u32) -> FileQueueConfig {
     FileQueueConfig::new(root, partitions)
@@ -35,7 +35,7 @@ async fn drain(consumer: &mut FileConsumer, expected: usize) -> Vec<(u32, u64, B
             seen.len()
         );
         let poll = consumer
-            .poll(1000, Duration::from_millis(100))
+            .poll(PollLimits::records(1000), Duration::from_millis(100))
             .await
             .expect("poll");
         let mut last: BTreeMap<Partition, Offset> = BTreeMap::new();
@@ -88,7 +88,7 @@ async fn appended_records_are_read_back_in_order_with_consecutive_offsets() {
     }
     // Nothing is returned twice.
     let again = consumer
-        .poll(1000, Duration::from_millis(50))
+        .poll(PollLimits::records(1000), Duration::from_millis(50))
         .await
         .expect("poll");
     assert!(again.records.is_empty());
@@ -330,7 +330,7 @@ async fn a_consumer_resumes_from_the_committed_offset() {
         .await
         .expect("consumer");
     let poll = consumer
-        .poll(120, Duration::from_millis(500))
+        .poll(PollLimits::records(120), Duration::from_millis(500))
         .await
         .expect("poll");
     assert_eq!(poll.records.len(), 120);
@@ -497,7 +497,7 @@ async fn consumers_of_one_group_split_partitions_and_take_over_a_departed_member
     for _ in 0..30 {
         for consumer in [&mut first, &mut second] {
             let poll = consumer
-                .poll(10, Duration::from_millis(20))
+                .poll(PollLimits::records(10), Duration::from_millis(20))
                 .await
                 .expect("poll");
             let mut last = BTreeMap::new();

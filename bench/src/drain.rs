@@ -37,7 +37,7 @@ use metricstream_backend::file::{FileConsumer, FileProducer, FileQueueConfig, Fi
 use metricstream_backend::kafka::{
     KafkaConsumer, KafkaMetrics, KafkaProducer, KafkaSettings, ProducerTuning, admin,
 };
-use metricstream_backend::{Offset, Partition, QueueConsumer, QueueProducer, codec};
+use metricstream_backend::{Offset, Partition, PollLimits, QueueConsumer, QueueProducer, codec};
 use serde_json::{Value, json};
 
 use crate::backend::record::{FILE_FRAME_HEADER_BYTES, client_per_partition, representative_batch};
@@ -603,7 +603,10 @@ async fn queue_read(backlog: &Backlog, timeout: Duration) -> anyhow::Result<Read
             "the queue read got {records} of {expected} records within {timeout:?}"
         );
         let poll = consumer
-            .poll(QUEUE_READ_BATCH, Duration::from_millis(200))
+            .poll(
+                PollLimits::records(QUEUE_READ_BATCH),
+                Duration::from_millis(200),
+            )
             .await
             .context("polling")?;
         if poll.records.is_empty() {

@@ -33,6 +33,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_batch_records: u32,
 
+    /// Most payload bytes taken from the queue per poll (at least one record is always taken).
+    /// With the record limit, this bounds the consumer's memory: a batch is held encoded and
+    /// its JSON lines, about three times its payload, are buffered until the sync.
+    #[arg(long, env = "METRICSTREAM_MAX_BATCH_BYTES", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_batch_bytes: u64,
+
     /// Longest a poll waits for records when the queue is idle, in milliseconds. Also bounds how
     /// long a shutdown waits for an idle poll to return.
     #[arg(long, env = "METRICSTREAM_POLL_WAIT_MS", default_value_t = 200,
@@ -92,6 +99,7 @@ mod tests {
         assert_eq!(config.group, "storage-writer");
         assert_eq!(config.sink_dir, PathBuf::from("sink"));
         assert_eq!(config.max_batch_records, 2048);
+        assert_eq!(config.max_batch_bytes, 8 * 1024 * 1024);
         assert_eq!(config.poll_wait(), Duration::from_millis(200));
         assert_eq!(config.shutdown_timeout(), Duration::from_secs(30));
         assert_eq!(config.common.partitions, 4);
@@ -107,6 +115,8 @@ mod tests {
             "/var/sink",
             "--max-batch-records",
             "10",
+            "--max-batch-bytes",
+            "65536",
             "--poll-wait-ms",
             "50",
             "--shutdown-timeout",
@@ -118,6 +128,7 @@ mod tests {
         assert_eq!(config.group, "audit");
         assert_eq!(config.sink_dir, PathBuf::from("/var/sink"));
         assert_eq!(config.max_batch_records, 10);
+        assert_eq!(config.max_batch_bytes, 65536);
         assert_eq!(config.poll_wait_ms, 50);
         assert_eq!(config.shutdown_timeout, 5);
         assert_eq!(config.common.partitions, 8);
@@ -139,5 +150,8 @@ mod tests {
             Config::try_parse_from(["metricstream-consumer", "--max-batch-records", "0"]).is_err()
         );
         assert!(Config::try_parse_from(["metricstream-consumer", "--poll-wait-ms", "0"]).is_err());
+        assert!(
+            Config::try_parse_from(["metricstream-consumer", "--max-batch-bytes", "1023"]).is_err()
+        );
     }
 }

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use metricstream_backend::QueueConsumer;
 use metricstream_backend::file::{FileConsumer, FileQueueMetrics};
 use metricstream_backend::kafka::{KafkaConsumer, KafkaMetrics};
+use metricstream_backend::{PollLimits, QueueConsumer};
 use metricstream_service::{BackendKind, Readiness};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -172,11 +172,16 @@ async fn consume(
         group = %config.group,
         sink_dir = %sink.dir().display(),
         max_batch_records = config.max_batch_records,
+        max_batch_bytes = config.max_batch_bytes,
         poll_wait_ms = config.poll_wait_ms,
         "consumer started"
     );
 
-    let settings = PipelineSettings::new(config.max_batch_records as usize, config.poll_wait());
+    let limits = PollLimits {
+        max_records: config.max_batch_records as usize,
+        max_bytes: usize::try_from(config.max_batch_bytes).unwrap_or(usize::MAX),
+    };
+    let settings = PipelineSettings::new(limits, config.poll_wait());
     // The queue's own lag family (`metricstream_queue_consumer_lag_records`) is kept from what the
     // consumer reports after each commit; the file queue removes series it releases itself.
     let lag = LagGauges::new(lag_family);

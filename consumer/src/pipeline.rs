@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metricstream_backend::codec::{self, CodecError};
-use metricstream_backend::{ConsumeError, ConsumedRecord, Offset, Partition, Poll, QueueConsumer};
+use metricstream_backend::{
+    ConsumeError, ConsumedRecord, Offset, Partition, Poll, PollLimits, QueueConsumer,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -31,7 +33,7 @@ use crate::sink::{Sink, SinkError, SinkRecord, WriteStats};
 /// How the loop polls and retries.
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
-    pub max_batch_records: usize,
+    pub limits: PollLimits,
     pub poll_wait: Duration,
     /// The first pause after a failure; it doubles with each further failure in a row.
     pub retry_backoff: Duration,
@@ -39,9 +41,9 @@ pub struct PipelineSettings {
 }
 
 impl PipelineSettings {
-    pub fn new(max_batch_records: usize, poll_wait: Duration) -> Self {
+    pub fn new(limits: PollLimits, poll_wait: Duration) -> Self {
         Self {
-            max_batch_records,
+            limits,
             poll_wait,
             retry_backoff: Duration::from_secs(1),
             max_retry_backoff: Duration::from_secs(10),
@@ -133,7 +135,7 @@ impl<S: Sink> Pipeline<S> {
             let started = Instant::now();
             let poll = match self
                 .consumer
-                .poll(self.settings.max_batch_records, self.settings.poll_wait)
+                .poll(self.settings.limits, self.settings.poll_wait)
                 .await
             {
                 Ok(poll) => {
@@ -399,11 +401,14 @@ impl PreparedBatch {
             corrupt: Vec::new(),
         };
         for record in records {
-            match codec::decode(&record.payload) {
-                Ok(batch) => prepared.records.push(SinkRecord {
+            // Checked here so that corrupt records are quarantined before anything is written;
+            // the sink decodes again as it writes, which costs far less than holding every
+            // decoded metric of a poll in memory.
+            match codec::decode_ref(&record.payload) {
+                Ok(_) => prepared.records.push(SinkRecord {
                     partition: record.partition,
                     offset: record.offset,
-                    batch,
+                    payload: record.payload,
                 }),
                 // Writing what a failed checksum vouches for would put garbage in the sink, and
                 // dropping it would lose data silently; quarantine keeps the bytes for a human.
@@ -536,7 +541,11 @@ mod tests {
 
     #[async_trait]
     impl QueueConsumer for ScriptedQueue {
-        async fn poll(&mut self, _max: usize, _wait: Duration) -> Result<Poll, ConsumeError> {
+        async fn poll(
+            &mut self,
+            _limits: PollLimits,
+            _wait: Duration,
+        ) -> Result<Poll, ConsumeError> {
             if self.uncommitted {
                 self.record(Event::ContractBroken);
             }
@@ -651,7 +660,7 @@ mod tests {
 
     fn settings() -> PipelineSettings {
         PipelineSettings {
-            max_batch_records: 100,
+            limits: PollLimits::records(100),
             poll_wait: Duration::from_millis(5),
             retry_backoff: Duration::from_millis(1),
             max_retry_backoff: Duration::from_millis(5),
@@ -813,7 +822,7 @@ mod tests {
                     .map(|offset| SinkRecord {
                         partition: P0,
                         offset: Offset(*offset),
-                        batch: codec::decode(&payload(1)).expect("decodes"),
+                        payload: payload(1),
                     })
                     .collect();
                 other.write_batch(&records).expect("other write");
@@ -1029,14 +1038,14 @@ mod tests {
         // Drive two polls by hand to look at the gauges in between.
         let first = pipeline
             .consumer
-            .poll(10, Duration::ZERO)
+            .poll(PollLimits::records(10), Duration::ZERO)
             .await
             .expect("poll");
         pipeline.handle(first, &shutdown).await.expect("handled");
         assert_eq!(lag.get_or_create(&PartitionLabel::new(1)).get(), 3);
         let second = pipeline
             .consumer
-            .poll(10, Duration::ZERO)
+            .poll(PollLimits::records(10), Duration::ZERO)
             .await
             .expect("poll");
         pipeline.handle(second, &shutdown).await.expect("handled");
@@ -1066,7 +1075,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new(&PipelineSettings::new(1, Duration::from_millis(1)));
+        let mut backoff = Backoff::new(&PipelineSettings::new(
+            PollLimits::records(1),
+            Duration::from_millis(1),
+        ));
         let delays: Vec<u64> = (0..6).map(|_| backoff.next_delay().as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
         backoff.reset();

@@ -29,8 +29,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use metricstream_backend::{MetricBatch, Offset, Partition};
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use metricstream_backend::codec;
+use metricstream_backend::{Offset, Partition};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Lines are read back from the end of a file in chunks of this size, so finding the watermark
 /// costs the length of the last line or two, however large the file.
@@ -55,6 +58,14 @@ pub enum SinkError {
     Foreign { path: PathBuf, reason: String },
     #[error("encoding a line failed: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A record that does not decode reached the sink: the pipeline quarantines those before
+    /// writing, so this is a bug, reported rather than written half.
+    #[error("record {offset} of partition {partition} does not decode: {error}")]
+    Corrupt {
+        partition: Partition,
+        offset: Offset,
+        error: codec::CodecError,
+    },
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SinkError {
@@ -70,12 +81,29 @@ pub struct Position {
     pub index: u64,
 }
 
-/// One decoded queue record, ready for the sink.
+/// One queue record for the sink, still encoded: the sink reads it without copying its strings,
+/// so a batch in memory costs its encoded size rather than a tree of decoded metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SinkRecord {
     pub partition: Partition,
     pub offset: Offset,
-    pub batch: MetricBatch,
+    /// The record as [`codec::encode`] wrote it; the caller has checked that it decodes.
+    pub payload: Bytes,
+}
+
+impl SinkRecord {
+    #[cfg(test)]
+    pub fn encode(
+        partition: Partition,
+        offset: Offset,
+        batch: &metricstream_backend::MetricBatch,
+    ) -> Self {
+        Self {
+            partition,
+            offset,
+            payload: Bytes::from(codec::encode(batch)),
+        }
+    }
 }
 
 /// What one [`Sink::write_batch`] did.
@@ -119,10 +147,23 @@ struct Line<'a> {
     /// serde_json writes a non-finite value as `null`; ingest rejects them, so none should come.
     value: f64,
     timestamp: Option<i64>,
-    tags: &'a BTreeMap<String, String>,
+    tags: Tags<'a>,
     partition: u32,
     offset: u64,
     index: u64,
+}
+
+/// A metric's tags as a JSON object, in the order the record holds them (sorted by key).
+struct Tags<'a>(&'a [(&'a str, &'a str)]);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// The fields of a line that locate it; the rest is ignored when reading the watermark back.
@@ -339,7 +380,12 @@ impl Sink for JsonlSink {
             } else {
                 Some(*last)
             };
-            for (index, metric) in record.batch.metrics.iter().enumerate() {
+            let batch = codec::decode_ref(&record.payload).map_err(|error| SinkError::Corrupt {
+                partition: record.partition,
+                offset: record.offset,
+                error,
+            })?;
+            for (index, metric) in batch.metrics().enumerate() {
                 let position = Position {
                     offset: record.offset,
                     index: index as u64,
@@ -349,11 +395,11 @@ impl Sink for JsonlSink {
                     continue;
                 }
                 let line = Line {
-                    client: record.batch.client.as_str(),
-                    name: &metric.name,
+                    client: batch.client,
+                    name: metric.name,
                     value: metric.value,
                     timestamp: metric.timestamp,
-                    tags: &metric.tags,
+                    tags: Tags(metric.tags),
                     partition: record.partition.0,
                     offset: record.offset.0,
                     index: position.index,
@@ -551,7 +597,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    use metricstream_backend::{ClientId, Metric};
+    use metricstream_backend::{ClientId, Metric, MetricBatch};
     use serde_json::Value;
 
     const P0: Partition = Partition(0);
@@ -565,18 +611,19 @@ mod tests {
         }
     }
 
+    /// A batch of `count` metrics named `m0`, `m1`, ...
+    fn batch(count: usize) -> MetricBatch {
+        MetricBatch {
+            client: ClientId::new("client-a"),
+            metrics: (0..count)
+                .map(|i| metric(&format!("m{i}"), i as f64))
+                .collect(),
+        }
+    }
+
     /// A record at `offset` of `partition` holding `count` metrics named `m0`, `m1`, ...
     fn record(partition: Partition, offset: u64, count: usize) -> SinkRecord {
-        SinkRecord {
-            partition,
-            offset: Offset(offset),
-            batch: MetricBatch {
-                client: ClientId::new("client-a"),
-                metrics: (0..count)
-                    .map(|i| metric(&format!("m{i}"), i as f64))
-                    .collect(),
-            },
-        }
+        SinkRecord::encode(partition, Offset(offset), &batch(count))
     }
 
     fn lines(path: &Path) -> Vec<Value> {
@@ -648,10 +695,11 @@ mod tests {
     fn missing_timestamp_and_non_finite_value_are_written_as_null() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sink = open_sink(dir.path());
-        let mut rec = record(P0, 0, 1);
-        rec.batch.metrics[0].timestamp = None;
-        rec.batch.metrics[0].value = f64::NAN;
-        sink.write_batch(&[rec]).expect("write succeeds");
+        let mut one = batch(1);
+        one.metrics[0].timestamp = None;
+        one.metrics[0].value = f64::NAN;
+        sink.write_batch(&[SinkRecord::encode(P0, Offset(0), &one)])
+            .expect("write succeeds");
         let line = &lines(&dir.path().join("partition-0000.jsonl"))[0];
         assert_eq!(line["timestamp"], Value::Null);
         assert_eq!(line["value"], Value::Null);
@@ -924,16 +972,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("partition-0000.jsonl");
         let mut sink = open_sink(dir.path());
-        let mut big = record(P0, 0, 2);
-        big.batch.metrics[1]
+        let mut big = batch(2);
+        big.metrics[1]
             .tags
             .insert("blob".to_owned(), "x".repeat(10_000));
+        let big = SinkRecord::encode(P0, Offset(0), &big);
         sink.write_batch(&[big, record(P0, 1, 3)]).expect("write");
-        let mut tail = record(P0, 2, 1);
-        tail.batch.metrics[0]
+        let mut tail = batch(1);
+        tail.metrics[0]
             .tags
             .insert("blob".to_owned(), "y".repeat(10_000));
-        sink.write_batch(&[tail]).expect("write");
+        sink.write_batch(&[SinkRecord::encode(P0, Offset(2), &tail)])
+            .expect("write");
         drop(sink);
         append_raw(&path, &[b'z'; 3000]);
 

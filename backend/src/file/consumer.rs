@@ -18,14 +18,12 @@ use super::producer::stored_partitions;
 use super::segment::{self, Frame, Scanner, Stop};
 use super::{FileQueueError, io_error, partition_dir};
 use crate::model::{Offset, Partition};
-use crate::queue::{ConsumeError, ConsumedRecord, Poll, QueueConsumer};
+use crate::queue::{ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer};
 
 /// How often ownership is re-balanced against the live members.
 const REBALANCE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long an idle poll sleeps between looks at the segments.
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
-/// Bytes of payload one poll returns at most, besides the record count limit.
-const MAX_POLL_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct FileConsumer {
     inner: Option<Inner>,
@@ -169,7 +167,8 @@ impl Inner {
         Ok(())
     }
 
-    fn poll(&mut self, max_records: usize, max_wait: Duration) -> Result<Poll, ConsumeError> {
+    fn poll(&mut self, limits: PollLimits, max_wait: Duration) -> Result<Poll, ConsumeError> {
+        let max_records = limits.max_records.max(1);
         let started = Instant::now();
         let mut poll = Poll::default();
         loop {
@@ -180,7 +179,7 @@ impl Inner {
                 self.rebalance(&mut poll)?;
                 self.last_rebalance = Some(Instant::now());
             }
-            let mut budget_bytes = MAX_POLL_BYTES;
+            let mut budget_bytes = limits.max_bytes.max(1);
             for reader in self.owned.values_mut() {
                 if poll.records.len() >= max_records || budget_bytes == 0 {
                     break;
@@ -378,9 +377,8 @@ fn open_read(path: &Path) -> io::Result<File> {
 
 #[async_trait]
 impl QueueConsumer for FileConsumer {
-    async fn poll(&mut self, max_records: usize, max_wait: Duration) -> Result<Poll, ConsumeError> {
-        let max_records = max_records.max(1);
-        self.with_inner(move |inner| inner.poll(max_records, max_wait))
+    async fn poll(&mut self, limits: PollLimits, max_wait: Duration) -> Result<Poll, ConsumeError> {
+        self.with_inner(move |inner| inner.poll(limits, max_wait))
             .await
     }
 

@@ -22,7 +22,7 @@ use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::{KafkaBackendError, KafkaMetrics, KafkaSettings, apply_extra, base_config};
 use crate::model::{Offset, Partition};
-use crate::queue::{ConsumeError, ConsumedRecord, Poll, QueueConsumer};
+use crate::queue::{ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer};
 
 /// Rebalance events and statistics gathered by librdkafka's callbacks.
 #[derive(Default)]
@@ -153,12 +153,13 @@ impl KafkaConsumer {
 
 #[async_trait]
 impl QueueConsumer for KafkaConsumer {
-    async fn poll(&mut self, max_records: usize, max_wait: Duration) -> Result<Poll, ConsumeError> {
+    async fn poll(&mut self, limits: PollLimits, max_wait: Duration) -> Result<Poll, ConsumeError> {
         let consumer = self.consumer()?;
         let deadline = Instant::now() + max_wait;
         let mut records = Vec::new();
+        let mut bytes = 0usize;
         let mut last_error = None;
-        while records.len() < max_records.max(1) {
+        while records.len() < limits.max_records.max(1) && bytes < limits.max_bytes.max(1) {
             // Wait up to the deadline for the first record, then take only what is ready.
             let wait = if records.is_empty() {
                 deadline.saturating_duration_since(Instant::now())
@@ -182,10 +183,12 @@ impl QueueConsumer for KafkaConsumer {
             if message.topic() != self.topic {
                 continue;
             }
+            let payload = message.payload().unwrap_or_default();
+            bytes += payload.len();
             records.push(ConsumedRecord {
                 partition: Partition(message.partition().max(0) as u32),
                 offset: Offset(message.offset().max(0) as u64),
-                payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                payload: Bytes::copy_from_slice(payload),
             });
         }
         if records.is_empty()
