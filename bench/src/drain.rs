@@ -8,7 +8,7 @@
 //!    backend crate's own producer (`FileProducer` with group commit, or the idempotent
 //!    `KafkaProducer`), many appends in flight. Not measured.
 //! 2. `bare-read-<backend>`, the ceiling. File: every segment file of every partition read in
-//!    order on one thread, each frame's payload decoded with the backend's codec, nothing
+//!    order on one thread, each frame's payload decoded (zero-copy, `codec::decode_ref`, as the consumer does), nothing
 //!    written. Kafka: Kafka's ConsumerPerformance (`hack/kafka.sh tool consumer-perf`) reading
 //!    the whole topic from the beginning; its fetch time (which excludes the group join).
 //! 3. `queue-read-<backend>`, a diagnostic: the backend crate's `QueueConsumer` in this process
@@ -284,7 +284,7 @@ async fn measure_backlog(
                     .context("the bare read panicked")??;
             let command = format!(
                 "{} (one thread: read each partition's segment files in order, decode every \
-                 record with metricstream_backend::codec, write nothing)",
+                 record with metricstream_backend::codec::decode_ref, write nothing)",
                 this_command_line()
             );
             (figures, command)
@@ -493,11 +493,11 @@ fn bare_read_file(data_dir: &Path, partitions: u32) -> anyhow::Result<ReadFigure
                 if length == 0 {
                     continue;
                 }
-                let batch = codec::decode(payload).with_context(|| {
+                let batch = codec::decode_ref(payload).with_context(|| {
                     format!("decoding a record of {} at byte {at}", segment.display())
                 })?;
                 records += 1;
-                metrics += batch.metrics.len() as u64;
+                metrics += batch.len() as u64;
             }
         }
     }
@@ -615,13 +615,13 @@ async fn queue_read(backlog: &Backlog, timeout: Duration) -> anyhow::Result<Read
         first_records.get_or_insert_with(Instant::now);
         let mut next: BTreeMap<Partition, Offset> = BTreeMap::new();
         for record in &poll.records {
-            let batch = codec::decode(&record.payload).with_context(|| {
+            let batch = codec::decode_ref(&record.payload).with_context(|| {
                 format!(
                     "decoding partition {} offset {}",
                     record.partition, record.offset
                 )
             })?;
-            metrics += batch.metrics.len() as u64;
+            metrics += batch.len() as u64;
             let entry = next.entry(record.partition).or_default();
             *entry = (*entry).max(record.offset.next());
         }
