@@ -323,12 +323,60 @@ async fn measure_backlog(
         let drained = drain_with_consumer(backlog, scratch, run, max_batch_records, timeout)
             .await
             .with_context(|| format!("the {backend} consumer drain"))?;
+        if run == 0 {
+            let sink_bytes = drained
+                .figures
+                .get("sink_mib")
+                .map_or(0, |mib| (mib * 1024.0 * 1024.0) as u64);
+            let path = scratch.join("bare-write");
+            let seconds = tokio::task::spawn_blocking(move || bare_write(&path, sink_bytes))
+                .await
+                .context("the bare write panicked")??;
+            let metrics = backlog.metrics() as f64;
+            measurements.push(measurement(
+                backlog,
+                &format!("bare-write-{backend}"),
+                BTreeMap::from([
+                    ("seconds".to_owned(), seconds),
+                    ("sink_mib".to_owned(), sink_bytes as f64 / (1024.0 * 1024.0)),
+                    ("metrics_per_sec".to_owned(), metrics / seconds.max(1e-9)),
+                ]),
+                format!(
+                    "{} (one thread: write as many bytes as the consumer's sink holds, 1 MiB \
+                     per write, then one fdatasync, on the same disk; read nothing)",
+                    this_command_line()
+                ),
+            ));
+        }
         measurements.push(drained);
     }
     for measurement in &measurements {
         eprintln!("drain: {}", crate::backend::summary(measurement));
     }
     Ok(measurements)
+}
+
+/// Writes `bytes` bytes to a new file at `path` in 1 MiB writes, then fdatasyncs it: what the
+/// disk alone takes to hold what the consumer writes. Returns the seconds taken.
+fn bare_write(path: &Path, bytes: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let chunk = vec![b'x'; 1024 * 1024];
+    let started = Instant::now();
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut left = bytes;
+    while left > 0 {
+        let now = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..now])
+            .with_context(|| format!("writing {}", path.display()))?;
+        left -= now as u64;
+    }
+    file.sync_data()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(seconds)
 }
 
 fn measurement(
