@@ -2,7 +2,7 @@
 //! ([`crate::reconcile`]) for each, and turns failures into per-object exponential backoff,
 //! Warning Events and metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,7 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::strimzi::KafkaTopic;
 use crate::topics::TopicAdmin;
+use crate::triggers::{self, ChangeFilter};
 
 /// The first retry after a failure; each further failure doubles it.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -43,6 +44,7 @@ pub struct Context {
     pub topics: Arc<dyn TopicAdmin>,
     /// Consecutive failures per stream (namespace, name); reset on success.
     failures: Mutex<HashMap<(String, String), u32>>,
+    pub pruned: PruneLog,
 }
 
 impl Context {
@@ -64,7 +66,16 @@ impl Context {
             metrics,
             topics,
             failures: Mutex::default(),
+            pruned: PruneLog::default(),
         }
+    }
+
+    /// Drops what is remembered about streams that no longer exist.
+    pub fn forget_all_but(&self, keys: &HashSet<(String, String)>, uids: &HashSet<String>) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|key, _| keys.contains(key));
+        }
+        self.pruned.retain(uids);
     }
 
     /// Publishes an Event on `regarding`; a failure to publish is logged, never fatal.
@@ -114,6 +125,37 @@ impl Context {
         };
         backoff_delay(attempt)
     }
+}
+
+/// The generation each stream (by uid) was last pruned at by this process. Only a new spec (or
+/// one this process has not pruned for yet, e.g. after an upgrade) can leave children behind, so
+/// the prune LISTs run once per generation instead of on every reconcile.
+#[derive(Default)]
+pub struct PruneLog(Mutex<HashMap<String, i64>>);
+
+impl PruneLog {
+    pub fn needs_prune(&self, uid: &str, generation: Option<i64>) -> bool {
+        let last = self.0.lock().ok().and_then(|log| log.get(uid).copied());
+        prune_due(last, generation)
+    }
+
+    pub fn record(&self, uid: &str, generation: Option<i64>) {
+        if let (Some(generation), Ok(mut log)) = (generation, self.0.lock()) {
+            log.insert(uid.to_owned(), generation);
+        }
+    }
+
+    fn retain(&self, uids: &HashSet<String>) {
+        if let Ok(mut log) = self.0.lock() {
+            log.retain(|uid, _| uids.contains(uid));
+        }
+    }
+}
+
+/// Prune unless this exact generation was pruned already; an object without a generation is
+/// always pruned.
+pub fn prune_due(last_pruned: Option<i64>, generation: Option<i64>) -> bool {
+    generation.is_none() || last_pruned != generation
 }
 
 /// 1 s, 2 s, 4 s, … capped at 5 minutes, for the `attempt`-th consecutive failure.
@@ -171,6 +213,10 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// How long the controller waits after an event before reconciling, so a burst of events (a
+/// new stream's children appearing) makes one reconcile.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
@@ -184,17 +230,33 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             None => Api::all(client.clone()),
         }
     }
-    let streams: Api<DeserializeGuard<MetricStream>> = scoped(&client, &namespace);
-    // Only what the operator manages is cached: never every ConfigMap in the cluster.
+    // The store keeps every MetricStream (status included) for the reconciler; only spec and
+    // deletion changes trigger (see `triggers`).
+    let (reader, writer) = reflector::store();
+    let streams = watcher(
+        scoped::<DeserializeGuard<MetricStream>>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(triggers::stream_trigger, PredicateConfig::default());
+    // Only what the operator manages is watched: never every ConfigMap in the cluster.
     let managed = watcher::Config::default().labels(&labels::managed_selector());
-    let mut controller = Controller::new(streams, watcher::Config::default())
+    let mut controller = Controller::for_stream(streams, reader.clone())
         .owns(scoped::<ConfigMap>(&client, &namespace), managed.clone())
         .owns(scoped::<Service>(&client, &namespace), managed.clone())
-        .owns(scoped::<Deployment>(&client, &namespace), managed.clone())
+        .owns_stream(filtered(
+            scoped::<Deployment>(&client, &namespace),
+            managed.clone(),
+            triggers::deployment_trigger,
+        ))
         // Retained PVCs carry no ownerReference, so PVCs map by label.
-        .watches(
-            scoped::<PersistentVolumeClaim>(&client, &namespace),
-            watcher::Config::default().labels(labels::STREAM),
+        .watches_stream(
+            filtered(
+                scoped::<PersistentVolumeClaim>(&client, &namespace),
+                watcher::Config::default().labels(labels::STREAM),
+                triggers::pvc_trigger,
+            ),
             |pvc| {
                 let stream = pvc.labels().get(labels::STREAM).cloned()?;
                 let namespace = pvc.namespace()?;
@@ -203,9 +265,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         );
     if ctx.strimzi_installed {
         // KafkaTopics live in the Kafka cluster's namespace: found by their owner labels.
-        controller = controller.watches(
-            Api::<KafkaTopic>::all(client.clone()),
-            watcher::Config::default().labels(labels::OWNER_NAME),
+        controller = controller.watches_stream(
+            filtered(
+                Api::<KafkaTopic>::all(client.clone()),
+                watcher::Config::default().labels(labels::OWNER_NAME),
+                triggers::topic_trigger,
+            ),
             move |topic| {
                 let labels = topic.labels();
                 let name = labels.get(labels::OWNER_NAME)?;
@@ -219,12 +284,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         strimzi = ctx.strimzi_installed,
         "controller starting"
     );
+    let sweeper = tokio::spawn(sweep(ctx.clone(), reader, shutdown.clone()));
     controller
-        .with_config(
-            Config::default()
-                .debounce(Duration::from_secs(1))
-                .concurrency(8),
-        )
+        .with_config(Config::default().debounce(DEBOUNCE).concurrency(8))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(crate::reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -234,7 +296,47 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             }
         })
         .await;
+    sweeper.abort();
     tracing::info!("controller stopped");
+}
+
+/// A watch of `api` that yields only the objects [`ChangeFilter`] lets through.
+fn filtered<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    relevant: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut filter = ChangeFilter::new(relevant);
+    watcher(api, config).filter_map(move |event| {
+        let admitted = match event {
+            Ok(event) => filter.admit(event).map(Ok),
+            Err(error) => Some(Err(error)),
+        };
+        std::future::ready(admitted)
+    })
+}
+
+/// Now and then, forgets the per-stream memory of streams that are gone.
+async fn sweep(
+    ctx: Arc<Context>,
+    streams: Store<DeserializeGuard<MetricStream>>,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let live = streams.state();
+        let keys = live.iter().map(|s| stream_key(s.as_ref())).collect();
+        let uids = live.iter().filter_map(|s| s.meta().uid.clone()).collect();
+        ctx.forget_all_but(&keys, &uids);
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +348,27 @@ mod tests {
         let delays: Vec<u64> = (1..=12).map(|n| backoff_delay(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
         assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn prune_runs_once_per_generation() {
+        assert!(prune_due(None, Some(1)), "never pruned by this process");
+        assert!(!prune_due(Some(1), Some(1)), "this generation was pruned");
+        assert!(prune_due(Some(1), Some(2)), "a new spec");
+        assert!(prune_due(Some(1), None), "no generation: always");
+    }
+
+    #[test]
+    fn pruning_is_remembered_per_stream_until_it_is_gone() {
+        let log = PruneLog::default();
+        assert!(log.needs_prune("uid-a", Some(3)));
+        log.record("uid-a", Some(3));
+        log.record("uid-b", Some(1));
+        assert!(!log.needs_prune("uid-a", Some(3)));
+        assert!(log.needs_prune("uid-a", Some(4)));
+        log.retain(&HashSet::from(["uid-b".to_owned()]));
+        assert!(log.needs_prune("uid-a", Some(3)), "forgotten");
+        assert!(!log.needs_prune("uid-b", Some(1)), "kept");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! - [`crd`]: the custom resource; [`strimzi`]: the KafkaTopic type we write.
 //! - [`reconcile`]: the pipeline — `validate` → `build` (both pure) → `apply` + prune →
 //!   `status` (pure).
-//! - [`controller`]: watches, backoff, Events; [`leader`]: Lease-based leader election;
-//!   [`metrics`], [`config`], [`topics`] (Kafka admin API), [`labels`], [`error`].
+//! - [`controller`]: watches, backoff, Events; [`triggers`]: which watch events reconcile;
+//!   [`leader`]: Lease-based leader election; [`metrics`], [`config`], [`topics`] (Kafka admin
+//!   API), [`labels`], [`error`].
 
 pub mod config;
 pub mod controller;
@@ -17,3 +18,4 @@ pub mod metrics;
 pub mod reconcile;
 pub mod strimzi;
 pub mod topics;
+pub mod triggers;

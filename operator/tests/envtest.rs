@@ -595,6 +595,72 @@ async fn envtest_file_stream_gets_its_children_and_a_truthful_status() {
     env.assert_operator_running();
 }
 
+/// The operator reconciles only on changes that matter (see `triggers`), yet still notices what
+/// happens to its children: the controller-manager's Deployment availability, a PVC's phase, a
+/// deleted child (recreated at once, not at the next resync).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_child_status_changes_and_deleted_children_are_noticed() {
+    let mut env = Env::start("heal", false).await;
+    env.create_stream("heal", file_spec(2)).await;
+    // The message of the Deployment's Available condition, which only kube-controller-manager
+    // writes (after the operator created the Deployment), shows in the stream's status.
+    env.stream_until(
+        "heal",
+        "IngestAvailable with the Deployment's Available message",
+        |s| {
+            observed(s)
+                && condition(s, "IngestAvailable")
+                    .is_some_and(|c| c.message.contains("minimum availability"))
+        },
+    )
+    .await;
+
+    // No PersistentVolume controller runs here: the phase is the test's to set.
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    pvcs.patch_status(
+        "heal-queue",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "phase": "Bound" } })),
+    )
+    .await
+    .expect("binding the queue PVC");
+    env.stream_until("heal", "BackendReady=True once the volume is bound", |s| {
+        condition_is(s, "BackendReady", "True")
+    })
+    .await;
+
+    let config: ConfigMap = env.child("heal-config").await;
+    let consumer: Deployment = env.child("heal-consumer").await;
+    env.api::<ConfigMap>()
+        .delete("heal-config", &DeleteParams::default())
+        .await
+        .expect("deleting the ConfigMap");
+    env.api::<Deployment>()
+        .delete("heal-consumer", &DeleteParams::default())
+        .await
+        .expect("deleting the consumer Deployment");
+    for (kind, name, old_uid) in [
+        ("ConfigMap", "heal-config", config.uid()),
+        ("Deployment", "heal-consumer", consumer.uid()),
+    ] {
+        let recreated = |uid: Option<String>| (uid.is_some() && uid != old_uid).then_some(());
+        let (configs, deployments) = (env.api::<ConfigMap>(), env.api::<Deployment>());
+        eventually(&format!("{kind} {name} to be recreated"), || {
+            let (configs, deployments) = (configs.clone(), deployments.clone());
+            async move {
+                let uid = match kind {
+                    "ConfigMap" => configs.get_opt(name).await.ok()??.uid(),
+                    _ => deployments.get_opt(name).await.ok()??.uid(),
+                };
+                recreated(uid)
+            }
+        })
+        .await;
+    }
+    env.assert_operator_running();
+}
+
 /// The API server enforces the CRD's CEL rules; partition growth reaches the config, rolls the
 /// workloads (hash annotation) and shows in status.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,9 @@
 //! Apply and prune: the only step that writes children.
 //!
 //! Apply is server-side apply with one field manager and `force` (the operator is the source of
-//! truth for every field it sets; a field it stops setting is removed), in a deliberate order:
-//! the ConfigMap before the workloads that read it, volumes and the topic before the workloads
-//! that use them, the Service before the Deployments behind it.
+//! truth for every field it sets; a field it stops setting is removed), in two steps: the
+//! ConfigMap, volumes, topic and Services (concurrently) before the Deployments that use them,
+//! so a workload never starts without its config.
 //!
 //! Prune lists each kind by the stream's labels and removes what this run no longer wants, so a
 //! backend switch or a removed feature leaves nothing behind. Data (PVCs, KafkaTopics) is the
@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
+use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
@@ -68,71 +69,61 @@ where
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// Applies everything in `desired`, in order, and observes the results.
+/// Applies everything in `desired` and observes the results: first, concurrently, all that the
+/// workloads use (ConfigMap, volumes, topic, Services), then the Deployments.
 pub async fn apply_all(
     ctx: &Context,
     stream: &ValidatedStream,
     desired: &Desired,
 ) -> Result<Applied, Error> {
     let ns = stream.namespace.as_str();
-    server_side_apply(&namespaced::<ConfigMap>(ctx, ns), &desired.config_map).await?;
-
-    let queue_name = Desired::queue_pvc_name(&stream.name);
-    let mut queue_phase = None;
+    let config_maps = namespaced::<ConfigMap>(ctx, ns);
     let pvcs = namespaced::<PersistentVolumeClaim>(ctx, ns);
-    for pvc in &desired.pvcs {
-        let applied = server_side_apply(&pvcs, pvc).await?;
-        if applied.name_any() == queue_name {
-            queue_phase = Some(
-                applied
-                    .status
-                    .and_then(|s| s.phase)
-                    .unwrap_or_else(|| "Pending".into()),
-            );
-        }
-    }
-
-    let mut topic_change = None;
-    let mut topic_error = None;
-    let backend = match &desired.topic {
-        DesiredTopic::None => BackendObservation::Volume { phase: queue_phase },
-        DesiredTopic::Strimzi(_) if !ctx.strimzi_installed => {
-            BackendObservation::StrimziNotInstalled
-        }
-        DesiredTopic::Strimzi(topic) => {
-            let topic_ns = topic
-                .namespace()
-                .ok_or(Error::MissingMetadata("namespace"))?;
-            let applied =
-                server_side_apply(&namespaced::<KafkaTopic>(ctx, &topic_ns), topic).await?;
-            BackendObservation::StrimziTopic(Some(StrimziTopicState::of(&applied)))
-        }
-        DesiredTopic::Admin(request) => match ctx.topics.ensure(request).await {
-            Ok((partitions, change)) => {
-                topic_change = change;
-                BackendObservation::AdminTopic(Ok(partitions))
-            }
-            Err(error) => {
-                topic_error = Some(error.clone());
-                BackendObservation::AdminTopic(Err(error))
-            }
-        },
-        DesiredTopic::External(request) => BackendObservation::ExternalTopic(
-            ctx.topics
-                .partitions(&request.bootstrap_servers, &request.topic)
-                .await,
+    let services = namespaced::<Service>(ctx, ns);
+    let (_, applied_pvcs, topic, _) = futures::try_join!(
+        server_side_apply(&config_maps, &desired.config_map),
+        try_join_all(desired.pvcs.iter().map(|pvc| server_side_apply(&pvcs, pvc))),
+        apply_topic(ctx, desired),
+        try_join_all(
+            desired
+                .services
+                .iter()
+                .map(|service| server_side_apply(&services, service))
         ),
+    )?;
+    let (backend, topic_change, topic_error) = match topic {
+        TopicOutcome::Observed(backend) => (backend, None, None),
+        TopicOutcome::Admin(Ok((partitions, change))) => {
+            (BackendObservation::AdminTopic(Ok(partitions)), change, None)
+        }
+        TopicOutcome::Admin(Err(error)) => (
+            BackendObservation::AdminTopic(Err(error.clone())),
+            None,
+            Some(error),
+        ),
+        TopicOutcome::NoTopic => {
+            let queue_name = Desired::queue_pvc_name(&stream.name);
+            let phase = applied_pvcs
+                .iter()
+                .find(|pvc| pvc.name_any() == queue_name)
+                .map(|pvc| {
+                    pvc.status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_else(|| "Pending".into())
+                });
+            (BackendObservation::Volume { phase }, None, None)
+        }
     };
 
-    let services = namespaced::<Service>(ctx, ns);
-    for service in &desired.services {
-        server_side_apply(&services, service).await?;
-    }
     let deployments = namespaced::<Deployment>(ctx, ns);
-    let mut applied_deployments = Vec::new();
-    for deployment in &desired.deployments {
-        applied_deployments.push(server_side_apply(&deployments, deployment).await?);
-    }
+    let applied_deployments = try_join_all(
+        desired
+            .deployments
+            .iter()
+            .map(|deployment| server_side_apply(&deployments, deployment)),
+    )
+    .await?;
     let observe = |name: String, wanted: i32| {
         WorkloadObservation::of(
             &name,
@@ -151,6 +142,40 @@ pub async fn apply_all(
         },
         topic_change,
         topic_error,
+    })
+}
+
+enum TopicOutcome {
+    /// File backend: the queue volume is the backend.
+    NoTopic,
+    Observed(BackendObservation),
+    Admin(Result<(u32, Option<crate::topics::TopicChanged>), String>),
+}
+
+async fn apply_topic(ctx: &Context, desired: &Desired) -> Result<TopicOutcome, Error> {
+    Ok(match &desired.topic {
+        DesiredTopic::None => TopicOutcome::NoTopic,
+        DesiredTopic::Strimzi(_) if !ctx.strimzi_installed => {
+            TopicOutcome::Observed(BackendObservation::StrimziNotInstalled)
+        }
+        DesiredTopic::Strimzi(topic) => {
+            let topic_ns = topic
+                .namespace()
+                .ok_or(Error::MissingMetadata("namespace"))?;
+            let applied =
+                server_side_apply(&namespaced::<KafkaTopic>(ctx, &topic_ns), topic).await?;
+            TopicOutcome::Observed(BackendObservation::StrimziTopic(Some(
+                StrimziTopicState::of(&applied),
+            )))
+        }
+        DesiredTopic::Admin(request) => TopicOutcome::Admin(ctx.topics.ensure(request).await),
+        DesiredTopic::External(request) => {
+            TopicOutcome::Observed(BackendObservation::ExternalTopic(
+                ctx.topics
+                    .partitions(&request.bootstrap_servers, &request.topic)
+                    .await,
+            ))
+        }
     })
 }
 

@@ -1,5 +1,6 @@
 //! One reconcile of one MetricStream, as a pipeline: validate (pure) → build (pure) → apply in
-//! order → prune by label → compute status (pure) → write status only if it changed.
+//! order → prune by label (once per generation) → compute status (pure) → write status only if
+//! it changed.
 //!
 //! The finalizer `metricstream.dev/cleanup` is present only while the stream has something
 //! ownerReferences cannot collect (a KafkaTopic in the Kafka cluster's namespace; an admin-API
@@ -121,7 +122,14 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
         ctx.publish(&regarding, EventType::Normal, reason, "Apply", note.clone())
             .await;
     }
-    for pruned in apply::prune(ctx, &validated, &desired).await? {
+    let pruned = if ctx.pruned.needs_prune(&validated.uid, validated.generation) {
+        let pruned = apply::prune(ctx, &validated, &desired).await?;
+        ctx.pruned.record(&validated.uid, validated.generation);
+        pruned
+    } else {
+        Vec::new()
+    };
+    for pruned in pruned {
         let (reason, note) = match pruned {
             Pruned::Deleted { kind, name } => (
                 "Pruned",
