@@ -12,7 +12,6 @@ use flate2::read::MultiGzDecoder;
 use metricstream_backend::ClientId;
 use metricstream_backend::codec::{self, EncodeMetric};
 use serde::Deserialize;
-use smallvec::SmallVec;
 
 use crate::error::{ApiError, BodyStage};
 
@@ -216,8 +215,9 @@ struct WireMetric<'a> {
     tags: Option<WireTags<'a>>,
 }
 
-/// A metric's tags in the order sent, inline up to four (most metrics carry a few).
-type TagList<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>;
+/// A metric's tags in the order sent. (An inline small vector measured no faster: the moves of
+/// its larger metric struct cost what the allocation saves.)
+type TagList<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// The `tags` object, kept as a list rather than a map: sorting a handful of pairs once is
 /// cheaper than a tree of owned strings.
