@@ -24,6 +24,10 @@ pub struct ReportArgs {
     /// The command the report says produced it.
     #[arg(long, default_value = "make bench")]
     pub command: String,
+    /// Hand-written notes (profiles, fixes with before and after, what limits the rest) placed
+    /// after the targets; skipped when the file does not exist.
+    #[arg(long, default_value = "bench/analysis.md")]
+    pub analysis: PathBuf,
 }
 
 const SUITES: [&str; 4] = ["http", "backend", "drain", "operator"];
@@ -55,7 +59,14 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
     let results = Results::new(&suites);
     let charts = results.charts(&report_dir)?;
-    let markdown = results.markdown(&args.command, &charts);
+    let analysis = match fs::read_to_string(&args.analysis) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            return Err(error).with_context(|| format!("reading {}", args.analysis.display()));
+        }
+    };
+    let markdown = results.markdown(&args.command, &charts, analysis.as_deref());
     let path = args.out_dir.join("BENCHMARKS.md");
     fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
@@ -527,7 +538,12 @@ impl<'a> Results<'a> {
         Ok(())
     }
 
-    pub fn markdown(&self, command: &str, charts: &[(String, String)]) -> String {
+    pub fn markdown(
+        &self,
+        command: &str,
+        charts: &[(String, String)],
+        analysis: Option<&str>,
+    ) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "# Benchmarks\n");
         let _ = writeln!(
@@ -562,6 +578,9 @@ impl<'a> Results<'a> {
         let _ = writeln!(md);
         for (file, caption) in charts {
             let _ = writeln!(md, "![{caption}]({REPORT_DIR}/{file})\n\n*{caption}.*\n");
+        }
+        if let Some(analysis) = analysis {
+            let _ = writeln!(md, "{}\n", analysis.trim_end());
         }
         self.http_tables(&mut md);
         self.backend_ratios(&mut md);
@@ -1080,12 +1099,18 @@ mod tests {
             svg.starts_with("<svg") && svg.contains("file, batch"),
             "{svg:.300}"
         );
-        let markdown = results.markdown("make bench", &charts);
+        let markdown = results.markdown("make bench", &charts, Some("## Analysis\n\nnotes\n"));
         assert!(
             markdown.contains("| ingest → file, batch | 6000 | 60 % |"),
             "{markdown}"
         );
         assert!(markdown.contains("2 cores (test cpu)"), "{markdown}");
         assert!(markdown.contains("![Requests/s"), "{markdown}");
+        let analysis = markdown
+            .find("## Analysis\n\nnotes\n")
+            .expect("the analysis");
+        let targets = markdown.find("## Targets").expect("the targets");
+        let tables = markdown.find("## HTTP").expect("the HTTP tables");
+        assert!(targets < analysis && analysis < tables, "{markdown}");
     }
 }
