@@ -53,8 +53,8 @@ pub struct Context {
     children: Mutex<Option<Arc<ChildStores>>>,
 }
 
-/// The watch caches of what the operator manages: full Deployments and PVCs (their status is
-/// observed), only the metadata of ConfigMaps and Services.
+/// The watch caches of what the operator manages: Deployments (metadata and status, no spec)
+/// and PVCs, whose status is observed; only the metadata of ConfigMaps and Services.
 pub struct ChildStores {
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<PartialObjectMeta<Service>>,
@@ -304,7 +304,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         )
         .owns_stream(filtered(
             watcher(scoped::<Deployment>(&client, &namespace), managed.clone())
-                .modify(drop_managed_fields::<Deployment>)
+                .modify(keep_deployment_essentials)
                 .reflect(deployment_writer),
             triggers::deployment_trigger,
         ))
@@ -369,6 +369,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
 
 fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+/// A cached Deployment keeps its metadata and status: the spec (mostly the pod template) is
+/// read by neither the triggers (they use `metadata.generation`) nor the status step.
+fn keep_deployment_essentials(deployment: &mut Deployment) {
+    drop_managed_fields(deployment);
+    deployment.spec = None;
 }
 
 /// The objects of a watch that [`ChangeFilter`] lets through.
