@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Service};
 use kube::api::Api;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -23,6 +23,7 @@ use crate::crd::MetricStream;
 use crate::error::Error;
 use crate::labels;
 use crate::metrics::Metrics;
+use crate::reconcile::skip::ApplyLog;
 use crate::strimzi::KafkaTopic;
 use crate::topics::TopicAdmin;
 use crate::triggers::{self, ChangeFilter};
@@ -45,6 +46,20 @@ pub struct Context {
     /// Consecutive failures per stream (namespace, name); reset on success.
     failures: Mutex<HashMap<(String, String), u32>>,
     pub pruned: PruneLog,
+    /// What was applied per stream, so an unchanged child is not applied again.
+    pub applied: ApplyLog,
+    /// The watch caches of the children of the running controller. Without them (before the
+    /// controller runs) every child is applied.
+    children: Mutex<Option<Arc<ChildStores>>>,
+}
+
+/// The watch caches of what the operator manages: Deployments (metadata and status, no spec)
+/// and PVCs, whose status is observed; only the metadata of ConfigMaps and Services.
+pub struct ChildStores {
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub deployments: Store<Deployment>,
+    pub pvcs: Store<PersistentVolumeClaim>,
 }
 
 impl Context {
@@ -67,6 +82,8 @@ impl Context {
             topics,
             failures: Mutex::default(),
             pruned: PruneLog::default(),
+            applied: ApplyLog::default(),
+            children: Mutex::default(),
         }
     }
 
@@ -76,6 +93,7 @@ impl Context {
             failures.retain(|key, _| keys.contains(key));
         }
         self.pruned.retain(uids);
+        self.applied.retain(uids);
     }
 
     /// Publishes an Event on `regarding`; a failure to publish is logged, never fatal.
@@ -104,6 +122,16 @@ impl Context {
         };
         if let Err(error) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(%error, reason, "publishing an Event failed");
+        }
+    }
+
+    pub fn child_stores(&self) -> Option<Arc<ChildStores>> {
+        self.children.lock().ok()?.clone()
+    }
+
+    fn set_child_stores(&self, stores: ChildStores) {
+        if let Ok(mut children) = self.children.lock() {
+            *children = Some(Arc::new(stores));
         }
     }
 
@@ -240,21 +268,55 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     .reflect(writer)
     .applied_objects()
     .predicate_filter(triggers::stream_trigger, PredicateConfig::default());
-    // Only what the operator manages is watched: never every ConfigMap in the cluster.
+    // Only what the operator manages is watched: never every ConfigMap in the cluster. The
+    // children are cached (managedFields dropped) so a reconcile can tell an unchanged child
+    // from one that was edited or deleted (see `reconcile::skip`); each cache is updated before
+    // the event that triggers a reconcile is passed on.
     let managed = watcher::Config::default().labels(&labels::managed_selector());
+    let (config_maps, config_map_writer) = reflector::store();
+    let (services, service_writer) = reflector::store();
+    let (deployments, deployment_writer) = reflector::store();
+    let (pvcs, pvc_writer) = reflector::store();
+    ctx.set_child_stores(ChildStores {
+        config_maps,
+        services,
+        deployments,
+        pvcs,
+    });
     let mut controller = Controller::for_stream(streams, reader.clone())
-        .owns(scoped::<ConfigMap>(&client, &namespace), managed.clone())
-        .owns(scoped::<Service>(&client, &namespace), managed.clone())
+        .owns_stream(
+            watcher(
+                scoped::<PartialObjectMeta<ConfigMap>>(&client, &namespace),
+                managed.clone(),
+            )
+            .modify(drop_managed_fields::<PartialObjectMeta<ConfigMap>>)
+            .reflect(config_map_writer)
+            .touched_objects(),
+        )
+        .owns_stream(
+            watcher(
+                scoped::<PartialObjectMeta<Service>>(&client, &namespace),
+                managed.clone(),
+            )
+            .modify(drop_managed_fields::<PartialObjectMeta<Service>>)
+            .reflect(service_writer)
+            .touched_objects(),
+        )
         .owns_stream(filtered(
-            scoped::<Deployment>(&client, &namespace),
-            managed.clone(),
+            watcher(scoped::<Deployment>(&client, &namespace), managed.clone())
+                .modify(keep_deployment_essentials)
+                .reflect(deployment_writer),
             triggers::deployment_trigger,
         ))
         // Retained PVCs carry no ownerReference, so PVCs map by label.
         .watches_stream(
             filtered(
-                scoped::<PersistentVolumeClaim>(&client, &namespace),
-                watcher::Config::default().labels(labels::STREAM),
+                watcher(
+                    scoped::<PersistentVolumeClaim>(&client, &namespace),
+                    watcher::Config::default().labels(labels::STREAM),
+                )
+                .modify(drop_managed_fields::<PersistentVolumeClaim>)
+                .reflect(pvc_writer),
                 triggers::pvc_trigger,
             ),
             |pvc| {
@@ -267,8 +329,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         // KafkaTopics live in the Kafka cluster's namespace: found by their owner labels.
         controller = controller.watches_stream(
             filtered(
-                Api::<KafkaTopic>::all(client.clone()),
-                watcher::Config::default().labels(labels::OWNER_NAME),
+                watcher(
+                    Api::<KafkaTopic>::all(client.clone()),
+                    watcher::Config::default().labels(labels::OWNER_NAME),
+                ),
                 triggers::topic_trigger,
             ),
             move |topic| {
@@ -288,7 +352,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     controller
         .with_config(Config::default().debounce(DEBOUNCE).concurrency(8))
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(crate::reconcile::reconcile, error_policy, ctx)
+        .run(crate::reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
@@ -297,20 +361,33 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         })
         .await;
     sweeper.abort();
+    if let Ok(mut children) = ctx.children.lock() {
+        *children = None;
+    }
     tracing::info!("controller stopped");
 }
 
-/// A watch of `api` that yields only the objects [`ChangeFilter`] lets through.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// A cached Deployment keeps its metadata and status: the spec (mostly the pod template) is
+/// read by neither the triggers (they use `metadata.generation`) nor the status step.
+fn keep_deployment_essentials(deployment: &mut Deployment) {
+    drop_managed_fields(deployment);
+    deployment.spec = None;
+}
+
+/// The objects of a watch that [`ChangeFilter`] lets through.
 fn filtered<K>(
-    api: Api<K>,
-    config: watcher::Config,
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     relevant: fn(&K) -> u64,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource + Clone + Send + 'static,
 {
     let mut filter = ChangeFilter::new(relevant);
-    watcher(api, config).filter_map(move |event| {
+    events.filter_map(move |event| {
         let admitted = match event {
             Ok(event) => filter.admit(event).map(Ok),
             Err(error) => Some(Err(error)),

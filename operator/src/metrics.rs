@@ -18,6 +18,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     /// `metricstream_operator_reconcile_duration_seconds`
     pub duration: Histogram,
+    /// `metricstream_operator_applies_skipped_total`
+    pub applies_skipped: Counter,
 }
 
 impl Metrics {
@@ -26,6 +28,7 @@ impl Metrics {
             reconciles: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            applies_skipped: Counter::default(),
         };
         registry.register(
             "metricstream_operator_reconciles",
@@ -41,6 +44,11 @@ impl Metrics {
             "metricstream_operator_reconcile_duration_seconds",
             "Time one reconcile took",
             metrics.duration.clone(),
+        );
+        registry.register(
+            "metricstream_operator_applies_skipped",
+            "Applies of children left out because the child was unchanged since the last one",
+            metrics.applies_skipped.clone(),
         );
         metrics
     }

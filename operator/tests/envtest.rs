@@ -658,6 +658,39 @@ async fn envtest_child_status_changes_and_deleted_children_are_noticed() {
         })
         .await;
     }
+
+    // Edits are repaired at once too: the operator remembers what it applied, but an edited
+    // child no longer shows the version that apply returned (resourceVersion for a ConfigMap,
+    // generation for a Deployment), so it is applied again.
+    let partitions = partitions_in(&env.child::<ConfigMap>("heal-config").await);
+    env.api::<ConfigMap>()
+        .patch(
+            "heal-config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "METRICSTREAM_PARTITIONS": "7" } })),
+        )
+        .await
+        .expect("editing the ConfigMap");
+    env.api::<Deployment>()
+        .patch(
+            "heal-consumer",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 3 } })),
+        )
+        .await
+        .expect("scaling the consumer Deployment");
+    let (configs, deployments) = (env.api::<ConfigMap>(), env.api::<Deployment>());
+    eventually("the edited ConfigMap and Deployment to be reverted", || {
+        let (configs, deployments) = (configs.clone(), deployments.clone());
+        let partitions = partitions.clone();
+        async move {
+            let config = configs.get("heal-config").await.ok()?;
+            let consumer = deployments.get("heal-consumer").await.ok()?;
+            let replicas = consumer.spec.as_ref()?.replicas;
+            (partitions_in(&config) == partitions && replicas != Some(3)).then_some(())
+        }
+    })
+    .await;
     env.assert_operator_running();
 }
 

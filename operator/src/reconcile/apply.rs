@@ -3,7 +3,8 @@
 //! Apply is server-side apply with one field manager and `force` (the operator is the source of
 //! truth for every field it sets; a field it stops setting is removed), in two steps: the
 //! ConfigMap, volumes, topic and Services (concurrently) before the Deployments that use them,
-//! so a workload never starts without its config.
+//! so a workload never starts without its config. A child unchanged since its last apply is
+//! skipped and observed in the watch cache instead ([`super::skip`]).
 //!
 //! Prune lists each kind by the stream's labels and removes what this run no longer wants, so a
 //! backend switch or a removed feature leaves nothing behind. Data (PVCs, KafkaTopics) is the
@@ -12,18 +13,22 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::build::{Desired, DesiredTopic};
+use super::skip::{self, Mark, Version};
 use super::status::{BackendObservation, Observed, StrimziTopicState, WorkloadObservation};
 use super::validate::ValidatedStream;
 use crate::controller::Context;
@@ -69,28 +74,126 @@ where
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// Applies everything in `desired` and observes the results: first, concurrently, all that the
-/// workloads use (ConfigMap, volumes, topic, Services), then the Deployments.
+/// A child that is applied only when [`skip::may_skip`] says it may have changed: the desired
+/// object, its API, and what the watch cache shows of it.
+struct Child<'a, K> {
+    api: &'a Api<K>,
+    desired: &'a K,
+    /// The cached metadata; `None` when the cache does not have it (or there is no cache).
+    live: Option<ObjectMeta>,
+    by_generation: bool,
+}
+
+/// At most this long after a child's last apply is it skipped: half the resync period, so each
+/// periodic resync applies everything.
+fn full_apply_every(ctx: &Context) -> Duration {
+    ctx.resync / 2
+}
+
+/// Applies the child unless it is unchanged since the last apply; the applied object, or
+/// `None` when skipped. A successful apply is remembered for the next reconcile.
+async fn apply_child<K>(ctx: &Context, uid: &str, child: Child<'_, K>) -> Result<Option<K>, Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    let name = child.desired.meta().name.as_deref().unwrap_or_default();
+    let key = format!("{}/{name}", K::kind(&Default::default()));
+    let fingerprint = skip::fingerprint(child.desired);
+    let live = child
+        .live
+        .as_ref()
+        .and_then(|meta| Version::of(meta, child.by_generation));
+    let mark = ctx.applied.get(uid, &key);
+    let now = Instant::now();
+    if skip::may_skip(
+        mark.as_ref(),
+        fingerprint,
+        live.as_ref(),
+        now,
+        full_apply_every(ctx),
+    ) {
+        ctx.metrics.applies_skipped.inc();
+        return Ok(None);
+    }
+    let applied = server_side_apply(child.api, child.desired).await?;
+    if let Some(version) = Version::of(applied.meta(), child.by_generation) {
+        let mark = Mark {
+            fingerprint,
+            version,
+            applied_at: now,
+        };
+        ctx.applied.record(uid, key, mark);
+    }
+    Ok(Some(applied))
+}
+
+/// The object named like `desired` in namespace `ns` in the watch cache, if any.
+fn cached<K, D>(store: Option<&Store<K>>, ns: &str, desired: &D) -> Option<Arc<K>>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    D: Resource,
+{
+    let name = desired.meta().name.as_deref()?;
+    store?.get(&ObjectRef::new(name).within(ns))
+}
+
+/// Applies what may have changed in `desired` and observes the results: first, concurrently,
+/// all that the workloads use (ConfigMap, volumes, topic, Services), then the Deployments. A
+/// child that was skipped is observed in the watch cache.
 pub async fn apply_all(
     ctx: &Context,
     stream: &ValidatedStream,
     desired: &Desired,
 ) -> Result<Applied, Error> {
     let ns = stream.namespace.as_str();
+    let uid = stream.uid.as_str();
+    let stores = ctx.child_stores();
+    let stores = stores.as_deref();
     let config_maps = namespaced::<ConfigMap>(ctx, ns);
     let pvcs = namespaced::<PersistentVolumeClaim>(ctx, ns);
     let services = namespaced::<Service>(ctx, ns);
+    let config_map = Child {
+        api: &config_maps,
+        desired: &desired.config_map,
+        live: cached(stores.map(|s| &s.config_maps), ns, &desired.config_map)
+            .map(|m| m.metadata.clone()),
+        by_generation: false,
+    };
+    let cached_pvcs: Vec<Option<Arc<PersistentVolumeClaim>>> = desired
+        .pvcs
+        .iter()
+        .map(|pvc| cached(stores.map(|s| &s.pvcs), ns, pvc))
+        .collect();
     let (_, applied_pvcs, topic, _) = futures::try_join!(
-        server_side_apply(&config_maps, &desired.config_map),
-        try_join_all(desired.pvcs.iter().map(|pvc| server_side_apply(&pvcs, pvc))),
+        apply_child(ctx, uid, config_map),
+        try_join_all(desired.pvcs.iter().zip(&cached_pvcs).map(|(pvc, live)| {
+            let child = Child {
+                api: &pvcs,
+                desired: pvc,
+                live: live.as_ref().map(|l| l.metadata.clone()),
+                by_generation: false,
+            };
+            apply_child(ctx, uid, child)
+        })),
         apply_topic(ctx, desired),
-        try_join_all(
-            desired
-                .services
-                .iter()
-                .map(|service| server_side_apply(&services, service))
-        ),
+        try_join_all(desired.services.iter().map(|service| {
+            let live = cached(stores.map(|s| &s.services), ns, service);
+            let child = Child {
+                api: &services,
+                desired: service,
+                live: live.map(|l| l.metadata.clone()),
+                by_generation: false,
+            };
+            apply_child(ctx, uid, child)
+        })),
     )?;
+    let applied_pvcs: Vec<PersistentVolumeClaim> = applied_pvcs
+        .into_iter()
+        .zip(cached_pvcs)
+        .filter_map(|(applied, live)| applied.or_else(|| live.map(|l| (*l).clone())))
+        .collect();
     let (backend, topic_change, topic_error) = match topic {
         TopicOutcome::Observed(backend) => (backend, None, None),
         TopicOutcome::Admin(Ok((partitions, change))) => {
@@ -117,13 +220,29 @@ pub async fn apply_all(
     };
 
     let deployments = namespaced::<Deployment>(ctx, ns);
-    let applied_deployments = try_join_all(
-        desired
-            .deployments
-            .iter()
-            .map(|deployment| server_side_apply(&deployments, deployment)),
-    )
-    .await?;
+    let cached_deployments: Vec<Option<Arc<Deployment>>> = desired
+        .deployments
+        .iter()
+        .map(|deployment| cached(stores.map(|s| &s.deployments), ns, deployment))
+        .collect();
+    let applied_deployments =
+        try_join_all(desired.deployments.iter().zip(&cached_deployments).map(
+            |(deployment, live)| {
+                let child = Child {
+                    api: &deployments,
+                    desired: deployment,
+                    live: live.as_ref().map(|l| l.metadata.clone()),
+                    by_generation: true,
+                };
+                apply_child(ctx, uid, child)
+            },
+        ))
+        .await?;
+    let applied_deployments: Vec<Deployment> = applied_deployments
+        .into_iter()
+        .zip(cached_deployments)
+        .filter_map(|(applied, live)| applied.or_else(|| live.map(|l| (*l).clone())))
+        .collect();
     let observe = |name: String, wanted: i32| {
         WorkloadObservation::of(
             &name,

@@ -1,5 +1,5 @@
 //! One reconcile of one MetricStream, as a pipeline: validate (pure) → build (pure) → apply in
-//! order → prune by label (once per generation) → compute status (pure) → write status only if
+//! order what may have changed ([`skip`]) → prune by label (once per generation) → compute status (pure) → write status only if
 //! it changed.
 //!
 //! The finalizer `metricstream.dev/cleanup` is present only while the stream has something
@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod skip;
 pub mod status;
 pub mod validate;
 
