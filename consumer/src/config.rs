@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use metricstream_backend::PollLimits;
 use metricstream_service::{CommonArgs, KafkaArgs};
 
 /// Reads every partition of a MetricStream queue as one member of a consumer group and writes
@@ -36,7 +37,7 @@ pub struct Config {
     /// Most payload bytes taken from the queue per poll (at least one record is always taken).
     /// With the record limit, this bounds the consumer's memory: a batch is held encoded and
     /// its JSON lines, about three times its payload, are buffered until the sync.
-    #[arg(long, env = "METRICSTREAM_MAX_BATCH_BYTES", default_value_t = 8 * 1024 * 1024,
+    #[arg(long, env = "METRICSTREAM_MAX_BATCH_BYTES", default_value_t = PollLimits::DEFAULT_MAX_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
     pub max_batch_bytes: u64,
 
