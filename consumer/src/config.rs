@@ -35,8 +35,8 @@ pub struct Config {
     pub max_batch_records: u32,
 
     /// Most payload bytes taken from the queue per poll (at least one record is always taken).
-    /// With the record limit, this bounds the consumer's memory: a batch is held encoded and
-    /// its JSON lines, about three times its payload, are buffered until the sync.
+    /// With the record limit, this bounds the consumer's memory: a batch is held encoded, and
+    /// its JSON lines are appended in 1 MiB chunks per partition, then synced once.
     #[arg(long, env = "METRICSTREAM_MAX_BATCH_BYTES", default_value_t = PollLimits::DEFAULT_MAX_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
     pub max_batch_bytes: u64,

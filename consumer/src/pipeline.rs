@@ -388,7 +388,8 @@ struct CorruptRecord {
     error: CodecError,
 }
 
-/// One poll's records, decoded once and written as many times as it takes.
+/// One poll's records, checked once (corrupt ones set aside for quarantine) and written as many
+/// times as it takes.
 struct PreparedBatch {
     records: Vec<SinkRecord>,
     corrupt: Vec<CorruptRecord>,
