@@ -185,6 +185,11 @@ impl TokenTable {
         self.clients_by_token.len()
     }
 
+    /// Never true for a table that loaded: an empty token file is refused.
+    pub fn is_empty(&self) -> bool {
+        self.clients_by_token.is_empty()
+    }
+
     fn lookup(&self, token: &str) -> Option<&ClientId> {
         self.clients_by_token.get(token)
     }

@@ -6,14 +6,6 @@
 //! then opens the queue, then serves. Shutdown stops accepting, drains in-flight requests,
 //! closes the queue, and stops the admin listener last — all within `--shutdown-timeout`.
 
-mod auth;
-mod config;
-mod error;
-mod http;
-mod metrics;
-mod rate_limit;
-mod request;
-
 use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -30,11 +22,11 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, TokenTable};
-use crate::config::Args;
-use crate::http::AppState;
-use crate::metrics::IngestMetrics;
-use crate::rate_limit::ClientRateLimiter;
+use metricstream_ingest::auth::{Authenticator, TokenTable};
+use metricstream_ingest::config::Args;
+use metricstream_ingest::http::AppState;
+use metricstream_ingest::metrics::IngestMetrics;
+use metricstream_ingest::rate_limit::ClientRateLimiter;
 
 /// How often the rate limiter forgets clients whose allowance is full again.
 const RATE_LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -148,7 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "ingest listening"
     );
     let server = tokio::spawn(
-        axum::serve(listener, http::router(state))
+        axum::serve(listener, metricstream_ingest::http::router(state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );

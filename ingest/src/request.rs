@@ -305,6 +305,10 @@ impl ParsedMetrics<'_> {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The queue record of these metrics, attributed to `client`.
     pub fn encode(&self, client: &ClientId) -> Vec<u8> {
         codec::encode_metrics(client.as_str(), &self.0)
