@@ -92,6 +92,8 @@ impl Backend {
         .message("kafka.topic cannot be changed or removed once set"),
     validation = Rule::new("self.topicManagement != 'strimzi' || has(self.strimzi)")
         .message("kafka.strimzi is required when topicManagement is strimzi"),
+    validation = Rule::new("!has(self.strimzi) || !has(self.strimzi.createUser) || !self.strimzi.createUser || !has(self.authentication)")
+        .message("kafka.authentication cannot be set with kafka.strimzi.createUser: the operator authenticates the user it creates"),
 )]
 pub struct KafkaSpec {
     /// Bootstrap servers, host:port[,host:port...].
@@ -120,6 +122,60 @@ pub struct KafkaSpec {
     /// Topic configuration used when the topic is created, e.g. retention.ms.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+
+    /// TLS to the brokers (the workloads, and the operator with topicManagement admin or
+    /// external). Absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTlsSpec>,
+
+    /// SASL SCRAM credentials for the brokers. Absent: no authentication, unless
+    /// `strimzi.createUser` makes the operator create a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<KafkaAuthenticationSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTlsSpec {
+    /// Secret in this namespace holding the PEM CA that signed the brokers' certificates. When
+    /// absent: with topicManagement strimzi, the Strimzi cluster CA
+    /// (`<cluster>-cluster-ca-cert`, copied by the operator); otherwise the system trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the MetricStream's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the Secret's data; `ca.crt` for a CA, `password` for a password by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaAuthenticationSpec {
+    /// The SASL mechanism.
+    #[serde(rename = "type", default)]
+    pub type_: SaslType,
+    /// The SCRAM user name.
+    #[schemars(length(min = 1, max = 253))]
+    pub username: String,
+    /// Secret in this namespace holding the user's password.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SaslType {
+    #[default]
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
 }
 
 fn default_replication_factor() -> i32 {
@@ -144,6 +200,12 @@ pub struct StrimziRef {
     /// Namespace of the Strimzi Kafka cluster, where its Topic Operator watches KafkaTopics.
     #[schemars(length(min = 1))]
     pub namespace: String,
+    /// Create a Strimzi `KafkaUser` (SCRAM-SHA-512) with exactly the ACLs the workloads need
+    /// (write and read the topic, read the consumer group), and give the workloads its password
+    /// (copied from the Secret Strimzi's User Operator makes into this namespace). The Kafka
+    /// cluster's listener must use SCRAM-SHA-512 authentication and simple authorization.
+    #[serde(default)]
+    pub create_user: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

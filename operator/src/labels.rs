@@ -21,6 +21,9 @@ pub const STRIMZI_CLUSTER: &str = "strimzi.io/cluster";
 
 /// Pod-template annotation: hash of the rendered config, so a config change rolls the pods.
 pub const CONFIG_HASH: &str = "metricstream.dev/config-hash";
+/// On pod templates: a hash of the copied Kafka credentials, so a rotated password or CA rolls
+/// the workloads (librdkafka reads them once, at start).
+pub const CREDENTIALS_HASH: &str = "metricstream.dev/credentials-hash";
 /// Set on data the operator stopped managing but kept (deletionPolicy Retain).
 pub const RETAINED: &str = "metricstream.dev/retained";
 

@@ -54,3 +54,76 @@ pub struct KafkaTopicCondition {
     #[serde(default)]
     pub message: Option<String>,
 }
+
+/// A Kafka user that Strimzi's User Operator creates, with its credentials in a Secret of the
+/// same name and its ACLs in the cluster.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kafka.strimzi.io",
+    version = "v1",
+    kind = "KafkaUser",
+    namespaced,
+    status = "KafkaUserStatus",
+    schema = "disabled",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaUserSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<KafkaUserAuthentication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<KafkaUserAuthorization>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaUserAuthentication {
+    /// `scram-sha-512` here.
+    #[serde(rename = "type")]
+    pub type_: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaUserAuthorization {
+    /// `simple`: Kafka ACLs.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub acls: Vec<AclRule>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AclRule {
+    pub resource: AclResource,
+    /// Kafka operation names: `Read`, `Write`, `Describe`, ...
+    pub operations: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AclResource {
+    /// `topic`, `group`, `cluster`, `transactionalId`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `literal` or `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaUserStatus {
+    #[serde(default)]
+    pub conditions: Vec<KafkaTopicCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret holding the user's credentials (named like the user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}

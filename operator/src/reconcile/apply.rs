@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -27,7 +29,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::build::{Desired, DesiredTopic};
+use super::build::{
+    CREDENTIALS_CA_KEY, CREDENTIALS_PASSWORD_KEY, Desired, DesiredTopic, credentials_hash,
+    credentials_secret,
+};
 use super::skip::{self, Mark, Version};
 use super::status::{BackendObservation, Observed, StrimziTopicState, WorkloadObservation};
 use super::validate::ValidatedStream;
@@ -35,7 +40,7 @@ use crate::controller::Context;
 use crate::crd::DeletionPolicy;
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::labels;
-use crate::strimzi::KafkaTopic;
+use crate::strimzi::{KafkaTopic, KafkaUser};
 
 /// What applying found out, for the status step and for Events.
 pub struct Applied {
@@ -166,7 +171,7 @@ pub async fn apply_all(
         .iter()
         .map(|pvc| cached(stores.map(|s| &s.pvcs), ns, pvc))
         .collect();
-    let (_, applied_pvcs, topic, _) = futures::try_join!(
+    let (_, applied_pvcs, topic, _, credentials) = futures::try_join!(
         apply_child(ctx, uid, config_map),
         try_join_all(desired.pvcs.iter().zip(&cached_pvcs).map(|(pvc, live)| {
             let child = Child {
@@ -188,6 +193,7 @@ pub async fn apply_all(
             };
             apply_child(ctx, uid, child)
         })),
+        apply_credentials(ctx, stream, desired),
     )?;
     let applied_pvcs: Vec<PersistentVolumeClaim> = applied_pvcs
         .into_iter()
@@ -225,8 +231,32 @@ pub async fn apply_all(
         .iter()
         .map(|deployment| cached(stores.map(|s| &s.deployments), ns, deployment))
         .collect();
+    // Copied credentials roll the workloads when they change (a rotated password or CA).
+    let desired_deployments: Vec<Deployment> = match &credentials {
+        CredentialsOutcome::Copied { hash } => desired
+            .deployments
+            .iter()
+            .cloned()
+            .map(|mut deployment| {
+                if let Some(template) = deployment
+                    .spec
+                    .as_mut()
+                    .and_then(|spec| spec.template.metadata.as_mut())
+                {
+                    template
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(labels::CREDENTIALS_HASH.to_owned(), hash.clone());
+                }
+                deployment
+            })
+            .collect(),
+        CredentialsOutcome::NotNeeded | CredentialsOutcome::Pending(_) => {
+            desired.deployments.clone()
+        }
+    };
     let applied_deployments =
-        try_join_all(desired.deployments.iter().zip(&cached_deployments).map(
+        try_join_all(desired_deployments.iter().zip(&cached_deployments).map(
             |(deployment, live)| {
                 let child = Child {
                     api: &deployments,
@@ -253,6 +283,10 @@ pub async fn apply_all(
     Ok(Applied {
         observed: Observed {
             backend,
+            credentials_pending: match credentials {
+                CredentialsOutcome::Pending(why) => Some(why),
+                CredentialsOutcome::NotNeeded | CredentialsOutcome::Copied { .. } => None,
+            },
             ingest: observe(Desired::ingest_name(&stream.name), stream.ingest.replicas),
             consumer: observe(
                 Desired::consumer_name(&stream.name),
@@ -262,6 +296,78 @@ pub async fn apply_all(
         topic_change,
         topic_error,
     })
+}
+
+/// What the credentials step did.
+enum CredentialsOutcome {
+    /// The stream copies nothing from the Kafka namespace.
+    NotNeeded,
+    /// A source Secret (or key) does not exist yet: why.
+    Pending(String),
+    /// The stream's credentials Secret holds the copies; their hash.
+    Copied { hash: String },
+}
+
+/// Applies the KafkaUser, then copies its password and the Strimzi cluster CA (as the spec
+/// asks) into the stream's credentials Secret. Workloads in the stream's namespace cannot mount
+/// Secrets of the Kafka namespace, where Strimzi makes them.
+async fn apply_credentials(
+    ctx: &Context,
+    stream: &ValidatedStream,
+    desired: &Desired,
+) -> Result<CredentialsOutcome, Error> {
+    if let Some(user) = &desired.kafka_user
+        && ctx.strimzi_installed
+    {
+        let user_ns = user.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        server_side_apply(&namespaced::<KafkaUser>(ctx, &user_ns), user.as_ref()).await?;
+    }
+    let Some(copy) = &desired.credentials else {
+        return Ok(CredentialsOutcome::NotNeeded);
+    };
+    let sources = namespaced::<Secret>(ctx, &copy.kafka_namespace);
+    let wanted = [
+        (
+            copy.password_from.as_deref(),
+            "password",
+            CREDENTIALS_PASSWORD_KEY,
+            "Strimzi's User Operator makes it for the KafkaUser",
+        ),
+        (
+            copy.ca_from.as_deref(),
+            "ca.crt",
+            CREDENTIALS_CA_KEY,
+            "Strimzi's Cluster Operator makes it for the Kafka cluster",
+        ),
+    ];
+    let mut data = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (source, source_key, key, who) in wanted {
+        let Some(source) = source else { continue };
+        let found = sources
+            .get_opt(source)
+            .await
+            .doing(|| format!("reading Secret {}/{source}", copy.kafka_namespace))?;
+        match found.and_then(|secret| secret.data?.remove(source_key)) {
+            Some(value) => {
+                data.insert(key.to_owned(), value);
+            }
+            None => missing.push(format!(
+                "key {source_key} of Secret {}/{source} ({who})",
+                copy.kafka_namespace
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(CredentialsOutcome::Pending(format!(
+            "waiting for {}",
+            missing.join(" and ")
+        )));
+    }
+    let hash = credentials_hash(&data);
+    let secret = credentials_secret(stream, copy, data);
+    server_side_apply(&namespaced::<Secret>(ctx, &stream.namespace), &secret).await?;
+    Ok(CredentialsOutcome::Copied { hash })
 }
 
 enum TopicOutcome {
@@ -352,6 +458,22 @@ pub async fn prune(
         &mut pruned,
     )
     .await?;
+    // The credentials Secret is the only Secret the operator makes in the stream's namespace.
+    let keep: BTreeSet<String> = desired
+        .credentials
+        .iter()
+        .map(|copy| copy.secret_name.clone())
+        .collect();
+    prune_kind(
+        ctx,
+        &namespaced::<Secret>(ctx, ns),
+        &selector,
+        &keep,
+        false,
+        stream,
+        &mut pruned,
+    )
+    .await?;
     let keep = names(desired.pvcs.iter().map(|p| &p.metadata).collect());
     prune_kind(
         ctx,
@@ -375,7 +497,7 @@ pub async fn prune(
             DesiredTopic::Strimzi(topic) => topic.namespace(),
             _ => None,
         };
-        let topics = strimzi_topics_of(
+        let topics = strimzi_objects_of::<KafkaTopic>(
             ctx,
             &stream.namespace,
             &stream.name,
@@ -390,31 +512,56 @@ pub async fn prune(
             let api = namespaced::<KafkaTopic>(ctx, &key.0);
             pruned.push(let_go(&api, &topic.metadata, retain, &stream.uid).await?);
         }
+        // A KafkaUser is credentials, not data: deleted whatever the deletionPolicy.
+        let keep = desired
+            .kafka_user
+            .as_ref()
+            .map(|user| (user.namespace().unwrap_or_default(), user.name_any()));
+        let users = strimzi_objects_of::<KafkaUser>(
+            ctx,
+            &stream.namespace,
+            &stream.name,
+            desired.kafka_user.as_ref().and_then(|user| user.namespace()).as_deref(),
+        )
+        .await?;
+        for user in users {
+            let key = (user.namespace().unwrap_or_default(), user.name_any());
+            if keep.as_ref() == Some(&key) || user.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let api = namespaced::<KafkaUser>(ctx, &key.0);
+            pruned.push(let_go(&api, &user.metadata, false, &stream.uid).await?);
+        }
     }
     Ok(pruned)
 }
 
-/// The KafkaTopics the operator manages for a stream, in whatever namespace they live. Lists
-/// across namespaces; where RBAC forbids that (a single-namespace installation), lists only in
-/// `known_namespace`, the Strimzi namespace the spec names.
-pub async fn strimzi_topics_of(
+/// The KafkaTopics (or KafkaUsers) the operator manages for a stream, in whatever namespace
+/// they live. Lists across namespaces; where RBAC forbids that (a single-namespace
+/// installation), lists only in `known_namespace`, the Strimzi namespace the spec names.
+pub async fn strimzi_objects_of<K>(
     ctx: &Context,
     namespace: &str,
     name: &str,
     known_namespace: Option<&str>,
-) -> Result<Vec<KafkaTopic>, Error> {
+) -> Result<Vec<K>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).into_owned();
     let params = ListParams::default().labels(&labels::topic_owner_selector(namespace, name));
-    let all: Api<KafkaTopic> = Api::all(ctx.client.clone());
+    let all: Api<K> = Api::all(ctx.client.clone());
     match all.list(&params).await {
         Ok(listed) => return Ok(listed.items),
         Err(kube::Error::Api(status)) if status.is_forbidden() => {
             tracing::debug!(
-                "listing KafkaTopics in all namespaces is forbidden; trying the Strimzi namespace"
+                "listing {kind}s in all namespaces is forbidden; trying the Strimzi namespace"
             );
         }
         Err(source) => {
             return Err(Error::Kube {
-                action: format!("listing KafkaTopics of {namespace}/{name}"),
+                action: format!("listing {kind}s of {namespace}/{name}"),
                 source,
             });
         }
@@ -422,11 +569,11 @@ pub async fn strimzi_topics_of(
     let Some(known) = known_namespace else {
         return Ok(Vec::new());
     };
-    namespaced::<KafkaTopic>(ctx, known)
+    namespaced::<K>(ctx, known)
         .list(&params)
         .await
         .map(|listed| listed.items)
-        .doing(|| format!("listing KafkaTopics of {namespace}/{name} in {known}"))
+        .doing(|| format!("listing {kind}s of {namespace}/{name} in {known}"))
 }
 
 async fn prune_kind<K>(

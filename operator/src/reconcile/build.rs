@@ -23,19 +23,26 @@ use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, EnvFromSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
+use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use super::validate::{KafkaTopicPlan, TopicMode, ValidatedBackend, ValidatedStream};
+use super::validate::{
+    CaSource, KafkaSecurityPlan, KafkaTopicPlan, PasswordSource, TopicMode, ValidatedBackend,
+    ValidatedStream,
+};
 use crate::config::WorkloadDefaults;
-use crate::crd::{DeletionPolicy, Durability, MetricStream};
+use crate::crd::{DeletionPolicy, Durability, MetricStream, SaslType};
 use crate::labels;
-use crate::strimzi::{KafkaTopic, KafkaTopicSpec};
+use crate::strimzi::{
+    AclResource, AclRule, KafkaTopic, KafkaTopicSpec, KafkaUser, KafkaUserAuthentication,
+    KafkaUserAuthorization, KafkaUserSpec,
+};
 
 pub const INGEST_PORT: i32 = 8080;
 pub const ADMIN_PORT: i32 = 9090;
@@ -46,6 +53,12 @@ pub const QUEUE_DIR: &str = "/data/queue";
 pub const SINK_MOUNT: &str = "/sink";
 pub const TOKENS_MOUNT: &str = "/etc/metricstream/tokens";
 pub const TOKENS_KEY: &str = "tokens";
+/// Where the Kafka CA (`ca.crt`) and the SASL password (`password`) are mounted.
+pub const KAFKA_CA_MOUNT: &str = "/etc/metricstream/kafka-ca";
+pub const KAFKA_SASL_MOUNT: &str = "/etc/metricstream/kafka-sasl";
+/// Keys of the stream's credentials Secret (what the operator copies from the Kafka namespace).
+pub const CREDENTIALS_CA_KEY: &str = "ca.crt";
+pub const CREDENTIALS_PASSWORD_KEY: &str = "password";
 /// The non-root user (and group) the workloads run as (distroless `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
 /// Longest KafkaTopic name we derive; longer ones are shortened with a hash.
@@ -57,6 +70,8 @@ pub const COMPONENT_CONSUMER: &str = "consumer";
 pub const COMPONENT_QUEUE: &str = "queue";
 pub const COMPONENT_SINK: &str = "sink";
 pub const COMPONENT_TOPIC: &str = "topic";
+pub const COMPONENT_KAFKA_USER: &str = "kafka-user";
+pub const COMPONENT_CREDENTIALS: &str = "kafka-credentials";
 
 /// Every object one MetricStream should have.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +83,22 @@ pub struct Desired {
     pub services: Vec<Service>,
     pub deployments: Vec<Deployment>,
     pub topic: DesiredTopic,
+    /// The Strimzi KafkaUser (in the Kafka namespace), with `strimzi.createUser`.
+    pub kafka_user: Option<Box<KafkaUser>>,
+    /// What to copy from the Kafka namespace into the stream's credentials Secret.
+    pub credentials: Option<CredentialsCopy>,
+}
+
+/// The stream's credentials Secret, `<stream>-kafka-credentials`, assembled from Secrets in the
+/// Kafka cluster's namespace (which the workloads, in another namespace, cannot mount).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CredentialsCopy {
+    pub secret_name: String,
+    pub kafka_namespace: String,
+    /// The KafkaUser's Secret (key `password`), made by Strimzi's User Operator.
+    pub password_from: Option<String>,
+    /// The Strimzi cluster CA Secret (key `ca.crt`).
+    pub ca_from: Option<String>,
 }
 
 /// The Kafka topic, by who manages it.
@@ -105,6 +136,9 @@ impl Desired {
     }
     pub fn consumer_name(stream: &str) -> String {
         format!("{stream}-consumer")
+    }
+    pub fn credentials_secret_name(stream: &str) -> String {
+        format!("{stream}-kafka-credentials")
     }
 }
 
@@ -171,6 +205,31 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
         }
     };
 
+    let (kafka_user, credentials) = match stream.kafka() {
+        Some(plan) => match &plan.management {
+            TopicMode::Strimzi { cluster, namespace } => (
+                plan.security
+                    .sasl
+                    .as_ref()
+                    .filter(|sasl| sasl.password == PasswordSource::StrimziUser)
+                    .map(|sasl| {
+                        Box::new(kafka_user(
+                            stream,
+                            plan,
+                            &sasl.username,
+                            cluster,
+                            namespace,
+                        ))
+                    }),
+                plan.security
+                    .copies_credentials()
+                    .then(|| credentials_copy(stream, &plan.security, cluster, namespace)),
+            ),
+            TopicMode::Admin | TopicMode::External => (None, None),
+        },
+        None => (None, None),
+    };
+
     Desired {
         config_map,
         config_hash,
@@ -178,6 +237,8 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
         services,
         deployments,
         topic,
+        kafka_user,
+        credentials,
     }
 }
 
@@ -220,6 +281,35 @@ pub fn render_config(stream: &ValidatedStream) -> BTreeMap<String, String> {
             set("METRICSTREAM_TOPIC", plan.topic.clone());
             // The operator (or Strimzi, or someone else) owns the topic, not the workloads.
             set("METRICSTREAM_KAFKA_CREATE_TOPIC", "false".into());
+            let security = &plan.security;
+            let protocol = match (security.tls.is_some(), security.sasl.is_some()) {
+                (false, false) => "plaintext",
+                (true, false) => "ssl",
+                (false, true) => "sasl-plaintext",
+                (true, true) => "sasl-ssl",
+            };
+            set("METRICSTREAM_KAFKA_SECURITY_PROTOCOL", protocol.into());
+            if matches!(
+                security.tls,
+                Some(CaSource::Secret { .. } | CaSource::StrimziClusterCa)
+            ) {
+                set(
+                    "METRICSTREAM_KAFKA_CA_FILE",
+                    format!("{KAFKA_CA_MOUNT}/{CREDENTIALS_CA_KEY}"),
+                );
+            }
+            if let Some(sasl) = &security.sasl {
+                let mechanism = match sasl.mechanism {
+                    SaslType::ScramSha512 => "scram-sha-512",
+                    SaslType::ScramSha256 => "scram-sha-256",
+                };
+                set("METRICSTREAM_KAFKA_SASL_MECHANISM", mechanism.into());
+                set("METRICSTREAM_KAFKA_SASL_USERNAME", sasl.username.clone());
+                set(
+                    "METRICSTREAM_KAFKA_SASL_PASSWORD_FILE",
+                    format!("{KAFKA_SASL_MOUNT}/{CREDENTIALS_PASSWORD_KEY}"),
+                );
+            }
         }
     }
     env
@@ -382,26 +472,57 @@ fn workload(
     if role == Role::Ingest
         && let Some(secret) = &stream.ingest.auth_secret
     {
-        volumes.push(Volume {
-            name: "tokens".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                items: Some(vec![KeyToPath {
-                    key: TOKENS_KEY.into(),
-                    path: TOKENS_KEY.into(),
-                    mode: None,
-                }]),
-                default_mode: Some(0o440),
-                optional: None,
-            }),
-            ..Default::default()
-        });
+        volumes.push(secret_volume("tokens", secret, TOKENS_KEY, TOKENS_KEY));
         mounts.push(VolumeMount {
             name: "tokens".into(),
             mount_path: TOKENS_MOUNT.into(),
             read_only: Some(true),
             ..Default::default()
         });
+    }
+
+    if let Some(plan) = stream.kafka() {
+        let credentials = Desired::credentials_secret_name(&stream.name);
+        let mut secret_file =
+            |volume: &str, secret: &str, key: &str, file: &str, mount_path: &str| {
+                volumes.push(secret_volume(volume, secret, key, file));
+                mounts.push(VolumeMount {
+                    name: volume.into(),
+                    mount_path: mount_path.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            };
+        match &plan.security.tls {
+            Some(CaSource::Secret { name, key }) => {
+                secret_file("kafka-ca", name, key, CREDENTIALS_CA_KEY, KAFKA_CA_MOUNT)
+            }
+            Some(CaSource::StrimziClusterCa) => secret_file(
+                "kafka-ca",
+                &credentials,
+                CREDENTIALS_CA_KEY,
+                CREDENTIALS_CA_KEY,
+                KAFKA_CA_MOUNT,
+            ),
+            Some(CaSource::SystemRoots) | None => {}
+        }
+        match plan.security.sasl.as_ref().map(|sasl| &sasl.password) {
+            Some(PasswordSource::Secret { name, key }) => secret_file(
+                "kafka-sasl",
+                name,
+                key,
+                CREDENTIALS_PASSWORD_KEY,
+                KAFKA_SASL_MOUNT,
+            ),
+            Some(PasswordSource::StrimziUser) => secret_file(
+                "kafka-sasl",
+                &credentials,
+                CREDENTIALS_PASSWORD_KEY,
+                CREDENTIALS_PASSWORD_KEY,
+                KAFKA_SASL_MOUNT,
+            ),
+            None => {}
+        }
     }
 
     // Who shares a ReadWriteOnce volume with this pod, and so must run on its node.
@@ -555,6 +676,25 @@ fn workload(
     }
 }
 
+/// One key of a Secret as a read-only file. A whole-directory mount (no subPath), so kubelet's
+/// atomic updates reach the pod.
+fn secret_volume(volume: &str, secret: &str, key: &str, file: &str) -> Volume {
+    Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: file.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: None,
+        }),
+        ..Default::default()
+    }
+}
+
 fn runtime_default_seccomp() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
@@ -591,6 +731,111 @@ fn kafka_topic(
     topic.metadata.namespace = Some(namespace.to_owned());
     topic.metadata.labels = Some(topic_labels);
     topic
+}
+
+/// The KafkaUser, in the Kafka cluster's namespace (no ownerReference, like the KafkaTopic),
+/// with SCRAM-SHA-512 credentials and exactly the ACLs the workloads use.
+fn kafka_user(
+    stream: &ValidatedStream,
+    plan: &KafkaTopicPlan,
+    username: &str,
+    cluster: &str,
+    namespace: &str,
+) -> KafkaUser {
+    let mut user_labels = labels::standard(&stream.name, COMPONENT_KAFKA_USER);
+    user_labels.insert(labels::STRIMZI_CLUSTER.into(), cluster.into());
+    user_labels.insert(labels::OWNER_NAMESPACE.into(), stream.namespace.clone());
+    user_labels.insert(labels::OWNER_NAME.into(), stream.name.clone());
+    let acls = workload_acls(&plan.topic, &stream.consumer.group);
+    let mut user = KafkaUser::new(
+        username,
+        KafkaUserSpec {
+            authentication: Some(KafkaUserAuthentication {
+                type_: "scram-sha-512".into(),
+            }),
+            authorization: Some(KafkaUserAuthorization {
+                type_: "simple".into(),
+                acls,
+            }),
+        },
+    );
+    user.metadata.namespace = Some(namespace.to_owned());
+    user.metadata.labels = Some(user_labels);
+    user
+}
+
+/// The ACLs ingest (produce) and consumer (consume, commit offsets in its group) need. Read and
+/// Write imply Describe; Write on a topic implies IdempotentWrite (Kafka 3.0+, KIP-679).
+fn workload_acls(topic: &str, group: &str) -> Vec<AclRule> {
+    let rule = |type_: &str, name: &str, operations: &[&str]| AclRule {
+        resource: AclResource {
+            type_: type_.into(),
+            name: Some(name.into()),
+            pattern_type: Some("literal".into()),
+        },
+        operations: operations.iter().map(|op| (*op).to_owned()).collect(),
+    };
+    vec![
+        rule("topic", topic, &["Describe", "Read", "Write"]),
+        rule("group", group, &["Read"]),
+    ]
+}
+
+fn credentials_copy(
+    stream: &ValidatedStream,
+    security: &KafkaSecurityPlan,
+    cluster: &str,
+    namespace: &str,
+) -> CredentialsCopy {
+    CredentialsCopy {
+        secret_name: Desired::credentials_secret_name(&stream.name),
+        kafka_namespace: namespace.to_owned(),
+        password_from: security
+            .sasl
+            .as_ref()
+            .filter(|sasl| sasl.password == PasswordSource::StrimziUser)
+            .map(|sasl| sasl.username.clone()),
+        ca_from: matches!(security.tls, Some(CaSource::StrimziClusterCa))
+            .then(|| format!("{cluster}-cluster-ca-cert")),
+    }
+}
+
+/// The stream's credentials Secret holding what was copied (`password`, `ca.crt`), owned by
+/// the stream.
+pub fn credentials_secret(
+    stream: &ValidatedStream,
+    copy: &CredentialsCopy,
+    data: BTreeMap<String, ByteString>,
+) -> Secret {
+    Secret {
+        metadata: metadata(
+            stream,
+            copy.secret_name.clone(),
+            COMPONENT_CREDENTIALS,
+            true,
+        ),
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// 16 hex digits identifying the credentials, for [`labels::CREDENTIALS_HASH`].
+pub fn credentials_hash(data: &BTreeMap<String, ByteString>) -> String {
+    let mut bytes = Vec::new();
+    for (key, value) in data {
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&value.0);
+        bytes.push(0);
+    }
+    format!("{:016x}", labels::stable_hash(&bytes))
+}
+
+/// The KafkaUser's name, which is also the Kafka user name and the name of the Secret Strimzi
+/// makes for it: the same sanitized `metricstream.<namespace>.<name>` as the KafkaTopic's.
+pub fn kafka_user_name(namespace: &str, name: &str) -> String {
+    kafka_topic_name(namespace, name)
 }
 
 /// The KafkaTopic's object name: `metricstream.<namespace>.<name>`, lowercased with anything
@@ -926,6 +1171,182 @@ mod tests {
                 .expect("labels");
             assert_eq!(pod_labels[labels::STREAM], "web");
         }
+    }
+
+    /// The files a workload mounts from Secrets: (secret, key, mount path/file).
+    fn secret_files(deployment: &Deployment) -> Vec<(String, String, String)> {
+        let pod = pod_spec(deployment);
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+        pod.volumes
+            .iter()
+            .flatten()
+            .filter_map(|volume| {
+                let secret = volume.secret.as_ref()?;
+                let item = &secret.items.as_ref()?[0];
+                let mount = mounts.iter().find(|m| m.name == volume.name)?;
+                assert_eq!(mount.read_only, Some(true), "{} is read-only", volume.name);
+                assert_eq!(mount.sub_path, None, "whole-directory mounts get updates");
+                Some((
+                    secret.secret_name.clone()?,
+                    item.key.clone(),
+                    format!("{}/{}", mount.mount_path, item.path),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plaintext_kafka_stream_sets_no_credentials() {
+        let desired = built(&kafka_stream(TopicManagement::Admin));
+        let env = desired.config_map.data.as_ref().expect("data");
+        assert_eq!(env["METRICSTREAM_KAFKA_SECURITY_PROTOCOL"], "plaintext");
+        assert!(!env.contains_key("METRICSTREAM_KAFKA_SASL_USERNAME"));
+        assert!(desired.kafka_user.is_none());
+        assert!(desired.credentials.is_none());
+        for deployment in &desired.deployments {
+            assert!(
+                secret_files(deployment)
+                    .iter()
+                    .all(|(secret, _, _)| secret == "web-tokens"),
+                "only the tokens Secret"
+            );
+        }
+    }
+
+    #[test]
+    fn user_given_tls_and_scram_secrets_are_mounted_into_both_workloads() {
+        let mut stream = kafka_stream(TopicManagement::Admin);
+        let kafka = stream.spec.kafka.as_mut().expect("kafka");
+        kafka.tls = Some(crate::crd::KafkaTlsSpec {
+            ca_secret_ref: Some(crate::crd::SecretKeyRef {
+                name: "kafka-ca".into(),
+                key: Some("root.pem".into()),
+            }),
+        });
+        kafka.authentication = Some(crate::crd::KafkaAuthenticationSpec {
+            type_: SaslType::ScramSha256,
+            username: "web-writer".into(),
+            password_secret_ref: crate::crd::SecretKeyRef {
+                name: "web-kafka".into(),
+                key: None,
+            },
+        });
+        let desired = built(&stream);
+        let env = desired.config_map.data.as_ref().expect("data");
+        assert_eq!(env["METRICSTREAM_KAFKA_SECURITY_PROTOCOL"], "sasl-ssl");
+        assert_eq!(env["METRICSTREAM_KAFKA_SASL_MECHANISM"], "scram-sha-256");
+        assert_eq!(env["METRICSTREAM_KAFKA_SASL_USERNAME"], "web-writer");
+        assert_eq!(
+            env["METRICSTREAM_KAFKA_CA_FILE"],
+            "/etc/metricstream/kafka-ca/ca.crt"
+        );
+        assert_eq!(
+            env["METRICSTREAM_KAFKA_SASL_PASSWORD_FILE"],
+            "/etc/metricstream/kafka-sasl/password"
+        );
+        assert!(
+            !env.values().any(|value| value.contains("root.pem")),
+            "the environment names files, never Secret contents"
+        );
+        assert!(desired.kafka_user.is_none() && desired.credentials.is_none());
+        for deployment in &desired.deployments {
+            let files = secret_files(deployment);
+            assert!(files.contains(&(
+                "kafka-ca".into(),
+                "root.pem".into(),
+                env["METRICSTREAM_KAFKA_CA_FILE"].clone()
+            )));
+            assert!(files.contains(&(
+                "web-kafka".into(),
+                "password".into(),
+                env["METRICSTREAM_KAFKA_SASL_PASSWORD_FILE"].clone()
+            )));
+        }
+    }
+
+    #[test]
+    fn strimzi_create_user_makes_a_kafka_user_with_exactly_the_workload_acls() {
+        let mut stream = kafka_stream(TopicManagement::Strimzi);
+        let kafka = stream.spec.kafka.as_mut().expect("kafka");
+        kafka.tls = Some(crate::crd::KafkaTlsSpec::default());
+        kafka.strimzi.as_mut().expect("strimzi").create_user = true;
+        let desired = built(&stream);
+
+        let user = desired.kafka_user.as_ref().expect("a KafkaUser");
+        assert_eq!(user.metadata.namespace.as_deref(), Some("kafka"));
+        assert_eq!(user.metadata.owner_references, None, "cross-namespace: no owner");
+        let user_labels = user.metadata.labels.as_ref().expect("labels");
+        assert_eq!(user_labels[labels::STRIMZI_CLUSTER], "my-cluster");
+        assert_eq!(user_labels[labels::OWNER_NAMESPACE], "apps");
+        let username = user.metadata.name.clone().expect("name");
+        assert_eq!(username, kafka_topic_name("apps", "web"));
+        let spec = &user.spec;
+        assert_eq!(
+            spec.authentication.as_ref().map(|a| a.type_.as_str()),
+            Some("scram-sha-512")
+        );
+        let authorization = spec.authorization.as_ref().expect("authorization");
+        assert_eq!(authorization.type_, "simple");
+        let acls: Vec<(String, String, Vec<String>)> = authorization
+            .acls
+            .iter()
+            .map(|acl| {
+                assert_eq!(acl.resource.pattern_type.as_deref(), Some("literal"));
+                (
+                    acl.resource.type_.clone(),
+                    acl.resource.name.clone().expect("a named resource"),
+                    acl.operations.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            acls,
+            vec![
+                (
+                    "topic".into(),
+                    "metrics-web".into(),
+                    vec!["Describe".into(), "Read".into(), "Write".into()]
+                ),
+                ("group".into(), "storage-writer".into(), vec!["Read".into()]),
+            ]
+        );
+
+        let copy = desired.credentials.as_ref().expect("a credentials copy");
+        assert_eq!(copy.secret_name, "web-kafka-credentials");
+        assert_eq!(copy.kafka_namespace, "kafka");
+        assert_eq!(copy.password_from.as_deref(), Some(username.as_str()));
+        assert_eq!(copy.ca_from.as_deref(), Some("my-cluster-cluster-ca-cert"));
+
+        let env = desired.config_map.data.as_ref().expect("data");
+        assert_eq!(env["METRICSTREAM_KAFKA_SECURITY_PROTOCOL"], "sasl-ssl");
+        assert_eq!(env["METRICSTREAM_KAFKA_SASL_MECHANISM"], "scram-sha-512");
+        assert_eq!(env["METRICSTREAM_KAFKA_SASL_USERNAME"], username);
+        for deployment in &desired.deployments {
+            let files = secret_files(deployment);
+            assert!(files.contains(&(
+                "web-kafka-credentials".into(),
+                "password".into(),
+                "/etc/metricstream/kafka-sasl/password".into()
+            )));
+            assert!(files.contains(&(
+                "web-kafka-credentials".into(),
+                "ca.crt".into(),
+                "/etc/metricstream/kafka-ca/ca.crt".into()
+            )));
+        }
+    }
+
+    #[test]
+    fn copied_credentials_hash_changes_with_any_byte() {
+        let data = |password: &str| {
+            BTreeMap::from([(
+                CREDENTIALS_PASSWORD_KEY.to_owned(),
+                ByteString(password.as_bytes().to_vec()),
+            )])
+        };
+        assert_eq!(credentials_hash(&data("a")), credentials_hash(&data("a")));
+        assert_ne!(credentials_hash(&data("a")), credentials_hash(&data("b")));
+        assert!(!credentials_hash(&data("secret")).contains("secret"));
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub fn kafka_stream(management: TopicManagement) -> MetricStream {
             topic: Some("metrics-web".into()),
             replication_factor: 1,
             topic_management: management,
+            tls: None,
+            authentication: None,
             strimzi: Some(StrimziRef {
+                create_user: false,
                 cluster: "my-cluster".into(),
                 namespace: "kafka".into(),
             }),

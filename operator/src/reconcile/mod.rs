@@ -31,7 +31,7 @@ use crate::controller::{Context, stream_key};
 use crate::crd::{Backend, DeletionPolicy, MetricStream, MetricStreamStatus, TopicManagement};
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::labels;
-use crate::strimzi::KafkaTopic;
+use crate::strimzi::{KafkaTopic, KafkaUser};
 use apply::Pruned;
 use build::DesiredTopic;
 
@@ -171,7 +171,7 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
         desired.topic,
         DesiredTopic::Admin(_) | DesiredTopic::External(_)
     );
-    if unwatchable_topic && !backend_ready {
+    if (unwatchable_topic || applied.observed.credentials_pending.is_some()) && !backend_ready {
         return Ok(Action::requeue(POLL));
     }
     Ok(Action::requeue(ctx.resync))
@@ -322,8 +322,28 @@ async fn cleanup(stream: &MetricStream, ctx: &Context) -> Result<Action, Error> 
             .as_ref()
             .and_then(|k| k.strimzi.as_ref())
             .map(|s| s.namespace.clone());
-        let topics =
-            apply::strimzi_topics_of(ctx, &namespace, &name, known_namespace.as_deref()).await?;
+        // The KafkaUser is credentials, not data: deleted whatever the deletionPolicy.
+        let users = apply::strimzi_objects_of::<KafkaUser>(
+            ctx,
+            &namespace,
+            &name,
+            known_namespace.as_deref(),
+        )
+        .await?;
+        for user in users {
+            if user.metadata.deletion_timestamp.is_none() {
+                let users: Api<KafkaUser> =
+                    Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+                apply::let_go(&users, &user.metadata, false, &uid).await?;
+            }
+        }
+        let topics = apply::strimzi_objects_of::<KafkaTopic>(
+            ctx,
+            &namespace,
+            &name,
+            known_namespace.as_deref(),
+        )
+        .await?;
         for topic in topics {
             let topic_ns = topic.namespace().unwrap_or_default();
             let topic_name = topic.name_any();

@@ -21,6 +21,8 @@ pub const CONSUMER_AVAILABLE: &str = "ConsumerAvailable";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     pub backend: BackendObservation,
+    /// Why the Kafka credentials the stream copies are not there yet.
+    pub credentials_pending: Option<String>,
     pub ingest: WorkloadObservation,
     pub consumer: WorkloadObservation,
 }
@@ -105,7 +107,11 @@ pub fn compute(
     now: &Time,
 ) -> MetricStreamStatus {
     let generation = stream.generation;
-    let backend = backend_condition(stream, &observed.backend);
+    let backend = match &observed.credentials_pending {
+        // A ready topic is no use to workloads that cannot authenticate.
+        Some(pending) => Draft::new(BACKEND_READY, false, "CredentialsPending", pending.clone()),
+        None => backend_condition(stream, &observed.backend),
+    };
     let ingest = workload_condition(INGEST_AVAILABLE, &observed.ingest);
     let consumer = workload_condition(CONSUMER_AVAILABLE, &observed.consumer);
     let failing: Vec<String> = [&backend, &ingest, &consumer]
@@ -393,6 +399,7 @@ mod tests {
     fn observed(backend: BackendObservation, ingest: i32, consumer: i32) -> Observed {
         Observed {
             backend,
+            credentials_pending: None,
             ingest: workload("web-ingest", 1, ingest),
             consumer: workload("web-consumer", 1, consumer),
         }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 
-use crate::crd::{Backend, DeletionPolicy, Durability, MetricStream, TopicManagement};
+use crate::crd::{
+    Backend, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef, TopicManagement,
+};
 
 /// Longest MetricStream name: its ingest Service `<name>-ingest` must be a 63-character DNS
 /// label, and the name is also a label value.
@@ -38,7 +40,7 @@ pub enum ValidatedBackend {
         storage_class: Option<String>,
         durability: Durability,
     },
-    Kafka(KafkaTopicPlan),
+    Kafka(Box<KafkaTopicPlan>),
 }
 
 /// The topic a Kafka-backed stream uses and who manages it.
@@ -50,7 +52,63 @@ pub struct KafkaTopicPlan {
     pub replication_factor: i32,
     pub config: BTreeMap<String, String>,
     pub management: TopicMode,
+    pub security: KafkaSecurityPlan,
 }
+
+/// How the workloads (and the operator's admin client) secure their Kafka connections.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KafkaSecurityPlan {
+    /// TLS and where its CA comes from; `None`: plaintext.
+    pub tls: Option<CaSource>,
+    /// SASL SCRAM; `None`: no authentication.
+    pub sasl: Option<SaslPlan>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CaSource {
+    /// The workloads' system trust store.
+    SystemRoots,
+    /// A key of a Secret in the stream's namespace.
+    Secret { name: String, key: String },
+    /// The Strimzi cluster CA (`<cluster>-cluster-ca-cert`, key `ca.crt`, in the Kafka
+    /// namespace), copied by the operator into the stream's credentials Secret.
+    StrimziClusterCa,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaslPlan {
+    pub mechanism: SaslType,
+    pub username: String,
+    pub password: PasswordSource,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PasswordSource {
+    /// A key of a Secret in the stream's namespace.
+    Secret { name: String, key: String },
+    /// The password Strimzi's User Operator generated for the KafkaUser the operator created,
+    /// copied into the stream's credentials Secret.
+    StrimziUser,
+}
+
+impl KafkaSecurityPlan {
+    /// Whether the operator copies anything from the Kafka namespace into the stream's
+    /// credentials Secret.
+    pub fn copies_credentials(&self) -> bool {
+        matches!(self.tls, Some(CaSource::StrimziClusterCa))
+            || matches!(
+                &self.sasl,
+                Some(SaslPlan {
+                    password: PasswordSource::StrimziUser,
+                    ..
+                })
+            )
+    }
+}
+
+/// Default keys of the Secrets a stream references.
+pub const DEFAULT_CA_KEY: &str = "ca.crt";
+pub const DEFAULT_PASSWORD_KEY: &str = "password";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TopicMode {
@@ -132,6 +190,70 @@ pub enum InvalidSpec {
     BadGroup(String),
     #[error("spec.kafka.config has an empty key")]
     EmptyConfigKey,
+    #[error(
+        "spec.kafka.authentication cannot be set with spec.kafka.strimzi.createUser: the operator authenticates the user it creates"
+    )]
+    AuthenticationWithCreatedUser,
+}
+
+fn security_plan(
+    kafka: &crate::crd::KafkaSpec,
+    management: &TopicMode,
+    namespace: &str,
+    name: &str,
+) -> Result<KafkaSecurityPlan, InvalidSpec> {
+    let strimzi = matches!(management, TopicMode::Strimzi { .. });
+    let create_user = strimzi && kafka.strimzi.as_ref().is_some_and(|s| s.create_user);
+    let secret_key = |field: &'static str, reference: &SecretKeyRef, default_key: &str| {
+        check_reference(field, &reference.name)?;
+        Ok::<_, InvalidSpec>((
+            reference.name.clone(),
+            reference
+                .key
+                .clone()
+                .unwrap_or_else(|| default_key.to_owned()),
+        ))
+    };
+    let tls = match &kafka.tls {
+        None => None,
+        Some(tls) => Some(match &tls.ca_secret_ref {
+            Some(reference) => {
+                let (name, key) =
+                    secret_key("spec.kafka.tls.caSecretRef.name", reference, DEFAULT_CA_KEY)?;
+                CaSource::Secret { name, key }
+            }
+            None if strimzi => CaSource::StrimziClusterCa,
+            None => CaSource::SystemRoots,
+        }),
+    };
+    let sasl = match (&kafka.authentication, create_user) {
+        (Some(_), true) => return Err(InvalidSpec::AuthenticationWithCreatedUser),
+        (None, true) => Some(SaslPlan {
+            mechanism: SaslType::ScramSha512,
+            username: super::build::kafka_user_name(namespace, name),
+            password: PasswordSource::StrimziUser,
+        }),
+        (Some(auth), false) => {
+            if auth.username.trim().is_empty() {
+                return Err(InvalidSpec::BadReference {
+                    field: "spec.kafka.authentication.username",
+                    value: auth.username.clone(),
+                });
+            }
+            let (name, key) = secret_key(
+                "spec.kafka.authentication.passwordSecretRef.name",
+                &auth.password_secret_ref,
+                DEFAULT_PASSWORD_KEY,
+            )?;
+            Some(SaslPlan {
+                mechanism: auth.type_,
+                username: auth.username.clone(),
+                password: PasswordSource::Secret { name, key },
+            })
+        }
+        (None, false) => None,
+    };
+    Ok(KafkaSecurityPlan { tls, sasl })
 }
 
 /// Checks `stream` and derives everything the build step needs.
@@ -215,13 +337,15 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
                 TopicManagement::Admin => TopicMode::Admin,
                 TopicManagement::External => TopicMode::External,
             };
-            ValidatedBackend::Kafka(KafkaTopicPlan {
+            let security = security_plan(kafka, &management, &namespace, &name)?;
+            ValidatedBackend::Kafka(Box::new(KafkaTopicPlan {
                 bootstrap_servers: servers.to_owned(),
                 topic,
                 replication_factor: kafka.replication_factor,
                 config: kafka.config.clone(),
                 management,
-            })
+                security,
+            }))
         }
     };
 
@@ -419,6 +543,57 @@ mod tests {
             let validated = validate(&stream).expect("valid");
             assert_eq!(validated.needs_finalizer(), expected, "{mode:?} {policy:?}");
         }
+    }
+
+    #[test]
+    fn tls_without_a_ca_uses_the_strimzi_cluster_ca_or_the_system_roots() {
+        for (management, expected) in [
+            (TopicManagement::Strimzi, CaSource::StrimziClusterCa),
+            (TopicManagement::Admin, CaSource::SystemRoots),
+            (TopicManagement::External, CaSource::SystemRoots),
+        ] {
+            let mut stream = kafka_stream(management);
+            stream.spec.kafka.as_mut().expect("kafka").tls =
+                Some(crate::crd::KafkaTlsSpec::default());
+            let validated = validate(&stream).expect("valid");
+            let plan = validated.kafka().expect("kafka");
+            assert_eq!(plan.security.tls, Some(expected));
+            assert_eq!(plan.security.sasl, None);
+        }
+    }
+
+    #[test]
+    fn create_user_is_only_for_strimzi_and_excludes_given_credentials() {
+        let mut stream = kafka_stream(TopicManagement::Admin);
+        stream
+            .spec
+            .kafka
+            .as_mut()
+            .and_then(|k| k.strimzi.as_mut())
+            .expect("strimzi")
+            .create_user = true;
+        let validated = validate(&stream).expect("valid");
+        assert_eq!(
+            validated.kafka().expect("kafka").security.sasl,
+            None,
+            "createUser means nothing without topicManagement strimzi"
+        );
+
+        let mut stream = kafka_stream(TopicManagement::Strimzi);
+        let kafka = stream.spec.kafka.as_mut().expect("kafka");
+        kafka.strimzi.as_mut().expect("strimzi").create_user = true;
+        kafka.authentication = Some(crate::crd::KafkaAuthenticationSpec {
+            type_: SaslType::ScramSha512,
+            username: "someone".into(),
+            password_secret_ref: SecretKeyRef {
+                name: "pw".into(),
+                key: None,
+            },
+        });
+        assert_eq!(
+            validate(&stream),
+            Err(InvalidSpec::AuthenticationWithCreatedUser)
+        );
     }
 
     #[test]
