@@ -29,7 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -37,7 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use metricstream_backend::kafka::KafkaSettings;
 use metricstream_backend::kafka::admin::topic_partitions;
 use metricstream_operator::crd::MetricStream;
-use metricstream_operator::strimzi::KafkaTopic;
+use metricstream_operator::strimzi::{KafkaTopic, KafkaUser};
 use serde_json::{Value, json};
 
 const NEEDS_KUBECONFIG: &str = "KUBECONFIG must point at a control plane: run `hack/envtest.sh up` and export the \
@@ -130,7 +131,10 @@ async fn install_crd(client: &Client, path: &Path) {
 async fn install_crds(client: &Client, need_strimzi: bool) {
     install_crd(client, &repo_root().join("crds/metricstream.yaml")).await;
     match strimzi_crds_dir() {
-        Some(dir) => install_crd(client, &dir.join("043-Crd-kafkatopic.yaml")).await,
+        Some(dir) => {
+            install_crd(client, &dir.join("043-Crd-kafkatopic.yaml")).await;
+            install_crd(client, &dir.join("044-Crd-kafkauser.yaml")).await;
+        }
         None if need_strimzi => panic!(
             "this test needs Strimzi's KafkaTopic CRD: set STRIMZI_CRDS_DIR to a directory \
              holding Strimzi 1.2.0's CRDs (043-Crd-kafkatopic.yaml)"
@@ -955,6 +959,175 @@ async fn envtest_strimzi_mode_writes_a_kafka_topic_and_reports_its_readiness() {
         .expect("reading the KafkaTopic");
     let kept = kept.expect("deletionPolicy Retain keeps the KafkaTopic");
     assert!(kept.metadata.deletion_timestamp.is_none(), "{kept:?}");
+    env.assert_operator_running();
+}
+
+/// `strimzi.createUser` writes a KafkaUser with the workloads' ACLs into the Kafka namespace,
+/// waits (BackendReady=False, CredentialsPending) until Strimzi has made the user's Secret and
+/// the cluster CA, copies both into the stream's namespace, rolls the workloads when the password
+/// rotates, and deletes the KafkaUser with the stream even under Retain.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_stream() {
+    let mut env = Env::start("kuser", true).await;
+    let kafka_ns = env.extra_namespace("kafka").await;
+    env.create_stream(
+        "secure",
+        json!({
+            "backend": "kafka",
+            "partitions": 2,
+            "kafka": {
+                "bootstrapServers": "my-cluster-kafka-bootstrap:9093",
+                "topicManagement": "strimzi",
+                "tls": {},
+                "strimzi": { "cluster": "my-cluster", "namespace": kafka_ns, "createUser": true },
+            },
+            "consumer": { "group": "secure-writers" },
+        }),
+    )
+    .await;
+
+    let users: Api<KafkaUser> = Api::namespaced(env.client.clone(), &kafka_ns);
+    let selector = format!(
+        "metricstream.dev/owner-namespace={},metricstream.dev/owner-name=secure",
+        env.ns
+    );
+    let user = {
+        let users = &users;
+        let selector = &selector;
+        eventually("a KafkaUser in the Kafka namespace", || async move {
+            let list = users
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        })
+        .await
+    };
+    let username = user.name_any();
+    let topic = format!("metricstream.{}.secure", env.ns);
+    assert_eq!(
+        user.labels().get("strimzi.io/cluster").map(String::as_str),
+        Some("my-cluster")
+    );
+    let spec = serde_json::to_value(&user.spec).expect("KafkaUser spec as JSON");
+    assert_eq!(spec["authentication"]["type"], "scram-sha-512");
+    assert_eq!(
+        spec["authorization"],
+        json!({
+            "type": "simple",
+            "acls": [
+                { "resource": { "type": "topic", "name": topic, "patternType": "literal" },
+                  "operations": ["Describe", "Read", "Write"] },
+                { "resource": { "type": "group", "name": "secure-writers", "patternType": "literal" },
+                  "operations": ["Read"] },
+            ],
+        })
+    );
+
+    let pending = env
+        .stream_until("secure", "BackendReady=False, CredentialsPending", |s| {
+            condition(s, "BackendReady").is_some_and(|c| c.reason == "CredentialsPending")
+        })
+        .await;
+    let message = &condition(&pending, "BackendReady").expect("condition").message;
+    assert!(
+        message.contains(&username) && message.contains("my-cluster-cluster-ca-cert"),
+        "the condition names what is missing: {message}"
+    );
+
+    // Play Strimzi: the User Operator's Secret and the Cluster Operator's CA Secret.
+    let kafka_secrets: Api<Secret> = Api::namespaced(env.client.clone(), &kafka_ns);
+    let put_secret = |name: String, key: &'static str, value: &'static str| {
+        let kafka_secrets = kafka_secrets.clone();
+        async move {
+            let secret: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": { "name": name },
+                "data": { key: ByteString(value.as_bytes().to_vec()) },
+            }))
+            .expect("a Secret");
+            kafka_secrets
+                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+                .await
+                .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
+        }
+    };
+    put_secret(username.clone(), "password", "first-password").await;
+    put_secret("my-cluster-cluster-ca-cert".into(), "ca.crt", "-----BEGIN CERTIFICATE-----").await;
+
+    let copied_data = |secret: &Secret| {
+        let data = secret.data.clone().unwrap_or_default();
+        let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        (text("password"), text("ca.crt"))
+    };
+    let copied: Secret = env.child("secure-kafka-credentials").await;
+    let created = env.streams().get("secure").await.expect("the stream");
+    assert_controlled_by(&copied.metadata, &created);
+    assert_eq!(
+        copied_data(&copied),
+        (
+            Some("first-password".to_owned()),
+            Some("-----BEGIN CERTIFICATE-----".to_owned())
+        )
+    );
+    let credentials_hash = |deployment: &Deployment| {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("metricstream.dev/credentials-hash").cloned())
+    };
+    let deployments: Api<Deployment> = env.api();
+    let first_hash = {
+        let deployments = &deployments;
+        eventually("the ingest pods carry the credentials hash", || async move {
+            let ingest = deployments.get_opt("secure-ingest").await.ok()??;
+            credentials_hash(&ingest)
+        })
+        .await
+    };
+    let ingest: Deployment = env.child("secure-ingest").await;
+    let config: ConfigMap = env.child("secure-config").await;
+    let data = config.data.unwrap_or_default();
+    assert_eq!(data["METRICSTREAM_KAFKA_SECURITY_PROTOCOL"], "sasl-ssl");
+    assert_eq!(data["METRICSTREAM_KAFKA_SASL_USERNAME"], username);
+    let volumes = ingest
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.volumes)
+        .unwrap_or_default();
+    assert!(
+        volumes
+            .iter()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .any(|name| name == "secure-kafka-credentials"),
+        "{volumes:?}"
+    );
+
+    // Strimzi rotates the password: the copy follows and the workloads roll.
+    put_secret(username.clone(), "password", "second-password").await;
+    {
+        let deployments = &deployments;
+        let first_hash = &first_hash;
+        eventually("a new credentials hash after the rotation", || async move {
+            let ingest = deployments.get_opt("secure-ingest").await.ok()??;
+            credentials_hash(&ingest).filter(|hash| hash != first_hash)
+        })
+        .await;
+    }
+    let copied: Secret = env.child("secure-kafka-credentials").await;
+    assert_eq!(copied_data(&copied).0.as_deref(), Some("second-password"));
+
+    // Deletion (Retain): the KafkaTopic stays, the KafkaUser — credentials — goes.
+    env.streams()
+        .delete("secure", &DeleteParams::default())
+        .await
+        .expect("deleting the stream");
+    env.gone(env.streams(), "secure").await;
+    env.gone(users.clone(), &username).await;
     env.assert_operator_running();
 }
 

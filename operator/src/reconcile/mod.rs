@@ -35,6 +35,11 @@ use crate::strimzi::{KafkaTopic, KafkaUser};
 use apply::Pruned;
 use build::DesiredTopic;
 
+/// How often a stream that copies Kafka credentials from the Kafka namespace checks them for
+/// rotation.
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
+/// How often a stream waiting for Strimzi to make its user's Secret looks again.
+const CREDENTIALS_PENDING_POLL: Duration = Duration::from_secs(5);
 /// How long deletion waits for Strimzi to delete a KafkaTopic (it has its own finalizer) or for
 /// the admin API to delete a topic, before releasing the MetricStream anyway.
 pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(120);
@@ -171,8 +176,16 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
         desired.topic,
         DesiredTopic::Admin(_) | DesiredTopic::External(_)
     );
-    if (unwatchable_topic || applied.observed.credentials_pending.is_some()) && !backend_ready {
+    if applied.observed.credentials_pending.is_some() {
+        return Ok(Action::requeue(CREDENTIALS_PENDING_POLL));
+    }
+    if unwatchable_topic && !backend_ready {
         return Ok(Action::requeue(POLL));
+    }
+    if desired.credentials.is_some() {
+        // Nothing announces a rotated password or CA in the Kafka namespace (watching Secrets
+        // there would need cluster-wide rights on them): look again soon.
+        return Ok(Action::requeue(ctx.resync.min(CREDENTIALS_RECHECK)));
     }
     Ok(Action::requeue(ctx.resync))
 }
