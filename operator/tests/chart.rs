@@ -136,6 +136,22 @@ fn rule_resources(role: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The verbs a role grants on `resource`, over all its rules.
+fn verbs_on(role: &Value, resource: &str) -> BTreeSet<String> {
+    role["rules"]
+        .as_array()
+        .expect("the role has rules")
+        .iter()
+        .filter(|rule| {
+            rule["resources"]
+                .as_array()
+                .is_some_and(|resources| resources.iter().any(|r| r == resource))
+        })
+        .flat_map(|rule| rule["verbs"].as_array().cloned().unwrap_or_default())
+        .map(|verb| verb.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 fn app_version() -> String {
     let chart_yaml = fs::read_to_string(chart().join("Chart.yaml")).expect("read Chart.yaml");
     let chart: Value = serde_yaml::from_str(&chart_yaml).expect("Chart.yaml is YAML");
@@ -231,12 +247,21 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
         "deployments",
         "events",
         "kafkatopics",
+        "kafkausers",
     ] {
         assert!(resources.contains(resource), "ClusterRole lacks {resource}");
     }
     assert!(
-        !resources.contains("leases") && !resources.contains("secrets"),
-        "no Lease rights without leader election, never Secrets: {resources:?}"
+        !resources.contains("leases"),
+        "no Lease rights without leader election: {resources:?}"
+    );
+    // Secrets: the credentials copy is written, listed to prune and deleted; Strimzi's are read
+    // by name. Never watched: the operator does not cache Secrets.
+    let secret_verbs = verbs_on(role, "secrets");
+    assert_eq!(
+        secret_verbs,
+        BTreeSet::from(["create", "delete", "get", "list", "patch"].map(String::from)),
+        "{secret_verbs:?}"
     );
 
     // The CRD the chart installs is the committed one, kept on uninstall, and its numbers and
@@ -335,10 +360,20 @@ fn chart_non_default_values_render_a_namespaced_elected_operator() {
         .iter()
         .filter(|document| document["kind"] == "ClusterRole")
         .collect();
-    assert_eq!(cluster_roles.len(), 1, "only the KafkaTopic ClusterRole");
+    assert_eq!(cluster_roles.len(), 1, "only the Strimzi ClusterRole");
     assert_eq!(
         rule_resources(cluster_roles[0]),
-        BTreeSet::from(["kafkatopics".to_owned()])
+        BTreeSet::from(["kafkatopics", "kafkausers", "secrets"].map(String::from))
+    );
+    assert_eq!(
+        verbs_on(cluster_roles[0], "secrets"),
+        BTreeSet::from(["get".to_owned()]),
+        "cluster-wide, Secrets are only read by name"
+    );
+    assert_eq!(
+        verbs_on(role, "secrets"),
+        BTreeSet::from(["create", "delete", "list", "patch"].map(String::from)),
+        "in the watched namespace: the credentials copy"
     );
     let lease_role = find(
         &rendered,

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
@@ -1030,7 +1030,9 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
             condition(s, "BackendReady").is_some_and(|c| c.reason == "CredentialsPending")
         })
         .await;
-    let message = &condition(&pending, "BackendReady").expect("condition").message;
+    let message = &condition(&pending, "BackendReady")
+        .expect("condition")
+        .message;
     assert!(
         message.contains(&username) && message.contains("my-cluster-cluster-ca-cert"),
         "the condition names what is missing: {message}"
@@ -1049,17 +1051,29 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
             }))
             .expect("a Secret");
             kafka_secrets
-                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
                 .await
                 .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
         }
     };
     put_secret(username.clone(), "password", "first-password").await;
-    put_secret("my-cluster-cluster-ca-cert".into(), "ca.crt", "-----BEGIN CERTIFICATE-----").await;
+    put_secret(
+        "my-cluster-cluster-ca-cert".into(),
+        "ca.crt",
+        "-----BEGIN CERTIFICATE-----",
+    )
+    .await;
 
     let copied_data = |secret: &Secret| {
         let data = secret.data.clone().unwrap_or_default();
-        let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        let text = |key: &str| {
+            data.get(key)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        };
         (text("password"), text("ca.crt"))
     };
     let copied: Secret = env.child("secure-kafka-credentials").await;
@@ -1083,10 +1097,13 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
     let deployments: Api<Deployment> = env.api();
     let first_hash = {
         let deployments = &deployments;
-        eventually("the ingest pods carry the credentials hash", || async move {
-            let ingest = deployments.get_opt("secure-ingest").await.ok()??;
-            credentials_hash(&ingest)
-        })
+        eventually(
+            "the ingest pods carry the credentials hash",
+            || async move {
+                let ingest = deployments.get_opt("secure-ingest").await.ok()??;
+                credentials_hash(&ingest)
+            },
+        )
         .await
     };
     let ingest: Deployment = env.child("secure-ingest").await;

@@ -72,6 +72,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
+# Only <stream>-kafka-credentials, the copy of a Strimzi user's password and cluster CA: applied,
+# listed by label to prune, deleted. Never watched.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [list, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
@@ -81,4 +86,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [kafka.strimzi.io]
   resources: [kafkatopics]
   verbs: [get, list, watch, create, patch, delete]
+# strimzi.createUser: the KafkaUser with the workloads' ACLs.
+- apiGroups: [kafka.strimzi.io]
+  resources: [kafkausers]
+  verbs: [list, create, patch, delete]
+{{- if .Values.rbac.strimziSecrets }}
+# Read (by name only: no list, no watch) the Secrets Strimzi makes in the Kafka cluster's
+# namespace — a created user's password and `<cluster>-cluster-ca-cert` — to copy them.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end }}

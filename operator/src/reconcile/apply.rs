@@ -319,7 +319,9 @@ async fn apply_credentials(
     if let Some(user) = &desired.kafka_user
         && ctx.strimzi_installed
     {
-        let user_ns = user.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+        let user_ns = user
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
         server_side_apply(&namespaced::<KafkaUser>(ctx, &user_ns), user.as_ref()).await?;
     }
     let Some(copy) = &desired.credentials else {
@@ -521,7 +523,11 @@ pub async fn prune(
             ctx,
             &stream.namespace,
             &stream.name,
-            desired.kafka_user.as_ref().and_then(|user| user.namespace()).as_deref(),
+            desired
+                .kafka_user
+                .as_ref()
+                .and_then(|user| user.namespace())
+                .as_deref(),
         )
         .await?;
         for user in users {

@@ -17,16 +17,16 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvFromSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -213,13 +213,7 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
                     .as_ref()
                     .filter(|sasl| sasl.password == PasswordSource::StrimziUser)
                     .map(|sasl| {
-                        Box::new(kafka_user(
-                            stream,
-                            plan,
-                            &sasl.username,
-                            cluster,
-                            namespace,
-                        ))
+                        Box::new(kafka_user(stream, plan, &sasl.username, cluster, namespace))
                     }),
                 plan.security
                     .copies_credentials()
@@ -1274,7 +1268,10 @@ mod tests {
 
         let user = desired.kafka_user.as_ref().expect("a KafkaUser");
         assert_eq!(user.metadata.namespace.as_deref(), Some("kafka"));
-        assert_eq!(user.metadata.owner_references, None, "cross-namespace: no owner");
+        assert_eq!(
+            user.metadata.owner_references, None,
+            "cross-namespace: no owner"
+        );
         let user_labels = user.metadata.labels.as_ref().expect("labels");
         assert_eq!(user_labels[labels::STRIMZI_CLUSTER], "my-cluster");
         assert_eq!(user_labels[labels::OWNER_NAMESPACE], "apps");
