@@ -249,6 +249,14 @@ pub struct IngestSpec {
     #[serde(default = "default_max_body_bytes")]
     #[schemars(range(min = 1024, max = 67108864))]
     pub max_body_bytes: i64,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the ingest port serves HTTPS with it,
+    /// reloading the certificate when the Secret changes. Plain HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_ref: Option<SecretRef>,
+    /// Per-client request rate limit for the whole stream; each ingest pod enforces its share
+    /// (the figures divided by `replicas`, rounded up). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 impl Default for IngestSpec {
@@ -257,8 +265,22 @@ impl Default for IngestSpec {
             replicas: 1,
             auth_secret_ref: None,
             max_body_bytes: default_max_body_bytes(),
+            tls_secret_ref: None,
+            rate_limit: None,
         }
     }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Requests per second a client may sustain, across all ingest pods.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub requests_per_second: i32,
+    /// Requests a client may make at once above that rate; the per-second figure when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub burst: Option<i32>,
 }
 
 fn one() -> i32 {

@@ -53,6 +53,8 @@ pub const QUEUE_DIR: &str = "/data/queue";
 pub const SINK_MOUNT: &str = "/sink";
 pub const TOKENS_MOUNT: &str = "/etc/metricstream/tokens";
 pub const TOKENS_KEY: &str = "tokens";
+/// Where the ingest's TLS Secret (`tls.crt`, `tls.key`) is mounted.
+pub const INGEST_TLS_MOUNT: &str = "/etc/metricstream/ingest-tls";
 /// Where the Kafka CA (`ca.crt`) and the SASL password (`password`) are mounted.
 pub const KAFKA_CA_MOUNT: &str = "/etc/metricstream/kafka-ca";
 pub const KAFKA_SASL_MOUNT: &str = "/etc/metricstream/kafka-sasl";
@@ -252,6 +254,27 @@ pub fn render_config(stream: &ValidatedStream) -> BTreeMap<String, String> {
     set("METRICSTREAM_LOG_FORMAT", "json".into());
     set("METRICSTREAM_LISTEN", format!("0.0.0.0:{INGEST_PORT}"));
     set("METRICSTREAM_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}"));
+    if stream.ingest.tls_secret.is_some() {
+        set(
+            "METRICSTREAM_TLS_CERT_FILE",
+            format!("{INGEST_TLS_MOUNT}/tls.crt"),
+        );
+        set(
+            "METRICSTREAM_TLS_KEY_FILE",
+            format!("{INGEST_TLS_MOUNT}/tls.key"),
+        );
+    }
+    if let Some((per_second, burst)) = stream.ingest.rate_limit {
+        // The stream's figures; each pod enforces its share of them.
+        set("METRICSTREAM_RATE_LIMIT_PER_SECOND", per_second.to_string());
+        if let Some(burst) = burst {
+            set("METRICSTREAM_RATE_LIMIT_BURST", burst.to_string());
+        }
+        set(
+            "METRICSTREAM_RATE_LIMIT_REPLICAS",
+            stream.ingest.replicas.max(1).to_string(),
+        );
+    }
     if stream.ingest.auth_secret.is_some() {
         set(
             "METRICSTREAM_TOKENS_FILE",
@@ -470,6 +493,25 @@ fn workload(
         mounts.push(VolumeMount {
             name: "tokens".into(),
             mount_path: TOKENS_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if role == Role::Ingest
+        && let Some(secret) = &stream.ingest.tls_secret
+    {
+        let mut volume = secret_volume("ingest-tls", secret, "tls.crt", "tls.crt");
+        if let Some(items) = volume.secret.as_mut().and_then(|s| s.items.as_mut()) {
+            items.push(KeyToPath {
+                key: "tls.key".into(),
+                path: "tls.key".into(),
+                mode: None,
+            });
+        }
+        volumes.push(volume);
+        mounts.push(VolumeMount {
+            name: "ingest-tls".into(),
+            mount_path: INGEST_TLS_MOUNT.into(),
             read_only: Some(true),
             ..Default::default()
         });
@@ -1331,6 +1373,53 @@ mod tests {
                 "/etc/metricstream/kafka-ca/ca.crt".into()
             )));
         }
+    }
+
+    #[test]
+    fn ingest_tls_and_the_rate_limit_share_reach_the_ingest() {
+        let mut stream = file_stream();
+        stream.spec.ingest.replicas = 3;
+        stream.spec.ingest.tls_secret_ref = Some(crate::crd::SecretRef {
+            name: "web-ingest-tls".into(),
+        });
+        stream.spec.ingest.rate_limit = Some(crate::crd::RateLimitSpec {
+            requests_per_second: 300,
+            burst: Some(600),
+        });
+        let desired = built(&stream);
+        let env = desired.config_map.data.as_ref().expect("data");
+        assert_eq!(
+            env["METRICSTREAM_TLS_CERT_FILE"],
+            "/etc/metricstream/ingest-tls/tls.crt"
+        );
+        assert_eq!(
+            env["METRICSTREAM_TLS_KEY_FILE"],
+            "/etc/metricstream/ingest-tls/tls.key"
+        );
+        assert_eq!(env["METRICSTREAM_RATE_LIMIT_PER_SECOND"], "300");
+        assert_eq!(env["METRICSTREAM_RATE_LIMIT_BURST"], "600");
+        assert_eq!(env["METRICSTREAM_RATE_LIMIT_REPLICAS"], "3");
+        let ingest = deployment(&desired, "web-ingest");
+        let pod = pod_spec(ingest);
+        let tls = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "ingest-tls")
+            .and_then(|v| v.secret.as_ref())
+            .expect("the TLS Secret volume");
+        assert_eq!(tls.secret_name.as_deref(), Some("web-ingest-tls"));
+        let keys: Vec<&str> = tls.items.iter().flatten().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["tls.crt", "tls.key"]);
+        let consumer = deployment(&desired, "web-consumer");
+        assert!(
+            pod_spec(consumer)
+                .volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != "ingest-tls"),
+            "the consumer does not get the ingest's key"
+        );
     }
 
     #[test]

@@ -151,7 +151,12 @@ pub fn compute(
         partitions: Some(stream.partitions),
         topic: stream.kafka().map(|plan| plan.topic.clone()),
         ingest_endpoint: Some(format!(
-            "http://{}-ingest.{}.svc:{}",
+            "{}://{}-ingest.{}.svc:{}",
+            if stream.ingest.tls_secret.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             stream.name,
             stream.namespace,
             super::build::INGEST_PORT

@@ -125,6 +125,9 @@ pub struct IngestSettings {
     pub replicas: i32,
     pub auth_secret: Option<String>,
     pub max_body_bytes: i64,
+    pub tls_secret: Option<String>,
+    /// (requests per second, burst) for the whole stream.
+    pub rate_limit: Option<(i32, Option<i32>)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -355,6 +358,19 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
     if let Some(secret) = &ingest.auth_secret_ref {
         check_reference("spec.ingest.authSecretRef.name", &secret.name)?;
     }
+    if let Some(secret) = &ingest.tls_secret_ref {
+        check_reference("spec.ingest.tlsSecretRef.name", &secret.name)?;
+    }
+    if let Some(limit) = &ingest.rate_limit {
+        check_min(
+            "spec.ingest.rateLimit.requestsPerSecond",
+            limit.requests_per_second.into(),
+            1,
+        )?;
+        if let Some(burst) = limit.burst {
+            check_min("spec.ingest.rateLimit.burst", burst.into(), 1)?;
+        }
+    }
     let consumer = &spec.consumer;
     check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
     if consumer.group.is_empty()
@@ -386,6 +402,11 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
         ingest: IngestSettings {
             replicas: ingest.replicas,
             auth_secret: ingest.auth_secret_ref.as_ref().map(|s| s.name.clone()),
+            tls_secret: ingest.tls_secret_ref.as_ref().map(|s| s.name.clone()),
+            rate_limit: ingest
+                .rate_limit
+                .as_ref()
+                .map(|limit| (limit.requests_per_second, limit.burst)),
             max_body_bytes: ingest.max_body_bytes,
         },
         consumer: ConsumerSettings {
