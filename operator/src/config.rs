@@ -127,7 +127,9 @@ pub fn parse_label_selector(text: &str) -> Result<LabelSelector, String> {
                 .find_map(|e| unknown(e, &["key", "operator", "values"]))
         });
         if let Some(field) = misspelt {
-            return Err(format!("unknown field {field:?} in label selector {text:?}"));
+            return Err(format!(
+                "unknown field {field:?} in label selector {text:?}"
+            ));
         }
         let selector: LabelSelector = serde_json::from_value(json)
             .map_err(|error| format!("not a LabelSelector in JSON: {error}"))?;

@@ -53,10 +53,16 @@ pub fn deployment_trigger(deployment: &Deployment) -> u64 {
 /// disruption controller's): the spec (generation), labels, ownerReferences and deletion.
 pub fn spec_trigger<K: Resource>(object: &K) -> u64 {
     let meta = object.meta();
+    let owners: Vec<(&str, Option<bool>)> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|owner| (owner.uid.as_str(), owner.controller))
+        .collect();
     hash(&(
         meta.generation,
         &meta.labels,
-        &meta.owner_references,
+        owners,
         meta.deletion_timestamp.is_some(),
     ))
 }
@@ -299,11 +305,25 @@ mod tests {
             ..Default::default()
         });
         budget.metadata.resource_version = Some("2".into());
-        assert!(filter.admit(Event::Apply(budget.clone())).is_none(), "status");
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_none(),
+            "status"
+        );
         budget.metadata.generation = Some(2);
-        assert!(filter.admit(Event::Apply(budget.clone())).is_some(), "spec edit");
-        budget.metadata.owner_references = Some(Vec::new());
-        assert!(filter.admit(Event::Apply(budget.clone())).is_some(), "orphaned");
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_some(),
+            "spec edit"
+        );
+        budget.metadata.owner_references = Some(vec![Default::default()]);
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_some(),
+            "owned"
+        );
+        budget.metadata.owner_references = None;
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_some(),
+            "orphaned"
+        );
         assert!(filter.admit(Event::Delete(budget)).is_some(), "deleted");
     }
 

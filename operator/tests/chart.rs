@@ -221,13 +221,19 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
         "scrapers in every namespace by default"
     );
     // One replica: no budget, which could only block a drain.
-    let policy = find(&rendered, "NetworkPolicy", "metricstream-metricstream-operator");
+    let policy = find(
+        &rendered,
+        "NetworkPolicy",
+        "metricstream-metricstream-operator",
+    );
     assert_eq!(
-        policy["spec"]["podSelector"]["matchLabels"],
-        deployment["spec"]["selector"]["matchLabels"],
+        policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
         "the policy selects the operator's pods"
     );
-    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
     assert_eq!(
         policy["spec"]["ingress"],
         serde_json::json!([{
@@ -361,8 +367,15 @@ fn chart_non_default_values_render_a_namespaced_elected_operator() {
         "matchLabels": { "kubernetes.io/metadata.name": "monitoring" },
         "matchExpressions": [{ "key": "team", "operator": "NotIn", "values": ["sandbox"] }],
     });
-    let policy = find(&rendered, "NetworkPolicy", "metricstream-metricstream-operator");
-    assert_eq!(policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"], selector);
+    let policy = find(
+        &rendered,
+        "NetworkPolicy",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"],
+        selector
+    );
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 9191);
     let flag = env_of(deployment, "METRICSTREAM_METRICS_NAMESPACE_SELECTOR")
         .expect("the selector is passed to the operator");
@@ -448,18 +461,19 @@ fn required(scope: Scope, lease: &str) -> BTreeSet<(String, String, String, Vec<
         .into_iter()
         .filter(|access| access.scope == scope)
         .flat_map(|access| {
-            access.verbs.iter().map(move |verb| {
-                let names = if scope == Scope::LeaderElection && *verb != "create" {
+            let rbac::Access {
+                group,
+                resource,
+                verbs,
+                ..
+            } = access;
+            verbs.into_iter().map(move |verb| {
+                let names = if scope == Scope::LeaderElection && verb != "create" {
                     vec![lease.to_owned()]
                 } else {
                     Vec::new()
                 };
-                (
-                    access.group.clone(),
-                    access.resource.clone(),
-                    (*verb).to_owned(),
-                    names,
-                )
+                (group.clone(), resource.clone(), verb.to_owned(), names)
             })
         })
         .collect()
@@ -496,7 +510,11 @@ fn chart_rbac_grants_exactly_what_the_operator_uses() {
         "the watched namespace's Role"
     );
     assert_eq!(
-        grants(find(&rendered, "ClusterRole", &format!("{lease}-kafkatopics"))),
+        grants(find(
+            &rendered,
+            "ClusterRole",
+            &format!("{lease}-kafkatopics")
+        )),
         required(Scope::KafkaTopics, lease)
     );
     assert_eq!(

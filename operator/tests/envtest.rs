@@ -1119,12 +1119,8 @@ where
 #[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
 async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
     let selector = "kubernetes.io/metadata.name in (monitoring,observability)";
-    let mut env = Env::start_with(
-        "posture",
-        true,
-        &["--metrics-namespace-selector", selector],
-    )
-    .await;
+    let mut env =
+        Env::start_with("posture", true, &["--metrics-namespace-selector", selector]).await;
     let kafka_ns = env.extra_namespace("kafka").await;
     let created = env
         .create_stream(
@@ -1203,7 +1199,10 @@ async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
     );
     assert_eq!(
         budget_spec.selector.and_then(|s| s.match_labels),
-        ingest.spec.as_ref().and_then(|s| s.selector.match_labels.clone())
+        ingest
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone())
     );
     // Consumers share the sink volume: no budget.
     assert!(
@@ -1268,7 +1267,11 @@ async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
     .expect("switching to the file backend");
     deleted(&budgets, "pst-ingest").await;
     assert!(
-        policies.get_opt("pst-ingest").await.expect("reading").is_some(),
+        policies
+            .get_opt("pst-ingest")
+            .await
+            .expect("reading")
+            .is_some(),
         "the policies stay"
     );
 

@@ -379,7 +379,13 @@ pub async fn prune(
         &mut pruned,
     )
     .await?;
-    let keep = names(desired.network_policies.iter().map(|n| &n.metadata).collect());
+    let keep = names(
+        desired
+            .network_policies
+            .iter()
+            .map(|n| &n.metadata)
+            .collect(),
+    );
     prune_kind(
         ctx,
         &namespaced::<NetworkPolicy>(ctx, ns),
@@ -390,7 +396,13 @@ pub async fn prune(
         &mut pruned,
     )
     .await?;
-    let keep = names(desired.disruption_budgets.iter().map(|b| &b.metadata).collect());
+    let keep = names(
+        desired
+            .disruption_budgets
+            .iter()
+            .map(|b| &b.metadata)
+            .collect(),
+    );
     prune_kind(
         ctx,
         &namespaced::<PodDisruptionBudget>(ctx, ns),

@@ -396,7 +396,11 @@ fn tcp_port(port: i32) -> NetworkPolicyPort {
 
 /// The workload's pods admit the admin port from the scraping namespaces' pods and, on ingest,
 /// the ingest port from anywhere; nothing else. Egress is not restricted (module docs).
-fn network_policy(stream: &ValidatedStream, defaults: &WorkloadDefaults, role: Role) -> NetworkPolicy {
+fn network_policy(
+    stream: &ValidatedStream,
+    defaults: &WorkloadDefaults,
+    role: Role,
+) -> NetworkPolicy {
     let component = role.component();
     let mut ingress = Vec::new();
     if role == Role::Ingest {
@@ -451,19 +455,10 @@ fn workload(
     config_hash: &str,
     role: Role,
 ) -> Deployment {
-    let (component, name, replicas, binary) = match role {
-        Role::Ingest => (
-            COMPONENT_INGEST,
-            Desired::ingest_name(&stream.name),
-            stream.ingest.replicas,
-            "metricstream-ingest",
-        ),
-        Role::Consumer => (
-            COMPONENT_CONSUMER,
-            Desired::consumer_name(&stream.name),
-            stream.consumer.replicas,
-            "metricstream-consumer",
-        ),
+    let (component, name) = (role.component(), role.object_name(&stream.name));
+    let (replicas, binary) = match role {
+        Role::Ingest => (stream.ingest.replicas, "metricstream-ingest"),
+        Role::Consumer => (stream.consumer.replicas, "metricstream-consumer"),
     };
     let file_backend = matches!(stream.backend, ValidatedBackend::File { .. });
 
@@ -827,7 +822,8 @@ mod tests {
                 desired
                     .network_policies
                     .iter()
-                    .all(|n| n.metadata.owner_references == Some(vec![owner_reference(&validate(&stream).expect("valid"))]))
+                    .all(|n| n.metadata.owner_references
+                        == Some(vec![owner_reference(&validate(&stream).expect("valid"))]))
             );
         }
     }
@@ -867,7 +863,10 @@ mod tests {
 
         let ingest = network_policy(&desired, "web-ingest");
         assert_eq!(
-            ingest.pod_selector.as_ref().and_then(|s| s.match_labels.clone()),
+            ingest
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
             Some(labels::selector("web", COMPONENT_INGEST)),
             "selects exactly the ingest pods (the Deployment's selector)"
         );
@@ -876,9 +875,15 @@ mod tests {
         let rules = ingest.ingress.as_ref().expect("ingress rules");
         assert_eq!(rules.len(), 2);
         assert_eq!(ports(&rules[0]), [(INGEST_PORT, "TCP".to_owned())]);
-        assert!(rules[0].from.is_none(), "the ingest port admits every source");
+        assert!(
+            rules[0].from.is_none(),
+            "the ingest port admits every source"
+        );
         assert_eq!(ports(&rules[1]), [(ADMIN_PORT, "TCP".to_owned())]);
-        let peers = rules[1].from.as_ref().expect("the admin port names its sources");
+        let peers = rules[1]
+            .from
+            .as_ref()
+            .expect("the admin port names its sources");
         assert_eq!(peers.len(), 1);
         assert_eq!(
             peers[0].namespace_selector,
@@ -889,7 +894,10 @@ mod tests {
 
         let consumer = network_policy(&desired, "web-consumer");
         assert_eq!(
-            consumer.pod_selector.as_ref().and_then(|s| s.match_labels.clone()),
+            consumer
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
             Some(labels::selector("web", COMPONENT_CONSUMER))
         );
         let rules = consumer.ingress.as_ref().expect("ingress rules");
@@ -915,16 +923,22 @@ mod tests {
 
     #[test]
     fn the_scrape_namespaces_come_from_the_operator_settings() {
-        let selector = crate::config::parse_label_selector("kubernetes.io/metadata.name=monitoring")
-            .expect("valid");
+        let selector =
+            crate::config::parse_label_selector("kubernetes.io/metadata.name=monitoring")
+                .expect("valid");
         let mut defaults = WorkloadDefaults::default();
         defaults.posture.metrics_namespace_selector = selector.clone();
         let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
         for name in ["web-ingest", "web-consumer"] {
-            let rules = network_policy(&desired, name).ingress.clone().expect("rules");
+            let rules = network_policy(&desired, name)
+                .ingress
+                .clone()
+                .expect("rules");
             let admin = rules.last().expect("the admin rule");
             assert_eq!(
-                admin.from.as_ref().expect("peers")[0].namespace_selector.as_ref(),
+                admin.from.as_ref().expect("peers")[0]
+                    .namespace_selector
+                    .as_ref(),
                 Some(&selector),
                 "{name}"
             );
@@ -937,7 +951,10 @@ mod tests {
 
         defaults.posture.network_policies = false;
         let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
-        assert!(desired.network_policies.is_empty(), "switched off: none (and prune removes old ones)");
+        assert!(
+            desired.network_policies.is_empty(),
+            "switched off: none (and prune removes old ones)"
+        );
     }
 
     #[test]
@@ -947,23 +964,40 @@ mod tests {
         assert!(built(&file_stream()).disruption_budgets.is_empty());
 
         let desired = built(&kafka_stream(TopicManagement::Admin));
-        assert_eq!(desired.disruption_budgets.len(), 1, "consumers share the sink volume");
+        assert_eq!(
+            desired.disruption_budgets.len(),
+            1,
+            "consumers share the sink volume"
+        );
         let budget = &desired.disruption_budgets[0];
         assert_eq!(budget.metadata.name.as_deref(), Some("web-ingest"));
         assert!(budget.metadata.owner_references.is_some());
         let spec = budget.spec.as_ref().expect("spec");
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
-        assert_eq!(spec.min_available, None, "minAvailable would block a lone replica");
-        assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+        assert_eq!(
+            spec.min_available, None,
+            "minAvailable would block a lone replica"
+        );
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow")
+        );
         let ingest = deployment(&desired, "web-ingest");
         assert_eq!(
             spec.selector.as_ref().and_then(|s| s.match_labels.clone()),
-            ingest.spec.as_ref().and_then(|s| s.selector.match_labels.clone()),
+            ingest
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.clone()),
             "the budget covers exactly the Deployment's pods"
         );
         // ... which indeed mount no shared volume, while the consumers do.
         assert!(pod_spec(ingest).affinity.is_none());
-        assert!(pod_spec(deployment(&desired, "web-consumer")).affinity.is_some());
+        assert!(
+            pod_spec(deployment(&desired, "web-consumer"))
+                .affinity
+                .is_some()
+        );
     }
 
     #[test]
@@ -1197,7 +1231,7 @@ mod tests {
         all.extend(desired.network_policies.iter().map(|n| &n.metadata));
         let kafka = built(&kafka_stream(TopicManagement::Admin));
         all.extend(kafka.disruption_budgets.iter().map(|b| &b.metadata));
-        assert_eq!(all.len(), 2 + 1 + 2 + 2 + 1, "every kind is covered");
+        assert_eq!(all.len(), 1 + 2 + 1 + 2 + 2 + 1, "every kind is covered");
         for meta in all {
             let l = meta.labels.as_ref().expect("labels");
             assert_eq!(l[labels::NAME], "metricstream");
