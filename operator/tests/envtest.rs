@@ -271,11 +271,13 @@ impl Env {
             .append(true)
             .open(&self.log)
             .expect("opening the operator log");
-        let child = operator
-            .env(
+        if !operator.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            operator.env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            );
+        }
+        let child = operator
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicating the log handle"))
             .stderr(log)
@@ -1601,7 +1603,12 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
                 .map(|arg| arg.as_str().expect("a string arg")),
         )
         .env("KUBECONFIG", &impersonating)
-        .env("HOSTNAME", "operator-under-test");
+        .env("HOSTNAME", "operator-under-test")
+        // The controller reports a failing watch (e.g. a forbidden one) only at debug level.
+        .env(
+            "RUST_LOG",
+            "info,metricstream_operator=debug,kube_runtime=debug",
+        );
     for variable in container["env"].as_array().expect("the container has env") {
         let name = variable["name"].as_str().expect("an env name");
         let value = if name == "POD_NAMESPACE" {
