@@ -234,13 +234,34 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
         policy["spec"]["policyTypes"],
         serde_json::json!(["Ingress"])
     );
+    let test_pod = find(
+        &rendered,
+        "Pod",
+        "metricstream-metricstream-operator-test-readyz",
+    );
+    let test_labels = &test_pod["metadata"]["labels"];
     assert_eq!(
         policy["spec"]["ingress"],
         serde_json::json!([{
-            "from": [{ "namespaceSelector": {} }],
+            "from": [
+                { "namespaceSelector": {} },
+                { "podSelector": { "matchLabels": {
+                    "app.kubernetes.io/name": test_labels["app.kubernetes.io/name"],
+                    "app.kubernetes.io/instance": test_labels["app.kubernetes.io/instance"],
+                } } },
+            ],
             "ports": [{ "port": 9090, "protocol": "TCP" }],
         }]),
-        "only the admin port, from pods of any namespace"
+        "only the admin port, from pods of any namespace and the helm test pod"
+    );
+    let selector = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("a selector");
+    assert!(
+        selector
+            .iter()
+            .any(|(key, value)| &test_labels[key.as_str()] != value),
+        "the helm test pod {test_labels} is no operator replica to the Service, policy and budget"
     );
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);

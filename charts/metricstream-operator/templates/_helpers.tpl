@@ -22,6 +22,12 @@ app.kubernetes.io/name: {{ include "metricstream-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The `helm test` pod's labels: the NetworkPolicy admits it by these. */}}
+{{- define "metricstream-operator.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "metricstream-operator.name" . | trunc 58 | trimSuffix "-" }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "metricstream-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "metricstream-operator.selectorLabels" . }}
