@@ -81,9 +81,9 @@ pub struct PostureSettings {
 
     /// Label selector of the namespaces whose pods may reach the workloads' admin port (where
     /// Prometheus runs), e.g. `kubernetes.io/metadata.name=monitoring` or
-    /// `kubernetes.io/metadata.name in (monitoring,observability)`. Empty: pods in every
-    /// namespace (never anything outside the cluster's pod network). Kubelet probes come from
-    /// the node, which NetworkPolicies always admit.
+    /// `kubernetes.io/metadata.name in (monitoring,observability)`, or a LabelSelector as JSON.
+    /// Empty: pods in every namespace (never anything outside the cluster's pod network).
+    /// Kubelet probes come from the node, which NetworkPolicies always admit.
     #[arg(
         long,
         env = "METRICSTREAM_METRICS_NAMESPACE_SELECTOR",
