@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -54,10 +56,13 @@ pub struct Context {
 }
 
 /// The watch caches of what the operator manages: Deployments (metadata and status, no spec)
-/// and PVCs, whose status is observed; only the metadata of ConfigMaps and Services.
+/// and PVCs, whose status is observed; only the metadata of ConfigMaps, Services,
+/// NetworkPolicies and PodDisruptionBudgets.
 pub struct ChildStores {
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<PartialObjectMeta<Service>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub deployments: Store<Deployment>,
     pub pvcs: Store<PersistentVolumeClaim>,
 }
@@ -275,11 +280,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let managed = watcher::Config::default().labels(&labels::managed_selector());
     let (config_maps, config_map_writer) = reflector::store();
     let (services, service_writer) = reflector::store();
+    let (network_policies, network_policy_writer) = reflector::store();
+    let (disruption_budgets, disruption_budget_writer) = reflector::store();
     let (deployments, deployment_writer) = reflector::store();
     let (pvcs, pvc_writer) = reflector::store();
     ctx.set_child_stores(ChildStores {
         config_maps,
         services,
+        network_policies,
+        disruption_budgets,
         deployments,
         pvcs,
     });
@@ -302,6 +311,26 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             .reflect(service_writer)
             .touched_objects(),
         )
+        .owns_stream(
+            watcher(
+                scoped::<PartialObjectMeta<NetworkPolicy>>(&client, &namespace),
+                managed.clone(),
+            )
+            .modify(drop_managed_fields::<PartialObjectMeta<NetworkPolicy>>)
+            .reflect(network_policy_writer)
+            .touched_objects(),
+        )
+        // The disruption controller rewrites a budget's status as pods come and go: only the
+        // operator's own fields trigger.
+        .owns_stream(filtered(
+            watcher(
+                scoped::<PartialObjectMeta<PodDisruptionBudget>>(&client, &namespace),
+                managed.clone(),
+            )
+            .modify(drop_managed_fields::<PartialObjectMeta<PodDisruptionBudget>>)
+            .reflect(disruption_budget_writer),
+            triggers::spec_trigger::<PartialObjectMeta<PodDisruptionBudget>>,
+        ))
         .owns_stream(filtered(
             watcher(scoped::<Deployment>(&client, &namespace), managed.clone())
                 .modify(keep_deployment_essentials)

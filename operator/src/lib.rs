@@ -7,6 +7,7 @@
 //! - [`controller`]: watches, backoff, Events; [`triggers`]: which watch events reconcile;
 //!   [`leader`]: Lease-based leader election; [`metrics`], [`config`], [`topics`] (Kafka admin
 //!   API), [`labels`], [`error`].
+//! - [`rbac`]: every API access the operator needs, which the chart's RBAC must match.
 
 pub mod config;
 pub mod controller;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod reconcile;
 pub mod strimzi;
 pub mod topics;

@@ -49,6 +49,24 @@ pub fn deployment_trigger(deployment: &Deployment) -> u64 {
     ))
 }
 
+/// What the operator sets on a child whose status others write (a PodDisruptionBudget's is the
+/// disruption controller's): the spec (generation), labels, ownerReferences and deletion.
+pub fn spec_trigger<K: Resource>(object: &K) -> u64 {
+    let meta = object.meta();
+    let owners: Vec<(&str, Option<bool>)> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|owner| (owner.uid.as_str(), owner.controller))
+        .collect();
+    hash(&(
+        meta.generation,
+        &meta.labels,
+        owners,
+        meta.deletion_timestamp.is_some(),
+    ))
+}
+
 /// A PVC's requested size, labels (they map it to its stream), deletion and phase.
 pub fn pvc_trigger(pvc: &PersistentVolumeClaim) -> u64 {
     let meta = &pvc.metadata;
@@ -262,6 +280,51 @@ mod tests {
         assert_ne!(edited, before, "spec");
         stream.metadata.deletion_timestamp = Some(Time(Default::default()));
         assert_ne!(stream_trigger(&guard(&stream)), edited, "deletion");
+    }
+
+    #[test]
+    fn a_budget_triggers_on_its_spec_not_on_the_disruption_controllers_status() {
+        use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
+        let mut filter = ChangeFilter::new(spec_trigger::<PodDisruptionBudget>);
+        let mut budget = PodDisruptionBudget {
+            metadata: ObjectMeta {
+                name: Some("web-ingest".into()),
+                uid: Some("a".into()),
+                generation: Some(1),
+                resource_version: Some("1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(filter.admit(Event::Apply(budget.clone())).is_some(), "new");
+        budget.status = Some(PodDisruptionBudgetStatus {
+            current_healthy: 2,
+            desired_healthy: 1,
+            disruptions_allowed: 1,
+            expected_pods: 2,
+            ..Default::default()
+        });
+        budget.metadata.resource_version = Some("2".into());
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_none(),
+            "status"
+        );
+        budget.metadata.generation = Some(2);
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_some(),
+            "spec edit"
+        );
+        budget.metadata.owner_references = Some(vec![Default::default()]);
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_some(),
+            "owned"
+        );
+        budget.metadata.owner_references = None;
+        assert!(
+            filter.admit(Event::Apply(budget.clone())).is_some(),
+            "orphaned"
+        );
+        assert!(filter.admit(Event::Delete(budget)).is_some(), "deleted");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use metricstream_operator::rbac::{self, Scope};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -190,6 +191,7 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
                 "ClusterRoleBinding",
                 "CustomResourceDefinition",
                 "Deployment",
+                "NetworkPolicy",
                 "Pod",
                 "Service",
                 "ServiceAccount"
@@ -224,6 +226,59 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
         Some("false")
     );
     assert_eq!(env_of(deployment, "METRICSTREAM_WATCH_NAMESPACE"), None);
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_NETWORK_POLICIES").as_deref(),
+        Some("true"),
+        "streams get NetworkPolicies by default"
+    );
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_METRICS_NAMESPACE_SELECTOR").as_deref(),
+        Some("{}"),
+        "scrapers in every namespace by default"
+    );
+    // One replica: no budget, which could only block a drain.
+    let policy = find(
+        &rendered,
+        "NetworkPolicy",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
+        "the policy selects the operator's pods"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let test_pod = find(
+        &rendered,
+        "Pod",
+        "metricstream-metricstream-operator-test-readyz",
+    );
+    let test_labels = &test_pod["metadata"]["labels"];
+    assert_eq!(
+        policy["spec"]["ingress"],
+        serde_json::json!([{
+            "from": [
+                { "namespaceSelector": {} },
+                { "podSelector": { "matchLabels": {
+                    "app.kubernetes.io/name": test_labels["app.kubernetes.io/name"],
+                    "app.kubernetes.io/instance": test_labels["app.kubernetes.io/instance"],
+                } } },
+            ],
+            "ports": [{ "port": 9090, "protocol": "TCP" }],
+        }]),
+        "only the admin port, from pods of any namespace and the helm test pod"
+    );
+    let selector = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("a selector");
+    assert!(
+        selector
+            .iter()
+            .any(|(key, value)| &test_labels[key.as_str()] != value),
+        "the helm test pod {test_labels} is no operator replica to the Service, policy and budget"
+    );
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(
@@ -352,6 +407,42 @@ fn chart_non_default_values_render_a_namespaced_elected_operator() {
         "metricstream-controller"
     );
 
+    // Posture: the scrape namespaces reach the operator's policy and, verbatim, the operator's
+    // flag (which parses them as the chart passes them); two replicas get a budget.
+    let selector = serde_json::json!({
+        "matchLabels": { "kubernetes.io/metadata.name": "monitoring" },
+        "matchExpressions": [{ "key": "team", "operator": "NotIn", "values": ["sandbox"] }],
+    });
+    let policy = find(
+        &rendered,
+        "NetworkPolicy",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"],
+        selector
+    );
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 9191);
+    let flag = env_of(deployment, "METRICSTREAM_METRICS_NAMESPACE_SELECTOR")
+        .expect("the selector is passed to the operator");
+    let parsed = metricstream_operator::config::parse_label_selector(&flag)
+        .unwrap_or_else(|error| panic!("the operator refuses the chart's {flag}: {error}"));
+    assert_eq!(serde_json::to_value(parsed).expect("JSON"), selector);
+    assert_eq!(
+        env_of(deployment, "METRICSTREAM_NETWORK_POLICIES").as_deref(),
+        Some("false")
+    );
+    let budget = find(
+        &rendered,
+        "PodDisruptionBudget",
+        "metricstream-metricstream-operator",
+    );
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
     // The controller's rights end at the watched namespace; only KafkaTopics stay cluster-wide.
     let role = find(&rendered, "Role", "metricstream-metricstream-operator");
     assert_eq!(role["metadata"]["namespace"], "apps");
@@ -394,6 +485,116 @@ fn chart_non_default_values_render_a_namespaced_elected_operator() {
     assert_eq!(binding["subjects"][0]["namespace"], "metricstream-system");
 }
 
+/// The (group, resource, verb) grants of a (Cluster)Role, and the resourceNames of each.
+fn grants(role: &Value) -> Grants {
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|item| item.as_str().expect("a string").to_owned())
+            .collect()
+    };
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("the role has rules") {
+        let names = strings(&rule["resourceNames"]);
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    grants.insert((group.clone(), resource.clone(), verb, names.clone()));
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// What operator/src/rbac.rs says the operator needs in `scope`, as grants; the Lease's `get`
+/// and `update` limited to `lease`.
+fn required(scope: Scope, lease: &str) -> Grants {
+    rbac::required()
+        .into_iter()
+        .filter(|access| access.scope == scope)
+        .flat_map(|access| {
+            let rbac::Access {
+                group,
+                resource,
+                verbs,
+                ..
+            } = access;
+            verbs.into_iter().map(move |verb| {
+                let names = if scope == Scope::LeaderElection && verb != "create" {
+                    vec![lease.to_owned()]
+                } else {
+                    Vec::new()
+                };
+                (group.clone(), resource.clone(), verb.to_owned(), names)
+            })
+        })
+        .collect()
+}
+
+type Grants = BTreeSet<(String, String, String, Vec<String>)>;
+
+/// Fails naming what the chart grants beyond the table, and what it lacks.
+fn assert_same_grants(what: &str, chart: Grants, needed: Grants) {
+    let extra: Vec<_> = chart.difference(&needed).collect();
+    let missing: Vec<_> = needed.difference(&chart).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "{what}: granted but not used by the operator (operator/src/rbac.rs): {extra:?}; \
+         used but not granted: {missing:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
+fn chart_rbac_grants_exactly_what_the_operator_uses() {
+    let lease = "metricstream-metricstream-operator";
+    // Cluster-wide: one ClusterRole with everything but the Lease.
+    let rendered = documents(&render(&["--set", "leaderElection.enabled=true"]));
+    let cluster_role = find(&rendered, "ClusterRole", lease);
+    let mut expected = required(Scope::Streams, lease);
+    expected.extend(required(Scope::KafkaTopics, lease));
+    assert_same_grants("the ClusterRole", grants(cluster_role), expected);
+    let lease_role = find(&rendered, "Role", &format!("{lease}-leader-election"));
+    assert_same_grants(
+        "the leader-election Role",
+        grants(lease_role),
+        required(Scope::LeaderElection, lease),
+    );
+    // Without KafkaTopics, the rest is unchanged.
+    let rendered = documents(&render(&["--set", "rbac.kafkaTopics=false"]));
+    assert_same_grants(
+        "the ClusterRole without KafkaTopics",
+        grants(find(&rendered, "ClusterRole", lease)),
+        required(Scope::Streams, lease),
+    );
+
+    // One namespace: a Role there, KafkaTopics still cluster-wide, the Lease's own Role.
+    let rendered = documents(&render(&["--values", &chart_values_path()]));
+    assert_same_grants(
+        "the watched namespace's Role",
+        grants(find(&rendered, "Role", lease)),
+        required(Scope::Streams, lease),
+    );
+    assert_same_grants(
+        "the KafkaTopic ClusterRole",
+        grants(find(
+            &rendered,
+            "ClusterRole",
+            &format!("{lease}-kafkatopics"),
+        )),
+        required(Scope::KafkaTopics, lease),
+    );
+    assert_same_grants(
+        "the namespaced leader-election Role",
+        grants(find(&rendered, "Role", &format!("{lease}-leader-election"))),
+        required(Scope::LeaderElection, lease),
+    );
+}
+
 fn chart_values_path() -> String {
     chart()
         .join(NON_DEFAULT_VALUES)
@@ -411,6 +612,10 @@ fn chart_rejects_values_its_schema_does_not_allow() {
         ("replicaCount=two", "replicaCount"),
         ("imagePullPolicy=Always", "imagePullPolicy"),
         ("workloadResources.memoryLimit=lots", "memoryLimit"),
+        (
+            "networkPolicy.metricsNamespaceSelector.matchLabel.team=obs",
+            "matchLabel",
+        ),
     ] {
         let output = helm_template(&["--set", set]);
         assert!(
@@ -497,6 +702,8 @@ fn kubeconform_accepts_the_rendered_chart_and_every_example_strictly_offline() {
     for kind in [
         "CustomResourceDefinition",
         "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
         "ServiceMonitor",
         "MetricStream",
         "Kafka",

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -215,13 +217,34 @@ struct Env {
 
 impl Env {
     async fn start(test: &str, need_strimzi: bool) -> Self {
+        Self::start_with(test, need_strimzi, &[]).await
+    }
+
+    /// [`Env::start`] with extra flags for the operator.
+    async fn start_with(test: &str, need_strimzi: bool, flags: &[&str]) -> Self {
         let mut env = Self::without_operator(test, need_strimzi).await;
-        let mut operator = Command::new(operator_binary());
-        operator
-            .args(["run", "--namespace", &env.ns, "--admin-listen"])
-            .arg(format!("127.0.0.1:{}", free_port()));
+        let operator = env.operator_command(flags);
         env.spawn_operator(operator);
         env
+    }
+
+    fn operator_command(&self, flags: &[&str]) -> Command {
+        let mut operator = Command::new(operator_binary());
+        operator
+            .args(["run", "--namespace", &self.ns, "--admin-listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(flags);
+        operator
+    }
+
+    /// Stops the operator and starts it again with other flags (same log).
+    fn restart_operator(&mut self, flags: &[&str]) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let operator = self.operator_command(flags);
+        self.spawn_operator(operator);
     }
 
     /// The test's namespace and CRDs, for a test that starts the operator its own way.
@@ -247,12 +270,18 @@ impl Env {
 
     /// Starts the operator command with its output in the test's log.
     fn spawn_operator(&mut self, mut operator: Command) {
-        let log = File::create(&self.log).expect("creating the operator log");
-        let child = operator
-            .env(
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the operator log");
+        if !operator.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            operator.env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            );
+        }
+        let child = operator
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicating the log handle"))
             .stderr(log)
@@ -542,12 +571,16 @@ async fn envtest_file_stream_gets_its_children_and_a_truthful_status() {
     let consumer: Deployment = env.child("demo-consumer").await;
     let queue: PersistentVolumeClaim = env.child("demo-queue").await;
     let sink: PersistentVolumeClaim = env.child("demo-sink").await;
+    let ingest_policy: NetworkPolicy = env.child("demo-ingest").await;
+    let consumer_policy: NetworkPolicy = env.child("demo-consumer").await;
 
     for meta in [
         &config.metadata,
         &ingest.metadata,
         &service.metadata,
         &consumer.metadata,
+        &ingest_policy.metadata,
+        &consumer_policy.metadata,
     ] {
         assert_labels(meta, "demo");
         assert_controlled_by(meta, &created);
@@ -596,6 +629,13 @@ async fn envtest_file_stream_gets_its_children_and_a_truthful_status() {
         "{ready:?}"
     );
     assert_eq!(stream.status.as_ref().and_then(|s| s.partitions), Some(4));
+    // The file backend's pods share a ReadWriteOnce volume and must move together: no budget.
+    let budgets = env
+        .api::<PodDisruptionBudget>()
+        .list(&ListParams::default())
+        .await
+        .expect("listing PodDisruptionBudgets");
+    assert!(budgets.items.is_empty(), "{:?}", budgets.items);
     env.assert_operator_running();
 }
 
@@ -1218,6 +1258,239 @@ async fn envtest_backend_switch_prunes_and_deletion_collects_children() {
     env.assert_operator_running();
 }
 
+/// The ports of a NetworkPolicy's ingress rules, and whether each names its sources.
+fn policy_rules(policy: &NetworkPolicy) -> Vec<(Vec<i32>, Option<Value>)> {
+    let rules = policy
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ingress.clone())
+        .unwrap_or_default();
+    rules
+        .iter()
+        .map(|rule| {
+            let ports = rule
+                .ports
+                .iter()
+                .flatten()
+                .map(|port| match port.port {
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p)) => p,
+                    ref other => panic!("a numeric port, got {other:?}"),
+                })
+                .collect();
+            let from = rule
+                .from
+                .as_ref()
+                .map(|from| serde_json::to_value(from).expect("JSON"));
+            (ports, from)
+        })
+        .collect()
+}
+
+/// Waits until `name` of kind K is gone or being deleted.
+async fn deleted<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).into_owned();
+    eventually(&format!("{kind} {name} to be deleted"), || async move {
+        match api.get_opt(name).await.ok()? {
+            None => Some(()),
+            Some(object) => object.meta().deletion_timestamp.as_ref().map(|_| ()),
+        }
+    })
+    .await;
+}
+
+/// Cluster posture: a Kafka-backend stream gets NetworkPolicies (ingest port from anywhere, the
+/// admin port only from the namespaces of --metrics-namespace-selector) and a budget for its
+/// ingest pods, owned like every child, repaired when edited or deleted, pruned when the spec
+/// (file backend: no budget) or the operator's settings (--network-policies=false) stop
+/// wanting them, and collected with the stream.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
+    let selector = "kubernetes.io/metadata.name in (monitoring,observability)";
+    let mut env =
+        Env::start_with("posture", true, &["--metrics-namespace-selector", selector]).await;
+    let kafka_ns = env.extra_namespace("kafka").await;
+    let created = env
+        .create_stream(
+            "pst",
+            json!({
+                "backend": "kafka",
+                "partitions": 2,
+                "kafka": {
+                    "bootstrapServers": "my-cluster-kafka-bootstrap:9092",
+                    "topicManagement": "strimzi",
+                    "strimzi": { "cluster": "my-cluster", "namespace": kafka_ns },
+                },
+                "ingest": { "replicas": 2 },
+                "consumer": { "replicas": 2 },
+            }),
+        )
+        .await;
+
+    let ingest_policy: NetworkPolicy = env.child("pst-ingest").await;
+    let consumer_policy: NetworkPolicy = env.child("pst-consumer").await;
+    let budget: PodDisruptionBudget = env.child("pst-ingest").await;
+    for meta in [
+        &ingest_policy.metadata,
+        &consumer_policy.metadata,
+        &budget.metadata,
+    ] {
+        assert_labels(meta, "pst");
+        assert_controlled_by(meta, &created);
+    }
+    let scrapers = Some(json!([{
+        "namespaceSelector": {
+            "matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": ["monitoring", "observability"],
+            }],
+        },
+    }]));
+    assert_eq!(
+        policy_rules(&ingest_policy),
+        [(vec![8080], None), (vec![9090], scrapers.clone())],
+        "ingest: its port from anywhere, the admin port from the scrapers"
+    );
+    assert_eq!(
+        policy_rules(&consumer_policy),
+        [(vec![9090], scrapers.clone())],
+        "consumer: only the admin port, from the scrapers"
+    );
+    let ingest: Deployment = env.child("pst-ingest").await;
+    let pod_labels = ingest
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref())
+        .and_then(|meta| meta.labels.clone())
+        .expect("ingest pod labels");
+    let policy_selects = ingest_policy
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.pod_selector.as_ref())
+        .and_then(|selector| selector.match_labels.clone())
+        .expect("a pod selector");
+    assert!(
+        policy_selects
+            .iter()
+            .all(|(key, value)| pod_labels.get(key) == Some(value)),
+        "the policy {policy_selects:?} selects the ingest pods {pod_labels:?}"
+    );
+    let budget_spec = budget.spec.clone().expect("a budget spec");
+    assert_eq!(
+        budget_spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(
+        budget_spec.unhealthy_pod_eviction_policy.as_deref(),
+        Some("AlwaysAllow")
+    );
+    assert_eq!(
+        budget_spec.selector.and_then(|s| s.match_labels),
+        ingest
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone())
+    );
+    // Consumers share the sink volume: no budget.
+    assert!(
+        env.api::<PodDisruptionBudget>()
+            .get_opt("pst-consumer")
+            .await
+            .expect("reading")
+            .is_none()
+    );
+
+    // Repair: a deleted budget comes back, edits to the policy and the budget are reverted.
+    env.api::<PodDisruptionBudget>()
+        .delete("pst-ingest", &DeleteParams::default())
+        .await
+        .expect("deleting the budget");
+    let budgets: Api<PodDisruptionBudget> = env.api();
+    let old_uid = budget.uid();
+    {
+        let (budgets, old_uid) = (&budgets, &old_uid);
+        eventually("the budget to be recreated", || async move {
+            let uid = budgets.get_opt("pst-ingest").await.ok()??.uid();
+            (uid.is_some() && uid != *old_uid).then_some(())
+        })
+        .await;
+    }
+    env.api::<NetworkPolicy>()
+        .patch(
+            "pst-consumer",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "ingress": [{}] } })),
+        )
+        .await
+        .expect("opening the consumer policy to everything");
+    budgets
+        .patch(
+            "pst-ingest",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "maxUnavailable": 2 } })),
+        )
+        .await
+        .expect("loosening the budget");
+    let policies: Api<NetworkPolicy> = env.api();
+    {
+        let (policies, budgets, scrapers) = (&policies, &budgets, &scrapers);
+        eventually("the policy and the budget to be reverted", || async move {
+            let policy = policies.get("pst-consumer").await.ok()?;
+            let budget = budgets.get("pst-ingest").await.ok()?;
+            let max = budget.spec?.max_unavailable;
+            let one = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
+            (policy_rules(&policy) == [(vec![9090], scrapers.clone())] && max == Some(one))
+                .then_some(())
+        })
+        .await;
+    }
+
+    // Prune by spec: on the file backend every pod moves with the volume, so the budget goes.
+    env.merge_spec(
+        "pst",
+        json!({ "backend": "file", "kafka": null, "file": { "storage": "1Gi" } }),
+    )
+    .await
+    .expect("switching to the file backend");
+    deleted(&budgets, "pst-ingest").await;
+    assert!(
+        policies
+            .get_opt("pst-ingest")
+            .await
+            .expect("reading")
+            .is_some(),
+        "the policies stay"
+    );
+
+    // Prune by the operator's settings: switched off, the policies go.
+    env.restart_operator(&["--network-policies=false"]);
+    deleted(&policies, "pst-ingest").await;
+    deleted(&policies, "pst-consumer").await;
+    env.assert_operator_running();
+
+    // Switched on again, they come back; deleting the stream collects them.
+    env.restart_operator(&[]);
+    let recreated: NetworkPolicy = env.child("pst-ingest").await;
+    assert_eq!(
+        policy_rules(&recreated)[1].1,
+        Some(json!([{ "namespaceSelector": {} }])),
+        "the default: pods of every namespace"
+    );
+    env.streams()
+        .delete("pst", &DeleteParams::default())
+        .await
+        .expect("deleting the stream");
+    env.gone(env.streams(), "pst").await;
+    env.gone(env.api::<NetworkPolicy>(), "pst-ingest").await;
+    env.gone(env.api::<NetworkPolicy>(), "pst-consumer").await;
+    env.assert_operator_running();
+}
+
 /// What the operator last wrote to one object: the `time` of its field manager's entries.
 fn operator_writes(meta: &kube::core::ObjectMeta) -> Vec<String> {
     meta.managed_fields
@@ -1284,6 +1557,21 @@ async fn write_snapshot(env: &Env, name: &str) -> BTreeMap<String, String> {
                 "generation={:?} {:?}",
                 deployment.metadata.generation,
                 operator_writes(&deployment.metadata)
+            ),
+        );
+    }
+    for role in ["ingest", "consumer"] {
+        let policy = env
+            .api::<NetworkPolicy>()
+            .get(&format!("{name}-{role}"))
+            .await
+            .expect("reading a NetworkPolicy");
+        snapshot.insert(
+            format!("NetworkPolicy {role}"),
+            format!(
+                "rv={} {:?}",
+                policy.resource_version().unwrap_or_default(),
+                operator_writes(&policy.metadata)
             ),
         );
     }
@@ -1505,7 +1793,12 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
                 .map(|arg| arg.as_str().expect("a string arg")),
         )
         .env("KUBECONFIG", &impersonating)
-        .env("HOSTNAME", "operator-under-test");
+        .env("HOSTNAME", "operator-under-test")
+        // The controller reports a failing watch (e.g. a forbidden one) only at debug level.
+        .env(
+            "RUST_LOG",
+            "info,metricstream_operator=debug,kube_runtime=debug",
+        );
     for variable in container["env"].as_array().expect("the container has env") {
         let name = variable["name"].as_str().expect("an env name");
         let value = if name == "POD_NAMESPACE" {
@@ -1552,6 +1845,15 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
     for name in ["files-queue", "files-sink", "topics-sink"] {
         env.child::<PersistentVolumeClaim>(name).await;
     }
+    for name in [
+        "files-ingest",
+        "files-consumer",
+        "topics-ingest",
+        "topics-consumer",
+    ] {
+        env.child::<NetworkPolicy>(name).await;
+    }
+    env.child::<PodDisruptionBudget>("topics-ingest").await;
     let topics: Api<KafkaTopic> = Api::namespaced(env.client.clone(), &kafka_ns);
     eventually("the KafkaTopic in the Kafka namespace", || {
         let topics = topics.clone();
@@ -1585,6 +1887,32 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
         lease.spec.and_then(|spec| spec.holder_identity).as_deref(),
         Some("operator-under-test")
     );
+    // Pruning and releasing data under the same rights: the Kafka stream moves to the file
+    // backend, so its budget is deleted and its (retained) KafkaTopic let go by a patch.
+    env.merge_spec(
+        "topics",
+        json!({ "backend": "file", "kafka": null, "file": { "storage": "1Gi" } }),
+    )
+    .await
+    .expect("switching topics to the file backend");
+    deleted(&env.api::<PodDisruptionBudget>(), "topics-ingest").await;
+    eventually("the KafkaTopic to be let go", || {
+        let topics = topics.clone();
+        async move {
+            let list = topics.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|topic| {
+                    topic
+                        .annotations()
+                        .get("metricstream.dev/retained")
+                        .is_some_and(|v| v == "true")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    env.child::<PersistentVolumeClaim>("topics-queue").await;
     env.assert_operator_running();
     let log = std::fs::read_to_string(&env.log).unwrap_or_default();
     assert!(

@@ -22,6 +22,12 @@ app.kubernetes.io/name: {{ include "metricstream-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The `helm test` pod's labels: the NetworkPolicy admits it by these. */}}
+{{- define "metricstream-operator.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "metricstream-operator.name" . | trunc 58 | trimSuffix "-" }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "metricstream-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "metricstream-operator.selectorLabels" . }}
@@ -53,25 +59,35 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ else }}false{{ end }}
 {{- end }}
 
-{{/* The rules of the MetricStream controller, for a ClusterRole or a namespaced Role. Every verb
-     here is one the reconciler uses: server-side apply (patch, and create when the object does
-     not exist yet), pruning (delete), watches (get, list, watch). */}}
+{{/* The rules of the MetricStream controller, for a ClusterRole or a namespaced Role: exactly
+     the access operator/src/rbac.rs lists (operator/tests/chart.rs compares them). Children are
+     watched and listed for pruning (list, watch), server-side applied (patch, and create when
+     the object does not exist yet) and pruned (delete); the operator never GETs them. To grant
+     more (e.g. Strimzi KafkaUsers, Secrets), add a rule here and a row in rbac.rs. */}}
 {{- define "metricstream-operator.streamRules" -}}
 - apiGroups: [metricstream.dev]
   resources: [metricstreams]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [metricstream.dev]
   resources: [metricstreams/status]
   verbs: [patch]
+# No request uses it: the OwnerReferencesPermissionEnforcement admission plugin demands it of
+# whoever sets blockOwnerDeletion in an ownerReference to a MetricStream.
 - apiGroups: [metricstream.dev]
   resources: [metricstreams/finalizers]
   verbs: [update]
 - apiGroups: [""]
   resources: [configmaps, services, persistentvolumeclaims]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [list, watch, create, patch, delete]
 # Only <stream>-kafka-credentials, the copy of a Strimzi user's password and cluster CA: applied,
 # listed by label to prune, deleted. Never watched.
 - apiGroups: [""]
@@ -85,7 +101,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "metricstream-operator.kafkaTopicRules" -}}
 - apiGroups: [kafka.strimzi.io]
   resources: [kafkatopics]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 # strimzi.createUser: the KafkaUser with the workloads' ACLs.
 - apiGroups: [kafka.strimzi.io]
   resources: [kafkausers]
@@ -97,4 +113,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [secrets]
   verbs: [get]
 {{- end }}
+{{- end }}
+
+{{/* The label selector of the namespaces allowed to scrape, as JSON (the operator's
+     --metrics-namespace-selector takes it as is). */}}
+{{- define "metricstream-operator.metricsNamespaceSelector" -}}
+{{- .Values.networkPolicy.metricsNamespaceSelector | default dict | toJson }}
 {{- end }}

@@ -2,8 +2,9 @@
 //!
 //! Apply is server-side apply with one field manager and `force` (the operator is the source of
 //! truth for every field it sets; a field it stops setting is removed), in two steps: the
-//! ConfigMap, volumes, topic and Services (concurrently) before the Deployments that use them,
-//! so a workload never starts without its config. A child unchanged since its last apply is
+//! ConfigMap, volumes, topic, Services, NetworkPolicies and PodDisruptionBudgets (concurrently)
+//! before the Deployments that use them, so a workload never starts without its config or
+//! unprotected by its NetworkPolicy. A child unchanged since its last apply is
 //! skipped and observed in the watch cache instead ([`super::skip`]).
 //!
 //! Prune lists each kind by the stream's labels and removes what this run no longer wants, so a
@@ -22,6 +23,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -171,7 +174,9 @@ pub async fn apply_all(
         .iter()
         .map(|pvc| cached(stores.map(|s| &s.pvcs), ns, pvc))
         .collect();
-    let (_, applied_pvcs, topic, _, credentials) = futures::try_join!(
+    let network_policies = namespaced::<NetworkPolicy>(ctx, ns);
+    let budgets = namespaced::<PodDisruptionBudget>(ctx, ns);
+    let (_, applied_pvcs, topic, _, _, _, credentials) = futures::try_join!(
         apply_child(ctx, uid, config_map),
         try_join_all(desired.pvcs.iter().zip(&cached_pvcs).map(|(pvc, live)| {
             let child = Child {
@@ -190,6 +195,28 @@ pub async fn apply_all(
                 desired: service,
                 live: live.map(|l| l.metadata.clone()),
                 by_generation: false,
+            };
+            apply_child(ctx, uid, child)
+        })),
+        try_join_all(desired.network_policies.iter().map(|policy| {
+            let live = cached(stores.map(|s| &s.network_policies), ns, policy);
+            let child = Child {
+                api: &network_policies,
+                desired: policy,
+                live: live.map(|l| l.metadata.clone()),
+                by_generation: false,
+            };
+            apply_child(ctx, uid, child)
+        })),
+        // The disruption controller writes a budget's status whenever its pods come and go:
+        // compared by generation, like a Deployment.
+        try_join_all(desired.disruption_budgets.iter().map(|budget| {
+            let live = cached(stores.map(|s| &s.disruption_budgets), ns, budget);
+            let child = Child {
+                api: &budgets,
+                desired: budget,
+                live: live.map(|l| l.metadata.clone()),
+                by_generation: true,
             };
             apply_child(ctx, uid, child)
         })),
@@ -453,6 +480,40 @@ pub async fn prune(
     prune_kind(
         ctx,
         &namespaced::<Deployment>(ctx, ns),
+        &selector,
+        &keep,
+        false,
+        stream,
+        &mut pruned,
+    )
+    .await?;
+    let keep = names(
+        desired
+            .network_policies
+            .iter()
+            .map(|n| &n.metadata)
+            .collect(),
+    );
+    prune_kind(
+        ctx,
+        &namespaced::<NetworkPolicy>(ctx, ns),
+        &selector,
+        &keep,
+        false,
+        stream,
+        &mut pruned,
+    )
+    .await?;
+    let keep = names(
+        desired
+            .disruption_budgets
+            .iter()
+            .map(|b| &b.metadata)
+            .collect(),
+    );
+    prune_kind(
+        ctx,
+        &namespaced::<PodDisruptionBudget>(ctx, ns),
         &selector,
         &keep,
         false,

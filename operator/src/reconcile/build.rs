@@ -14,6 +14,23 @@
 //! processes on one volume (file locks hand partitions over), so old and new pods may overlap.
 //! Recreate would turn every config change into an ingest outage. The price: a surge pod cannot
 //! start when that node is full, and the rollout waits while the old pods keep serving.
+//!
+//! NetworkPolicies (one per workload, unless the operator runs with `--network-policies=false`)
+//! admit, on ingest pods, the ingest port from anywhere and the admin port (metrics, probes) only
+//! from the namespaces of `--metrics-namespace-selector`; on consumer pods only that admin rule.
+//! Kubelet probes come from the pod's own node, which NetworkPolicies always admit. Egress stays
+//! open: the brokers, DNS and (for nothing today) the API server are cluster-specific addresses
+//! and ports the operator cannot know, and a wrong guess silently breaks the pipeline.
+//!
+//! PodDisruptionBudgets: only for pods that can move one at a time. Pods co-scheduled on a
+//! ReadWriteOnce volume (every pod of a file-backend stream, the consumers of any stream, which
+//! share the sink volume) cannot: an evicted one's replacement must start on the node holding the
+//! volume, which a drain has cordoned, so it stays Pending until the last of its group has left.
+//! Any budget short of "all at once" would then refuse the next eviction for ever and hang the
+//! drain; such groups get none and move together. Kafka-backend ingest pods mount no shared
+//! volume: their budget lets one go at a time (`maxUnavailable: 1`, so a single replica never
+//! blocks a drain) and always lets an unhealthy pod go (`unhealthyPodEvictionPolicy:
+//! AlwaysAllow`, so a crash-looping pod cannot hold a node either).
 
 use std::collections::BTreeMap;
 
@@ -27,6 +44,11 @@ use k8s_openapi::api::core::v1::{
     Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -84,6 +106,10 @@ pub struct Desired {
     pub pvcs: Vec<PersistentVolumeClaim>,
     pub services: Vec<Service>,
     pub deployments: Vec<Deployment>,
+    /// Who may connect to the pods; empty when the operator creates none.
+    pub network_policies: Vec<NetworkPolicy>,
+    /// For the pods that can be evicted one at a time (see the module documentation).
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
     pub topic: DesiredTopic,
     /// The Strimzi KafkaUser (in the Kafka namespace), with `strimzi.createUser`.
     pub kafka_user: Option<Box<KafkaUser>>,
@@ -187,6 +213,21 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
         workload(stream, defaults, &config_hash, Role::Ingest),
         workload(stream, defaults, &config_hash, Role::Consumer),
     ];
+    let network_policies = if defaults.posture.network_policies {
+        vec![
+            network_policy(stream, defaults, Role::Ingest),
+            network_policy(stream, defaults, Role::Consumer),
+        ]
+    } else {
+        Vec::new()
+    };
+    // Consumers always share the sink volume; on the file backend ingest shares the queue's.
+    let file_backend = matches!(stream.backend, ValidatedBackend::File { .. });
+    let disruption_budgets = if file_backend {
+        Vec::new()
+    } else {
+        vec![disruption_budget(stream, Role::Ingest)]
+    };
     let topic = match stream.kafka() {
         None => DesiredTopic::None,
         Some(plan) => {
@@ -232,6 +273,8 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
         pvcs,
         services,
         deployments,
+        network_policies,
+        disruption_budgets,
         topic,
         kafka_user,
         credentials,
@@ -433,25 +476,96 @@ enum Role {
     Consumer,
 }
 
+impl Role {
+    fn component(self) -> &'static str {
+        match self {
+            Role::Ingest => COMPONENT_INGEST,
+            Role::Consumer => COMPONENT_CONSUMER,
+        }
+    }
+
+    /// The name of the workload's Deployment, and of its NetworkPolicy and budget.
+    fn object_name(self, stream: &str) -> String {
+        match self {
+            Role::Ingest => Desired::ingest_name(stream),
+            Role::Consumer => Desired::consumer_name(stream),
+        }
+    }
+}
+
+fn tcp_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    }
+}
+
+/// The workload's pods admit the admin port from the scraping namespaces' pods and, on ingest,
+/// the ingest port from anywhere; nothing else. Egress is not restricted (module docs).
+fn network_policy(
+    stream: &ValidatedStream,
+    defaults: &WorkloadDefaults,
+    role: Role,
+) -> NetworkPolicy {
+    let component = role.component();
+    let mut ingress = Vec::new();
+    if role == Role::Ingest {
+        // No `from`: every source, inside the cluster or not.
+        ingress.push(NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![tcp_port(INGEST_PORT)]),
+        });
+    }
+    ingress.push(NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(defaults.posture.metrics_namespace_selector.clone()),
+            ..Default::default()
+        }]),
+        ports: Some(vec![tcp_port(ADMIN_PORT)]),
+    });
+    NetworkPolicy {
+        metadata: metadata(stream, role.object_name(&stream.name), component, true),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels::selector(&stream.name, component)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    }
+}
+
+/// One pod of the workload may be evicted at a time, and an unhealthy one always.
+fn disruption_budget(stream: &ValidatedStream, role: Role) -> PodDisruptionBudget {
+    let component = role.component();
+    PodDisruptionBudget {
+        metadata: metadata(stream, role.object_name(&stream.name), component, true),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            min_available: None,
+            selector: Some(LabelSelector {
+                match_labels: Some(labels::selector(&stream.name, component)),
+                match_expressions: None,
+            }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+        }),
+        ..Default::default()
+    }
+}
+
 fn workload(
     stream: &ValidatedStream,
     defaults: &WorkloadDefaults,
     config_hash: &str,
     role: Role,
 ) -> Deployment {
-    let (component, name, replicas, binary) = match role {
-        Role::Ingest => (
-            COMPONENT_INGEST,
-            Desired::ingest_name(&stream.name),
-            stream.ingest.replicas,
-            "metricstream-ingest",
-        ),
-        Role::Consumer => (
-            COMPONENT_CONSUMER,
-            Desired::consumer_name(&stream.name),
-            stream.consumer.replicas,
-            "metricstream-consumer",
-        ),
+    let (component, name) = (role.component(), role.object_name(&stream.name));
+    let (replicas, binary) = match role {
+        Role::Ingest => (stream.ingest.replicas, "metricstream-ingest"),
+        Role::Consumer => (stream.consumer.replicas, "metricstream-consumer"),
     };
     let file_backend = matches!(stream.backend, ValidatedBackend::File { .. });
 
@@ -985,7 +1099,186 @@ mod tests {
                     .iter()
                     .all(|s| s.metadata.owner_references.is_some())
             );
+            assert!(
+                desired
+                    .network_policies
+                    .iter()
+                    .all(|n| n.metadata.owner_references
+                        == Some(vec![owner_reference(&validate(&stream).expect("valid"))]))
+            );
         }
+    }
+
+    fn network_policy<'a>(desired: &'a Desired, name: &str) -> &'a NetworkPolicySpec {
+        desired
+            .network_policies
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .and_then(|n| n.spec.as_ref())
+            .unwrap_or_else(|| panic!("NetworkPolicy {name}"))
+    }
+
+    fn ports(rule: &NetworkPolicyIngressRule) -> Vec<(i32, String)> {
+        rule.ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                let port = match p.port {
+                    Some(IntOrString::Int(port)) => port,
+                    ref other => panic!("a numeric port, got {other:?}"),
+                };
+                (port, p.protocol.clone().unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ingest_admits_its_port_from_anywhere_and_the_admin_port_from_scrapers_only() {
+        let desired = built(&kafka_stream(TopicManagement::Strimzi));
+        let names: Vec<_> = desired
+            .network_policies
+            .iter()
+            .map(|n| n.metadata.name.clone().expect("name"))
+            .collect();
+        assert_eq!(names, ["web-ingest", "web-consumer"]);
+
+        let ingest = network_policy(&desired, "web-ingest");
+        assert_eq!(
+            ingest
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(labels::selector("web", COMPONENT_INGEST)),
+            "selects exactly the ingest pods (the Deployment's selector)"
+        );
+        assert_eq!(ingest.policy_types, Some(vec!["Ingress".to_owned()]));
+        assert!(ingest.egress.is_none(), "egress stays open");
+        let rules = ingest.ingress.as_ref().expect("ingress rules");
+        assert_eq!(rules.len(), 2);
+        assert_eq!(ports(&rules[0]), [(INGEST_PORT, "TCP".to_owned())]);
+        assert!(
+            rules[0].from.is_none(),
+            "the ingest port admits every source"
+        );
+        assert_eq!(ports(&rules[1]), [(ADMIN_PORT, "TCP".to_owned())]);
+        let peers = rules[1]
+            .from
+            .as_ref()
+            .expect("the admin port names its sources");
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            peers[0].namespace_selector,
+            Some(LabelSelector::default()),
+            "by default pods of every namespace (and never outside sources)"
+        );
+        assert!(peers[0].pod_selector.is_none() && peers[0].ip_block.is_none());
+
+        let consumer = network_policy(&desired, "web-consumer");
+        assert_eq!(
+            consumer
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(labels::selector("web", COMPONENT_CONSUMER))
+        );
+        let rules = consumer.ingress.as_ref().expect("ingress rules");
+        assert_eq!(rules.len(), 1, "consumers serve only the admin port");
+        assert_eq!(ports(&rules[0]), [(ADMIN_PORT, "TCP".to_owned())]);
+        assert!(rules[0].from.is_some());
+        assert!(consumer.egress.is_none());
+
+        // The policies' ports are the ports the containers listen on.
+        for (name, expected) in [
+            ("web-ingest", vec![INGEST_PORT, ADMIN_PORT]),
+            ("web-consumer", vec![ADMIN_PORT]),
+        ] {
+            let listening: Vec<i32> = pod_spec(deployment(&desired, name)).containers[0]
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| p.container_port)
+                .collect();
+            assert_eq!(listening, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_scrape_namespaces_come_from_the_operator_settings() {
+        let selector =
+            crate::config::parse_label_selector("kubernetes.io/metadata.name=monitoring")
+                .expect("valid");
+        let mut defaults = WorkloadDefaults::default();
+        defaults.posture.metrics_namespace_selector = selector.clone();
+        let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
+        for name in ["web-ingest", "web-consumer"] {
+            let rules = network_policy(&desired, name)
+                .ingress
+                .clone()
+                .expect("rules");
+            let admin = rules.last().expect("the admin rule");
+            assert_eq!(
+                admin.from.as_ref().expect("peers")[0]
+                    .namespace_selector
+                    .as_ref(),
+                Some(&selector),
+                "{name}"
+            );
+        }
+        let json = serde_json::to_value(&desired.network_policies[0]).expect("json");
+        assert_eq!(
+            json["spec"]["ingress"][1]["from"][0]["namespaceSelector"],
+            serde_json::json!({ "matchLabels": { "kubernetes.io/metadata.name": "monitoring" } })
+        );
+
+        defaults.posture.network_policies = false;
+        let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
+        assert!(
+            desired.network_policies.is_empty(),
+            "switched off: none (and prune removes old ones)"
+        );
+    }
+
+    #[test]
+    fn only_pods_that_can_move_alone_get_a_disruption_budget() {
+        // File backend: every pod shares the queue volume and moves with it; a budget could
+        // only hang a drain.
+        assert!(built(&file_stream()).disruption_budgets.is_empty());
+
+        let desired = built(&kafka_stream(TopicManagement::Admin));
+        assert_eq!(
+            desired.disruption_budgets.len(),
+            1,
+            "consumers share the sink volume"
+        );
+        let budget = &desired.disruption_budgets[0];
+        assert_eq!(budget.metadata.name.as_deref(), Some("web-ingest"));
+        assert!(budget.metadata.owner_references.is_some());
+        let spec = budget.spec.as_ref().expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            spec.min_available, None,
+            "minAvailable would block a lone replica"
+        );
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow")
+        );
+        let ingest = deployment(&desired, "web-ingest");
+        assert_eq!(
+            spec.selector.as_ref().and_then(|s| s.match_labels.clone()),
+            ingest
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.clone()),
+            "the budget covers exactly the Deployment's pods"
+        );
+        // ... which indeed mount no shared volume, while the consumers do.
+        assert!(pod_spec(ingest).affinity.is_none());
+        assert!(
+            pod_spec(deployment(&desired, "web-consumer"))
+                .affinity
+                .is_some()
+        );
     }
 
     #[test]
@@ -1442,6 +1735,10 @@ mod tests {
         all.extend(desired.pvcs.iter().map(|p| &p.metadata));
         all.extend(desired.services.iter().map(|s| &s.metadata));
         all.extend(desired.deployments.iter().map(|d| &d.metadata));
+        all.extend(desired.network_policies.iter().map(|n| &n.metadata));
+        let kafka = built(&kafka_stream(TopicManagement::Admin));
+        all.extend(kafka.disruption_budgets.iter().map(|b| &b.metadata));
+        assert_eq!(all.len(), 1 + 2 + 1 + 2 + 2 + 1, "every kind is covered");
         for meta in all {
             let l = meta.labels.as_ref().expect("labels");
             assert_eq!(l[labels::NAME], "metricstream");

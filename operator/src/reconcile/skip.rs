@@ -6,10 +6,10 @@
 //!
 //! - the desired object's fingerprint is unchanged (same spec, same operator settings);
 //! - the child is in the watch cache and shows the version the apply returned, i.e. nobody
-//!   deleted or changed it since. A ConfigMap, Service or PVC is compared by resourceVersion.
-//!   A Deployment's resourceVersion moves with every status update kube-controller-manager
-//!   makes, so it is compared by uid, `metadata.generation` (any spec edit, a scale), labels
-//!   and ownerReferences;
+//!   deleted or changed it since. A ConfigMap, Service, NetworkPolicy or PVC is compared by
+//!   resourceVersion. A Deployment's (or PodDisruptionBudget's) resourceVersion moves with
+//!   every status update kube-controller-manager makes, so it is compared by uid,
+//!   `metadata.generation` (any spec edit, a scale), labels and ownerReferences;
 //! - the child is not being deleted;
 //! - the last apply is younger than half the resync period, so the periodic resync always
 //!   applies everything.
