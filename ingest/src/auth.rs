@@ -397,6 +397,61 @@ mod tests {
     }
 
     #[test]
+    fn lookup_finds_each_of_many_tokens_and_nothing_close_to_them() {
+        let text: String = (0..50)
+            .map(|i| format!("client-{i}=token-{i:03}\n"))
+            .collect();
+        let table = TokenTable::parse(&text).expect("parses");
+        for i in 0..50 {
+            assert_eq!(
+                table.lookup(&format!("token-{i:03}")),
+                Some(ClientId::new(format!("client-{i}")))
+            );
+        }
+        for near_miss in ["token-050", "token-00", "token-0000", "oken-001", "TOKEN-001", ""] {
+            assert_eq!(table.lookup(near_miss), None, "{near_miss:?}");
+        }
+    }
+
+    #[test]
+    fn the_table_keeps_digests_not_tokens() {
+        let table = TokenTable::parse("web=s3cr3t-value").expect("parses");
+        assert_eq!(table.entries.len(), 1);
+        let (digest, client) = &table.entries[0];
+        assert_eq!(*digest, token_digest("s3cr3t-value"));
+        assert_eq!(*client, ClientId::new("web"));
+        assert!(
+            !digest
+                .windows(b"s3cr3t".len())
+                .any(|window| window == b"s3cr3t")
+        );
+    }
+
+    #[test]
+    fn a_swapped_table_is_used_by_the_next_lookup() {
+        let auth = tokens("team-a=old");
+        let Authenticator::Tokens(shared) = &auth else {
+            panic!("token mode");
+        };
+        shared.store(Arc::new(TokenTable::parse("team-a=new").expect("parses")));
+        assert_eq!(
+            auth.client_id(Some(&header("Bearer old"))),
+            Err(AuthError::UnknownToken)
+        );
+        assert_eq!(
+            auth.client_id(Some(&header("Bearer new"))),
+            Ok(ClientId::new("team-a"))
+        );
+    }
+
+    #[test]
+    fn a_token_file_that_is_not_utf8_is_refused_without_its_content() {
+        let error = TokenTable::parse_bytes(b"a=s3cr3t\xff").expect_err("not UTF-8");
+        assert_eq!(error, TokenFileError::NotUtf8 { offset: 8 });
+        assert!(!error.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
     fn debug_output_hides_tokens() {
         let table = TokenTable::parse("web=s3cr3t").expect("parses");
         let shown = format!("{table:?}");

@@ -6,8 +6,6 @@
 //! then opens the queue, then serves. Shutdown stops accepting, drains in-flight requests,
 //! closes the queue, and stops the admin listener last — all within `--shutdown-timeout`.
 
-use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

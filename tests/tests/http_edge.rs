@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metricstream_tests::{Service, ServiceSpec, TestDir, http_client, request_body};
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TOKEN_A: &str = "tok-alpha-5f1e9c0d2b";
@@ -207,49 +208,49 @@ impl TestCa {
         }
     }
 
-    /// A client trusting only this CA, resolving `SERVER_NAME` to `addr`. `reuse_connections`
-    /// false opens a new connection (and handshake) per request.
-    fn client(&self, addr: SocketAddr, reuse_connections: bool) -> reqwest::Client {
+    /// Opens a TLS connection to `addr` as `SERVER_NAME`, trusting only this CA.
+    async fn connect(&self, addr: SocketAddr) -> TlsConnection {
         let mut roots = rustls::RootCertStore::empty();
-        let ca = rustls::pki_types::pem::PemObject::from_pem_slice(self.cert_pem.as_bytes())
+        let ca = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
             .expect("CA PEM");
         roots.add(ca).expect("adding the CA");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .tls_backend_preconfigured(tls)
-            .tls_info(true)
-            .resolve(SERVER_NAME, addr);
-        if !reuse_connections {
-            builder = builder.pool_max_idle_per_host(0);
-        }
-        builder.build().expect("building the TLS client")
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.expect("connecting");
+        let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("server name");
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .expect("the TLS handshake succeeds");
+        TlsConnection { stream }
     }
 }
 
-/// POSTs over TLS: the status and the certificate the server presented on that connection.
-async fn post_tls(client: &reqwest::Client, addr: SocketAddr) -> (u16, Vec<u8>) {
-    let response = client
-        .post(format!("https://{SERVER_NAME}:{}/metrics", addr.port()))
-        .header("authorization", "edge-client")
-        .header("content-type", "application/json")
-        .body(metric_body())
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("POST over TLS: {error:?}"));
-    let peer = response
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|info| info.peer_certificate())
-        .expect("the TLS info names the server certificate")
-        .to_vec();
-    (response.status().as_u16(), peer)
+struct TlsConnection {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl TlsConnection {
+    /// The certificate the server presented on this connection.
+    fn peer_certificate(&self) -> Vec<u8> {
+        self.stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .expect("the server presented a certificate")
+            .to_vec()
+    }
+
+    /// POSTs a batch on this connection (kept alive): the status.
+    async fn post(&mut self) -> u16 {
+        post_on(&mut self.stream, "edge-client").await.0
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,10 +270,9 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
     let ingest = spec.start().await;
     let addr = ingest.listen.expect("an ingest listener");
 
-    let kept_alive = ca.client(addr, true);
-    let (status, peer) = post_tls(&kept_alive, addr).await;
-    assert_eq!(status, 202);
-    assert_eq!(peer, first.der, "the first certificate is served");
+    let mut kept_alive = ca.connect(addr).await;
+    assert_eq!(kept_alive.post().await, 202);
+    assert_eq!(kept_alive.peer_certificate(), first.der, "the first certificate is served");
 
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = http_client(Duration::from_secs(5))
@@ -286,16 +286,16 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
 
     let second = ca.server_cert();
     secret.update(&[("tls.crt", &second.cert_pem), ("tls.key", &second.key_pem)]);
-    let fresh = ca.client(addr, false);
     eventually("a new connection sees the new certificate", RELOAD_WITHIN, || async {
-        post_tls(&fresh, addr).await.1 == second.der
+        ca.connect(addr).await.peer_certificate() == second.der
     })
     .await;
+    let mut fresh = ca.connect(addr).await;
+    assert_eq!(fresh.post().await, 202);
 
     // The connection made before the swap is still open, on the certificate it negotiated.
-    let (status, peer) = post_tls(&kept_alive, addr).await;
-    assert_eq!(status, 202);
-    assert_eq!(peer, first.der, "the kept-alive connection was replaced");
+    assert_eq!(kept_alive.post().await, 202);
+    assert_eq!(kept_alive.peer_certificate(), first.der);
 
     // A mismatched pair is refused and the current certificate stays.
     let third = ca.server_cert();
@@ -305,8 +305,10 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
         metric_value(&ingest, failures).await == 1.0
     })
     .await;
-    let (status, peer) = post_tls(&fresh, addr).await;
-    assert_eq!((status, peer == second.der), (202, true));
+    let mut after_failure = ca.connect(addr).await;
+    assert_eq!(after_failure.peer_certificate(), second.der);
+    assert_eq!(after_failure.post().await, 202);
+    assert_eq!(fresh.post().await, 202);
     ingest.terminate().await;
 
     // At startup the same mismatch is a clear error and exit status 1.
@@ -379,6 +381,56 @@ fn request_head(content_length: usize) -> String {
         "POST /metrics HTTP/1.1\r\nHost: ingest\r\nAuthorization: edge-client\r\n\
          Content-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n"
     )
+}
+
+/// POSTs a batch with `authorization` on an open HTTP/1.1 connection and reads the answer
+/// (by its Content-Length, leaving the connection usable): the status and the body.
+async fn post_on<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, authorization: &str) -> (u16, String) {
+    let body = metric_body();
+    let mut request = format!(
+        "POST /metrics HTTP/1.1\r\nHost: ingest\r\nAuthorization: {authorization}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    stream.write_all(&request).await.expect("writing the request");
+    read_answer(stream).await
+}
+
+/// Reads one HTTP/1.1 answer with a Content-Length: the status and the body.
+async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> (u16, String) {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).await.expect("reading the answer");
+        assert!(n > 0, "closed mid-answer: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    while received.len() < head_end + length {
+        let n = stream.read(&mut buf).await.expect("reading the body");
+        assert!(n > 0, "closed mid-body");
+        received.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&received[head_end..head_end + length]).into_owned();
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -615,23 +667,24 @@ async fn no_secret_reaches_the_log_even_at_debug() {
         .start()
         .await;
     let addr = ingest.listen.expect("an ingest listener");
-    let client = ca.client(addr, true);
-    let base = format!("https://{SERVER_NAME}:{}", addr.port());
-    assert_eq!(post_with_token(&client, &base, TOKEN_A).await, 202);
-    assert_eq!(post_with_token(&client, &base, TOKEN_UNKNOWN).await, 401);
+    let mut connection = ca.connect(addr).await;
+    let bearer = |token: &str| format!("Bearer {token}");
+    assert_eq!(post_on(&mut connection.stream, &bearer(TOKEN_A)).await.0, 202);
+    assert_eq!(post_on(&mut connection.stream, &bearer(TOKEN_UNKNOWN)).await.0, 401);
     // A reload to a new token, and a broken file holding one.
     tokens.update(&[("tokens", &format!("bravo={TOKEN_B}\n"))]);
-    eventually("the new token is accepted", RELOAD_WITHIN, || async {
-        post_with_token(&client, &base, TOKEN_B).await == 202
-    })
-    .await;
+    let started = Instant::now();
+    while post_on(&mut connection.stream, &bearer(TOKEN_B)).await.0 != 202 {
+        assert!(started.elapsed() < RELOAD_WITHIN, "the new token was not accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokens.update(&[("tokens", &format!("bravo {TOKEN_B} and {TOKEN_A}\n"))]);
     let failures = r#"metricstream_ingest_secret_reloads_total{secret="tokens",outcome="failure"}"#;
     eventually("the broken file is a failed reload", RELOAD_WITHIN, || async {
         metric_value(&ingest, failures).await == 1.0
     })
     .await;
-    assert_eq!(post_with_token(&client, &base, TOKEN_UNKNOWN).await, 401);
+    assert_eq!(post_on(&mut connection.stream, &bearer(TOKEN_UNKNOWN)).await.0, 401);
 
     let log_path = ingest.log_path().to_owned();
     ingest.terminate().await;
