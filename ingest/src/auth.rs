@@ -408,7 +408,14 @@ mod tests {
                 Some(ClientId::new(format!("client-{i}")))
             );
         }
-        for near_miss in ["token-050", "token-00", "token-0000", "oken-001", "TOKEN-001", ""] {
+        for near_miss in [
+            "token-050",
+            "token-00",
+            "token-0000",
+            "oken-001",
+            "TOKEN-001",
+            "",
+        ] {
             assert_eq!(table.lookup(near_miss), None, "{near_miss:?}");
         }
     }

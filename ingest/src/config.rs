@@ -243,8 +243,7 @@ impl RateLimitArgs {
     /// What this replica enforces: its share of [`Self::rate_limit`].
     pub fn replica_rate_limit(&self) -> Option<RateLimit> {
         let replicas = NonZeroU32::new(self.rate_limit_replicas).unwrap_or(NonZeroU32::MIN);
-        self.rate_limit()
-            .map(|limit| limit.replica_share(replicas))
+        self.rate_limit().map(|limit| limit.replica_share(replicas))
     }
 }
 

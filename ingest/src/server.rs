@@ -199,7 +199,10 @@ impl ConnectionPhase {
     fn update(&self, change: impl FnOnce(Phase) -> Option<Phase>) {
         // A poisoned lock means a panic while holding it, which the code below cannot do; the
         // state is two plain values and stays consistent either way.
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(next) = change(state.0) {
             *state = (next, Instant::now());
             drop(state);
@@ -208,7 +211,10 @@ impl ConnectionPhase {
     }
 
     fn current(&self) -> (Phase, Instant) {
-        *self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn bytes_arrived(&self) {

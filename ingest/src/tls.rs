@@ -79,9 +79,8 @@ pub fn certified_key_from_pem(
         ),
         _ => anyhow!("the key file is not a valid PEM private key"),
     })?;
-    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|error| {
-        anyhow!("the certificate and the key cannot be used together: {error}")
-    })?;
+    let certified = CertifiedKey::from_der(chain, key, provider)
+        .map_err(|error| anyhow!("the certificate and the key cannot be used together: {error}"))?;
     Ok(certified)
 }
 
@@ -125,7 +124,10 @@ mod tests {
         let error =
             certified_key_from_pem(cert.as_bytes(), other_key.as_bytes(), &crypto_provider())
                 .expect_err("mismatched");
-        assert!(error.to_string().contains("cannot be used together"), "{error}");
+        assert!(
+            error.to_string().contains("cannot be used together"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -133,7 +135,10 @@ mod tests {
         let (cert, key) = self_signed("localhost");
         let provider = crypto_provider();
         let error = certified_key_from_pem(b"", key.as_bytes(), &provider).expect_err("no cert");
-        assert!(error.to_string().contains("no `BEGIN CERTIFICATE`"), "{error}");
+        assert!(
+            error.to_string().contains("no `BEGIN CERTIFICATE`"),
+            "{error}"
+        );
         let error = certified_key_from_pem(cert.as_bytes(), b"", &provider).expect_err("no key");
         assert!(error.to_string().contains("key file holds no"), "{error}");
 

@@ -87,10 +87,7 @@ where
 {
     let started = Instant::now();
     while !check().await {
-        assert!(
-            started.elapsed() < within,
-            "not within {within:?}: {what}"
-        );
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -133,25 +130,30 @@ async fn tokens_are_reloaded_when_the_secret_changes() {
     })
     .await;
     assert_eq!(post_with_token(&client, &base, TOKEN_B).await, 202);
-    let successes = r#"metricstream_ingest_secret_reloads_total{secret="tokens",outcome="success"}"#;
+    let successes =
+        r#"metricstream_ingest_secret_reloads_total{secret="tokens",outcome="success"}"#;
     assert_eq!(metric_value(&ingest, successes).await, 2.0);
 
     // A broken file (a line without `=`, holding what looks like a token): the old table stays,
     // the failure is counted and logged without the line.
     secret.update(&[("tokens", "charlie-tok-broken-line\n")]);
     let failures = r#"metricstream_ingest_secret_reloads_total{secret="tokens",outcome="failure"}"#;
-    eventually("the broken file is counted as a failed reload", RELOAD_WITHIN, || async {
-        metric_value(&ingest, failures).await == 1.0
-    })
+    eventually(
+        "the broken file is counted as a failed reload",
+        RELOAD_WITHIN,
+        || async { metric_value(&ingest, failures).await == 1.0 },
+    )
     .await;
     assert_eq!(post_with_token(&client, &base, TOKEN_B).await, 202);
     assert_eq!(post_with_token(&client, &base, TOKEN_A).await, 401);
 
     // An empty file is refused the same way.
     secret.update(&[("tokens", "")]);
-    eventually("the empty file is counted as a failed reload", RELOAD_WITHIN, || async {
-        metric_value(&ingest, failures).await == 2.0
-    })
+    eventually(
+        "the empty file is counted as a failed reload",
+        RELOAD_WITHIN,
+        || async { metric_value(&ingest, failures).await == 2.0 },
+    )
     .await;
     assert_eq!(post_with_token(&client, &base, TOKEN_B).await, 202);
 
@@ -272,7 +274,11 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
 
     let mut kept_alive = ca.connect(addr).await;
     assert_eq!(kept_alive.post().await, 202);
-    assert_eq!(kept_alive.peer_certificate(), first.der, "the first certificate is served");
+    assert_eq!(
+        kept_alive.peer_certificate(),
+        first.der,
+        "the first certificate is served"
+    );
 
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = http_client(Duration::from_secs(5))
@@ -286,9 +292,11 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
 
     let second = ca.server_cert();
     secret.update(&[("tls.crt", &second.cert_pem), ("tls.key", &second.key_pem)]);
-    eventually("a new connection sees the new certificate", RELOAD_WITHIN, || async {
-        ca.connect(addr).await.peer_certificate() == second.der
-    })
+    eventually(
+        "a new connection sees the new certificate",
+        RELOAD_WITHIN,
+        || async { ca.connect(addr).await.peer_certificate() == second.der },
+    )
     .await;
     let mut fresh = ca.connect(addr).await;
     assert_eq!(fresh.post().await, 202);
@@ -301,9 +309,11 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
     let third = ca.server_cert();
     secret.update(&[("tls.crt", &third.cert_pem), ("tls.key", &first.key_pem)]);
     let failures = r#"metricstream_ingest_secret_reloads_total{secret="tls",outcome="failure"}"#;
-    eventually("the mismatched pair is a failed reload", RELOAD_WITHIN, || async {
-        metric_value(&ingest, failures).await == 1.0
-    })
+    eventually(
+        "the mismatched pair is a failed reload",
+        RELOAD_WITHIN,
+        || async { metric_value(&ingest, failures).await == 1.0 },
+    )
     .await;
     let mut after_failure = ca.connect(addr).await;
     assert_eq!(after_failure.peer_certificate(), second.der);
@@ -323,7 +333,10 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
     let (status, log) = run_to_exit(mismatched.spawn()).await;
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("cannot be used together"), "{log}");
-    assert!(!log.contains(first.key_pem.lines().nth(1).expect("key line")), "{log}");
+    assert!(
+        !log.contains(first.key_pem.lines().nth(1).expect("key line")),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -385,7 +398,10 @@ fn request_head(content_length: usize) -> String {
 
 /// POSTs a batch with `authorization` on an open HTTP/1.1 connection and reads the answer
 /// (by its Content-Length, leaving the connection usable): the status and the body.
-async fn post_on<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, authorization: &str) -> (u16, String) {
+async fn post_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    authorization: &str,
+) -> (u16, String) {
     let body = metric_body();
     let mut request = format!(
         "POST /metrics HTTP/1.1\r\nHost: ingest\r\nAuthorization: {authorization}\r\n\
@@ -394,7 +410,10 @@ async fn post_on<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, authorizatio
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    stream.write_all(&request).await.expect("writing the request");
+    stream
+        .write_all(&request)
+        .await
+        .expect("writing the request");
     read_answer(stream).await
 }
 
@@ -407,7 +426,11 @@ async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> (u16, String) {
             break at + 4;
         }
         let n = stream.read(&mut buf).await.expect("reading the answer");
-        assert!(n > 0, "closed mid-answer: {}", String::from_utf8_lossy(&received));
+        assert!(
+            n > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&received)
+        );
         received.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
@@ -523,9 +546,18 @@ async fn slow_and_silent_clients_are_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     // Still open past the header deadline.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    kept.write_all(&request).await.expect("the kept-alive connection is open");
-    let n = kept.read(&mut buf).await.expect("reading the second answer");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 202"), "{}", String::from_utf8_lossy(&buf[..n]));
+    kept.write_all(&request)
+        .await
+        .expect("the kept-alive connection is open");
+    let n = kept
+        .read(&mut buf)
+        .await
+        .expect("reading the second answer");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     let (rest, took) = read_until_closed(&mut kept, Duration::from_secs(8)).await;
     assert!(rest.is_empty(), "{rest}");
     assert!(
@@ -558,7 +590,10 @@ async fn requests_over_the_concurrency_cap_are_shed_with_503() {
             .write_all(request_head(body.len()).as_bytes())
             .await
             .expect("writing the head");
-        stream.write_all(&body[..10]).await.expect("writing part of the body");
+        stream
+            .write_all(&body[..10])
+            .await
+            .expect("writing part of the body");
         held.push(stream);
     }
     // Give the server a moment to start both handlers.
@@ -582,10 +617,17 @@ async fn requests_over_the_concurrency_cap_are_shed_with_503() {
 
     // The held requests complete, and then there is room again.
     for mut stream in held {
-        stream.write_all(&body[10..]).await.expect("writing the rest");
+        stream
+            .write_all(&body[10..])
+            .await
+            .expect("writing the rest");
         let mut buf = vec![0u8; 4096];
         let n = stream.read(&mut buf).await.expect("reading the answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 202"), "{}", String::from_utf8_lossy(&buf[..n]));
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 202"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
     }
     let status = client
         .post(format!("{}/metrics", ingest.base_url()))
@@ -669,27 +711,48 @@ async fn no_secret_reaches_the_log_even_at_debug() {
     let addr = ingest.listen.expect("an ingest listener");
     let mut connection = ca.connect(addr).await;
     let bearer = |token: &str| format!("Bearer {token}");
-    assert_eq!(post_on(&mut connection.stream, &bearer(TOKEN_A)).await.0, 202);
-    assert_eq!(post_on(&mut connection.stream, &bearer(TOKEN_UNKNOWN)).await.0, 401);
+    assert_eq!(
+        post_on(&mut connection.stream, &bearer(TOKEN_A)).await.0,
+        202
+    );
+    assert_eq!(
+        post_on(&mut connection.stream, &bearer(TOKEN_UNKNOWN))
+            .await
+            .0,
+        401
+    );
     // A reload to a new token, and a broken file holding one.
     tokens.update(&[("tokens", &format!("bravo={TOKEN_B}\n"))]);
     let started = Instant::now();
     while post_on(&mut connection.stream, &bearer(TOKEN_B)).await.0 != 202 {
-        assert!(started.elapsed() < RELOAD_WITHIN, "the new token was not accepted");
+        assert!(
+            started.elapsed() < RELOAD_WITHIN,
+            "the new token was not accepted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokens.update(&[("tokens", &format!("bravo {TOKEN_B} and {TOKEN_A}\n"))]);
     let failures = r#"metricstream_ingest_secret_reloads_total{secret="tokens",outcome="failure"}"#;
-    eventually("the broken file is a failed reload", RELOAD_WITHIN, || async {
-        metric_value(&ingest, failures).await == 1.0
-    })
+    eventually(
+        "the broken file is a failed reload",
+        RELOAD_WITHIN,
+        || async { metric_value(&ingest, failures).await == 1.0 },
+    )
     .await;
-    assert_eq!(post_on(&mut connection.stream, &bearer(TOKEN_UNKNOWN)).await.0, 401);
+    assert_eq!(
+        post_on(&mut connection.stream, &bearer(TOKEN_UNKNOWN))
+            .await
+            .0,
+        401
+    );
 
     let log_path = ingest.log_path().to_owned();
     ingest.terminate().await;
     let log = std::fs::read_to_string(&log_path).expect("reading the log");
-    assert!(log.contains("DEBUG"), "the log is not at debug level:\n{log}");
+    assert!(
+        log.contains("DEBUG"),
+        "the log is not at debug level:\n{log}"
+    );
     let key_lines: Vec<&str> = cert
         .key_pem
         .lines()
