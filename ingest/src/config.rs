@@ -27,7 +27,8 @@ pub struct Args {
 
     /// File of `client_id=token` lines (blank lines and `#` comments ignored). When set, requests
     /// must send `Authorization: Bearer <token>`; when absent (open mode) the whole
-    /// Authorization value is the client id.
+    /// Authorization value is the client id. Reloaded when it changes (--secret-reload-interval);
+    /// a file that cannot be used keeps the tokens loaded before.
     #[arg(long, env = "METRICSTREAM_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 

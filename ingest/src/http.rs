@@ -256,6 +256,16 @@ mod tests {
     };
 
     fn app_with(authenticator: Authenticator, rate_limit: Option<RateLimit>) -> TestApp {
+        app_with_edge(authenticator, rate_limit, Duration::from_secs(30), 1024).0
+    }
+
+    /// Also returns the shared state, to hold concurrency permits from the test.
+    fn app_with_edge(
+        authenticator: Authenticator,
+        rate_limit: Option<RateLimit>,
+        body_read_timeout: Duration,
+        max_concurrent_requests: usize,
+    ) -> (TestApp, Arc<AppState>) {
         let producer = Arc::new(FakeProducer::default());
         let metrics = IngestMetrics::default();
         let state = Arc::new(AppState {
@@ -264,14 +274,51 @@ mod tests {
             limits: LIMITS,
             rate_limiter: rate_limit.map(|limit| Arc::new(ClientRateLimiter::new(limit))),
             metrics: metrics.clone(),
-            body_read_timeout: Duration::from_secs(30),
-            concurrency: ConcurrencyLimit::new(1024),
+            body_read_timeout,
+            concurrency: ConcurrencyLimit::new(max_concurrent_requests),
         });
-        TestApp {
-            router: router(state),
+        let app = TestApp {
+            router: router(state.clone()),
             producer,
             metrics,
-        }
+        };
+        (app, state)
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_408_and_closes_the_connection() {
+        let (app, _) = app_with_edge(Authenticator::Open, None, Duration::from_millis(50), 8);
+        let never_ending = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let request = post("/metrics", Some("team-a"), Body::from_stream(never_ending));
+        let (status, headers, json) = send(&app, request).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(error_code(&json), "body_read_timeout");
+        assert_eq!(headers[header::CONNECTION], "close");
+        assert!(app.producer.appended.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_cap_are_shed_at_once_with_503() {
+        let (app, state) = app_with_edge(Authenticator::Open, None, Duration::from_secs(30), 2);
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                state
+                    .concurrency
+                    .permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("a free permit")
+            })
+            .collect();
+        let (status, headers, json) = send(&app, post("/metrics", Some("team-a"), BODY)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(&json), "overloaded");
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(app.metrics.requests_shed.get(), 1);
+
+        drop(held);
+        let (status, _, _) = send(&app, post("/metrics", Some("team-a"), BODY)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
     }
 
     fn open_app() -> TestApp {
