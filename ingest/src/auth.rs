@@ -1,15 +1,20 @@
 //! Who a request comes from: the token file (`client_id=token` lines) and the resolution of an
 //! `Authorization` header to a [`ClientId`], in token mode or in the prototype's open mode.
 //!
-//! Tokens are secrets: no error, log line or `Debug` output here ever contains one.
+//! Tokens are secrets: no error, log line or `Debug` output here ever contains one, and the
+//! table keeps only their SHA-256 digests, compared in constant time.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
 use metricstream_backend::ClientId;
+use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 /// The longest client id accepted, in bytes, whether from the token file or an open-mode header.
 pub const MAX_CLIENT_ID_BYTES: usize = 256;
@@ -18,8 +23,9 @@ pub const MAX_CLIENT_ID_BYTES: usize = 256;
 pub enum Authenticator {
     /// No token file: the whole header value is the client id, as in the C++ prototype.
     Open,
-    /// `Authorization: Bearer <token>`, the token looked up in the token file.
-    Tokens(TokenTable),
+    /// `Authorization: Bearer <token>`, the token looked up in the token file. Shared with the
+    /// reloader, which swaps in a new table when the file changes.
+    Tokens(Arc<ArcSwap<TokenTable>>),
 }
 
 /// Why a request's client could not be established.
@@ -34,6 +40,11 @@ pub enum AuthError {
 }
 
 impl Authenticator {
+    /// Token mode with `table`, until a reload replaces it.
+    pub fn tokens(table: TokenTable) -> Self {
+        Self::Tokens(Arc::new(ArcSwap::from_pointee(table)))
+    }
+
     /// Whether clients are expected to send bearer tokens (decides the `WWW-Authenticate`
     /// challenge on 401 answers).
     pub fn expects_bearer(&self) -> bool {
@@ -50,7 +61,7 @@ impl Authenticator {
             Self::Open => open_mode_client_id(value),
             Self::Tokens(table) => {
                 let token = bearer_token(value).ok_or(AuthError::UnknownToken)?;
-                table.lookup(token).cloned().ok_or(AuthError::UnknownToken)
+                table.load().lookup(token).ok_or(AuthError::UnknownToken)
             }
         }
     }
@@ -94,18 +105,29 @@ fn check_client_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Bearer tokens and the client each stands for, as loaded from the token file.
-pub struct TokenTable {
-    // A hash lookup with the standard library's randomly keyed SipHash: how long a lookup takes
-    // does not reveal how much of a guessed token matched.
-    clients_by_token: HashMap<String, ClientId>,
+/// The SHA-256 digest of a token: what the table keeps instead of the token.
+type TokenDigest = [u8; 32];
+
+fn token_digest(token: &str) -> TokenDigest {
+    Sha256::digest(token.as_bytes()).into()
 }
 
-/// Deliberately prints only the number of tokens, never the tokens themselves.
+/// Bearer tokens (as SHA-256 digests) and the client each stands for, as loaded from the token
+/// file.
+///
+/// A lookup compares the presented token's digest with every entry's, each comparison in
+/// constant time and without stopping at a match, so how long it takes depends only on the
+/// number of tokens, never on how much of a guessed token (or of its digest) is right. Comparing
+/// fixed-size digests rather than the tokens also hides the tokens' lengths.
+pub struct TokenTable {
+    entries: Vec<(TokenDigest, ClientId)>,
+}
+
+/// Deliberately prints only the number of tokens, never the tokens or their digests.
 impl fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenTable")
-            .field("tokens", &self.clients_by_token.len())
+            .field("tokens", &self.entries.len())
             .finish()
     }
 }
@@ -117,22 +139,32 @@ pub enum TokenFileError {
     Line { line: usize, problem: String },
     #[error("it holds no `client_id=token` line; every request would be refused")]
     Empty,
+    #[error("it is not UTF-8 text (first invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
 }
 
 impl TokenTable {
     /// Reads and parses the token file at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .with_context(|| format!("reading the tokens file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in the tokens file {}", path.display()))
+        Self::parse_bytes(&bytes).with_context(|| format!("in the tokens file {}", path.display()))
+    }
+
+    /// Parses the token file's raw content, which must be UTF-8.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, TokenFileError> {
+        let text = std::str::from_utf8(bytes).map_err(|error| TokenFileError::NotUtf8 {
+            offset: error.valid_up_to(),
+        })?;
+        Self::parse(text)
     }
 
     /// Parses `client_id=token` lines, split at the first `=`, each side trimmed. Blank lines
     /// and lines starting with `#` are skipped.
     pub fn parse(text: &str) -> Result<Self, TokenFileError> {
         // Each token with its client and the line it came from, to name both lines of a duplicate.
-        let mut entries: HashMap<String, (ClientId, usize)> = HashMap::new();
+        let mut entries: HashMap<TokenDigest, (ClientId, usize)> = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let line_number = index + 1;
             let line = line.trim();
@@ -158,7 +190,7 @@ impl TokenTable {
                      which a bearer token cannot carry"
                 )));
             }
-            match entries.entry(token.to_owned()) {
+            match entries.entry(token_digest(token)) {
                 Entry::Occupied(first) => {
                     let (first_client, first_line) = first.get();
                     return Err(malformed(format!(
@@ -171,27 +203,42 @@ impl TokenTable {
                 }
             }
         }
-        let clients_by_token: HashMap<String, ClientId> = entries
+        let entries: Vec<(TokenDigest, ClientId)> = entries
             .into_iter()
-            .map(|(token, (client, _line))| (token, client))
+            .map(|(digest, (client, _line))| (digest, client))
             .collect();
-        if clients_by_token.is_empty() {
+        if entries.is_empty() {
             return Err(TokenFileError::Empty);
         }
-        Ok(Self { clients_by_token })
+        Ok(Self { entries })
     }
 
     pub fn len(&self) -> usize {
-        self.clients_by_token.len()
+        self.entries.len()
     }
 
     /// Never true for a table that loaded: an empty token file is refused.
     pub fn is_empty(&self) -> bool {
-        self.clients_by_token.is_empty()
+        self.entries.is_empty()
     }
 
-    fn lookup(&self, token: &str) -> Option<&ClientId> {
-        self.clients_by_token.get(token)
+    /// The client of `token`, if it is in the table. Visits every entry whatever the outcome;
+    /// the index of the match is selected without branching on secret data.
+    fn lookup(&self, token: &str) -> Option<ClientId> {
+        let presented = token_digest(token);
+        let mut found = subtle::Choice::from(0);
+        let mut index = 0u64;
+        for (position, (digest, _)) in self.entries.iter().enumerate() {
+            let is_match = digest.ct_eq(&presented);
+            index = u64::conditional_select(&index, &(position as u64), is_match);
+            found |= is_match;
+        }
+        if bool::from(found) {
+            let index = usize::try_from(index).ok()?;
+            self.entries.get(index).map(|(_, client)| client.clone())
+        } else {
+            None
+        }
     }
 }
 
@@ -204,7 +251,7 @@ mod tests {
     }
 
     fn tokens(text: &str) -> Authenticator {
-        Authenticator::Tokens(TokenTable::parse(text).expect("token file parses"))
+        Authenticator::tokens(TokenTable::parse(text).expect("token file parses"))
     }
 
     #[test]
@@ -305,15 +352,15 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(table.len(), 2);
-        assert_eq!(table.lookup("abc=="), Some(&ClientId::new("web")));
-        assert_eq!(table.lookup("x=y"), Some(&ClientId::new("batch")));
+        assert_eq!(table.lookup("abc=="), Some(ClientId::new("web")));
+        assert_eq!(table.lookup("x=y"), Some(ClientId::new("batch")));
     }
 
     #[test]
     fn one_client_may_have_several_tokens() {
         let table = TokenTable::parse("web=old\nweb=new").expect("parses");
-        assert_eq!(table.lookup("old"), Some(&ClientId::new("web")));
-        assert_eq!(table.lookup("new"), Some(&ClientId::new("web")));
+        assert_eq!(table.lookup("old"), Some(ClientId::new("web")));
+        assert_eq!(table.lookup("new"), Some(ClientId::new("web")));
     }
 
     #[test]
@@ -347,6 +394,68 @@ mod tests {
             TokenTable::parse("# nothing yet\n\n").err(),
             Some(TokenFileError::Empty)
         );
+    }
+
+    #[test]
+    fn lookup_finds_each_of_many_tokens_and_nothing_close_to_them() {
+        let text: String = (0..50)
+            .map(|i| format!("client-{i}=token-{i:03}\n"))
+            .collect();
+        let table = TokenTable::parse(&text).expect("parses");
+        for i in 0..50 {
+            assert_eq!(
+                table.lookup(&format!("token-{i:03}")),
+                Some(ClientId::new(format!("client-{i}")))
+            );
+        }
+        for near_miss in [
+            "token-050",
+            "token-00",
+            "token-0000",
+            "oken-001",
+            "TOKEN-001",
+            "",
+        ] {
+            assert_eq!(table.lookup(near_miss), None, "{near_miss:?}");
+        }
+    }
+
+    #[test]
+    fn the_table_keeps_digests_not_tokens() {
+        let table = TokenTable::parse("web=s3cr3t-value").expect("parses");
+        assert_eq!(table.entries.len(), 1);
+        let (digest, client) = &table.entries[0];
+        assert_eq!(*digest, token_digest("s3cr3t-value"));
+        assert_eq!(*client, ClientId::new("web"));
+        assert!(
+            !digest
+                .windows(b"s3cr3t".len())
+                .any(|window| window == b"s3cr3t")
+        );
+    }
+
+    #[test]
+    fn a_swapped_table_is_used_by_the_next_lookup() {
+        let auth = tokens("team-a=old");
+        let Authenticator::Tokens(shared) = &auth else {
+            panic!("token mode");
+        };
+        shared.store(Arc::new(TokenTable::parse("team-a=new").expect("parses")));
+        assert_eq!(
+            auth.client_id(Some(&header("Bearer old"))),
+            Err(AuthError::UnknownToken)
+        );
+        assert_eq!(
+            auth.client_id(Some(&header("Bearer new"))),
+            Ok(ClientId::new("team-a"))
+        );
+    }
+
+    #[test]
+    fn a_token_file_that_is_not_utf8_is_refused_without_its_content() {
+        let error = TokenTable::parse_bytes(b"a=s3cr3t\xff").expect_err("not UTF-8");
+        assert_eq!(error, TokenFileError::NotUtf8 { offset: 8 });
+        assert!(!error.to_string().contains("s3cr3t"));
     }
 
     #[test]

@@ -27,9 +27,13 @@ pub struct Args {
 
     /// File of `client_id=token` lines (blank lines and `#` comments ignored). When set, requests
     /// must send `Authorization: Bearer <token>`; when absent (open mode) the whole
-    /// Authorization value is the client id.
+    /// Authorization value is the client id. Reloaded when it changes (--secret-reload-interval);
+    /// a file that cannot be used keeps the tokens loaded before.
     #[arg(long, env = "METRICSTREAM_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -51,6 +55,50 @@ pub struct Args {
     #[arg(long, env = "METRICSTREAM_SHUTDOWN_TIMEOUT", default_value = "30",
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// How the API listener protects itself from its clients: TLS, timeouts, the concurrency cap.
+#[derive(Clone, Debug, clap::Args)]
+pub struct EdgeArgs {
+    /// PEM certificate chain (server certificate first) for TLS on the ingest API. Needs
+    /// --tls-key-file; without both the API speaks plain HTTP. Reloaded when the file changes.
+    #[arg(long, env = "METRICSTREAM_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file. Reloaded when it changes.
+    #[arg(long, env = "METRICSTREAM_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Seconds between checks of the tokens file and the TLS files for new content (a changed
+    /// Secret volume); a new valid file replaces the old one, an invalid one is logged and
+    /// ignored.
+    #[arg(long, env = "METRICSTREAM_SECRET_RELOAD_INTERVAL", default_value = "10",
+          value_parser = parse_positive_duration)]
+    pub secret_reload_interval: Duration,
+
+    /// Seconds a client has to send a request's headers: from the connection's start (after the
+    /// TLS handshake, which has as long again) or from the first byte of the next request on a
+    /// kept-alive connection. The connection is closed when they run out.
+    #[arg(long, env = "METRICSTREAM_HEADER_READ_TIMEOUT", default_value = "10",
+          value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Seconds a client has to send a request's whole body once its headers are in; a slower
+    /// body is answered 408 and the connection closed.
+    #[arg(long, env = "METRICSTREAM_BODY_READ_TIMEOUT", default_value = "30",
+          value_parser = parse_positive_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "METRICSTREAM_IDLE_TIMEOUT", default_value = "60",
+          value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Requests handled at once; one more is answered 503 with Retry-After at once (counted in
+    /// metricstream_ingest_requests_shed_total) instead of waiting in a queue.
+    #[arg(long, env = "METRICSTREAM_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
 }
 
 /// Tuning of the Kafka producer (with `--backend kafka`).
@@ -142,15 +190,22 @@ impl LimitArgs {
 /// Per-client request rate limiting, off unless a rate is given.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RateLimitArgs {
-    /// Requests per second each client may make on average; 0 turns rate limiting off.
+    /// Requests per second each client may make on average, across all ingest replicas (see
+    /// --rate-limit-replicas); 0 turns rate limiting off.
     #[arg(long, env = "METRICSTREAM_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
     pub rate_limit_per_second: u32,
 
-    /// Requests a client may make at once above its steady rate (bucket size); defaults to the
-    /// per-second rate. Ignored while rate limiting is off.
+    /// Requests a client may make at once above its steady rate (bucket size), across all
+    /// replicas; defaults to the per-second rate. Ignored while rate limiting is off.
     #[arg(long, env = "METRICSTREAM_RATE_LIMIT_BURST",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: Option<u32>,
+
+    /// Ingest replicas sharing the rate limits: each enforces its fair share, the per-second
+    /// rate and the burst divided by this number and rounded up (never 0).
+    #[arg(long, env = "METRICSTREAM_RATE_LIMIT_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_replicas: u32,
 }
 
 /// The rate a client may sustain and the burst it may spend at once.
@@ -160,8 +215,23 @@ pub struct RateLimit {
     pub burst: NonZeroU32,
 }
 
+impl RateLimit {
+    /// One replica's share of a limit that `replicas` replicas enforce together: both figures
+    /// divided and rounded up, so a limit never becomes 0 (and the cluster-wide figure is never
+    /// undercut, only exceeded by less than one request per replica).
+    pub fn replica_share(self, replicas: NonZeroU32) -> Self {
+        let share = |figure: NonZeroU32| {
+            NonZeroU32::new(figure.get().div_ceil(replicas.get())).unwrap_or(NonZeroU32::MIN)
+        };
+        Self {
+            per_second: share(self.per_second),
+            burst: share(self.burst),
+        }
+    }
+}
+
 impl RateLimitArgs {
-    /// `None` when rate limiting is off.
+    /// The cluster-wide limit of each client; `None` when rate limiting is off.
     pub fn rate_limit(&self) -> Option<RateLimit> {
         let per_second = NonZeroU32::new(self.rate_limit_per_second)?;
         let burst = self
@@ -169,6 +239,12 @@ impl RateLimitArgs {
             .and_then(NonZeroU32::new)
             .unwrap_or(per_second);
         Some(RateLimit { per_second, burst })
+    }
+
+    /// What this replica enforces: its share of [`Self::rate_limit`].
+    pub fn replica_rate_limit(&self) -> Option<RateLimit> {
+        let replicas = NonZeroU32::new(self.rate_limit_replicas).unwrap_or(NonZeroU32::MIN);
+        self.rate_limit().map(|limit| limit.replica_share(replicas))
     }
 }
 
@@ -225,6 +301,15 @@ impl FileQueueArgs {
             ..defaults
         }
     }
+}
+
+/// [`parse_duration`], refusing 0 (a timeout or interval of nothing).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be at least 1 second".to_owned());
+    }
+    Ok(duration)
 }
 
 /// Parses a duration given as whole seconds (`90`), or with one unit suffix: `90s`, `15m`,
@@ -365,6 +450,58 @@ mod tests {
         let args = parse(&["--rate-limit-per-second", "5", "--rate-limit-burst", "20"]);
         let limit = args.rate_limit.rate_limit().expect("rate limiting is on");
         assert_eq!(limit.burst.get(), 20);
+    }
+
+    #[test]
+    fn replicas_enforce_their_share_rounded_up() {
+        let limit = |per_second: u32, burst: u32| RateLimit {
+            per_second: NonZeroU32::new(per_second).expect("positive"),
+            burst: NonZeroU32::new(burst).expect("positive"),
+        };
+        let replicas = |n: u32| NonZeroU32::new(n).expect("positive");
+        assert_eq!(limit(100, 200).replica_share(replicas(1)), limit(100, 200));
+        assert_eq!(limit(100, 200).replica_share(replicas(2)), limit(50, 100));
+        assert_eq!(limit(100, 200).replica_share(replicas(3)), limit(34, 67));
+        // Never 0: a single request per second over ten replicas is one per replica.
+        assert_eq!(limit(1, 1).replica_share(replicas(10)), limit(1, 1));
+        assert_eq!(
+            limit(u32::MAX, u32::MAX).replica_share(replicas(u32::MAX)),
+            limit(1, 1)
+        );
+
+        let args = parse(&[
+            "--rate-limit-per-second",
+            "10",
+            "--rate-limit-burst",
+            "5",
+            "--rate-limit-replicas",
+            "4",
+        ]);
+        assert_eq!(args.rate_limit.rate_limit(), Some(limit(10, 5)));
+        assert_eq!(args.rate_limit.replica_rate_limit(), Some(limit(3, 2)));
+        assert!(
+            Args::try_parse_from(["metricstream-ingest", "--rate-limit-replicas", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn edge_defaults_and_tls_needs_both_files() {
+        let args = parse(&[]);
+        assert_eq!(args.edge.tls_cert_file, None);
+        assert_eq!(args.edge.secret_reload_interval, Duration::from_secs(10));
+        assert_eq!(args.edge.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(args.edge.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(args.edge.idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.edge.max_concurrent_requests, 1024);
+        assert_eq!(args.rate_limit.rate_limit_replicas, 1);
+
+        let only_cert = ["metricstream-ingest", "--tls-cert-file", "c.pem"];
+        assert!(Args::try_parse_from(only_cert).is_err());
+        let only_key = ["metricstream-ingest", "--tls-key-file", "k.pem"];
+        assert!(Args::try_parse_from(only_key).is_err());
+        let both = parse(&["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]);
+        assert_eq!(both.edge.tls_cert_file, Some(PathBuf::from("c.pem")));
+        assert!(Args::try_parse_from(["metricstream-ingest", "--idle-timeout", "0"]).is_err());
     }
 
     #[test]

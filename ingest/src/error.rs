@@ -49,6 +49,10 @@ pub enum ApiError {
         client: String,
         retry_after_seconds: u64,
     },
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyReadTimeout { seconds: u64 },
+    #[error("{limit} requests are already in progress; retry shortly")]
+    Overloaded { limit: usize },
     #[error("the queue is saturated")]
     BackendSaturated,
     #[error("the queue is unavailable: {0}")]
@@ -99,7 +103,10 @@ impl ApiError {
             }
             Self::MissingAuthorization { .. } | Self::UnknownToken => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::BackendSaturated | Self::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded { .. } | Self::BackendSaturated | Self::BackendUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -121,6 +128,8 @@ impl ApiError {
             Self::UnknownToken => "unknown_token",
             Self::InvalidClientId(_) => "invalid_client_id",
             Self::RateLimited { .. } => "rate_limited",
+            Self::BodyReadTimeout { .. } => "body_read_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::BackendSaturated => "backend_saturated",
             Self::BackendUnavailable(_) => "backend_unavailable",
             Self::RecordTooLarge { .. } => "record_too_large",
@@ -151,9 +160,17 @@ impl ApiError {
                 retry_after_seconds,
                 ..
             } => Some(*retry_after_seconds),
-            Self::BackendSaturated | Self::BackendUnavailable(_) => Some(1),
+            Self::Overloaded { .. } | Self::BackendSaturated | Self::BackendUnavailable(_) => {
+                Some(1)
+            }
             _ => None,
         }
+    }
+
+    /// Whether the connection must close after the answer: the rest of a timed-out body may
+    /// still be on its way and cannot be told apart from the next request.
+    fn closes_connection(&self) -> bool {
+        matches!(self, Self::BodyReadTimeout { .. })
     }
 
     fn authenticate_challenge(&self) -> Option<&'static str> {
@@ -198,7 +215,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let code = self.code();
-        if status.is_server_error() {
+        // Shed load is counted in metricstream_ingest_requests_shed_total; a warning per refused
+        // request would add log volume exactly when the process is busiest.
+        if status.is_server_error() && !matches!(self, Self::Overloaded { .. }) {
             tracing::warn!(status = status.as_u16(), code, reason = %self, "request failed");
         } else {
             // Client mistakes are the client's to fix; at info they would drown the log.
@@ -214,6 +233,9 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         if let Some(seconds) = self.retry_after_seconds() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(challenge) = self.authenticate_challenge() {
             headers.insert(

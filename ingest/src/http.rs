@@ -2,18 +2,19 @@
 //! request into one durable queue record.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use metricstream_backend::QueueProducer;
 use metricstream_backend::partitioner::partition_for;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
 use crate::error::ApiError;
@@ -29,6 +30,28 @@ pub struct AppState {
     /// `None` when rate limiting is off.
     pub rate_limiter: Option<Arc<ClientRateLimiter>>,
     pub metrics: IngestMetrics,
+    /// How long a request's whole body may take to arrive once its headers are in.
+    pub body_read_timeout: Duration,
+    /// One permit per request that may be handled at once (--max-concurrent-requests).
+    pub concurrency: ConcurrencyLimit,
+}
+
+/// The cap on requests handled at once. A request over it is refused at once (load shedding)
+/// rather than queued: waiting requests would hold their connections and memory while every
+/// one of them grows older, and the client's retry after `Retry-After` is the better queue.
+pub struct ConcurrencyLimit {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl ConcurrencyLimit {
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
 }
 
 /// The ingest API. Unknown paths and methods get JSON errors like every other failure.
@@ -38,6 +61,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/metrics", post(ingest_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_concurrency,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -78,7 +105,14 @@ async fn ingest_metrics(
     let encoding = request::content_encoding(&headers)?;
 
     let limits = &state.limits;
-    let raw = request::read_body(&headers, body, limits.max_body_bytes).await?;
+    let raw = tokio::time::timeout(
+        state.body_read_timeout,
+        request::read_body(&headers, body, limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_elapsed| ApiError::BodyReadTimeout {
+        seconds: state.body_read_timeout.as_secs(),
+    })??;
     // Inflating, parsing and encoding run inline: each is bounded by --max-body-bytes, about a
     // millisecond per 100 KiB, cheaper than a hop to the blocking pool.
     let json = request::decode_body(raw, encoding, limits.max_body_bytes)?;
@@ -113,6 +147,23 @@ async fn method_not_allowed(request: Request) -> ApiError {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
     }
+}
+
+/// Admits a request if fewer than the cap are in progress, holding the permit until it is
+/// answered; refuses it with 503 otherwise.
+async fn limit_concurrency(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = state.concurrency.permits.clone().try_acquire_owned() else {
+        state.metrics.requests_shed.inc();
+        return ApiError::Overloaded {
+            limit: state.concurrency.limit,
+        }
+        .into_response();
+    };
+    next.run(request).await
 }
 
 /// Counts every answer by status and times it.
@@ -205,6 +256,16 @@ mod tests {
     };
 
     fn app_with(authenticator: Authenticator, rate_limit: Option<RateLimit>) -> TestApp {
+        app_with_edge(authenticator, rate_limit, Duration::from_secs(30), 1024).0
+    }
+
+    /// Also returns the shared state, to hold concurrency permits from the test.
+    fn app_with_edge(
+        authenticator: Authenticator,
+        rate_limit: Option<RateLimit>,
+        body_read_timeout: Duration,
+        max_concurrent_requests: usize,
+    ) -> (TestApp, Arc<AppState>) {
         let producer = Arc::new(FakeProducer::default());
         let metrics = IngestMetrics::default();
         let state = Arc::new(AppState {
@@ -213,12 +274,51 @@ mod tests {
             limits: LIMITS,
             rate_limiter: rate_limit.map(|limit| Arc::new(ClientRateLimiter::new(limit))),
             metrics: metrics.clone(),
+            body_read_timeout,
+            concurrency: ConcurrencyLimit::new(max_concurrent_requests),
         });
-        TestApp {
-            router: router(state),
+        let app = TestApp {
+            router: router(state.clone()),
             producer,
             metrics,
-        }
+        };
+        (app, state)
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_408_and_closes_the_connection() {
+        let (app, _) = app_with_edge(Authenticator::Open, None, Duration::from_millis(50), 8);
+        let never_ending = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let request = post("/metrics", Some("team-a"), Body::from_stream(never_ending));
+        let (status, headers, json) = send(&app, request).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(error_code(&json), "body_read_timeout");
+        assert_eq!(headers[header::CONNECTION], "close");
+        assert!(app.producer.appended.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_cap_are_shed_at_once_with_503() {
+        let (app, state) = app_with_edge(Authenticator::Open, None, Duration::from_secs(30), 2);
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                state
+                    .concurrency
+                    .permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("a free permit")
+            })
+            .collect();
+        let (status, headers, json) = send(&app, post("/metrics", Some("team-a"), BODY)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(&json), "overloaded");
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(app.metrics.requests_shed.get(), 1);
+
+        drop(held);
+        let (status, _, _) = send(&app, post("/metrics", Some("team-a"), BODY)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
     }
 
     fn open_app() -> TestApp {
@@ -319,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn token_mode_attributes_the_batch_to_the_tokens_client() {
         let table = TokenTable::parse("team-a=s3cr3t").expect("parses");
-        let app = app_with(Authenticator::Tokens(table), None);
+        let app = app_with(Authenticator::tokens(table), None);
         let (status, _, _) = send(&app, post("/metrics", Some("Bearer s3cr3t"), BODY)).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         let appended = app.producer.appended.lock().expect("lock").clone();
@@ -330,7 +430,7 @@ mod tests {
     #[tokio::test]
     async fn token_mode_refuses_missing_and_unknown_tokens_with_a_challenge() {
         let table = TokenTable::parse("team-a=s3cr3t").expect("parses");
-        let app = app_with(Authenticator::Tokens(table), None);
+        let app = app_with(Authenticator::tokens(table), None);
 
         let (status, headers, json) = send(&app, post("/metrics", None, BODY)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);

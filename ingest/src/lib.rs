@@ -7,4 +7,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod rate_limit;
+pub mod reload;
 pub mod request;
+pub mod server;
+pub mod tls;

@@ -6,7 +6,6 @@
 //! then opens the queue, then serves. Shutdown stops accepting, drains in-flight requests,
 //! closes the queue, and stops the admin listener last — all within `--shutdown-timeout`.
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -24,9 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use metricstream_ingest::auth::{Authenticator, TokenTable};
 use metricstream_ingest::config::Args;
-use metricstream_ingest::http::AppState;
+use metricstream_ingest::http::{AppState, ConcurrencyLimit};
 use metricstream_ingest::metrics::IngestMetrics;
 use metricstream_ingest::rate_limit::ClientRateLimiter;
+use metricstream_ingest::reload::{SecretKind, WatchedFiles, poll_for_changes};
+use metricstream_ingest::server::{ServeSettings, Timeouts};
+use metricstream_ingest::tls::{self, ReloadableCertificate};
 
 /// How often the rate limiter forgets clients whose allowance is full again.
 const RATE_LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -45,7 +47,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let authenticator = authenticator(&args)?;
+    let (authenticator, token_files) = authenticator(&args)?;
+    // A bad certificate or key stops the start, before any port is bound.
+    let (tls_config, tls_reload) = match load_tls(&args)? {
+        Some(tls) => (Some(tls.config), Some((tls.certificate, tls.files))),
+        None => (None, None),
+    };
 
     // Cancelled on the first SIGTERM/SIGINT. Installed before anything slow so a signal during
     // startup is a clean exit rather than the default kill.
@@ -74,6 +81,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         BackendKind::Kafka => kafka_metrics.register(&mut registry),
     }
     ingest_metrics.register(&mut registry);
+    spawn_secret_reloads(
+        &args,
+        &authenticator,
+        token_files,
+        tls_reload,
+        &ingest_metrics,
+        &shutdown,
+    );
 
     // Filled once the queue is open; until then, and from the shutdown signal on, not ready.
     let opened_producer: Arc<OnceLock<Arc<dyn QueueProducer>>> = Arc::new(OnceLock::new());
@@ -119,8 +134,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let rate_limiter = args
         .rate_limit
-        .rate_limit()
+        .replica_rate_limit()
         .map(|limit| Arc::new(ClientRateLimiter::new(limit)));
+    if let (Some(cluster), Some(replica)) = (
+        args.rate_limit.rate_limit(),
+        args.rate_limit.replica_rate_limit(),
+    ) {
+        tracing::info!(
+            per_second = cluster.per_second,
+            burst = cluster.burst,
+            replicas = args.rate_limit.rate_limit_replicas,
+            replica_per_second = replica.per_second,
+            replica_burst = replica.burst,
+            "per-client rate limit: this replica enforces its share of the cluster-wide figures"
+        );
+    }
     if let Some(limiter) = &rate_limiter {
         tokio::spawn(sweep_rate_limiter(limiter.clone(), shutdown.clone()));
     }
@@ -129,7 +157,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         authenticator,
         limits: args.limits.limits(),
         rate_limiter,
-        metrics: ingest_metrics,
+        metrics: ingest_metrics.clone(),
+        body_read_timeout: args.edge.body_read_timeout,
+        concurrency: ConcurrencyLimit::new(
+            usize::try_from(args.edge.max_concurrent_requests).unwrap_or(usize::MAX),
+        ),
     });
 
     tracing::info!(
@@ -137,13 +169,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         partitions = producer.partitions(),
         durability = %args.queue.durability,
         data_dir = %args.common.data_dir.display(),
+        tls = tls_config.is_some(),
+        header_read_timeout = ?args.edge.header_read_timeout,
+        body_read_timeout = ?args.edge.body_read_timeout,
+        idle_timeout = ?args.edge.idle_timeout,
+        max_concurrent_requests = args.edge.max_concurrent_requests,
         "ingest listening"
     );
-    let server = tokio::spawn(
-        axum::serve(listener, metricstream_ingest::http::router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let settings = ServeSettings {
+        timeouts: Timeouts {
+            header_read: args.edge.header_read_timeout,
+            idle: args.edge.idle_timeout,
+        },
+        tls: tls_config.map(tokio_rustls::TlsAcceptor::from),
+        metrics: ingest_metrics,
+    };
+    let server = tokio::spawn(metricstream_ingest::server::serve(
+        listener,
+        metricstream_ingest::http::router(state),
+        settings,
+        shutdown.clone(),
+    ));
 
     let served = wait_then_drain(server, &shutdown, args.shutdown_timeout, producer).await;
 
@@ -168,7 +214,7 @@ async fn wait_then_drain(
     timeout: Duration,
     producer: Arc<dyn QueueProducer>,
 ) -> anyhow::Result<()> {
-    // axum::serve returns only after the shutdown signal, or on a failure of its own.
+    // The server returns only after the shutdown signal, or on a failure of its own.
     let early_exit = tokio::select! {
         served = &mut server => Some(served),
         () = shutdown.cancelled() => None,
@@ -210,24 +256,113 @@ async fn wait_then_drain(
     }
 }
 
-fn authenticator(args: &Args) -> anyhow::Result<Authenticator> {
-    match &args.tokens_file {
-        Some(path) => {
-            let table = TokenTable::load(path)?;
-            tracing::info!(
-                path = %path.display(),
-                tokens = table.len(),
-                "token mode: requests must send Authorization: Bearer <token>"
-            );
-            Ok(Authenticator::Tokens(table))
-        }
-        None => {
-            tracing::warn!(
-                "no --tokens-file: open mode, the Authorization header value is the client id \
-                 and is not verified"
-            );
-            Ok(Authenticator::Open)
-        }
+/// The authenticator, and in token mode the tokens file as read, to watch for changes.
+fn authenticator(args: &Args) -> anyhow::Result<(Authenticator, Option<WatchedFiles>)> {
+    let Some(path) = &args.tokens_file else {
+        tracing::warn!(
+            "no --tokens-file: open mode, the Authorization header value is the client id \
+             and is not verified"
+        );
+        return Ok((Authenticator::Open, None));
+    };
+    let mut files = WatchedFiles::new(vec![path.clone()]);
+    let content = read_secret_files(&mut files)?;
+    let table = TokenTable::parse_bytes(&content[0])
+        .with_context(|| format!("in the tokens file {}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        tokens = table.len(),
+        reload_interval = ?args.edge.secret_reload_interval,
+        "token mode: requests must send Authorization: Bearer <token>"
+    );
+    Ok((Authenticator::tokens(table), Some(files)))
+}
+
+/// The first read of a secret's files, at startup.
+fn read_secret_files(files: &mut WatchedFiles) -> anyhow::Result<Vec<Vec<u8>>> {
+    files
+        .read_if_changed()?
+        .context("a secret's files were read before startup")
+}
+
+/// TLS for the API listener, when both files are given.
+struct ListenerTls {
+    config: Arc<rustls::ServerConfig>,
+    certificate: Arc<ReloadableCertificate>,
+    files: WatchedFiles,
+}
+
+fn load_tls(args: &Args) -> anyhow::Result<Option<ListenerTls>> {
+    let (Some(cert_file), Some(key_file)) = (&args.edge.tls_cert_file, &args.edge.tls_key_file)
+    else {
+        return Ok(None);
+    };
+    let describe = || {
+        format!(
+            "loading the TLS certificate {} and key {}",
+            cert_file.display(),
+            key_file.display()
+        )
+    };
+    let mut files = WatchedFiles::new(vec![cert_file.clone(), key_file.clone()]);
+    let content = read_secret_files(&mut files).with_context(describe)?;
+    let provider = tls::crypto_provider();
+    let certified =
+        tls::certified_key_from_pem(&content[0], &content[1], &provider).with_context(describe)?;
+    let certificate = Arc::new(ReloadableCertificate::new(certified));
+    let config = tls::server_config(certificate.clone(), provider)?;
+    tracing::info!(
+        cert_file = %cert_file.display(),
+        key_file = %key_file.display(),
+        "TLS on the ingest API"
+    );
+    Ok(Some(ListenerTls {
+        config: Arc::new(config),
+        certificate,
+        files,
+    }))
+}
+
+/// Polls the tokens file and the TLS files for new content until shutdown.
+fn spawn_secret_reloads(
+    args: &Args,
+    authenticator: &Authenticator,
+    token_files: Option<WatchedFiles>,
+    tls: Option<(Arc<ReloadableCertificate>, WatchedFiles)>,
+    metrics: &IngestMetrics,
+    shutdown: &CancellationToken,
+) {
+    let interval = args.edge.secret_reload_interval;
+    if let (Authenticator::Tokens(tokens), Some(files)) = (authenticator, token_files) {
+        let tokens = tokens.clone();
+        tokio::spawn(poll_for_changes(
+            SecretKind::Tokens,
+            files,
+            interval,
+            metrics.clone(),
+            shutdown.clone(),
+            move |content| {
+                let table = TokenTable::parse_bytes(&content[0])?;
+                tracing::info!(tokens = table.len(), "loaded the changed tokens file");
+                tokens.store(Arc::new(table));
+                Ok(())
+            },
+        ));
+    }
+    if let Some((certificate, files)) = tls {
+        let provider = tls::crypto_provider();
+        tokio::spawn(poll_for_changes(
+            SecretKind::Tls,
+            files,
+            interval,
+            metrics.clone(),
+            shutdown.clone(),
+            move |content| {
+                let certified = tls::certified_key_from_pem(&content[0], &content[1], &provider)?;
+                certificate.replace(certified);
+                Ok(())
+            },
+        ));
     }
 }
 

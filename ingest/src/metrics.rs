@@ -10,10 +10,26 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::reload::SecretKind;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusCodeLabel {
     /// The HTTP status, e.g. `202`.
     pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretReloadLabel {
+    /// `tokens` or `tls`.
+    pub secret: &'static str,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionClosedLabel {
+    /// `header_timeout`, `idle_timeout` or `tls_handshake`.
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -24,6 +40,12 @@ pub struct IngestMetrics {
     pub metrics_accepted: Counter,
     /// Time from receiving a request to answering it.
     pub request_duration: Histogram,
+    /// Requests refused with 503 because --max-concurrent-requests were in flight.
+    pub requests_shed: Counter,
+    /// Reloads of the tokens file or TLS files after they changed, by outcome.
+    pub secret_reloads: Family<SecretReloadLabel, Counter>,
+    /// Connections the server closed for a client too slow or silent, by reason.
+    pub connections_closed: Family<ConnectionClosedLabel, Counter>,
 }
 
 impl Default for IngestMetrics {
@@ -33,6 +55,9 @@ impl Default for IngestMetrics {
             metrics_accepted: Counter::default(),
             // 100 µs .. ~6.5 s: from a refused request to a slow group commit.
             request_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 17)),
+            requests_shed: Counter::default(),
+            secret_reloads: Family::default(),
+            connections_closed: Family::default(),
         }
     }
 }
@@ -56,6 +81,37 @@ impl IngestMetrics {
             "Time from receiving a request to answering it",
             self.request_duration.clone(),
         );
+        registry.register(
+            "requests_shed",
+            "Requests refused with 503 because --max-concurrent-requests were in flight",
+            self.requests_shed.clone(),
+        );
+        registry.register(
+            "secret_reloads",
+            "Reloads of the tokens file or the TLS files after they changed, by outcome; \
+             a failure keeps the previous secret in use",
+            self.secret_reloads.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the server for a slow or silent client, by reason",
+            self.connections_closed.clone(),
+        );
+    }
+
+    pub fn record_secret_reload(&self, kind: SecretKind, success: bool) {
+        self.secret_reloads
+            .get_or_create(&SecretReloadLabel {
+                secret: kind.label(),
+                outcome: if success { "success" } else { "failure" },
+            })
+            .inc();
+    }
+
+    pub fn record_connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ConnectionClosedLabel { reason })
+            .inc();
     }
 
     pub fn observe_request(&self, status: StatusCode, duration: Duration) {
