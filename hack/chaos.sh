@@ -266,13 +266,15 @@ run_backend() {
     fi
 
     supervise_service ingest "$((CHAOS_SEED + 1))" "$BIN_DIR/metricstream-ingest" "${common[@]}" \
-        --listen "127.0.0.1:$INGEST_PORT" --admin-listen "127.0.0.1:$INGEST_ADMIN_PORT" &
+        --listen "127.0.0.1:$INGEST_PORT" --admin-listen "127.0.0.1:$INGEST_ADMIN_PORT" \
+        2>>"$RUN_DIR/logs/supervisors.log" &
     SUPERVISORS+=($!)
     supervise_service consumer "$((CHAOS_SEED + 2))" "$BIN_DIR/metricstream-consumer" "${common[@]}" \
-        --sink-dir "$RUN_DIR/sink" --admin-listen "127.0.0.1:$CONSUMER_ADMIN_PORT" &
+        --sink-dir "$RUN_DIR/sink" --admin-listen "127.0.0.1:$CONSUMER_ADMIN_PORT" \
+        2>>"$RUN_DIR/logs/supervisors.log" &
     SUPERVISORS+=($!)
     if [[ $backend == kafka ]]; then
-        supervise_broker "$((CHAOS_SEED + 3))" &
+        supervise_broker "$((CHAOS_SEED + 3))" 2>>"$RUN_DIR/logs/supervisors.log" &
         SUPERVISORS+=($!)
     fi
     wait_ready ingest "$INGEST_ADMIN_PORT" || die "the ingest did not start"

@@ -285,7 +285,10 @@ fn send(args: SendArgs) -> Result<Verdict> {
     let per_client = match (requests, duration) {
         (u64::MAX, Some(duration)) => format!("requests for {} s", duration.as_secs()),
         (requests, Some(duration)) => {
-            format!("requests (at most {requests}, for {} s)", duration.as_secs())
+            format!(
+                "requests (at most {requests}, for {} s)",
+                duration.as_secs()
+            )
         }
         (requests, None) => format!("{requests} requests"),
     };
