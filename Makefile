@@ -26,7 +26,8 @@ TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtes
 
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
-	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down bench bench-suites
+	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down bench bench-suites \
+	chaos
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -41,6 +42,7 @@ help:
 	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
+	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
 	@echo "make e2e-kind   the end-to-end test on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
 	@echo "make clean      remove build output and the local run's data (.data)"
 
@@ -172,6 +174,14 @@ bench-suites:
 	export OHA=$$(bash hack/oha.sh | sed -n 's/^OHA=//p' | tail -n 1); \
 	test -n "$$OHA" || { echo "hack/oha.sh printed no OHA"; exit 1; }; \
 	bash hack/bench.sh
+
+# The chaos run (hack/chaos.sh): release binaries, then per backend (CHAOS_BACKENDS, default
+# file,kafka) CHAOS_SECONDS (default 180) of load while the ingest, the consumer and the broker
+# are SIGKILLed at random, then the exactly-once check. The script starts its own broker on
+# CHAOS_KAFKA_PORT / CHAOS_KAFKA_CONTROLLER_PORT (never the tests' broker: it gets killed) and
+# removes it at the end.
+chaos: release
+	bash hack/chaos.sh
 
 # Needs Docker: see hack/e2e-kind.sh and the README's kind quick start.
 e2e-kind:

@@ -110,6 +110,10 @@ pub struct LoadSpec {
     pub gzip_every_other: bool,
     /// The client-side deadline of one request (connecting, sending, reading the answer).
     pub request_timeout: Duration,
+    /// A pause after a request answered with anything but 2xx (a `503` while the backend is
+    /// down, say), so that clients do not spin on fast refusals. None by default; a request
+    /// with no answer at all is always followed by a short pause.
+    pub refusal_pause: Duration,
 }
 
 impl LoadSpec {
@@ -129,6 +133,7 @@ impl LoadSpec {
             pause: Duration::ZERO,
             gzip_every_other: false,
             request_timeout: Duration::from_secs(30),
+            refusal_pause: Duration::ZERO,
         }
     }
 
@@ -155,6 +160,11 @@ impl LoadSpec {
 
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    pub fn refusal_pause(mut self, pause: Duration) -> Self {
+        self.refusal_pause = pause;
         self
     }
 
@@ -635,19 +645,28 @@ async fn run_client(spec: Arc<LoadSpec>, client: usize, progress: Arc<Progress>)
             latency,
             result,
         };
-        let failed = outcome.result.is_err();
-        if outcome.acknowledged() {
+        let unanswered = outcome.result.is_err();
+        let acknowledged = outcome.acknowledged();
+        if acknowledged {
             progress.acknowledged.fetch_add(1, Ordering::Relaxed);
         } else {
             progress.failed.fetch_add(1, Ordering::Relaxed);
         }
         outcomes.push(outcome);
 
-        if failed {
+        // The next request is always a new `seq`: a request that failed is never sent again
+        // under the same identity, so a metric found twice in the sink is the pipeline's
+        // duplicate, never the load generator's retry.
+        let pause = if unanswered {
             // The ingest is down (being restarted, say): do not spin.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        } else if !spec.pause.is_zero() {
-            tokio::time::sleep(spec.pause).await;
+            spec.refusal_pause.max(Duration::from_millis(20))
+        } else if !acknowledged {
+            spec.refusal_pause
+        } else {
+            spec.pause
+        };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     outcomes

@@ -210,6 +210,8 @@ async fn send_then_verify_passes_and_catches_a_missing_and_a_duplicated_line() {
     assert_eq!(duplicated.count("missing"), 0, "{duplicated}");
     assert_eq!(duplicated.count("duplicates"), 1, "{duplicated}");
     assert_eq!(duplicated.count("dup positions"), 1, "{duplicated}");
+    assert_eq!(duplicated.count("acked dups"), 1, "{duplicated}");
+    assert_eq!(duplicated.count("found once"), 9_999, "{duplicated}");
 
     // Lines of other writers (another run, a hand-sent metric) are counted and ignored.
     let shared_dir = dir.path().join("sink-shared");
@@ -227,6 +229,98 @@ async fn send_then_verify_passes_and_catches_a_missing_and_a_duplicated_line() {
     // A sink that is not there is an error, not a pass.
     let absent = run_verify(dir.path().join("no-such-sink"), &[]).await;
     absent.assert_exit(2, "verify of a missing sink directory");
+}
+
+/// `send --duration-secs` keeps every client going while the ingest is SIGKILLed and restarted
+/// (what `hack/chaos.sh` relies on): connection errors are counted, not fatal, with
+/// --allow-unacknowledged the exit is 0, and what was acknowledged is in the sink exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_for_a_duration_keeps_going_through_a_killed_ingest() {
+    let dir = TestDir::new("load-cli-duration");
+    let ingest_spec = ServiceSpec::ingest(&dir, "ingest");
+    let ingest = ingest_spec.start().await;
+    let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
+    let expected_file = dir.path().join("expected.json");
+
+    let url = ingest.base_url();
+    let expected_arg = path_str(&expected_file).to_owned();
+    let send = tokio::spawn(async move {
+        load_cli(&[
+            "send",
+            "--url",
+            &url,
+            "--clients",
+            "4",
+            "--metrics",
+            "2",
+            "--duration-secs",
+            "6",
+            "--pause-ms",
+            "5",
+            "--refusal-pause-ms",
+            "20",
+            "--allow-unacknowledged",
+            "--expected-out",
+            &expected_arg,
+        ])
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ingest.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ingest = ingest_spec.start().await;
+    let sent = send.await.expect("the send task");
+
+    sent.assert_exit(0, "send --allow-unacknowledged across a killed ingest");
+    let requests = sent.count("requests");
+    let acknowledged = sent.count("acknowledged");
+    let unanswered = sent.count("unanswered");
+    assert!(unanswered > 0, "no request hit the dead ingest: {sent}");
+    assert!(acknowledged > 0, "{sent}");
+    assert_eq!(
+        requests,
+        acknowledged + sent.count("refused") + unanswered,
+        "{sent}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(&expected_file).expect("send wrote the expected file"))
+            .expect("the expected file is JSON");
+    let recorded = record["acknowledged_requests"]
+        .as_array()
+        .expect("acknowledged_requests is an array");
+    assert_eq!(recorded.len() as u64, acknowledged, "{sent}");
+    // Kept going: some client had a request acknowledged after one of its requests failed (a
+    // gap in its acknowledged sequence numbers, which always start at 0).
+    let mut per_client: std::collections::HashMap<&str, (u64, u64)> = Default::default();
+    for request in recorded {
+        let client = request["client"].as_str().expect("a client name");
+        let seq = request["seq"].as_u64().expect("a sequence number");
+        let (count, max_seq) = per_client.entry(client).or_default();
+        *count += 1;
+        *max_seq = (*max_seq).max(seq);
+    }
+    assert!(
+        per_client
+            .values()
+            .any(|(count, max_seq)| max_seq + 1 > *count),
+        "no client had a request acknowledged after a failed one: {sent}"
+    );
+
+    let live = load_cli(&[
+        "verify",
+        "--sink-dir",
+        path_str(&dir.sink_dir()),
+        "--expected",
+        path_str(&expected_file),
+        "--wait-secs",
+        "60",
+    ])
+    .await;
+    live.assert_exit(0, "verify after a killed ingest");
+    assert_eq!(live.count("found once"), acknowledged * 2, "{live}");
+    assert_eq!(live.count("acked dups"), 0, "{live}");
+    consumer.terminate().await;
+    ingest.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,8 @@ use metricstream_tests::{
 const EXPECTED_FORMAT: &str = "metricstream-load expected v1";
 /// How many failed requests `send` shows in full.
 const FAILURE_EXAMPLES: usize = 5;
+/// Requests per client without --requests or --duration-secs.
+const DEFAULT_REQUESTS: u64 = 50;
 
 #[derive(Parser)]
 #[command(
@@ -66,7 +68,11 @@ enum Command {
 ///
 /// Prints requests, acknowledged requests, the answers' status counts, req/s and the p50/p99
 /// latency of acknowledged requests. Exits 1 if any request was not acknowledged (not 2xx, or
-/// no answer); the expected file is written anyway, with the requests that were.
+/// no answer) unless --allow-unacknowledged; the expected file is written anyway, with the
+/// requests that were.
+///
+/// A request that fails is never resent: the client goes on with its next sequence number, so
+/// every attempt is a distinct metric and `verify` tells a duplicate from a retry.
 #[derive(Args)]
 #[command(
     after_help = "Authentication: without --token (open mode, an ingest without a tokens file) \
@@ -76,7 +82,8 @@ enum Command {
         <TOKEN>`: they all become the one client the ingest's tokens file maps the token to \
         (one partition, one rate limit), and verify checks that every metric of the run \
         shows that same client.\n\n\
-        Exit status: 0 when every request was acknowledged; 1 when some were not, or a 2xx \
+        Exit status: 0 when every request was acknowledged (or --allow-unacknowledged); 1 \
+        when some were not, or a 2xx \
         answer's body broke the {\"accepted\":N,\"partition\":p,\"offset\":o} contract; 2 on \
         an error (bad arguments, an unreadable token file, an unwritable expected file)."
 )]
@@ -90,9 +97,30 @@ struct SendArgs {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     clients: u32,
 
-    /// Requests each client sends, one after another.
-    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
-    requests: u64,
+    /// Requests each client sends, one after another. Default 50, or unlimited with
+    /// --duration-secs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+
+    /// Send for SECS seconds, then stop (requests in flight run to their answer). With
+    /// --requests too, whichever ends first.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    duration_secs: Option<u64>,
+
+    /// Pause each client for MS milliseconds after every acknowledged request (paces the load).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pause_ms: u64,
+
+    /// Pause each client for MS milliseconds after a request that was refused (any answer but
+    /// 2xx) or not answered, so that clients do not spin while the pipeline is down. A failed
+    /// request is never resent: the client's next request has a new sequence number.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    refusal_pause_ms: u64,
+
+    /// Exit 0 even if some requests were refused or not answered (a chaos run expects them):
+    /// only the acknowledged ones are promised, and only they are checked by `verify`.
+    #[arg(long)]
+    allow_unacknowledged: bool,
 
     /// Metrics in each request.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -164,6 +192,7 @@ struct ExpectedFile {
     format: String,
     client_prefix: String,
     clients: u32,
+    /// `u64::MAX` for a run bounded by time (`send --duration-secs`).
     requests_per_client: u64,
     metrics_per_request: u32,
     urls: Vec<String>,
@@ -234,14 +263,17 @@ fn send(args: SendArgs) -> Result<Verdict> {
         }
         None => default_client_prefix(),
     };
-    let mut spec = LoadSpec::new(
-        urls.clone(),
-        args.clients as usize,
-        args.requests,
-        args.metrics,
-    )
-    .client_prefix(&client_prefix)
-    .request_timeout(Duration::from_secs(args.request_timeout_secs));
+    let requests = match (args.requests, args.duration_secs) {
+        (Some(requests), _) => requests,
+        (None, Some(_)) => u64::MAX,
+        (None, None) => DEFAULT_REQUESTS,
+    };
+    let duration = args.duration_secs.map(Duration::from_secs);
+    let mut spec = LoadSpec::new(urls.clone(), args.clients as usize, requests, args.metrics)
+        .client_prefix(&client_prefix)
+        .request_timeout(Duration::from_secs(args.request_timeout_secs))
+        .pause(Duration::from_millis(args.pause_ms))
+        .refusal_pause(Duration::from_millis(args.refusal_pause_ms));
     let sink_client = match token {
         Some(token) => {
             spec = spec.authorization(format!("Bearer {token}"));
@@ -250,10 +282,19 @@ fn send(args: SendArgs) -> Result<Verdict> {
         None => SinkClient::Tag,
     };
 
+    let per_client = match (requests, duration) {
+        (u64::MAX, Some(duration)) => format!("requests for {} s", duration.as_secs()),
+        (requests, Some(duration)) => {
+            format!(
+                "requests (at most {requests}, for {} s)",
+                duration.as_secs()
+            )
+        }
+        (requests, None) => format!("{requests} requests"),
+    };
     println!(
-        "sending:       {} clients x {} requests x {} metrics to {}",
+        "sending:       {} clients x {per_client} x {} metrics to {}",
         args.clients,
-        args.requests,
         args.metrics,
         urls.join(", ")
     );
@@ -266,7 +307,7 @@ fn send(args: SendArgs) -> Result<Verdict> {
             SinkClient::Authenticated => "all send the same bearer token",
         }
     );
-    let report = run(spec)?;
+    let report = run(spec, duration)?;
     let (acknowledged_requests, answer_problems) = report.acknowledged_requests();
     print_send_summary(&report);
 
@@ -275,7 +316,7 @@ fn send(args: SendArgs) -> Result<Verdict> {
             format: EXPECTED_FORMAT.to_owned(),
             client_prefix,
             clients: args.clients,
-            requests_per_client: args.requests,
+            requests_per_client: requests,
             metrics_per_request: args.metrics,
             urls,
             sink_client,
@@ -295,7 +336,7 @@ fn send(args: SendArgs) -> Result<Verdict> {
         .filter(|outcome| !outcome.acknowledged())
         .collect();
     let mut verdict = Verdict::Passed;
-    if !failed.is_empty() {
+    if !failed.is_empty() && !args.allow_unacknowledged {
         verdict = Verdict::Failed;
         let statuses: Vec<String> = report
             .result_counts()
@@ -329,21 +370,29 @@ fn send(args: SendArgs) -> Result<Verdict> {
     Ok(verdict)
 }
 
-/// Runs the load on a runtime of its own, printing progress every few seconds for long runs.
-fn run(spec: LoadSpec) -> Result<LoadReport> {
+/// Runs the load on a runtime of its own, for at most `duration`, printing progress every few
+/// seconds for long runs.
+fn run(spec: LoadSpec, duration: Option<Duration>) -> Result<LoadReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let total = spec.clients as u64 * spec.requests_per_client;
+    let of_total = match spec.requests_per_client {
+        u64::MAX => String::new(),
+        requests => format!(" of {}", (spec.clients as u64).saturating_mul(requests)),
+    };
     Ok(runtime.block_on(async move {
+        let started = Instant::now();
         let load = start_load(spec);
         let mut progress = tokio::time::interval(Duration::from_secs(5));
         progress.tick().await;
         while !load.is_finished() {
+            if duration.is_some_and(|duration| started.elapsed() >= duration) {
+                load.stop();
+            }
             tokio::select! {
                 _ = progress.tick() => eprintln!(
-                    "  ... {} of {total} requests answered ({} acknowledged, {} not)",
+                    "  ... {}{of_total} requests answered ({} acknowledged, {} not)",
                     load.acknowledged() + load.failed(),
                     load.acknowledged(),
                     load.failed()
@@ -365,8 +414,12 @@ fn print_send_summary(report: &LoadReport) {
         .map(|(result, count)| format!("{result} x{count}"))
         .collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let unanswered = report.outcomes.iter().filter(|o| o.result.is_err()).count();
+    let refused = report.outcomes.len() - acknowledged - unanswered;
     println!("requests:      {}", report.outcomes.len());
     println!("acknowledged:  {acknowledged} ({metrics} metrics)");
+    println!("refused:       {refused} (answered, but not 2xx)");
+    println!("unanswered:    {unanswered} (connection refused or reset, timeout)");
     println!("statuses:      {}", statuses.join(", "));
     println!(
         "throughput:    {:.0} req/s, {:.0} metrics/s acknowledged over {seconds:.2} s",
@@ -597,12 +650,24 @@ fn verify_sink(args: VerifyArgs) -> Result<Verdict> {
         .iter()
         .map(|(_, copies)| copies - 1)
         .sum();
+    let acknowledged_duplicates = verification
+        .duplicated_metrics
+        .iter()
+        .filter(|(id, _)| expected.metrics.contains_key(id))
+        .count();
     println!("expected:      {}", verification.expected);
     println!("found:         {}", verification.found);
+    println!(
+        "found once:    {}",
+        verification.found - acknowledged_duplicates
+    );
     println!("missing:       {}", verification.missing.len());
     println!(
         "duplicates:    {} (metrics present more than once; extra copies: {extra_copies})",
         verification.duplicated_metrics.len()
+    );
+    println!(
+        "acked dups:    {acknowledged_duplicates} (acknowledged metrics present more than once)"
     );
     println!(
         "dup positions: {} ((partition, offset, index) present more than once)",
