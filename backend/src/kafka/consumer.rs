@@ -20,7 +20,10 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
-use super::{KafkaBackendError, KafkaMetrics, KafkaSettings, apply_extra, base_config};
+use super::{
+    KafkaBackendError, KafkaMetrics, KafkaSettings, access_failure, admin, apply_extra,
+    base_config,
+};
 use crate::model::{Offset, Partition};
 use crate::queue::{ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer};
 
@@ -31,6 +34,9 @@ struct Shared {
     revoked: Vec<Partition>,
     owned: BTreeSet<Partition>,
     lag: HashMap<i32, i64>,
+    /// The last refusal (authentication, TLS, authorization) librdkafka reported, with its
+    /// details, which the error a poll returns lacks.
+    refused: Option<String>,
 }
 
 struct GroupContext {
@@ -64,6 +70,11 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(refused) = access_failure(&error, reason)
+            && let Ok(mut shared) = self.shared.lock()
+        {
+            shared.refused = Some(refused);
+        }
         tracing::warn!(%error, %reason, "librdkafka consumer error");
     }
 }
@@ -106,7 +117,32 @@ pub struct KafkaConsumer {
     metrics: KafkaMetrics,
 }
 
+/// How long [`KafkaConsumer::connect`] waits for the cluster to answer its access checks.
+const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl KafkaConsumer {
+    /// [`open`](Self::open), after checking that the cluster lets this client in: TLS, SASL
+    /// login, Describe on the topic and on `group` (an offset fetch). A refusal fails at once
+    /// with [`KafkaBackendError::Access`]; an unreachable cluster or a missing topic only warns,
+    /// since the consumer waits for them as it runs.
+    pub async fn connect(
+        settings: &KafkaSettings,
+        group: &str,
+        metrics: KafkaMetrics,
+    ) -> Result<Self, KafkaBackendError> {
+        match admin::topic_partitions_within(settings, ACCESS_CHECK_TIMEOUT).await {
+            Ok(Some(_)) => check_group_access(settings, group).await?,
+            Ok(None) => tracing::warn!(topic = %settings.topic, "the topic does not exist (yet)"),
+            Err(KafkaBackendError::Access(refused)) => {
+                return Err(KafkaBackendError::Access(refused));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach Kafka yet; the consumer keeps trying")
+            }
+        }
+        Self::open(settings, group, metrics)
+    }
+
     /// Joins `group` and subscribes to `settings.topic`. A new group starts at the earliest
     /// offset, so nothing written before the first consumer started is skipped.
     pub fn open(
@@ -144,10 +180,58 @@ impl KafkaConsumer {
         })
     }
 
+    /// A poll's error, with librdkafka's details when the cluster refused this client.
+    fn poll_error(&self, error: KafkaError) -> ConsumeError {
+        let refused = access_failure(&error, "").map(|short| {
+            self.shared
+                .lock()
+                .ok()
+                .and_then(|shared| shared.refused.clone())
+                .unwrap_or(short)
+        });
+        match refused {
+            Some(refused) => ConsumeError::Unavailable(format!("Kafka refused access: {refused}")),
+            None => ConsumeError::Unavailable(error.to_string()),
+        }
+    }
+
     fn consumer(&self) -> Result<Arc<StreamConsumer<GroupContext>>, ConsumeError> {
         self.consumer
             .clone()
             .ok_or_else(|| ConsumeError::Other("the consumer is closed".into()))
+    }
+}
+
+/// Fetches the group's committed offset of partition 0: it needs the group coordinator
+/// (FindCoordinator) and OffsetFetch, both refused without the group ACL.
+async fn check_group_access(settings: &KafkaSettings, group: &str) -> Result<(), KafkaBackendError> {
+    let mut config = base_config(settings);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false");
+    apply_extra(&mut config, settings);
+    let consumer: BaseConsumer = config.create()?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&settings.topic, 0);
+    let fetched = tokio::task::spawn_blocking(move || {
+        consumer.committed_offsets(list, ACCESS_CHECK_TIMEOUT)
+    })
+    .await
+    .map_err(|error| KafkaBackendError::Config(format!("offset fetch task failed: {error}")))?;
+    let refused = match &fetched {
+        Ok(list) => list.elements().iter().find_map(|element| match element.error() {
+            Err(error) => access_failure(&error, &format!("group {group}: {error}")),
+            Ok(()) => None,
+        }),
+        Err(error) => access_failure(error, &format!("group {group}: {error}")),
+    };
+    match (refused, fetched) {
+        (Some(refused), _) => Err(KafkaBackendError::Access(refused)),
+        (None, Err(error)) => {
+            tracing::warn!(%error, group, "cannot check the consumer group yet");
+            Ok(())
+        }
+        (None, Ok(_)) => Ok(()),
     }
 }
 
@@ -194,7 +278,7 @@ impl QueueConsumer for KafkaConsumer {
         if records.is_empty()
             && let Some(error) = last_error
         {
-            return Err(ConsumeError::Unavailable(error.to_string()));
+            return Err(self.poll_error(error));
         }
         let mut poll = Poll::default();
         if let Ok(mut shared) = self.shared.lock() {
