@@ -2,22 +2,20 @@
 //! partitions. Used by the services when asked to manage their topic, and by the operator's
 //! `admin` topic mode.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::error::KafkaError;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::security::{access_failure, access_failure_code};
+use super::security::{AccessWatch, access_failure_code};
 use super::{KafkaBackendError, KafkaSettings, apply_extra, base_config};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// One metadata request's wait: between two, the client's error events are looked at, so that
 /// a refused login or TLS handshake ends the wait at once instead of at `ADMIN_TIMEOUT`.
-const METADATA_ATTEMPT: Duration = Duration::from_millis(500);
+pub(super) const METADATA_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// What [`ensure_topic`] found or did.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,8 +49,8 @@ pub async fn topic_partitions_within(
             let attempt = client
                 .client()
                 .fetch_metadata(Some(&topic), METADATA_ATTEMPT.min(timeout));
-            // Serves the error events (into `AccessWatch::error`).
-            client.poll(Duration::ZERO);
+            // Serves the queued log and error events (errors into `AccessWatch::error`).
+            client.poll(Duration::from_millis(100));
             if let Some(refused) = client.context().refused() {
                 return Err(KafkaBackendError::Access(refused));
             }
@@ -82,36 +80,6 @@ pub async fn topic_partitions_within(
     })
     .await
     .map_err(|error| KafkaBackendError::Config(format!("metadata task failed: {error}")))?
-}
-
-/// Keeps the first refusal (authentication, TLS, authorization) librdkafka reports.
-#[derive(Default)]
-struct AccessWatch {
-    refused: Mutex<Option<String>>,
-}
-
-impl AccessWatch {
-    fn refused(&self) -> Option<String> {
-        self.refused.lock().ok().and_then(|refused| refused.clone())
-    }
-}
-
-impl ClientContext for AccessWatch {
-    fn error(&self, error: KafkaError, reason: &str) {
-        match access_failure(&error, reason) {
-            Some(refused) => {
-                if let Ok(mut slot) = self.refused.lock() {
-                    slot.get_or_insert(refused);
-                }
-            }
-            None => tracing::debug!(%error, %reason, "librdkafka metadata client error"),
-        }
-    }
-
-    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        // What matters reaches `error` and the caller's error; the rest is detail.
-        tracing::debug!(fac, "librdkafka: {message}");
-    }
 }
 
 /// Makes sure `settings.topic` exists with at least `settings.partitions` partitions: creates

@@ -20,6 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
+use super::security::AccessWatch;
 use super::{
     KafkaBackendError, KafkaMetrics, KafkaSettings, access_failure, admin, apply_extra,
     base_config,
@@ -203,36 +204,54 @@ impl KafkaConsumer {
 }
 
 /// Fetches the group's committed offset of partition 0: it needs the group coordinator
-/// (FindCoordinator) and OffsetFetch, both refused without the group ACL.
+/// (FindCoordinator) and OffsetFetch, both refused without the group ACL. librdkafka reports a
+/// refused FindCoordinator as an error event, not as the fetch's result, so the events are
+/// served between short fetch attempts.
 async fn check_group_access(settings: &KafkaSettings, group: &str) -> Result<(), KafkaBackendError> {
     let mut config = base_config(settings);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false");
     apply_extra(&mut config, settings);
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<AccessWatch> =
+        config.create_with_context(AccessWatch::default())?;
     let mut list = TopicPartitionList::new();
     list.add_partition(&settings.topic, 0);
-    let fetched = tokio::task::spawn_blocking(move || {
-        consumer.committed_offsets(list, ACCESS_CHECK_TIMEOUT)
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + ACCESS_CHECK_TIMEOUT;
+        loop {
+            let fetched = consumer.committed_offsets(list.clone(), admin::METADATA_ATTEMPT);
+            if let Some(Err(error)) = consumer.poll(Duration::from_millis(100))
+                && let Some(refused) = access_failure(&error, "")
+            {
+                consumer.context().record(refused);
+            }
+            if let Ok(list) = &fetched {
+                for element in list.elements() {
+                    if let Err(error) = element.error()
+                        && let Some(refused) =
+                            access_failure(&error, &format!("group {group}: {error}"))
+                    {
+                        consumer.context().record(refused);
+                    }
+                }
+            }
+            if let Some(refused) = consumer.context().refused() {
+                return Err(KafkaBackendError::Access(format!("{refused} (group {group})")));
+            }
+            match fetched {
+                Ok(_) => return Ok(()),
+                Err(_) if Instant::now() < deadline => continue,
+                Err(error) => {
+                    tracing::warn!(%error, group, "cannot check the consumer group yet");
+                    return Ok(());
+                }
+            }
+        }
     })
     .await
-    .map_err(|error| KafkaBackendError::Config(format!("offset fetch task failed: {error}")))?;
-    let refused = match &fetched {
-        Ok(list) => list.elements().iter().find_map(|element| match element.error() {
-            Err(error) => access_failure(&error, &format!("group {group}: {error}")),
-            Ok(()) => None,
-        }),
-        Err(error) => access_failure(error, &format!("group {group}: {error}")),
-    };
-    match (refused, fetched) {
-        (Some(refused), _) => Err(KafkaBackendError::Access(refused)),
-        (None, Err(error)) => {
-            tracing::warn!(%error, group, "cannot check the consumer group yet");
-            Ok(())
-        }
-        (None, Ok(_)) => Ok(()),
-    }
+    .map_err(|error| KafkaBackendError::Config(format!("group check task failed: {error}")))?
 }
 
 #[async_trait]

@@ -5,8 +5,12 @@
 //! or the ACLs" ([`access_failure`]).
 
 use std::fmt;
+use std::sync::Mutex;
 
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 /// TLS and SASL settings of the Kafka clients. The default (neither) is a PLAINTEXT connection.
 #[derive(Clone, Debug, Default)]
@@ -187,6 +191,50 @@ pub fn access_failure_code(code: RDKafkaErrorCode, reason: &str) -> Option<Strin
         format!("{what}: {reason}")
     })
 }
+
+/// Keeps the first refusal (authentication, TLS, authorization) librdkafka reports.
+#[derive(Default)]
+pub(super) struct AccessWatch {
+    refused: Mutex<Option<String>>,
+}
+
+impl AccessWatch {
+    pub(super) fn refused(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|refused| refused.clone())
+    }
+}
+
+impl AccessWatch {
+    pub(super) fn record(&self, refused: String) {
+        if let Ok(mut slot) = self.refused.lock() {
+            slot.get_or_insert(refused);
+        }
+    }
+}
+
+impl ClientContext for AccessWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match access_failure(&error, reason) {
+            Some(refused) => self.record(refused),
+            None => tracing::debug!(%error, %reason, "librdkafka error during an access check"),
+        }
+    }
+
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        // What matters reaches `error` and the caller's error; the rest is detail.
+        tracing::debug!(fac, "librdkafka: {message}");
+    }
+}
+
+/// The metadata client (a producer handle) never produces: there is nothing to deliver.
+impl ProducerContext for AccessWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// The group access check's consumer never joins the group: the defaults do.
+impl ConsumerContext for AccessWatch {}
 
 #[cfg(test)]
 mod tests {
