@@ -454,10 +454,16 @@ mod tests {
         ])
         .security()
         .expect("security");
-        assert_eq!(security.tls.and_then(|tls| tls.ca_pem).as_deref(), Some(PEM));
+        assert_eq!(
+            security.tls.and_then(|tls| tls.ca_pem).as_deref(),
+            Some(PEM)
+        );
         let sasl = security.sasl.expect("sasl");
         assert_eq!(sasl.username, "ingest");
-        assert_eq!(sasl.password, "pa55word", "the trailing newline is not part of it");
+        assert_eq!(
+            sasl.password, "pa55word",
+            "the trailing newline is not part of it"
+        );
         assert_eq!(
             sasl.mechanism,
             metricstream_backend::kafka::SaslMechanism::ScramSha256
@@ -475,11 +481,20 @@ mod tests {
         ])
         .security()
         .expect_err("no username");
-        assert!(error.to_string().contains("--kafka-sasl-username"), "{error}");
-        let error = parse(&["--kafka-security-protocol=sasl-ssl", "--kafka-sasl-username=u"])
-            .security()
-            .expect_err("no password file");
-        assert!(error.to_string().contains("--kafka-sasl-password-file"), "{error}");
+        assert!(
+            error.to_string().contains("--kafka-sasl-username"),
+            "{error}"
+        );
+        let error = parse(&[
+            "--kafka-security-protocol=sasl-ssl",
+            "--kafka-sasl-username=u",
+        ])
+        .security()
+        .expect_err("no password file");
+        assert!(
+            error.to_string().contains("--kafka-sasl-password-file"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -492,7 +507,10 @@ mod tests {
         .security()
         .expect_err("missing file");
         let message = format!("{error:#}");
-        assert!(message.contains("--kafka-sasl-password-file /nonexistent/password"), "{message}");
+        assert!(
+            message.contains("--kafka-sasl-password-file /nonexistent/password"),
+            "{message}"
+        );
         let empty = file("\n");
         let error = parse(&[
             "--kafka-security-protocol=ssl",
@@ -510,7 +528,10 @@ mod tests {
         ])
         .security()
         .expect_err("not PEM");
-        assert!(format!("{error:#}").contains("no PEM certificate"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("no PEM certificate"),
+            "{error:#}"
+        );
 
         let password = file("very-secret-password");
         let args = parse(&[
@@ -529,7 +550,10 @@ mod tests {
         let error = parse(&["--kafka-sasl-username=u"])
             .security()
             .expect_err("username on plaintext");
-        assert!(error.to_string().contains("sasl-plaintext or sasl-ssl"), "{error}");
+        assert!(
+            error.to_string().contains("sasl-plaintext or sasl-ssl"),
+            "{error}"
+        );
         let ca = file(PEM);
         let error = parse(&[
             "--kafka-security-protocol=sasl-plaintext",

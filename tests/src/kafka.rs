@@ -273,7 +273,12 @@ impl SecureKafka {
         let mut command = tokio::process::Command::new("bash");
         command
             .arg(kafka_script())
-            .args(["tool", "acls", "--bootstrap-server", &self.plaintext_bootstrap])
+            .args([
+                "tool",
+                "acls",
+                "--bootstrap-server",
+                &self.plaintext_bootstrap,
+            ])
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true);

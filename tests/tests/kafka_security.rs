@@ -119,10 +119,13 @@ async fn produce_and_consume_over_tls_and_scram() {
     assert_eq!(producer.readiness(), Ok(()));
     producer.close().await;
 
-    let mut consumer =
-        KafkaConsumer::connect(&settings, &unique_name("secure-group"), KafkaMetrics::default())
-            .await
-            .expect("joining the group over SASL_SSL");
+    let mut consumer = KafkaConsumer::connect(
+        &settings,
+        &unique_name("secure-group"),
+        KafkaMetrics::default(),
+    )
+    .await
+    .expect("joining the group over SASL_SSL");
     let mut received = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.len() < sent.len() {
@@ -143,10 +146,18 @@ async fn produce_and_consume_over_tls_and_scram() {
         let positions: Vec<_> = poll
             .records
             .iter()
-            .map(|record| (record.partition, metricstream_backend::Offset(record.offset.0 + 1)))
+            .map(|record| {
+                (
+                    record.partition,
+                    metricstream_backend::Offset(record.offset.0 + 1),
+                )
+            })
             .collect();
         received.extend(poll.records.into_iter().map(|record| record.payload));
-        consumer.commit(&positions).await.expect("commit over SASL_SSL");
+        consumer
+            .commit(&positions)
+            .await
+            .expect("commit over SASL_SSL");
     }
     consumer.close().await;
     received.sort();
@@ -198,8 +209,22 @@ async fn a_ca_that_did_not_sign_the_broker_certificate_is_refused_as_a_tls_failu
     let dir = TestDir::new("kafka-unrelated-ca");
     let ca = dir.path().join("unrelated-ca.crt");
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=Unrelated test CA", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Unrelated test CA",
+            "-keyout",
+        ])
         .arg(dir.path().join("unrelated-ca.key"))
         .arg("-out")
         .arg(&ca)
@@ -266,7 +291,10 @@ fn secure_service(spec: ServiceSpec, kafka: &SecureKafka, topic: &str) -> Servic
         .env("METRICSTREAM_KAFKA_CA_FILE", &kafka.ca_file)
         .env("METRICSTREAM_KAFKA_SASL_MECHANISM", "scram-sha-512")
         .env("METRICSTREAM_KAFKA_SASL_USERNAME", &kafka.username)
-        .env("METRICSTREAM_KAFKA_SASL_PASSWORD_FILE", &kafka.password_file)
+        .env(
+            "METRICSTREAM_KAFKA_SASL_PASSWORD_FILE",
+            &kafka.password_file,
+        )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,7 +316,9 @@ async fn ingest_and_consumer_over_sasl_ssl_need_exactly_the_workload_acls() {
 
     let acls = workload_acls(&topic, &group);
     for acl in &acls {
-        kafka.acl_tool(&acl_args("--add", &kafka.username, acl)).await;
+        kafka
+            .acl_tool(&acl_args("--add", &kafka.username, acl))
+            .await;
     }
     wait_until("the topic ACL applies", || async {
         matches!(admin::topic_partitions(&workload).await, Ok(Some(3)))
@@ -367,6 +397,12 @@ async fn ingest_with_a_wrong_password_exits_promptly_naming_the_authentication_f
     let log = read(ingest.log_path());
     assert!(!status.success(), "exit status {status}; log: {log}");
     assert!(log.contains("SASL authentication failed"), "log: {log}");
-    assert!(!log.contains("not-the-password"), "the password is in the log: {log}");
-    println!("ingest with a wrong password exited after {:?}", started.elapsed());
+    assert!(
+        !log.contains("not-the-password"),
+        "the password is in the log: {log}"
+    );
+    println!(
+        "ingest with a wrong password exited after {:?}",
+        started.elapsed()
+    );
 }

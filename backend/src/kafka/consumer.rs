@@ -22,8 +22,7 @@ use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::security::AccessWatch;
 use super::{
-    KafkaBackendError, KafkaMetrics, KafkaSettings, access_failure, admin, apply_extra,
-    base_config,
+    KafkaBackendError, KafkaMetrics, KafkaSettings, access_failure, admin, apply_extra, base_config,
 };
 use crate::model::{Offset, Partition};
 use crate::queue::{ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer};
@@ -207,14 +206,16 @@ impl KafkaConsumer {
 /// (FindCoordinator) and OffsetFetch, both refused without the group ACL. librdkafka reports a
 /// refused FindCoordinator as an error event, not as the fetch's result, so the events are
 /// served between short fetch attempts.
-async fn check_group_access(settings: &KafkaSettings, group: &str) -> Result<(), KafkaBackendError> {
+async fn check_group_access(
+    settings: &KafkaSettings,
+    group: &str,
+) -> Result<(), KafkaBackendError> {
     let mut config = base_config(settings);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false");
     apply_extra(&mut config, settings);
-    let consumer: BaseConsumer<AccessWatch> =
-        config.create_with_context(AccessWatch::default())?;
+    let consumer: BaseConsumer<AccessWatch> = config.create_with_context(AccessWatch::default())?;
     let mut list = TopicPartitionList::new();
     list.add_partition(&settings.topic, 0);
     let group = group.to_owned();
@@ -238,7 +239,9 @@ async fn check_group_access(settings: &KafkaSettings, group: &str) -> Result<(),
                 }
             }
             if let Some(refused) = consumer.context().refused() {
-                return Err(KafkaBackendError::Access(format!("{refused} (group {group})")));
+                return Err(KafkaBackendError::Access(format!(
+                    "{refused} (group {group})"
+                )));
             }
             match fetched {
                 Ok(_) => return Ok(()),

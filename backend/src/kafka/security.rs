@@ -252,7 +252,10 @@ mod tests {
         };
         let debug = format!("{security:?} {:#?}", security.sasl);
         assert!(!debug.contains("s3cret-value"), "{debug}");
-        assert!(debug.contains("ingest") && debug.contains("<redacted>"), "{debug}");
+        assert!(
+            debug.contains("ingest") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -286,7 +289,10 @@ mod tests {
             None
         );
         assert_eq!(
-            access_failure_code(RDKafkaErrorCode::BrokerTransportFailure, "Connection refused"),
+            access_failure_code(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                "Connection refused"
+            ),
             None
         );
     }
