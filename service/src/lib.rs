@@ -126,7 +126,7 @@ pub enum KafkaSecurityProtocol {
     Plaintext,
     /// TLS, no login.
     Ssl,
-    /// SASL login, no TLS (the password travels hashed by SCRAM, the data in clear).
+    /// SASL login, no TLS (SCRAM never sends the password itself; the data travels in clear).
     SaslPlaintext,
     /// SASL login over TLS.
     SaslSsl,
