@@ -8,8 +8,10 @@
 #   docker build -t metricstream:dev .
 #
 # The build stage compiles librdkafka from source (statically linked; see Cargo.toml), which needs
-# only the C toolchain, make, perl and bash that the Rust Debian image already has. The runtime is
-# distroless: glibc, libgcc and CA certificates, no shell, user 65532.
+# only the C toolchain, make, perl, bash and the OpenSSL headers (libssl-dev, for Kafka TLS and
+# SCRAM) that the Rust Debian image already has. The runtime is distroless: glibc, libgcc,
+# OpenSSL's libssl3 (which the binaries link dynamically, so the base image's security updates
+# reach it) and CA certificates, no shell, user 65532.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm

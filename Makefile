@@ -11,6 +11,9 @@ CARGO ?= cargo
 TEST_LOG := target/make-test.log
 # The broker address `kafka-up` found, and a marker that it started the broker itself.
 KAFKA_BOOTSTRAP_FILE := target/kafka-bootstrap
+# The SASL_SSL listener's settings `kafka-up` found (KAFKA_SECURE_BOOTSTRAP, KAFKA_CA_FILE,
+# KAFKA_SCRAM_*), one KEY=value a line.
+KAFKA_SECURE_ENV_FILE := target/kafka-secure.env
 KAFKA_STARTED_MARKER := target/kafka-started-by-make
 # The kubeconfig of the local control plane `envtest-up` found, the directory of its binaries
 # (kubectl), and a marker that it started it.
@@ -70,15 +73,20 @@ lint: fmt-check clippy
 # and Maven, jars cached outside the repository). A broker that already runs is reused and left
 # running; one started here is stopped by `kafka-down`.
 kafka-up:
-	@mkdir -p target; rm -f $(KAFKA_BOOTSTRAP_FILE) $(KAFKA_STARTED_MARKER)
+	@mkdir -p target; rm -f $(KAFKA_BOOTSTRAP_FILE) $(KAFKA_SECURE_ENV_FILE) $(KAFKA_STARTED_MARKER)
 	@if bash hack/kafka.sh status >/dev/null 2>&1; then \
 		echo "reusing the running Kafka broker"; \
 	else \
 		touch $(KAFKA_STARTED_MARKER); \
 	fi
-	@bash hack/kafka.sh up | tail -n 1 | sed -n 's/^KAFKA_BOOTSTRAP=//p' > $(KAFKA_BOOTSTRAP_FILE)
+	@bash hack/kafka.sh up > target/kafka-up.out
+	@tail -n 1 target/kafka-up.out | sed -n 's/^KAFKA_BOOTSTRAP=//p' > $(KAFKA_BOOTSTRAP_FILE)
 	@test -s $(KAFKA_BOOTSTRAP_FILE) || { echo "hack/kafka.sh up printed no KAFKA_BOOTSTRAP"; exit 1; }
-	@echo "KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE))"
+	@grep -E '^KAFKA_(SECURE_BOOTSTRAP|CA_FILE|SCRAM_USERNAME|SCRAM_PASSWORD_FILE|SCRAM_ADMIN_USERNAME|SCRAM_ADMIN_PASSWORD_FILE)=' \
+		target/kafka-up.out > $(KAFKA_SECURE_ENV_FILE) || true
+	@test "$$(wc -l < $(KAFKA_SECURE_ENV_FILE))" -eq 6 || { \
+		echo "hack/kafka.sh up printed no SASL_SSL settings: a broker started by an older hack/kafka.sh? (hack/kafka.sh down, then make kafka-up)"; exit 1; }
+	@echo "KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE))"; cat $(KAFKA_SECURE_ENV_FILE)
 
 kafka-down:
 	@if [[ -f $(KAFKA_STARTED_MARKER) ]]; then \
@@ -115,7 +123,9 @@ envtest-down:
 
 # The process-level tests (tests/tests/*.rs) find the binaries next to themselves, in
 # target/debug: `build` must run first, as `make test` does. Tests that need a Kafka broker are
-# `#[ignore]`d unless KAFKA_BOOTSTRAP is set (by `kafka-up`), and then run too. The operator's
+# `#[ignore]`d unless KAFKA_BOOTSTRAP is set (by `kafka-up`), and then run too; the SASL_SSL
+# ones also read KAFKA_SECURE_BOOTSTRAP, KAFKA_CA_FILE and KAFKA_SCRAM_* (from `kafka-up`, unless
+# already in the environment) and fail without them. The operator's
 # control-plane tests (named envtest_*) also need KUBECONFIG: the one `envtest-up` wrote wins
 # over one in the environment (so `make test` never runs them against a real cluster); without
 # either they are skipped.
@@ -123,6 +133,9 @@ cargo-test:
 	@mkdir -p target
 	@if [[ -z "$${KAFKA_BOOTSTRAP:-}" && -s $(KAFKA_BOOTSTRAP_FILE) ]]; then \
 		export KAFKA_BOOTSTRAP=$$(cat $(KAFKA_BOOTSTRAP_FILE)); \
+	fi; \
+	if [[ -z "$${KAFKA_SECURE_BOOTSTRAP:-}" && -s $(KAFKA_SECURE_ENV_FILE) ]]; then \
+		while IFS='=' read -r key value; do export "$$key=$$value"; done < $(KAFKA_SECURE_ENV_FILE); \
 	fi; \
 	if [[ -s $(ENVTEST_KUBECONFIG_FILE) ]]; then \
 		export KUBECONFIG=$$(cat $(ENVTEST_KUBECONFIG_FILE)); \

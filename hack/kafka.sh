@@ -3,8 +3,13 @@
 # for MetricStream's tests and benchmarks. Needs Java 17+ and Maven; fetches the jars from
 # Maven Central on first use.
 #
-#   hack/kafka.sh up            fetch jars (once), format storage (once), start the broker, wait
-#                               until it serves metadata; last stdout line: KAFKA_BOOTSTRAP=host:port
+#   hack/kafka.sh up            fetch jars (once), make a throwaway CA, broker certificate and SCRAM
+#                               passwords (once), format storage (once), start the broker, wait
+#                               until it serves metadata; prints the secure listener's settings
+#                               (KAFKA_SECURE_BOOTSTRAP, KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME,
+#                               KAFKA_SCRAM_PASSWORD_FILE, KAFKA_SCRAM_ADMIN_USERNAME,
+#                               KAFKA_SCRAM_ADMIN_PASSWORD_FILE), then, last,
+#                               KAFKA_BOOTSTRAP=host:port (the PLAINTEXT listener)
 #   hack/kafka.sh down          stop the broker and delete its state dir (idempotent)
 #   hack/kafka.sh status        exit 0 if the broker runs and serves metadata, non-zero otherwise
 #   hack/kafka.sh stop-broker [--kill]   stop the process (SIGTERM, or SIGKILL), keep its data
@@ -13,12 +18,14 @@
 #   hack/kafka.sh tool CLASS|ALIAS [ARGS...]     run a Kafka main class with the cached jars;
 #                               aliases: topics producer-perf consumer-perf console-producer
 #                               console-consumer consumer-groups api-versions get-offsets storage
+#                               acls configs
 #   hack/kafka.sh classpath     print the classpath of the cached jars
 #
 # Environment:
 #   METRICSTREAM_KAFKA_STATE  state dir (config, data, broker.log, broker.pid); default <repo>/.kafka
 #   KAFKA_PORT                PLAINTEXT port (default 19092)
 #   KAFKA_CONTROLLER_PORT     KRaft controller port (default 19093)
+#   KAFKA_SECURE_PORT         SASL_SSL (SCRAM-SHA-512) port (default KAFKA_PORT + 2: 19094)
 #   KAFKA_HEAP_OPTS           broker heap (default "-Xms128m -Xmx512m")
 #   KAFKA_TOOL_HEAP_OPTS      heap of `tool` (default "-Xmx512m")
 #   KAFKA_OVERRIDES           extra broker settings, space-separated key=value pairs
@@ -28,6 +35,11 @@
 #   XDG_CACHE_HOME            jars go to ${XDG_CACHE_HOME:-$HOME/.cache}/metricstream/kafka-<version>/lib
 #   JAVA_HOME                 the Java to use (default: java on PATH)
 # Progress goes to stderr; stdout carries only results.
+#
+# Users of the SASL_SSL listener: KAFKA_SCRAM_ADMIN_USERNAME (metricstream-admin) is a super user;
+# KAFKA_SCRAM_USERNAME (metricstream-workload) may do only what ACLs grant it (StandardAuthorizer;
+# grant with `tool acls --bootstrap-server <KAFKA_BOOTSTRAP> --add ...`). PLAINTEXT connections
+# are User:ANONYMOUS, a super user, so nothing changes for them.
 set -euo pipefail
 
 # ---- pinned versions ---------------------------------------------------------------------------
@@ -53,11 +65,17 @@ CONFIG_FILE=$STATE_DIR/server.properties
 PID_FILE=$STATE_DIR/broker.pid
 LOG_FILE=$STATE_DIR/broker.log
 BOOTSTRAP_FILE=$STATE_DIR/bootstrap
+SECURE_BOOTSTRAP_FILE=$STATE_DIR/secure-bootstrap
+# The throwaway CA certificate, the broker's keystore and the SCRAM passwords.
+SECURE_DIR=$STATE_DIR/secure
+ADMIN_USER=metricstream-admin
+WORKLOAD_USER=metricstream-workload
 MARKER_FILE=$STATE_DIR/.metricstream-kafka
 
 HOST=127.0.0.1
 PORT=${KAFKA_PORT:-19092}
 CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+SECURE_PORT=${KAFKA_SECURE_PORT:-$((PORT + 2))}
 READY_TIMEOUT=${KAFKA_READY_TIMEOUT:-90}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-20}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
@@ -182,6 +200,8 @@ tool_class() {
     api-versions) echo org.apache.kafka.tools.BrokerApiVersionsCommand ;;
     get-offsets) echo org.apache.kafka.tools.GetOffsetShell ;;
     storage) echo kafka.tools.StorageTool ;;
+    acls) echo org.apache.kafka.tools.AclCommand ;;
+    configs) echo org.apache.kafka.tools.ConfigCommand ;;
     *) echo "$1" ;;
   esac
 }
@@ -223,6 +243,61 @@ probe_metadata() {
   ((brokers >= 1 && brokers < 1000))
 }
 
+# What a client of the SASL_SSL listener needs, then the PLAINTEXT bootstrap last.
+print_endpoints() {
+  if [[ -f $SECURE_DIR/complete && -f $SECURE_BOOTSTRAP_FILE ]]; then
+    echo "KAFKA_SECURE_BOOTSTRAP=$(<"$SECURE_BOOTSTRAP_FILE")"
+    echo "KAFKA_CA_FILE=$SECURE_DIR/ca.crt"
+    echo "KAFKA_SCRAM_USERNAME=$WORKLOAD_USER"
+    echo "KAFKA_SCRAM_PASSWORD_FILE=$SECURE_DIR/workload.password"
+    echo "KAFKA_SCRAM_ADMIN_USERNAME=$ADMIN_USER"
+    echo "KAFKA_SCRAM_ADMIN_PASSWORD_FILE=$SECURE_DIR/admin.password"
+  fi
+  echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+}
+
+# 24 random bytes, base64url: a password without characters the SCRAM syntax treats specially.
+random_secret() {
+  head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+}
+
+# A throwaway CA, a broker certificate it signed (for 127.0.0.1 and localhost) in a PKCS12
+# keystore, and the SCRAM users' passwords; made once per state dir, in a temp dir renamed
+# into place when complete. The CA's key is deleted: nothing else is ever signed with it.
+ensure_secure_material() {
+  [[ -f $SECURE_DIR/complete ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed for the SASL_SSL listener's certificates"
+  local tmp=$STATE_DIR/.secure.tmp
+  rm -rf "$tmp"
+  mkdir -m 700 "$tmp"
+  log "making a throwaway CA, the broker certificate and SCRAM passwords in $SECURE_DIR"
+  if ! (
+    set -e
+    cd "$tmp"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=MetricStream test CA" -keyout ca.key -out ca.crt \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+      -keyout broker.key -out broker.csr
+    printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$HOST" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile broker.ext -out broker.crt
+    random_secret >keystore.password
+    openssl pkcs12 -export -in broker.crt -inkey broker.key -certfile ca.crt -name broker \
+      -passout file:keystore.password -out broker.p12
+    random_secret >admin.password
+    random_secret >workload.password
+    rm -f ca.key ca.srl broker.key broker.csr broker.ext
+    chmod 644 ca.crt
+  ) >"$STATE_DIR/secure.log" 2>&1; then
+    cat "$STATE_DIR/secure.log" >&2
+    die "making the certificates failed"
+  fi
+  touch "$tmp/complete"
+  mv -T "$tmp" "$SECURE_DIR"
+}
+
 port_in_use() {
   (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
 }
@@ -233,6 +308,10 @@ render_config() {
   tmpl=${tmpl//@HOST@/"$HOST"}
   tmpl=${tmpl//@PORT@/"$PORT"}
   tmpl=${tmpl//@CONTROLLER_PORT@/"$CONTROLLER_PORT"}
+  tmpl=${tmpl//@SECURE_PORT@/"$SECURE_PORT"}
+  tmpl=${tmpl//@KEYSTORE@/"$SECURE_DIR/broker.p12"}
+  tmpl=${tmpl//@KEYSTORE_PASSWORD@/"$(<"$SECURE_DIR/keystore.password")"}
+  tmpl=${tmpl//@ADMIN_USER@/"$ADMIN_USER"}
   tmpl=${tmpl//@DATA_DIR@/"$DATA_DIR"}
   printf '%s\n' "$tmpl" >"$CONFIG_FILE.tmp"
   mv -f "$CONFIG_FILE.tmp" "$CONFIG_FILE"
@@ -253,6 +332,8 @@ ensure_formatted() {
   tool_jvm_opts
   if ! "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${TOOL_JVM_OPTS[@]}" \
       -cp "$LIB_DIR/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG_FILE" \
+      --add-scram "SCRAM-SHA-512=[name=$ADMIN_USER,password=$(<"$SECURE_DIR/admin.password")]" \
+      --add-scram "SCRAM-SHA-512=[name=$WORKLOAD_USER,password=$(<"$SECURE_DIR/workload.password")]" \
       >"$STATE_DIR/format.log" 2>&1; then
     cat "$STATE_DIR/format.log" >&2
     die "formatting the storage failed"
@@ -383,7 +464,7 @@ cmd_up() {
     kill -CONT "$pid" 2>/dev/null || true  # resume a paused broker
   fi
   if [[ -n $pid ]] && probe_metadata "$(bootstrap)"; then
-    echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+    print_endpoints
     return 0
   fi
   check_java
@@ -391,12 +472,17 @@ cmd_up() {
   lock_state
   touch "$MARKER_FILE"
   if ! broker_pid >/dev/null; then  # not started meanwhile by a concurrent `up`
-    for p in "$PORT" "$CONTROLLER_PORT"; do
-      port_in_use "$p" && die "port $HOST:$p is in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+    for p in "$PORT" "$CONTROLLER_PORT" "$SECURE_PORT"; do
+      port_in_use "$p" && die "port $HOST:$p is in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SECURE_PORT)"
     done
     mkdir -p "$STATE_DIR"
+    if [[ -f $DATA_DIR/meta.properties && ! -f $SECURE_DIR/complete ]]; then
+      die "$STATE_DIR predates the SASL_SSL listener (no SCRAM users in its storage): hack/kafka.sh down, then up"
+    fi
+    ensure_secure_material
     render_config
     echo "$HOST:$PORT" >"$BOOTSTRAP_FILE"
+    echo "$HOST:$SECURE_PORT" >"$SECURE_BOOTSTRAP_FILE"
     ensure_formatted
     log "starting Kafka $KAFKA_VERSION on $HOST:$PORT (log: $LOG_FILE)"
     launch_broker
@@ -404,7 +490,7 @@ cmd_up() {
   wait_ready
   exec 9>&-
   log "broker ready in $(since "$t0") s (pid $(broker_pid))"
-  echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+  print_endpoints
 }
 
 cmd_down() {
@@ -425,7 +511,7 @@ cmd_status() {
   fi
   if probe_metadata "$addr"; then
     echo "kafka: running (pid $pid), serving metadata at $addr"
-    echo "KAFKA_BOOTSTRAP=$addr"
+    print_endpoints
     return 0
   fi
   echo "kafka: running (pid $pid) but not answering metadata requests at $addr"

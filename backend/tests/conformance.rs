@@ -86,6 +86,7 @@ impl KafkaBackend {
             topic: self.topic.clone(),
             partitions,
             client_id: "conformance".into(),
+            security: Default::default(),
             extra: Vec::new(),
         }
     }

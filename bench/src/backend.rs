@@ -322,6 +322,7 @@ async fn producer_perf(
         topic: metricstream_tests::kafka::unique_name(&format!("bench-producer-perf-{metrics}")),
         partitions: KAFKA_PARTITIONS,
         client_id: "metricstream-bench".to_owned(),
+        security: Default::default(),
         extra: Vec::new(),
     };
     admin::ensure_topic(&settings, 1, &[])

@@ -471,6 +471,7 @@ async fn fill_kafka(
         topic: metricstream_tests::kafka::unique_name("bench-drain"),
         partitions,
         client_id: "metricstream-bench".to_owned(),
+        security: Default::default(),
         extra: Vec::new(),
     };
     admin::ensure_topic(&settings, 1, &[])

@@ -146,14 +146,14 @@ async fn consume(
                     metricstream_service::prepare_kafka(&config.common, &config.kafka, "consumer")
                         .await?;
                 Box::new(
-                    KafkaConsumer::open(&settings, &config.group, kafka_metrics).with_context(
-                        || {
+                    KafkaConsumer::connect(&settings, &config.group, kafka_metrics)
+                        .await
+                        .with_context(|| {
                             format!(
                                 "joining group {} on topic {} at {}",
                                 config.group, settings.topic, settings.brokers
                             )
-                        },
-                    )?,
+                        })?,
                 )
             }
         };

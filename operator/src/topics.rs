@@ -36,6 +36,7 @@ fn settings(bootstrap_servers: &str, topic: &str, partitions: u32) -> KafkaSetti
         topic: topic.to_owned(),
         partitions,
         client_id: "metricstream-operator".into(),
+        security: Default::default(),
         extra: Vec::new(),
     }
 }

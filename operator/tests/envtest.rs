@@ -538,6 +538,7 @@ fn kafka_settings(bootstrap: &str, topic: &str) -> KafkaSettings {
         topic: topic.to_owned(),
         partitions: 1,
         client_id: "metricstream-envtest".into(),
+        security: Default::default(),
         extra: Vec::new(),
     }
 }

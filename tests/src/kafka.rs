@@ -82,6 +82,7 @@ pub struct PrivateBroker {
     logs_dir: PathBuf,
     port: u16,
     controller_port: u16,
+    secure_port: u16,
     bootstrap: String,
 }
 
@@ -93,11 +94,16 @@ impl PrivateBroker {
         while controller_port == port {
             controller_port = free_port_below_ephemeral_range();
         }
+        let mut secure_port = free_port_below_ephemeral_range();
+        while secure_port == port || secure_port == controller_port {
+            secure_port = free_port_below_ephemeral_range();
+        }
         let mut broker = Self {
             state_dir: dir.path().join("kafka"),
             logs_dir: dir.logs_dir(),
             port,
             controller_port,
+            secure_port,
             bootstrap: String::new(),
         };
         let started = Instant::now();
@@ -162,6 +168,7 @@ impl PrivateBroker {
             .env("METRICSTREAM_KAFKA_STATE", &self.state_dir)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_SECURE_PORT", self.secure_port.to_string())
             .stdin(Stdio::null())
             .stderr(self.script_log());
         command
@@ -214,5 +221,80 @@ impl Drop for PrivateBroker {
                 self.port
             ),
         }
+    }
+}
+
+/// The message of a SASL_SSL test run without the secure listener's settings.
+pub const NEEDS_SECURE_KAFKA: &str = "is not set: start a broker with `hack/kafka.sh up` and \
+     export the KAFKA_SECURE_BOOTSTRAP, KAFKA_CA_FILE and KAFKA_SCRAM_* lines it prints (make test \
+     does; a broker started by an older hack/kafka.sh has no SASL_SSL listener: \
+     `hack/kafka.sh down` first)";
+
+/// The shared broker's SASL_SSL (SCRAM-SHA-512) listener, as `hack/kafka.sh up` printed it.
+#[derive(Clone, Debug)]
+pub struct SecureKafka {
+    /// `KAFKA_SECURE_BOOTSTRAP`: the SASL_SSL listener.
+    pub bootstrap: String,
+    /// `KAFKA_BOOTSTRAP`: the PLAINTEXT listener of the same broker, a super user's (ACL grants).
+    pub plaintext_bootstrap: String,
+    /// `KAFKA_CA_FILE`: the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// `KAFKA_SCRAM_USERNAME`: a user allowed only what ACLs grant it.
+    pub username: String,
+    pub password_file: PathBuf,
+    /// `KAFKA_SCRAM_ADMIN_USERNAME`: a super user.
+    pub admin_username: String,
+    pub admin_password_file: PathBuf,
+}
+
+impl SecureKafka {
+    /// From the environment; panics naming the first missing variable.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.is_empty())
+                .unwrap_or_else(|| panic!("{name} {NEEDS_SECURE_KAFKA}"))
+        };
+        Self {
+            bootstrap: var("KAFKA_SECURE_BOOTSTRAP"),
+            plaintext_bootstrap: var("KAFKA_BOOTSTRAP"),
+            ca_file: var("KAFKA_CA_FILE").into(),
+            username: var("KAFKA_SCRAM_USERNAME"),
+            password_file: var("KAFKA_SCRAM_PASSWORD_FILE").into(),
+            admin_username: var("KAFKA_SCRAM_ADMIN_USERNAME"),
+            admin_password_file: var("KAFKA_SCRAM_ADMIN_PASSWORD_FILE").into(),
+        }
+    }
+
+    /// Runs Kafka's ACL tool (`hack/kafka.sh tool acls`) on the PLAINTEXT listener with `args`;
+    /// panics if it fails.
+    pub async fn acl_tool(&self, args: &[String]) -> String {
+        let mut command = tokio::process::Command::new("bash");
+        command
+            .arg(kafka_script())
+            .args([
+                "tool",
+                "acls",
+                "--bootstrap-server",
+                &self.plaintext_bootstrap,
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let what = format!("hack/kafka.sh tool acls {}", args.join(" "));
+        let output = match tokio::time::timeout(Duration::from_secs(120), command.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => panic!("running {what}: {error}"),
+            Err(_) => panic!("{what} did not finish within 120 s"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{what} failed ({}): {stdout} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     }
 }

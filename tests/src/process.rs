@@ -401,7 +401,8 @@ impl Service {
         }
     }
 
-    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    /// The exit status once the process exits, or `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.try_exit() {

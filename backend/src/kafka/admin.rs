@@ -2,15 +2,20 @@
 //! partitions. Used by the services when asked to manage their topic, and by the operator's
 //! `admin` topic mode.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::security::{AccessWatch, access_failure_code};
 use super::{KafkaBackendError, KafkaSettings, apply_extra, base_config};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One metadata request's wait: between two, the client's error events are looked at, so that
+/// a refused login or TLS handshake ends the wait at once instead of at `ADMIN_TIMEOUT`.
+pub(super) const METADATA_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// What [`ensure_topic`] found or did.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,26 +25,57 @@ pub enum TopicChange {
     Unchanged { partitions: u32 },
 }
 
-/// The partition count of `topic`, or `None` when it does not exist.
+/// The partition count of `topic`, or `None` when it does not exist. Waits up to 30 s for the
+/// cluster, but fails at once with [`KafkaBackendError::Access`] when it refuses this client
+/// (SASL authentication, TLS verification, topic authorization).
 pub async fn topic_partitions(settings: &KafkaSettings) -> Result<Option<u32>, KafkaBackendError> {
-    let admin = admin_client(settings)?;
+    topic_partitions_within(settings, ADMIN_TIMEOUT).await
+}
+
+/// [`topic_partitions`], waiting at most `timeout` for the cluster.
+pub async fn topic_partitions_within(
+    settings: &KafkaSettings,
+    timeout: Duration,
+) -> Result<Option<u32>, KafkaBackendError> {
+    let mut config = base_config(settings);
+    apply_extra(&mut config, settings);
+    // A producer handle, not an admin client: rust-rdkafka's admin client never serves the
+    // main queue, where librdkafka reports refused logins and handshakes.
+    let client: BaseProducer<AccessWatch> = config.create_with_context(AccessWatch::default())?;
     let topic = settings.topic.clone();
     tokio::task::spawn_blocking(move || {
-        let metadata = admin.inner().fetch_metadata(Some(&topic), ADMIN_TIMEOUT)?;
-        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(None);
-        };
-        match found.error() {
-            None => Ok(Some(found.partitions().len() as u32)),
-            Some(code)
-                if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
-            {
-                Ok(None)
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = client
+                .client()
+                .fetch_metadata(Some(&topic), METADATA_ATTEMPT.min(timeout));
+            // Serves the queued log and error events (errors into `AccessWatch::error`).
+            client.poll(Duration::from_millis(100));
+            if let Some(refused) = client.context().refused() {
+                return Err(KafkaBackendError::Access(refused));
             }
-            Some(code) => Err(KafkaBackendError::Topic {
-                topic: topic.clone(),
-                reason: format!("metadata error {:?}", RDKafkaErrorCode::from(code)),
-            }),
+            let metadata = match attempt {
+                Ok(metadata) => metadata,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Ok(None);
+            };
+            return match found.error().map(RDKafkaErrorCode::from) {
+                None => Ok(Some(found.partitions().len() as u32)),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+                Some(code) => match access_failure_code(code, &format!("topic {topic}")) {
+                    Some(refused) => Err(KafkaBackendError::Access(refused)),
+                    None => Err(KafkaBackendError::Topic {
+                        topic: topic.clone(),
+                        reason: format!("metadata error {code:?}"),
+                    }),
+                },
+            };
         }
     })
     .await

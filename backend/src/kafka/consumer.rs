@@ -20,7 +20,10 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
-use super::{KafkaBackendError, KafkaMetrics, KafkaSettings, apply_extra, base_config};
+use super::security::AccessWatch;
+use super::{
+    KafkaBackendError, KafkaMetrics, KafkaSettings, access_failure, admin, apply_extra, base_config,
+};
 use crate::model::{Offset, Partition};
 use crate::queue::{ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer};
 
@@ -31,6 +34,9 @@ struct Shared {
     revoked: Vec<Partition>,
     owned: BTreeSet<Partition>,
     lag: HashMap<i32, i64>,
+    /// The last refusal (authentication, TLS, authorization) librdkafka reported, with its
+    /// details, which the error a poll returns lacks.
+    refused: Option<String>,
 }
 
 struct GroupContext {
@@ -64,6 +70,11 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(refused) = access_failure(&error, reason)
+            && let Ok(mut shared) = self.shared.lock()
+        {
+            shared.refused = Some(refused);
+        }
         tracing::warn!(%error, %reason, "librdkafka consumer error");
     }
 }
@@ -106,7 +117,32 @@ pub struct KafkaConsumer {
     metrics: KafkaMetrics,
 }
 
+/// How long [`KafkaConsumer::connect`] waits for the cluster to answer its access checks.
+const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl KafkaConsumer {
+    /// [`open`](Self::open), after checking that the cluster lets this client in: TLS, SASL
+    /// login, Describe on the topic and on `group` (an offset fetch). A refusal fails at once
+    /// with [`KafkaBackendError::Access`]; an unreachable cluster or a missing topic only warns,
+    /// since the consumer waits for them as it runs.
+    pub async fn connect(
+        settings: &KafkaSettings,
+        group: &str,
+        metrics: KafkaMetrics,
+    ) -> Result<Self, KafkaBackendError> {
+        match admin::topic_partitions_within(settings, ACCESS_CHECK_TIMEOUT).await {
+            Ok(Some(_)) => check_group_access(settings, group).await?,
+            Ok(None) => tracing::warn!(topic = %settings.topic, "the topic does not exist (yet)"),
+            Err(KafkaBackendError::Access(refused)) => {
+                return Err(KafkaBackendError::Access(refused));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach Kafka yet; the consumer keeps trying")
+            }
+        }
+        Self::open(settings, group, metrics)
+    }
+
     /// Joins `group` and subscribes to `settings.topic`. A new group starts at the earliest
     /// offset, so nothing written before the first consumer started is skipped.
     pub fn open(
@@ -144,11 +180,81 @@ impl KafkaConsumer {
         })
     }
 
+    /// A poll's error, with librdkafka's details when the cluster refused this client.
+    fn poll_error(&self, error: KafkaError) -> ConsumeError {
+        let refused = access_failure(&error, "").map(|short| {
+            self.shared
+                .lock()
+                .ok()
+                .and_then(|shared| shared.refused.clone())
+                .unwrap_or(short)
+        });
+        match refused {
+            Some(refused) => ConsumeError::Unavailable(format!("Kafka refused access: {refused}")),
+            None => ConsumeError::Unavailable(error.to_string()),
+        }
+    }
+
     fn consumer(&self) -> Result<Arc<StreamConsumer<GroupContext>>, ConsumeError> {
         self.consumer
             .clone()
             .ok_or_else(|| ConsumeError::Other("the consumer is closed".into()))
     }
+}
+
+/// Fetches the group's committed offset of partition 0: it needs the group coordinator
+/// (FindCoordinator) and OffsetFetch, both refused without the group ACL. librdkafka reports a
+/// refused FindCoordinator as an error event, not as the fetch's result, so the events are
+/// served between short fetch attempts.
+async fn check_group_access(
+    settings: &KafkaSettings,
+    group: &str,
+) -> Result<(), KafkaBackendError> {
+    let mut config = base_config(settings);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false");
+    apply_extra(&mut config, settings);
+    let consumer: BaseConsumer<AccessWatch> = config.create_with_context(AccessWatch::default())?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&settings.topic, 0);
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + ACCESS_CHECK_TIMEOUT;
+        loop {
+            let fetched = consumer.committed_offsets(list.clone(), admin::METADATA_ATTEMPT);
+            if let Some(Err(error)) = consumer.poll(Duration::from_millis(100))
+                && let Some(refused) = access_failure(&error, "")
+            {
+                consumer.context().record(refused);
+            }
+            if let Ok(list) = &fetched {
+                for element in list.elements() {
+                    if let Err(error) = element.error()
+                        && let Some(refused) =
+                            access_failure(&error, &format!("group {group}: {error}"))
+                    {
+                        consumer.context().record(refused);
+                    }
+                }
+            }
+            if let Some(refused) = consumer.context().refused() {
+                return Err(KafkaBackendError::Access(format!(
+                    "{refused} (group {group})"
+                )));
+            }
+            match fetched {
+                Ok(_) => return Ok(()),
+                Err(_) if Instant::now() < deadline => continue,
+                Err(error) => {
+                    tracing::warn!(%error, group, "cannot check the consumer group yet");
+                    return Ok(());
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|error| KafkaBackendError::Config(format!("group check task failed: {error}")))?
 }
 
 #[async_trait]
@@ -194,7 +300,7 @@ impl QueueConsumer for KafkaConsumer {
         if records.is_empty()
             && let Some(error) = last_error
         {
-            return Err(ConsumeError::Unavailable(error.to_string()));
+            return Err(self.poll_error(error));
         }
         let mut poll = Poll::default();
         if let Ok(mut shared) = self.shared.lock() {

@@ -8,17 +8,24 @@
 //! - [`KafkaConsumer`]: a consumer-group member that commits synchronously only what the caller
 //!   says is durable downstream, and reports rebalances and lag.
 //! - [`admin`]: create a topic with N partitions, or grow it to N.
+//! - [`KafkaSecurity`]: TLS and SASL/SCRAM for all of them; [`workload_acls`]: what a workload
+//!   user must be allowed.
 
 pub mod admin;
 mod consumer;
 mod metrics;
 mod producer;
+mod security;
 
 use std::time::Duration;
 
 pub use consumer::KafkaConsumer;
 pub use metrics::KafkaMetrics;
 pub use producer::KafkaProducer;
+pub use security::{
+    AclOperation, AclResourceType, KafkaAcl, KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism,
+    access_failure, workload_acls,
+};
 
 /// Where the topic lives and how to reach it.
 #[derive(Clone, Debug)]
@@ -30,7 +37,9 @@ pub struct KafkaSettings {
     pub partitions: u32,
     /// librdkafka `client.id`, to tell our connections apart in broker logs and quotas.
     pub client_id: String,
-    /// Further librdkafka properties, applied last (security settings, tuning).
+    /// TLS and SASL (default: PLAINTEXT). `Debug` redacts the password.
+    pub security: KafkaSecurity,
+    /// Further librdkafka properties, applied last (tuning).
     pub extra: Vec<(String, String)>,
 }
 
@@ -76,6 +85,10 @@ pub enum KafkaBackendError {
     Topic { topic: String, reason: String },
     #[error("invalid setting: {0}")]
     Config(String),
+    /// The cluster refuses this client: its credentials, its TLS trust or its ACLs are wrong.
+    /// Retrying with the same settings cannot help.
+    #[error("Kafka refused access: {0}")]
+    Access(String),
 }
 
 fn base_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
@@ -85,6 +98,7 @@ fn base_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
         .set("client.id", &settings.client_id)
         // Quiet by default: librdkafka's own log lines arrive through `tracing` at warn.
         .set("log_level", "4");
+    settings.security.apply(&mut config);
     config
 }
 

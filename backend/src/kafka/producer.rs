@@ -12,7 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    KafkaBackendError, KafkaMetrics, KafkaSettings, ProducerTuning, apply_extra, base_config,
+    KafkaBackendError, KafkaMetrics, KafkaSettings, ProducerTuning, access_failure, apply_extra,
+    base_config,
 };
 use crate::model::{Offset, Partition};
 use crate::queue::{AppendError, QueueProducer};
@@ -81,6 +82,12 @@ struct ProducerContext {
 
 impl ClientContext for ProducerContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        // Refused credentials or TLS trust: like an unreachable cluster, appends fail fast and
+        // readiness says why, until a metadata probe gets through again.
+        if let Some(refused) = access_failure(&error, reason) {
+            self.health.mark_down(refused);
+            return;
+        }
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown) => {
                 self.health.mark_down(format!("all brokers down: {reason}"));
