@@ -19,7 +19,8 @@
 //!   OpenShift and many hardened clusters) allows only to who may update the owner's finalizers.
 //!
 //! - Secrets: `<stream>-kafka-credentials` is applied, prune-listed and deleted in the stream's
-//!   namespace (never watched or cached); in the Kafka namespace, the Secrets Strimzi makes (a
+//!   namespace (never watched or cached), where the Secrets a stream names for the operator's own
+//!   Kafka client (topicManagement admin, external) are read by name; in the Kafka namespace, the Secrets Strimzi makes (a
 //!   created KafkaUser's password, the cluster CA) are read by name (`apply::apply_credentials`;
 //!   chart value `rbac.strimziSecrets`).
 //!
@@ -96,7 +97,7 @@ pub fn required() -> Vec<Access> {
         access::<NetworkPolicy>(Streams, None, CHILD_VERBS),
         access::<PodDisruptionBudget>(Streams, None, CHILD_VERBS),
         access::<Event>(Streams, None, &["create", "patch"]),
-        access::<Secret>(Streams, None, &["list", "create", "patch", "delete"]),
+        access::<Secret>(Streams, None, &["get", "list", "create", "patch", "delete"]),
         access::<KafkaTopic>(KafkaTopics, None, CHILD_VERBS),
         access::<KafkaUser>(KafkaTopics, None, &["list", "create", "patch", "delete"]),
         access::<Secret>(KafkaTopics, None, &["get"]),
@@ -140,10 +141,11 @@ mod tests {
         assert_eq!(
             read_by_get,
             [
+                (Scope::Streams, "secrets"),
                 (Scope::KafkaTopics, "secrets"),
                 (Scope::LeaderElection, "leases")
             ],
-            "only Strimzi's Secrets and the Lease are read by GET"
+            "only Secrets and the Lease are read by GET"
         );
         assert!(
             table

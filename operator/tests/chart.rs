@@ -463,8 +463,8 @@ fn chart_non_default_values_render_a_namespaced_elected_operator() {
     );
     assert_eq!(
         verbs_on(role, "secrets"),
-        BTreeSet::from(["create", "delete", "list", "patch"].map(String::from)),
-        "in the watched namespace: the credentials copy"
+        BTreeSet::from(["create", "delete", "get", "list", "patch"].map(String::from)),
+        "in the watched namespace: the credentials copy and the Secrets a stream names"
     );
     let lease_role = find(
         &rendered,

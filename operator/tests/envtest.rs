@@ -1059,7 +1059,7 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
             "type": "simple",
             "acls": [
                 { "resource": { "type": "topic", "name": topic, "patternType": "literal" },
-                  "operations": ["Describe", "Read", "Write"] },
+                  "operations": ["Read", "Write"] },
                 { "resource": { "type": "group", "name": "secure-writers", "patternType": "literal" },
                   "operations": ["Read"] },
             ],

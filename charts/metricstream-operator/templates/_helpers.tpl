@@ -88,11 +88,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
-# Only <stream>-kafka-credentials, the copy of a Strimzi user's password and cluster CA: applied,
-# listed by label to prune, deleted. Never watched.
+# <stream>-kafka-credentials, the copy of a Strimzi user's password and cluster CA: applied,
+# listed by label to prune, deleted; and the Kafka CA and password a stream names, read by name
+# for the operator's own admin client. Never watched.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [list, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

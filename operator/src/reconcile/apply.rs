@@ -187,7 +187,7 @@ pub async fn apply_all(
             };
             apply_child(ctx, uid, child)
         })),
-        apply_topic(ctx, desired),
+        apply_topic(ctx, ns, desired),
         try_join_all(desired.services.iter().map(|service| {
             let live = cached(stores.map(|s| &s.services), ns, service);
             let child = Child {
@@ -406,7 +406,20 @@ enum TopicOutcome {
     Admin(Result<(u32, Option<crate::topics::TopicChanged>), String>),
 }
 
-async fn apply_topic(ctx: &Context, desired: &Desired) -> Result<TopicOutcome, Error> {
+/// The security the operator's own Kafka client uses for `request`.
+async fn operator_security(
+    ctx: &Context,
+    stream_ns: &str,
+    request: &crate::reconcile::build::TopicRequest,
+) -> Result<metricstream_backend::kafka::KafkaSecurity, String> {
+    crate::topics::resolve_security(&namespaced::<Secret>(ctx, stream_ns), &request.security).await
+}
+
+async fn apply_topic(
+    ctx: &Context,
+    stream_ns: &str,
+    desired: &Desired,
+) -> Result<TopicOutcome, Error> {
     Ok(match &desired.topic {
         DesiredTopic::None => TopicOutcome::NoTopic,
         DesiredTopic::Strimzi(_) if !ctx.strimzi_installed => {
@@ -422,13 +435,22 @@ async fn apply_topic(ctx: &Context, desired: &Desired) -> Result<TopicOutcome, E
                 StrimziTopicState::of(&applied),
             )))
         }
-        DesiredTopic::Admin(request) => TopicOutcome::Admin(ctx.topics.ensure(request).await),
+        DesiredTopic::Admin(request) => {
+            TopicOutcome::Admin(match operator_security(ctx, stream_ns, request).await {
+                Ok(security) => ctx.topics.ensure(request, &security).await,
+                Err(error) => Err(error),
+            })
+        }
         DesiredTopic::External(request) => {
-            TopicOutcome::Observed(BackendObservation::ExternalTopic(
-                ctx.topics
-                    .partitions(&request.bootstrap_servers, &request.topic)
-                    .await,
-            ))
+            let partitions = match operator_security(ctx, stream_ns, request).await {
+                Ok(security) => {
+                    ctx.topics
+                        .partitions(&request.bootstrap_servers, &request.topic, &security)
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            TopicOutcome::Observed(BackendObservation::ExternalTopic(partitions))
         }
     })
 }

@@ -147,6 +147,8 @@ pub struct TopicRequest {
     pub partitions: i32,
     pub replication_factor: i32,
     pub config: BTreeMap<String, String>,
+    /// How the operator connects (its Secrets are read at apply time).
+    pub security: KafkaSecurityPlan,
 }
 
 impl Desired {
@@ -237,6 +239,7 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
                 partitions: stream.partitions,
                 replication_factor: plan.replication_factor,
                 config: plan.config.clone(),
+                security: plan.security.clone(),
             };
             match &plan.management {
                 TopicMode::Strimzi { cluster, namespace } => {
@@ -914,21 +917,24 @@ fn kafka_user(
     user
 }
 
-/// The ACLs ingest (produce) and consumer (consume, commit offsets in its group) need. Read and
-/// Write imply Describe; Write on a topic implies IdempotentWrite (Kafka 3.0+, KIP-679).
+/// The backend's [`workload_acls`](metricstream_backend::kafka::workload_acls) (the list its
+/// tests grant a real broker's user) in Strimzi's spelling: literal names, any host.
 fn workload_acls(topic: &str, group: &str) -> Vec<AclRule> {
-    let rule = |type_: &str, name: &str, operations: &[&str]| AclRule {
-        resource: AclResource {
-            type_: type_.into(),
-            name: Some(name.into()),
-            pattern_type: Some("literal".into()),
-        },
-        operations: operations.iter().map(|op| (*op).to_owned()).collect(),
-    };
-    vec![
-        rule("topic", topic, &["Describe", "Read", "Write"]),
-        rule("group", group, &["Read"]),
-    ]
+    metricstream_backend::kafka::workload_acls(topic, group)
+        .into_iter()
+        .map(|acl| AclRule {
+            resource: AclResource {
+                type_: acl.resource_type.kafka_name().into(),
+                name: Some(acl.name),
+                pattern_type: Some("literal".into()),
+            },
+            operations: acl
+                .operations
+                .iter()
+                .map(|op| op.kafka_name().to_owned())
+                .collect(),
+        })
+        .collect()
 }
 
 fn credentials_copy(
@@ -1637,7 +1643,7 @@ mod tests {
                 (
                     "topic".into(),
                     "metrics-web".into(),
-                    vec!["Describe".into(), "Read".into(), "Write".into()]
+                    vec!["Read".into(), "Write".into()]
                 ),
                 ("group".into(), "storage-writer".into(), vec!["Read".into()]),
             ]

@@ -392,7 +392,24 @@ async fn cleanup(stream: &MetricStream, ctx: &Context) -> Result<Action, Error> 
             .topic
             .clone()
             .unwrap_or_else(|| validate::default_topic(&namespace, &name));
-        match ctx.topics.delete(&kafka.bootstrap_servers, &topic).await {
+        let deleted = match validate::validate(stream) {
+            Ok(validated) => match validated.kafka() {
+                Some(plan) => {
+                    let secrets = Api::namespaced(ctx.client.clone(), &namespace);
+                    match crate::topics::resolve_security(&secrets, &plan.security).await {
+                        Ok(security) => {
+                            ctx.topics
+                                .delete(&kafka.bootstrap_servers, &topic, &security)
+                                .await
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+                None => Ok(()),
+            },
+            Err(invalid) => Err(format!("the spec is invalid: {invalid}")),
+        };
+        match deleted {
             Ok(()) => {
                 ctx.publish(
                     &regarding,
