@@ -886,6 +886,115 @@ async fn envtest_admin_mode_manages_the_topic_on_the_broker() {
     env.assert_operator_running();
 }
 
+/// The broker's SASL_SSL listener and its admin user, from `hack/kafka.sh up` (make test exports
+/// them with KAFKA_BOOTSTRAP).
+fn secure_kafka() -> (String, String, String, String) {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                panic!("{name} must be set: `hack/kafka.sh up` prints it (make test exports it)")
+            })
+    };
+    let read = |path: String| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    };
+    (
+        var("KAFKA_SECURE_BOOTSTRAP"),
+        read(var("KAFKA_CA_FILE")),
+        var("KAFKA_SCRAM_ADMIN_USERNAME"),
+        read(var("KAFKA_SCRAM_ADMIN_PASSWORD_FILE"))
+            .trim_end()
+            .to_owned(),
+    )
+}
+
+/// `topicManagement: admin` over the real broker's SASL_SSL listener: the operator's own client
+/// takes the CA and the SCRAM password from the Secrets the stream names, creates and grows the
+/// topic; with a wrong password it reports the refusal in status (never the password) and
+/// leaves the topic alone.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane and a broker: KUBECONFIG and KAFKA_SECURE_* (make test runs them)"]
+async fn envtest_admin_mode_over_tls_and_scram_uses_the_streams_secrets() {
+    let plaintext = kafka_bootstrap();
+    let (secure, ca_pem, admin_user, admin_password) = secure_kafka();
+    let mut env = Env::start("adminsec", false).await;
+    let secrets: Api<Secret> = env.api();
+    let put_secret = |name: &'static str, key: &'static str, value: String| {
+        let secrets = secrets.clone();
+        async move {
+            let secret: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": { "name": name },
+                "data": { key: ByteString(value.into_bytes()) },
+            }))
+            .expect("a Secret");
+            secrets
+                .patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
+        }
+    };
+    put_secret("kafka-ca", "ca.crt", ca_pem).await;
+    put_secret("kafka-admin", "password", format!("{admin_password}\n")).await;
+    let topic = format!("metricstream-envtest-secure-{}", unique_suffix());
+    env.create_stream(
+        "sec",
+        json!({
+            "backend": "kafka",
+            "partitions": 2,
+            "kafka": {
+                "bootstrapServers": secure,
+                "topic": topic,
+                "topicManagement": "admin",
+                "tls": { "caSecretRef": { "name": "kafka-ca" } },
+                "authentication": {
+                    "type": "scram-sha-512",
+                    "username": admin_user,
+                    "passwordSecretRef": { "name": "kafka-admin" },
+                },
+            },
+        }),
+    )
+    .await;
+    env.stream_until("sec", "BackendReady=True over SASL_SSL", |s| {
+        observed(s) && condition_is(s, "BackendReady", "True")
+    })
+    .await;
+    assert_eq!(partitions_of(&plaintext, &topic).await, Some(2));
+    let config: ConfigMap = env.child("sec-config").await;
+    let data = config.data.unwrap_or_default();
+    assert_eq!(data["METRICSTREAM_KAFKA_SECURITY_PROTOCOL"], "sasl-ssl");
+    assert!(
+        !data.values().any(|v| v.contains(&admin_password)),
+        "the password never reaches the ConfigMap"
+    );
+
+    // A wrong password: growth is refused and said so, the topic stays as it was.
+    put_secret("kafka-admin", "password", "not-the-password".into()).await;
+    env.merge_spec("sec", json!({ "partitions": 3 }))
+        .await
+        .expect("growing partitions 2 -> 3");
+    let refused = env
+        .stream_until("sec", "BackendReady=False naming the refusal", |s| {
+            observed(s)
+                && condition(s, "BackendReady").is_some_and(|c| {
+                    c.status == "False" && c.message.contains("SASL authentication failed")
+                })
+        })
+        .await;
+    let status = serde_json::to_string(&refused.status).expect("status as JSON");
+    assert!(!status.contains("not-the-password"), "{status}");
+    assert_eq!(partitions_of(&plaintext, &topic).await, Some(2));
+    env.assert_operator_running();
+}
+
 /// `topicManagement: strimzi` writes a KafkaTopic (Strimzi's real CRD) into the Kafka cluster's
 /// namespace, reports its Ready condition, and under Retain leaves it behind on deletion.
 #[tokio::test(flavor = "multi_thread")]
