@@ -20,7 +20,6 @@
 # Environment:
 #   FUZZ_SECONDS     seconds each target runs (default 60)
 #   FUZZ_TARGETS     space-separated targets to run (default: all of `hack/fuzz.sh list`)
-#   FUZZ_JOBS        libFuzzer processes per target (default 1)
 #   FUZZ_TOOLCHAIN   the rustup toolchain to build with (default nightly)
 #   FUZZ_WORK_DIR    where the growing corpora and crash artifacts go, per target
 #                    <dir>/corpus/<target> and <dir>/artifacts/<target>
@@ -52,7 +51,6 @@ target_root="${CARGO_TARGET_DIR:-$repo/target}"
 work_dir="${FUZZ_WORK_DIR:-$target_root/fuzz-work}"
 build_dir="${FUZZ_BUILD_DIR:-$target_root/fuzz-build}"
 seconds="${FUZZ_SECONDS:-60}"
-jobs="${FUZZ_JOBS:-1}"
 
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_SECONDS must be a positive whole number, not '$seconds'"
 # cargo-fuzz's defaults (optimised, with debug assertions and overflow checks: an arithmetic
@@ -60,7 +58,6 @@ jobs="${FUZZ_JOBS:-1}"
 # under test is safe Rust, where ASan finds nothing a panic does not, at twice the run time.
 build_flags=(--target-dir "$build_dir" --sanitizer none)
 
-[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_JOBS must be a positive whole number, not '$jobs'"
 
 # True when the cached binary runs and reports the pinned version.
 installed() {
@@ -144,7 +141,7 @@ run_target() {
   # inputs, the seeds are only read.
  cargo_fuzz run "${build_flags[@]}" "$target" "${inputs[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$artifacts/" -jobs="$jobs" -workers="$jobs" \
+    -artifact_prefix="$artifacts/" \
     >"$log_file" 2>&1 || status=$?
   local executions
   executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log_file" | awk '{ sum += $1 } END { print sum + 0 }')

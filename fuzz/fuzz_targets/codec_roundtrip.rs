@@ -55,14 +55,20 @@ impl EncodeMetric for ArbitraryMetric {
     }
 
     fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.tags.iter().map(|(key, value)| (key.as_str(), value.as_str()))
+        self.tags
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
     }
 }
 
 fuzz_target!(|input: Input| {
     let batch = MetricBatch {
         client: ClientId::new(input.client.clone()),
-        metrics: input.metrics.iter().map(ArbitraryMetric::to_metric).collect(),
+        metrics: input
+            .metrics
+            .iter()
+            .map(ArbitraryMetric::to_metric)
+            .collect(),
     };
     let record = codec::encode(&batch);
     assert_eq!(
@@ -99,8 +105,14 @@ fuzz_target!(|input: Input| {
     let mut flipped = record.clone();
     let bit = input.flip_bit % (flipped.len() * 8);
     flipped[bit / 8] ^= 1 << (bit % 8);
-    assert!(codec::decode(&flipped).is_err(), "bit {bit} flipped went unnoticed");
+    assert!(
+        codec::decode(&flipped).is_err(),
+        "bit {bit} flipped went unnoticed"
+    );
 
     let cut = input.cut_at % record.len();
-    assert!(codec::decode(&record[..cut]).is_err(), "cut at {cut} went unnoticed");
+    assert!(
+        codec::decode(&record[..cut]).is_err(),
+        "cut at {cut} went unnoticed"
+    );
 });

@@ -217,7 +217,10 @@ async fn drain(
     errors: &mut Vec<String>,
 ) {
     for _ in 0..MAX_POLLS {
-        match consumer.poll(PollLimits::records(100), Duration::ZERO).await {
+        match consumer
+            .poll(PollLimits::records(100), Duration::ZERO)
+            .await
+        {
             Ok(poll) => {
                 let idle = poll.records.is_empty() && poll.assigned.is_empty();
                 read.extend(poll.records);

@@ -105,7 +105,9 @@ fn check_accepted(json: &Bytes, parsed: &request::ParsedMetrics<'_>, limits: &Li
     for (sent, stored) in wire.iter().zip(&batch.metrics) {
         assert_eq!(sent["name"].as_str(), Some(stored.name.as_str()));
         assert!(!stored.name.is_empty() && stored.name.len() <= limits.max_name_bytes);
-        let value = sent["value"].as_f64().expect("an accepted value is a number");
+        let value = sent["value"]
+            .as_f64()
+            .expect("an accepted value is a number");
         // `==`, not bits: whether `-0` keeps its sign is serde_json's business, not ours.
         assert_eq!(value, stored.value);
         assert!(stored.value.is_finite());
