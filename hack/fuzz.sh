@@ -143,9 +143,12 @@ run_target() {
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" \
     >"$log_file" 2>&1 || status=$?
-  local executions
-  executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log_file" | awk '{ sum += $1 } END { print sum + 0 }')
-  local elapsed=$((SECONDS - started))
+  local executions elapsed
+  executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log_file" | tail -n 1)
+  # libFuzzer's own count of seconds ("Done N runs in S second(s)"), without cargo's build.
+  elapsed=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log_file" | tail -n 1)
+  executions=${executions:-0}
+  elapsed=${elapsed:-$((SECONDS - started))}
   if [[ $status -ne 0 ]]; then
     echo "fuzz $target: CRASHED after $executions executions in $elapsed s (exit $status)"
     grep -E '^(==[0-9]+==ERROR|thread .* panicked|SUMMARY:|artifact_prefix|Test unit written to)|panicked at' "$log_file" | head -n 20 || true

@@ -25,7 +25,8 @@ use metricstream_backend::file::{
     Durability, FileConsumer, FileProducer, FileQueueConfig, FileQueueMetrics,
 };
 use metricstream_backend::{
-    ConsumeError, ConsumedRecord, Offset, Partition, PollLimits, QueueConsumer, QueueProducer,
+    AppendError, ConsumeError, ConsumedRecord, Offset, Partition, PollLimits, QueueConsumer,
+    QueueProducer,
 };
 
 const GROUP: &str = "fuzz";
@@ -104,16 +105,23 @@ async fn run(input: Input) {
     };
 
     // Before: the records, and the group's commit.
-    let written = payloads(&input.records);
     let producer = FileProducer::open(config.clone(), FileQueueMetrics::default())
         .await
         .expect("a new queue opens");
-    for (expected, payload) in written.iter().enumerate() {
-        let offset = producer
-            .append(Partition(0), payload.clone())
-            .await
-            .expect("an append to a healthy queue succeeds");
-        assert_eq!(offset.0, expected as u64, "offsets count up from 0");
+    let mut written = Vec::new();
+    for payload in payloads(&input.records) {
+        let appended = producer.append(Partition(0), payload.clone()).await;
+        if payload.is_empty() {
+            // An empty frame is a seal: the queue must refuse the record, not write it.
+            assert!(
+                matches!(appended, Err(AppendError::EmptyRecord)),
+                "an empty record was not refused: {appended:?}"
+            );
+            continue;
+        }
+        let offset = appended.expect("an append to a healthy queue succeeds");
+        assert_eq!(offset.0, written.len() as u64, "offsets count up from 0");
+        written.push(payload);
     }
     producer.close().await;
     drop(producer);
@@ -154,6 +162,7 @@ async fn run(input: Input) {
     for payload in &appended {
         match producer.append(Partition(0), payload.clone()).await {
             Ok(offset) => appended_at.push((offset, payload.clone())),
+            Err(AppendError::EmptyRecord) if payload.is_empty() => {}
             Err(error) => panic!("append after recovery failed: {error}"),
         }
     }
