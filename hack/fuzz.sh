@@ -136,6 +136,9 @@ run_target() {
   fi
   log "running $target for $seconds s (log: $log_file)"
   local started=$SECONDS status=0
+  # Inputs written from here on are this run's; older ones are earlier runs' findings.
+  local marker="$work_dir/logs/$target.started"
+  touch "$marker"
   # -max_total_time bounds the run; a hung input is caught by -timeout (libFuzzer reports it as
   # a crash); -rss_limit_mb catches runaway memory. The first corpus directory receives new
   # inputs, the seeds are only read.
@@ -153,9 +156,9 @@ run_target() {
     echo "fuzz $target: CRASHED after $executions executions in $elapsed s (exit $status)"
     grep -E '^(==[0-9]+==ERROR|thread .* panicked|SUMMARY:|artifact_prefix|Test unit written to)|panicked at' "$log_file" | head -n 20 || true
     local artifact
-    for artifact in "$artifacts"/*; do
-      [[ -e "$artifact" ]] && echo "fuzz $target: crashing input: $artifact"
-    done
+    while IFS= read -r artifact; do
+      echo "fuzz $target: crashing input: $artifact"
+    done < <(find "$artifacts" -type f -newer "$marker")
     echo "fuzz $target: full log: $log_file"
     return 1
   fi
