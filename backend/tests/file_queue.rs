@@ -625,10 +625,10 @@ async fn an_empty_record_is_refused_and_the_log_stays_whole() {
 }
 
 /// Found while writing the `file_recovery` fuzz target (which reads in this order too): a
-/// consumer that had read up to a torn tail (a
-/// writer died mid-write) kept the torn file's length as "synced"; once a restarted producer cut
-/// the tail off and appended less than it had held, every poll failed reading past the end of
-/// the file, until enough new data arrived. It now follows the file when it shrinks.
+/// consumer that had read up to a torn tail (a writer died mid-write) kept the torn file's
+/// length as "synced"; once a restarted producer cut the tail off and appended less than it had
+/// held, every poll failed reading past the end of the file, until enough new data arrived. It
+/// now follows the file when it shrinks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_reads_on_after_a_restarted_producer_cuts_a_torn_tail_it_had_seen() {
     let dir = tempfile::tempdir().expect("tempdir");
