@@ -25,12 +25,15 @@ STRIMZI_CRDS_DIR ?= $(if $(wildcard ../shared/strimzi-1.2.0-crds/043-Crd-kafkato
 # The paths of helm, kubeconform, shellcheck and the kubeconform schemas (`tools`).
 TOOLS_ENV_FILE := target/tools.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtest-down kafka-down
+TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtest-down kafka-down fuzz
+# Seconds each fuzz target runs in `make fuzz` (and so in `make test`): a smoke run bounded so a
+# cold CI run stays well inside its time; run longer by hand with `make fuzz FUZZ_SECONDS=600`.
+FUZZ_SECONDS ?= 60
 
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down bench bench-suites \
-	chaos
+	chaos fuzz
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -41,6 +44,7 @@ help:
 	@echo "make envtest-up start (or reuse) a local Kubernetes control plane for the operator tests; make envtest-down stops it"
 	@echo "make lint       rustfmt check and clippy with warnings denied"
 	@echo "make fmt        format the code"
+	@echo "make fuzz       every fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) each, nightly toolchain (hack/fuzz.sh)"
 	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
 	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
@@ -195,6 +199,11 @@ bench-suites:
 # removes it at the end.
 chaos: release
 	bash hack/chaos.sh
+
+# The fuzz targets of fuzz/ (cargo-fuzz on a nightly toolchain, installed into the cache by
+# hack/fuzz.sh), each for FUZZ_SECONDS; fails if any crashed, naming the crashing input.
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash hack/fuzz.sh run
 
 # Needs Docker: see hack/e2e-kind.sh and the README's kind quick start.
 e2e-kind:

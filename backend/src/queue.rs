@@ -31,6 +31,10 @@ pub enum AppendError {
     /// The producer is shutting down and takes no new records.
     #[error("the queue is shutting down")]
     Closed,
+    /// An empty record: the file queue cannot store one (an empty frame is its segment seal),
+    /// and no MetricStream record is ever empty.
+    #[error("empty records cannot be stored")]
+    EmptyRecord,
 }
 
 /// The write side of a queue: appends records and acknowledges them once durable.

@@ -14,7 +14,9 @@ use metricstream_backend::file::{
     Durability, FileConsumer, FileProducer, FileQueueConfig, FileQueueError, FileQueueMetrics,
     Retention,
 };
-use metricstream_backend::{Offset, Partition, PollLimits, QueueConsumer, QueueProducer};
+use metricstream_backend::{
+    AppendError, Offset, Partition, PollLimits, QueueConsumer, QueueProducer,
+};
 
 fn config(root: &Path, partitions: u32) -> FileQueueConfig {
     FileQueueConfig::new(root, partitions)
@@ -573,4 +575,102 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).expect("copy");
         }
     }
+}
+
+/// Found by the `file_recovery` fuzz target: an empty record used to be written as an empty
+/// frame, which is the file queue's seal, so the log ended there for every reader and the next
+/// recovery cut off everything acknowledged after it ("data after the seal"). Empty records are
+/// refused instead, and the log stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_record_is_refused_and_the_log_stays_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let producer = FileProducer::open(config(dir.path(), 1), FileQueueMetrics::default())
+        .await
+        .expect("open");
+    let first = producer
+        .append(Partition(0), payload("x", 0))
+        .await
+        .expect("append");
+    assert_eq!(first, Offset(0));
+    let refused = producer.append(Partition(0), Bytes::new()).await;
+    assert!(
+        matches!(refused, Err(AppendError::EmptyRecord)),
+        "an empty record was not refused: {refused:?}"
+    );
+    let second = producer
+        .append(Partition(0), payload("x", 1))
+        .await
+        .expect("append after the refusal");
+    assert_eq!(second, Offset(1));
+    producer.close().await;
+
+    // A restart recovers the log whole and continues it.
+    let producer = FileProducer::open(config(dir.path(), 1), FileQueueMetrics::default())
+        .await
+        .expect("reopen");
+    let third = producer
+        .append(Partition(0), payload("x", 2))
+        .await
+        .expect("append after the restart");
+    assert_eq!(third, Offset(2));
+    producer.close().await;
+
+    let mut consumer = FileConsumer::open(dir.path(), 1, "g", FileQueueMetrics::default())
+        .await
+        .expect("consumer");
+    let read = drain(&mut consumer, 3).await;
+    let expected: Vec<_> = (0..3).map(|i| (0, i, payload("x", i))).collect();
+    assert_eq!(read, expected);
+    consumer.close().await;
+}
+
+/// Found while writing the `file_recovery` fuzz target (which reads in this order too): a
+/// consumer that had read up to a torn tail (a writer died mid-write) kept the torn file's
+/// length as "synced"; once a restarted producer cut the tail off and appended less than it had
+/// held, every poll failed reading past the end of the file, until enough new data arrived. It
+/// now follows the file when it shrinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_on_after_a_restarted_producer_cuts_a_torn_tail_it_had_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let producer = FileProducer::open(config(dir.path(), 1), FileQueueMetrics::default())
+        .await
+        .expect("open");
+    for i in 0..2 {
+        producer
+            .append(Partition(0), payload("x", i))
+            .await
+            .expect("append");
+    }
+    producer.close().await;
+    // A writer that died half way through a large batch.
+    let segment = segment_files(dir.path(), 0).remove(0);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .expect("open segment");
+    file.write_all(&[0xAB; 500]).expect("torn tail");
+    drop(file);
+
+    let mut consumer = FileConsumer::open(dir.path(), 1, "g", FileQueueMetrics::default())
+        .await
+        .expect("consumer");
+    let before = drain(&mut consumer, 2).await;
+    assert_eq!(before.len(), 2);
+
+    // The ingest restarts: recovery cuts the torn tail, and one short record follows.
+    let producer = FileProducer::open(config(dir.path(), 1), FileQueueMetrics::default())
+        .await
+        .expect("reopen");
+    assert_eq!(
+        producer
+            .append(Partition(0), payload("x", 2))
+            .await
+            .expect("append after recovery"),
+        Offset(2)
+    );
+    producer.close().await;
+
+    let after = drain(&mut consumer, 1).await;
+    assert_eq!(after, vec![(0, 2, payload("x", 2))]);
+    consumer.close().await;
 }

@@ -193,9 +193,11 @@ impl From<AppendError> for ApiError {
                 Self::BackendUnavailable("the queue is shutting down".to_owned())
             }
             AppendError::TooLarge { size, limit } => Self::RecordTooLarge { size, limit },
-            // The partition came from the producer's own count, so this is our bug, not the
-            // client's or the disk's.
-            error @ AppendError::NoSuchPartition { .. } => Self::Internal(error.to_string()),
+            // The partition came from the producer's own count, and every record ingest encodes
+            // holds at least its header: either error is our bug, not the client's or the disk's.
+            error @ (AppendError::NoSuchPartition { .. } | AppendError::EmptyRecord) => {
+                Self::Internal(error.to_string())
+            }
         }
     }
 }

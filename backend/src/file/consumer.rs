@@ -296,10 +296,13 @@ impl PartitionReader {
     ) -> Result<(), ConsumeError> {
         loop {
             let len = self.file.metadata()?.len();
-            if len > self.synced_len {
+            if len != self.synced_len {
                 // Whoever wrote these bytes may not have synced them yet (durability `none`, or
                 // a batch mid-commit). Syncing here means we never hand out a record a machine
-                // crash could take back — and whose offset would then be reused.
+                // crash could take back — and whose offset would then be reused. A file that
+                // shrank had a torn tail cut off by a recovering writer (only bytes past the
+                // last valid frame, which we never returned): what follows is new, and read
+                // only up to where the file now ends.
                 self.file.sync_data()?;
                 self.synced_len = len;
             }

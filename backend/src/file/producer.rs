@@ -273,6 +273,10 @@ impl QueueProducer for FileProducer {
     }
 
     async fn append(&self, partition: Partition, record: Bytes) -> Result<Offset, AppendError> {
+        // An empty frame on disk is a seal: written as a record it would end the log there.
+        if record.is_empty() {
+            return Err(AppendError::EmptyRecord);
+        }
         if record.len() > self.max_record_bytes {
             return Err(AppendError::TooLarge {
                 size: record.len(),
