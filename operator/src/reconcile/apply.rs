@@ -643,6 +643,8 @@ where
     let all: Api<K> = Api::all(ctx.client.clone());
     match all.list(&params).await {
         Ok(listed) => return Ok(listed.items),
+        // The kind's CRD is not installed (e.g. KafkaTopics without KafkaUsers): none exist.
+        Err(error) if is_not_found(&error) => return Ok(Vec::new()),
         Err(kube::Error::Api(status)) if status.is_forbidden() => {
             tracing::debug!(
                 "listing {kind}s in all namespaces is forbidden; trying the Strimzi namespace"
