@@ -1175,6 +1175,37 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
         })
     );
 
+    // Play Strimzi's Topic Operator: the topic is Ready, so what is missing is the credentials.
+    let topics: Api<KafkaTopic> = Api::namespaced(env.client.clone(), &kafka_ns);
+    let kafka_topic = {
+        let topics = &topics;
+        let selector = &selector;
+        eventually("a KafkaTopic in the Kafka namespace", || async move {
+            let list = topics
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        })
+        .await
+    };
+    topics
+        .patch_status(
+            &kafka_topic.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "status": {
+                    "conditions": [{
+                        "type": "Ready",
+                        "status": "True",
+                        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+                    }],
+                    "observedGeneration": kafka_topic.metadata.generation,
+                },
+            })),
+        )
+        .await
+        .expect("patching the KafkaTopic's status");
     let pending = env
         .stream_until("secure", "BackendReady=False, CredentialsPending", |s| {
             condition(s, "BackendReady").is_some_and(|c| c.reason == "CredentialsPending")
@@ -1227,6 +1258,12 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
         (text("password"), text("ca.crt"))
     };
     let copied: Secret = env.child("secure-kafka-credentials").await;
+    env.stream_until(
+        "secure",
+        "BackendReady=True once the credentials are copied",
+        |s| condition_is(s, "BackendReady", "True"),
+    )
+    .await;
     let created = env.streams().get("secure").await.expect("the stream");
     assert_controlled_by(&copied.metadata, &created);
     assert_eq!(

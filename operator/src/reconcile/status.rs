@@ -107,10 +107,16 @@ pub fn compute(
     now: &Time,
 ) -> MetricStreamStatus {
     let generation = stream.generation;
-    let backend = match &observed.credentials_pending {
-        // A ready topic is no use to workloads that cannot authenticate.
-        Some(pending) => Draft::new(BACKEND_READY, false, "CredentialsPending", pending.clone()),
-        None => backend_condition(stream, &observed.backend),
+    let backend = match (
+        backend_condition(stream, &observed.backend),
+        &observed.credentials_pending,
+    ) {
+        // A ready topic is no use to workloads that cannot authenticate; a topic that is not
+        // ready (or Strimzi missing altogether) is the more useful thing to say.
+        (ready, Some(pending)) if ready.status == "True" => {
+            Draft::new(BACKEND_READY, false, "CredentialsPending", pending.clone())
+        }
+        (condition, _) => condition,
     };
     let ingest = workload_condition(INGEST_AVAILABLE, &observed.ingest);
     let consumer = workload_condition(CONSUMER_AVAILABLE, &observed.consumer);
@@ -484,6 +490,30 @@ mod tests {
             );
             assert!(ready.message.contains(type_), "{}", ready.message);
         }
+    }
+
+    #[test]
+    fn pending_credentials_matter_only_once_the_topic_is_ready() {
+        let stream = validate(&kafka_stream(TopicManagement::Admin)).expect("valid");
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let reason = |backend: BackendObservation| {
+            let mut seen = observed(backend, 1, 1);
+            seen.credentials_pending = Some("waiting for Secret kafka/user".into());
+            let status = compute(&stream, &seen, None, &now);
+            get(&status, BACKEND_READY).reason.clone()
+        };
+        assert_eq!(
+            reason(BackendObservation::AdminTopic(Ok(4))),
+            "CredentialsPending"
+        );
+        assert_eq!(
+            reason(BackendObservation::AdminTopic(Err("down".into()))),
+            "TopicError"
+        );
+        assert_eq!(
+            reason(BackendObservation::StrimziNotInstalled),
+            "StrimziNotInstalled"
+        );
     }
 
     #[test]
