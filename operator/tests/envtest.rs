@@ -468,6 +468,39 @@ fn condition_is(stream: &MetricStream, type_: &str, status: &str) -> bool {
 }
 
 /// The status describes the current spec.
+/// Waits for the first object in `api` with the labels `selector`, and returns it.
+async fn first_labelled<K>(what: &str, api: &Api<K>, selector: &str) -> K
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async move {
+        let list = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await
+}
+
+/// Writes (server-side applies) a Secret holding one key.
+async fn put_secret(api: &Api<Secret>, name: &str, key: &str, value: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name },
+        "data": { key: ByteString(value.as_bytes().to_vec()) },
+    }))
+    .expect("a Secret");
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
+}
+
 fn observed(stream: &MetricStream) -> bool {
     let status = stream.status.as_ref();
     status.and_then(|s| s.observed_generation) == stream.metadata.generation
@@ -921,28 +954,14 @@ async fn envtest_admin_mode_over_tls_and_scram_uses_the_streams_secrets() {
     let (secure, ca_pem, admin_user, admin_password) = secure_kafka();
     let mut env = Env::start("adminsec", false).await;
     let secrets: Api<Secret> = env.api();
-    let put_secret = |name: &'static str, key: &'static str, value: String| {
-        let secrets = secrets.clone();
-        async move {
-            let secret: Secret = serde_json::from_value(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": { "name": name },
-                "data": { key: ByteString(value.into_bytes()) },
-            }))
-            .expect("a Secret");
-            secrets
-                .patch(
-                    name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&secret),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
-        }
-    };
-    put_secret("kafka-ca", "ca.crt", ca_pem).await;
-    put_secret("kafka-admin", "password", format!("{admin_password}\n")).await;
+    put_secret(&secrets, "kafka-ca", "ca.crt", &ca_pem).await;
+    put_secret(
+        &secrets,
+        "kafka-admin",
+        "password",
+        &format!("{admin_password}\n"),
+    )
+    .await;
     let topic = format!("metricstream-envtest-secure-{}", unique_suffix());
     env.create_stream(
         "sec",
@@ -977,7 +996,7 @@ async fn envtest_admin_mode_over_tls_and_scram_uses_the_streams_secrets() {
     );
 
     // A wrong password: growth is refused and said so, the topic stays as it was.
-    put_secret("kafka-admin", "password", "not-the-password".into()).await;
+    put_secret(&secrets, "kafka-admin", "password", "not-the-password").await;
     env.merge_spec("sec", json!({ "partitions": 3 }))
         .await
         .expect("growing partitions 2 -> 3");
@@ -1021,18 +1040,7 @@ async fn envtest_strimzi_mode_writes_a_kafka_topic_and_reports_its_readiness() {
         "metricstream.dev/owner-namespace={},metricstream.dev/owner-name=strm",
         env.ns
     );
-    let topic = {
-        let topics = &topics;
-        let selector = &selector;
-        eventually("a KafkaTopic in the Kafka namespace", || async move {
-            let list = topics
-                .list(&ListParams::default().labels(selector))
-                .await
-                .ok()?;
-            list.items.into_iter().next()
-        })
-        .await
-    };
+    let topic = first_labelled("a KafkaTopic in the Kafka namespace", &topics, &selector).await;
     let labels: BTreeMap<String, String> = topic.labels().clone();
     assert_eq!(
         labels.get("strimzi.io/cluster").map(String::as_str),
@@ -1142,18 +1150,7 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
         "metricstream.dev/owner-namespace={},metricstream.dev/owner-name=secure",
         env.ns
     );
-    let user = {
-        let users = &users;
-        let selector = &selector;
-        eventually("a KafkaUser in the Kafka namespace", || async move {
-            let list = users
-                .list(&ListParams::default().labels(selector))
-                .await
-                .ok()?;
-            list.items.into_iter().next()
-        })
-        .await
-    };
+    let user = first_labelled("a KafkaUser in the Kafka namespace", &users, &selector).await;
     let username = user.name_any();
     let topic = format!("metricstream.{}.secure", env.ns);
     assert_eq!(
@@ -1177,18 +1174,8 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
 
     // Play Strimzi's Topic Operator: the topic is Ready, so what is missing is the credentials.
     let topics: Api<KafkaTopic> = Api::namespaced(env.client.clone(), &kafka_ns);
-    let kafka_topic = {
-        let topics = &topics;
-        let selector = &selector;
-        eventually("a KafkaTopic in the Kafka namespace", || async move {
-            let list = topics
-                .list(&ListParams::default().labels(selector))
-                .await
-                .ok()?;
-            list.items.into_iter().next()
-        })
-        .await
-    };
+    let kafka_topic =
+        first_labelled("a KafkaTopic in the Kafka namespace", &topics, &selector).await;
     topics
         .patch_status(
             &kafka_topic.name_any(),
@@ -1221,29 +1208,10 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
 
     // Play Strimzi: the User Operator's Secret and the Cluster Operator's CA Secret.
     let kafka_secrets: Api<Secret> = Api::namespaced(env.client.clone(), &kafka_ns);
-    let put_secret = |name: String, key: &'static str, value: &'static str| {
-        let kafka_secrets = kafka_secrets.clone();
-        async move {
-            let secret: Secret = serde_json::from_value(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": { "name": name },
-                "data": { key: ByteString(value.as_bytes().to_vec()) },
-            }))
-            .expect("a Secret");
-            kafka_secrets
-                .patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&secret),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("writing Secret {name}: {e}"));
-        }
-    };
-    put_secret(username.clone(), "password", "first-password").await;
+    put_secret(&kafka_secrets, &username, "password", "first-password").await;
     put_secret(
-        "my-cluster-cluster-ca-cert".into(),
+        &kafka_secrets,
+        "my-cluster-cluster-ca-cert",
         "ca.crt",
         "-----BEGIN CERTIFICATE-----",
     )
@@ -1312,7 +1280,7 @@ async fn envtest_strimzi_create_user_copies_the_users_credentials_into_the_strea
     );
 
     // Strimzi rotates the password: the copy follows and the workloads roll.
-    put_secret(username.clone(), "password", "second-password").await;
+    put_secret(&kafka_secrets, &username, "password", "second-password").await;
     {
         let deployments = &deployments;
         let first_hash = &first_hash;
