@@ -25,14 +25,14 @@ STRIMZI_CRDS_DIR ?= $(if $(wildcard ../shared/strimzi-1.2.0-crds/043-Crd-kafkato
 # The paths of helm, kubeconform, shellcheck and the kubeconform schemas (`tools`).
 TOOLS_ENV_FILE := target/tools.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtest-down kafka-down fuzz
+TEST_STEPS := fmt-check clippy build tools kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`): a smoke run bounded so a
 # cold CI run stays well inside its time; run longer by hand with `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
 
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
-	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down bench bench-suites \
+	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down e2e-local cluster-up cluster-down bench bench-suites \
 	chaos fuzz
 
 help:
@@ -50,7 +50,9 @@ help:
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
-	@echo "make e2e-kind   the end-to-end test on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
+	@echo "make e2e-local  the end-to-end scenario on a single-node cluster with a real kubelet on this machine (hack/e2e.sh local; root, no Docker)"
+	@echo "make e2e-kind   the same scenario on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
+	@echo "make cluster-up start (or reuse) the single-node cluster (hack/cluster.sh); make cluster-down stops it and removes what it made"
 	@echo "make clean      remove build output and the local run's data (.data)"
 
 build:
@@ -205,12 +207,22 @@ chaos: release
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash hack/fuzz.sh run
 
-# Needs Docker: see hack/e2e-kind.sh and the README's kind quick start.
+# The end-to-end scenario (hack/e2e.sh): on the single-node cluster of hack/cluster.sh (started and
+# stopped again unless it already runs), or on kind (needs Docker; see the README's kind quick start).
+e2e-local:
+	bash hack/e2e.sh local
+
 e2e-kind:
-	bash hack/e2e-kind.sh up
+	bash hack/e2e.sh kind
 
 e2e-kind-down:
-	bash hack/e2e-kind.sh down
+	bash hack/e2e.sh kind-down
+
+cluster-up:
+	bash hack/cluster.sh up
+
+cluster-down:
+	bash hack/cluster.sh down
 
 # Every step runs even if an earlier one failed, so one run shows everything that is wrong.
 test:

@@ -35,6 +35,11 @@
 #                               (every 30 s): until then children of such custom resources are
 #                               not collected. Example: ENVTEST_CRDS=../shared/strimzi-1.2.0-crds
 #   ENVTEST_KCM_CONTROLLERS     kube-controller-manager --controllers (default: see KCM_CONTROLLERS)
+#   ENVTEST_APISERVER_HOST      an address of this machine that pods can reach (hack/cluster.sh:
+#                               its bridge's gateway). When set, kube-apiserver listens there (not
+#                               on 127.0.0.1, and the kubeconfig names it), writes the `kubernetes`
+#                               Service's endpoints (lease reconciler) and admits ServiceAccount
+#                               tokens: pods then run and talk to it. Default: 127.0.0.1, no pods.
 #   ENVTEST_APISERVER_ARGS, ENVTEST_KCM_ARGS, ENVTEST_ETCD_ARGS   extra flags, space-separated
 #   ENVTEST_READY_TIMEOUT       seconds `up` waits for the control plane (default 120)
 #   ENVTEST_STOP_TIMEOUT        seconds between SIGTERM and SIGKILL in `down` (default 15)
@@ -96,6 +101,7 @@ KCM_KUBECONFIG=$STATE_DIR/kube-controller-manager.kubeconfig
 MARKER_FILE=$STATE_DIR/.metricstream-envtest
 
 HOST=127.0.0.1
+APISERVER_HOST=${ENVTEST_APISERVER_HOST:-$HOST}
 READY_TIMEOUT=${ENVTEST_READY_TIMEOUT:-120}
 STOP_TIMEOUT=${ENVTEST_STOP_TIMEOUT:-15}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
@@ -406,7 +412,7 @@ show_log_tails() {
 
 # ---- ports -------------------------------------------------------------------------------------
 
-port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null || (exec 3<>"/dev/tcp/$APISERVER_HOST/$1") 2>/dev/null; }
 
 APISERVER_PORT='' ETCD_PORT='' ETCD_PEER_PORT='' KCM_PORT=''
 load_ports() {
@@ -483,7 +489,7 @@ gen_certs() {
   # The serving cert: 127.0.0.1/localhost, plus the in-cluster names and the `kubernetes`
   # Service's first IP of --service-cluster-ip-range.
   new_key_csr apiserver "/CN=kube-apiserver"
-  sign apiserver "${leaf}extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1"
+  sign apiserver "${leaf}extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:$APISERVER_HOST,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1"
   # Client certs: CN is the user, O the group; system:masters bypasses RBAC.
   new_key_csr admin "/O=system:masters/CN=metricstream-envtest-admin"
   sign admin "${leaf}extendedKeyUsage=clientAuth"
@@ -509,7 +515,7 @@ kind: Config
 clusters:
 - name: metricstream-envtest
   cluster:
-    server: https://$HOST:$APISERVER_PORT
+    server: https://$APISERVER_HOST:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 <"$PKI_DIR/ca.crt")
 users:
 - name: $2
@@ -607,19 +613,22 @@ start_all() {
   # exits where there is none (an offline machine); a loopback address is accepted only with
   # --endpoint-reconciler-type=none (nothing writes the `kubernetes` Endpoints: nothing needs
   # them without pods). ServiceAccount admission off: Pods need no token Secrets/ServiceAccounts.
+  # With pods (ENVTEST_APISERVER_HOST), both are on: in-cluster clients find the API through the
+  # `kubernetes` Service and authenticate with their ServiceAccount's token.
+  local -a pod_mode=(--endpoint-reconciler-type=none --disable-admission-plugins=ServiceAccount)
+  if [[ $APISERVER_HOST != "$HOST" ]]; then pod_mode=(--endpoint-reconciler-type=lease); fi
   read -r -a extra <<<"${ENVTEST_APISERVER_ARGS:-}"
   launch kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="http://$HOST:$ETCD_PORT" \
-    --bind-address="$HOST" --secure-port="$APISERVER_PORT" \
-    --advertise-address="$HOST" --endpoint-reconciler-type=none \
+    --bind-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
+    --advertise-address="$APISERVER_HOST" "${pod_mode[@]}" \
     --tls-cert-file="$PKI_DIR/apiserver.crt" --tls-private-key-file="$PKI_DIR/apiserver.key" \
     --client-ca-file="$PKI_DIR/ca.crt" \
     --authorization-mode=RBAC \
-    --service-account-issuer="https://$HOST:$APISERVER_PORT" \
+    --service-account-issuer="https://$APISERVER_HOST:$APISERVER_PORT" \
     --service-account-key-file="$PKI_DIR/sa.pub" --service-account-signing-key-file="$PKI_DIR/sa.key" \
     --service-cluster-ip-range=10.0.0.0/16 \
     --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
     --profiling=false "${extra[@]}"
   wait_ready kube-apiserver "$deadline"
   if ! apply_crds; then
@@ -719,7 +728,7 @@ cmd_up() {
     gen_certs
     write_kubeconfig "$KUBECONFIG_FILE" admin
     write_kubeconfig "$KCM_KUBECONFIG" kube-controller-manager
-    log "starting etcd $ETCD_VERSION and Kubernetes $K8S_VERSION on $HOST (apiserver :$APISERVER_PORT, etcd :$ETCD_PORT, kcm :$KCM_PORT; state $STATE_DIR)"
+    log "starting etcd $ETCD_VERSION and Kubernetes $K8S_VERSION on $HOST (apiserver $APISERVER_HOST:$APISERVER_PORT, etcd :$ETCD_PORT, kcm :$KCM_PORT; state $STATE_DIR)"
     start_all
     log "control plane ready in $(since "$t0") s"
   fi

@@ -23,6 +23,8 @@
 #
 # Environment:
 #   METRICSTREAM_KAFKA_STATE  state dir (config, data, broker.log, broker.pid); default <repo>/.kafka
+#   KAFKA_HOST                the address every listener binds and advertises (default 127.0.0.1;
+#                             hack/e2e.sh: the local cluster's bridge gateway, which pods reach)
 #   KAFKA_PORT                PLAINTEXT port (default 19092)
 #   KAFKA_CONTROLLER_PORT     KRaft controller port (default 19093)
 #   KAFKA_SECURE_PORT         SASL_SSL (SCRAM-SHA-512) port (default KAFKA_PORT + 2: 19094)
@@ -72,7 +74,7 @@ ADMIN_USER=metricstream-admin
 WORKLOAD_USER=metricstream-workload
 MARKER_FILE=$STATE_DIR/.metricstream-kafka
 
-HOST=127.0.0.1
+HOST=${KAFKA_HOST:-127.0.0.1}
 PORT=${KAFKA_PORT:-19092}
 CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
 SECURE_PORT=${KAFKA_SECURE_PORT:-$((PORT + 2))}

@@ -1,0 +1,548 @@
+#!/usr/bin/env bash
+# MetricStream's end-to-end scenario, one script for every cluster: `make e2e-local` (a
+# single-node cluster with a real kubelet on this machine, hack/cluster.sh; no Docker) and
+# `make e2e-kind` (kind with Strimzi; needs Docker). What CI proves on the local node is what a
+# kind user runs; only the cluster, the image and the Kafka broker differ:
+#
+#                 local (hack/cluster.sh)                     kind
+#   cluster       envtest control plane + kubelet,            kind create cluster
+#                 containerd, kube-proxy (reused if up)
+#   image         hack/image.sh from release binaries,        docker build, kind load
+#                 imported into containerd
+#   Kafka         hack/kafka.sh on the node's bridge address; Strimzi 1.2.0 + a KRaft Kafka;
+#                 the stream's topic made with the admin API  the topic is a KafkaTopic
+#   ingest URL    NodePorts on the bridge address             NodePorts mapped to 127.0.0.1
+#
+# The scenario (each step fails the run with what it saw):
+#   1. namespaces labelled pod-security.kubernetes.io/enforce=restricted; `helm install` of the
+#      chart, then `helm test`
+#   2. the token Secret and two streams, web-file (file queue on PVCs) and web-kafka; both Ready
+#      with IngestAvailable=True and ConsumerAvailable=True from pods that run
+#   3. the prototype's load (E2E_CLIENTS x E2E_REQUESTS x E2E_METRICS) through each ingest
+#      Service; every acknowledged metric found exactly once in the sink volume
+#   4. a second load on both streams for E2E_LOAD_SECONDS while: ingest replicas 1 -> 2, one
+#      ingest pod and one consumer pod deleted, replicas 2 -> 1, partitions 4 -> 8, a config change
+#      that rolls the pods; then: every request acknowledged (none refused or timed out) and
+#      every metric in the sink exactly once
+#   5. `helm upgrade` with changed values (the operator rolls; the streams stay Ready; helm test)
+#   6. a user's mistakes show in the stream's status and in a Warning Event: an image that cannot
+#      be pulled, a crash-looping ingest (a malformed tokens file), a PVC that cannot bind
+#   7. web-file deleted (deletionPolicy Delete: its children and PVCs go) and web-kafka deleted
+#      (local: deletionPolicy Retain, the topic stays); `helm uninstall` (the CRD stays)
+#
+#   hack/e2e.sh local        the scenario on hack/cluster.sh's node (started here unless it runs;
+#                            stopped again at the end if started here, unless E2E_KEEP=1)
+#   hack/e2e.sh kind         the scenario on the kind cluster E2E_CLUSTER (created unless it exists)
+#   hack/e2e.sh kind-down    delete the kind cluster
+#
+# Settings (environment):
+#   E2E_CLIENTS, E2E_REQUESTS, E2E_METRICS   the first load per stream (default 20 x 50 x 10,
+#                            the prototype's scenario)
+#   E2E_LOAD_SECONDS         the second load's length (default 150; it must outlast step 4's
+#                            changes, or the run fails saying so)
+#   E2E_LOAD_CLIENTS, E2E_LOAD_PAUSE_MS      the second load's clients per stream (default 8) and
+#                            each client's pause after an acknowledged request (default 20)
+#   E2E_TIMEOUT              seconds to wait for each readiness step (default 300; kind: 900)
+#   E2E_KEEP=1               local: leave the cluster and the broker running at the end
+#   E2E_KAFKA_PORT           local: the broker's PLAINTEXT port on the bridge address (default
+#                            29092; +1 controller, +2 SASL_SSL)
+#   E2E_CLUSTER, E2E_IMAGE, STRIMZI_VERSION  kind: cluster name (default metricstream), image
+#                            (default metricstream:e2e), Strimzi release (default 1.2.0)
+#   HELM, KUBECTL            the tools (local: from hack/tools.sh and hack/cluster.sh by default)
+# Output: progress on stdout; everything (load reports, sinks, describe output of a failure, the
+# summary) in target/e2e-<profile>/.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+profile=${1:-}
+clients=${E2E_CLIENTS:-20}
+requests=${E2E_REQUESTS:-50}
+metrics=${E2E_METRICS:-10}
+load_seconds=${E2E_LOAD_SECONDS:-150}
+load_clients=${E2E_LOAD_CLIENTS:-8}
+load_pause_ms=${E2E_LOAD_PAUSE_MS:-20}
+
+operator_namespace=metricstream-system
+streams_namespace=metrics
+release=metricstream-operator
+streams=(web-file web-kafka)
+token=$(sed -n 's/^ *e2e-load=//p' "$repo/examples/token-secret.yaml")
+work=
+summary=
+declare -A stream_url=()
+
+say() { printf '\n==> [%s] %s\n' "$(date -u +%T)" "$*"; }
+fail() {
+  printf 'e2e: FAILED: %s\n' "$*" >&2
+  [[ -z $work ]] || printf 'e2e: FAILED: %s\n' "$*" >>"$summary"
+  exit 1
+}
+note() { printf '%s\n' "$*" | tee -a "$summary"; }
+
+kube() { "$KUBECTL" "${kube_args[@]}" "$@"; }
+helm_() { "$HELM" "${helm_args[@]}" "$@"; }
+
+# ---- profiles ----------------------------------------------------------------------------------
+
+cluster_started=
+kafka_started=
+local_setup() {
+  work="$repo/target/e2e-local"
+  mkdir -p "$work"
+  say "the local cluster (hack/cluster.sh)"
+  local out
+  if ! out=$(bash "$repo/hack/cluster.sh" status 2>/dev/null); then
+    cluster_started=1
+    out=$(bash "$repo/hack/cluster.sh" up) || fail "hack/cluster.sh up failed"
+  fi
+  local gateway containerd kubeconfig bin
+  gateway=$(sed -n 's/^CLUSTER_GATEWAY=//p' <<<"$out")
+  containerd=$(sed -n 's/^CONTAINERD_ADDRESS=//p' <<<"$out")
+  kubeconfig=$(sed -n 's/^KUBECONFIG=//p' <<<"$out")
+  bin=$(sed -n 's/^K8S_BIN=//p' <<<"$out")
+  [[ -n $gateway && -n $kubeconfig && -n $bin ]] || fail "hack/cluster.sh printed no KUBECONFIG/K8S_BIN/CLUSTER_GATEWAY"
+  KUBECTL=${KUBECTL:-$bin/kubectl}
+  kube_args=(--kubeconfig "$kubeconfig")
+  helm_args=(--kubeconfig "$kubeconfig")
+  if [[ -z ${HELM:-} ]]; then
+    if [[ -s $repo/target/tools.env ]]; then HELM=$(sed -n 's/^HELM=//p' "$repo/target/tools.env"); fi
+    [[ -n ${HELM:-} ]] || HELM=$(bash "$repo/hack/tools.sh" install | sed -n 's/^HELM=//p')
+  fi
+  [[ -x $HELM ]] || fail "no helm (HELM=$HELM)"
+
+  say "release binaries and the images (hack/image.sh), imported into the node's containerd"
+  cargo build --release --manifest-path "$repo/Cargo.toml" -p metricstream-operator -p metricstream-ingest \
+    -p metricstream-consumer -p metricstream-tests --bin metricstream-operator --bin metricstream-ingest \
+    --bin metricstream-consumer --bin metricstream-load
+  load="$repo/target/release/metricstream-load"
+  local image_out tools_out
+  image_out=$(bash "$repo/hack/image.sh" build --binaries "$repo/target/release") || fail "hack/image.sh build failed"
+  tools_out=$(bash "$repo/hack/image.sh" tools) || fail "hack/image.sh tools failed"
+  image=$(sed -n 's/^IMAGE=//p' <<<"$image_out" | tail -n 1)
+  tools_image=$(sed -n 's/^TOOLS_IMAGE=//p' <<<"$tools_out" | tail -n 1)
+  CONTAINERD_ADDRESS=$containerd bash "$repo/hack/image.sh" import \
+    "$(sed -n 's/^IMAGE_ARCHIVE=//p' <<<"$image_out" | tail -n 1)" \
+    "$(sed -n 's/^TOOLS_ARCHIVE=//p' <<<"$tools_out" | tail -n 1)" >/dev/null || fail "hack/image.sh import failed"
+  echo "image $image, tools image $tools_image"
+
+  say "a Kafka broker on the node's bridge address $gateway (hack/kafka.sh)"
+  local kafka_port=${E2E_KAFKA_PORT:-29092}
+  kafka_env=(env METRICSTREAM_KAFKA_STATE="$work/kafka" KAFKA_HOST="$gateway" KAFKA_PORT="$kafka_port"
+    KAFKA_CONTROLLER_PORT="$((kafka_port + 1))" KAFKA_SECURE_PORT="$((kafka_port + 2))")
+  if ! "${kafka_env[@]}" bash "$repo/hack/kafka.sh" status >/dev/null 2>&1; then kafka_started=1; fi
+  kafka_bootstrap=$("${kafka_env[@]}" bash "$repo/hack/kafka.sh" up | sed -n 's/^KAFKA_BOOTSTRAP=//p' | tail -n 1)
+  [[ -n $kafka_bootstrap ]] || fail "hack/kafka.sh up printed no KAFKA_BOOTSTRAP"
+
+  stream_url=([web-kafka]="http://$gateway:30080" [web-file]="http://$gateway:30081")
+  helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never
+    --set "test.image=$tools_image")
+  reader_image=$tools_image
+  timeout=${E2E_TIMEOUT:-300}
+  # The Kafka stream: the admin API makes the topic (Strimzi's operators cannot be had here);
+  # Retain shows that deleting the stream keeps the data.
+  kafka_stream_manifest=$(
+    cat <<EOF
+apiVersion: metricstream.dev/v1alpha1
+kind: MetricStream
+metadata:
+  name: web-kafka
+  namespace: $streams_namespace
+spec:
+  backend: kafka
+  partitions: 4
+  kafka:
+    bootstrapServers: $kafka_bootstrap
+    topicManagement: admin
+    replicationFactor: 1
+  ingest:
+    replicas: 1
+    authSecretRef: {name: metricstream-tokens}
+  consumer:
+    replicas: 1
+    sinkStorage: 1Gi
+  deletionPolicy: Retain
+EOF
+  )
+}
+
+local_teardown() {
+  [[ ${E2E_KEEP:-} == 1 ]] && { echo "E2E_KEEP=1: leaving the cluster and the broker running"; return 0; }
+  if [[ -n $kafka_started ]]; then "${kafka_env[@]}" bash "$repo/hack/kafka.sh" down || true; fi
+  if [[ -n $cluster_started ]]; then bash "$repo/hack/cluster.sh" down || true; fi
+}
+
+kind_setup() {
+  work="$repo/target/e2e-kind"
+  mkdir -p "$work"
+  local cluster=${E2E_CLUSTER:-metricstream} strimzi_version=${STRIMZI_VERSION:-1.2.0}
+  image=${E2E_IMAGE:-metricstream:e2e}
+  local tool
+  for tool in docker kind kubectl helm cargo; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (kind needs Docker, kind, kubectl, helm and a Rust toolchain)"
+  done
+  docker info >/dev/null 2>&1 || fail "docker is installed but no Docker engine answers"
+  KUBECTL=${KUBECTL:-kubectl} HELM=${HELM:-helm}
+  kube_args=(--context "kind-$cluster")
+  helm_args=(--kube-context "kind-$cluster")
+  if kind get clusters 2>/dev/null | grep -qx "$cluster"; then say "reusing kind cluster $cluster"; else
+    say "creating kind cluster $cluster (kind-config.yaml)"
+    kind create cluster --name "$cluster" --config "$repo/kind-config.yaml" --wait 900s
+  fi
+  say "Strimzi $strimzi_version and a single-node KRaft Kafka"
+  helm_ upgrade --install strimzi oci://quay.io/strimzi-helm/strimzi-kafka-operator --version "$strimzi_version" \
+    --namespace kafka --create-namespace --wait --timeout 900s
+  kube apply -f "$repo/examples/kafka-cluster.yaml"
+  kube -n kafka wait kafka/metricstream-kafka --for=condition=Ready --timeout=900s
+  say "building $image and loading it into kind"
+  docker build -t "$image" "$repo"
+  kind load docker-image "$image" --name "$cluster"
+  cargo build --release --manifest-path "$repo/Cargo.toml" -p metricstream-tests --bin metricstream-load
+  load="$repo/target/release/metricstream-load"
+  stream_url=([web-kafka]=http://127.0.0.1:30080 [web-file]=http://127.0.0.1:30081)
+  helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never)
+  reader_image=docker.io/library/busybox:1.37
+  timeout=${E2E_TIMEOUT:-900}
+  kafka_stream_manifest=$(sed 's/partitions: 6/partitions: 4/' "$repo/examples/metricstream-kafka.yaml")
+}
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+condition() { # stream type -> "status reason message"
+  kube -n "$streams_namespace" get metricstream "$1" \
+    -o jsonpath="{.status.conditions[?(@.type==\"$2\")].status} {.status.conditions[?(@.type==\"$2\")].reason} {.status.conditions[?(@.type==\"$2\")].message}"
+}
+
+wait_ready() { # stream...
+  local stream deadline=$((SECONDS + timeout))
+  for stream in "$@"; do
+    until [[ $(condition "$stream" Ready) == True* ]]; do
+      if ((SECONDS >= deadline)); then
+        kube -n "$streams_namespace" describe metricstream "$stream" >"$work/$stream.describe.txt" 2>&1 || true
+        kube -n "$streams_namespace" get pods -o wide >>"$work/$stream.describe.txt" 2>&1 || true
+        fail "MetricStream $stream not Ready within ${timeout}s: $(condition "$stream" Ready) (see $work/$stream.describe.txt)"
+      fi
+      sleep 1
+    done
+    local type
+    for type in BackendReady IngestAvailable ConsumerAvailable; do
+      [[ $(condition "$stream" "$type") == True* ]] || fail "$stream is Ready but $type is $(condition "$stream" "$type")"
+    done
+  done
+}
+
+patch_stream() { # stream json-merge-patch
+  kube -n "$streams_namespace" patch metricstream "$1" --type merge -p "$2" >/dev/null
+}
+
+# Waits until the stream's workloads have rolled out what the operator last applied.
+wait_rollout() { # stream...
+  local stream d
+  for stream in "$@"; do
+    # The operator applies after it sees the change: wait for it to observe the new generation.
+    local generation deadline=$((SECONDS + timeout))
+    generation=$(kube -n "$streams_namespace" get metricstream "$stream" -o jsonpath='{.metadata.generation}')
+    until [[ $(kube -n "$streams_namespace" get metricstream "$stream" -o jsonpath='{.status.observedGeneration}') == "$generation" ]]; do
+      ((SECONDS < deadline)) || fail "the operator did not observe generation $generation of $stream"
+      sleep 0.5
+    done
+    for d in "$stream-ingest" "$stream-consumer"; do
+      kube -n "$streams_namespace" rollout status "deployment/$d" --timeout="${timeout}s" >/dev/null ||
+        fail "deployment $d did not roll out"
+    done
+  done
+  wait_ready "$@"
+}
+
+# Copies the stream's sink out of the cluster through a pod that mounts its volume read-only (the
+# runtime image has no shell or tar), then checks every acknowledged metric is there once.
+verify_sink() { # stream expected-file label
+  local stream=$1 expected=$2 label=$3 reader="$1-sink-reader" deadline=$((SECONDS + 300))
+  kube -n "$streams_namespace" delete pod "$reader" --ignore-not-found --wait=true >/dev/null
+  kube -n "$streams_namespace" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $reader
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: reader
+      image: $reader_image
+      imagePullPolicy: IfNotPresent
+      command: [sleep, "3600"]
+      resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 64Mi}}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}
+      volumeMounts:
+        - {name: sink, mountPath: /sink, readOnly: true}
+  volumes:
+    - name: sink
+      persistentVolumeClaim: {claimName: $stream-sink, readOnly: true}
+EOF
+  kube -n "$streams_namespace" wait "pod/$reader" --for=condition=Ready --timeout="${timeout}s" >/dev/null ||
+    fail "the sink reader of $stream did not start"
+  local sink="$work/$stream-sink-$label" out="$work/$stream.$label.verify.txt"
+  while :; do
+    rm -rf "$sink" && mkdir -p "$sink"
+    kube -n "$streams_namespace" exec "$reader" -- tar cf - -C /sink . | tar xf - -C "$sink"
+    if "$load" verify --sink-dir "$sink" --expected "$expected" >"$out" 2>&1; then break; fi
+    if ((SECONDS >= deadline)); then
+      cat "$out"
+      fail "the sink of $stream ($label) is still not exactly once after 300 s (see $out)"
+    fi
+    sleep 3
+  done
+  kube -n "$streams_namespace" delete pod "$reader" --wait=false >/dev/null
+  note "  $stream $label sink: $(tr '\n' ' ' <"$out" | sed 's/  */ /g')"
+}
+
+send() { # stream label extra-args...
+  local stream=$1 label=$2
+  shift 2
+  "$load" send --url "${stream_url[$stream]}" --token-file "$work/token" --request-timeout-secs 10 \
+    --expected-out "$work/$stream.$label.expected.json" "$@" >"$work/$stream.$label.send.txt" 2>&1
+}
+
+# ---- the scenario ------------------------------------------------------------------------------
+
+step_install() {
+  say "1. namespaces (restricted pod security), helm install, helm test"
+  local ns
+  for ns in "$operator_namespace" "$streams_namespace"; do
+    kube create namespace "$ns" --dry-run=client -o yaml | kube apply -f - >/dev/null
+    kube label namespace "$ns" --overwrite pod-security.kubernetes.io/enforce=restricted \
+      pod-security.kubernetes.io/enforce-version=latest >/dev/null
+  done
+  install_started=$SECONDS
+  helm_ upgrade --install "$release" "$repo/charts/metricstream-operator" --namespace "$operator_namespace" \
+    "${helm_values[@]}" --wait --timeout "${timeout}s" >"$work/helm-install.txt" ||
+    fail "helm install failed (see $work/helm-install.txt)"
+  helm_ test "$release" --namespace "$operator_namespace" --timeout 120s >"$work/helm-test.txt" 2>&1 ||
+    { cat "$work/helm-test.txt"; fail "helm test failed"; }
+  note "helm install --wait: $((SECONDS - install_started)) s; helm test: passed"
+}
+
+step_streams() {
+  say "2. the token Secret and the streams web-file and web-kafka"
+  kube apply -f "$repo/examples/token-secret.yaml" >/dev/null
+  kube apply -f "$repo/examples/metricstream-file.yaml" >/dev/null
+  kube apply -f - >/dev/null <<<"$kafka_stream_manifest"
+  kube apply -f "$repo/examples/ingest-nodeports.yaml" >/dev/null
+  wait_ready "${streams[@]}"
+  note "helm install to both streams Ready (IngestAvailable, ConsumerAvailable True): $((SECONDS - install_started)) s"
+}
+
+step_first_load() {
+  say "3. the prototype's load (${clients} x ${requests} x ${metrics}) through each ingest Service"
+  local stream
+  for stream in "${streams[@]}"; do
+    send "$stream" first --clients "$clients" --requests "$requests" --metrics "$metrics" ||
+      { cat "$work/$stream.first.send.txt"; fail "the first load on $stream was not fully acknowledged"; }
+    note "  $stream load: $(tr '\n' ' ' <"$work/$stream.first.send.txt" | sed 's/  */ /g')"
+    verify_sink "$stream" "$work/$stream.first.expected.json" first
+  done
+}
+
+step_disruptions() {
+  say "4. a second load for ${load_seconds}s on both streams while they scale, repartition, roll and lose pods"
+  local stream pids=() started=$SECONDS
+  for stream in "${streams[@]}"; do
+    send "$stream" second --clients "$load_clients" --duration-secs "$load_seconds" --metrics 5 \
+      --pause-ms "$load_pause_ms" &
+    pids+=($!)
+  done
+  sleep 5
+  echo "ingest replicas 1 -> 2"
+  for stream in "${streams[@]}"; do patch_stream "$stream" '{"spec":{"ingest":{"replicas":2}}}'; done
+  wait_rollout "${streams[@]}"
+  echo "one ingest pod and one consumer pod deleted per stream"
+  for stream in "${streams[@]}"; do
+    local pod
+    for component in ingest consumer; do
+      pod=$(kube -n "$streams_namespace" get pods -l "metricstream.dev/stream=$stream,app.kubernetes.io/component=$component" \
+        -o jsonpath='{.items[0].metadata.name}')
+      [[ -n $pod ]] || fail "no $component pod of $stream to delete"
+      kube -n "$streams_namespace" delete pod "$pod" --wait=false >/dev/null
+    done
+  done
+  sleep 3
+  wait_rollout "${streams[@]}"
+  echo "ingest replicas 2 -> 1"
+  for stream in "${streams[@]}"; do patch_stream "$stream" '{"spec":{"ingest":{"replicas":1}}}'; done
+  wait_rollout "${streams[@]}"
+  echo "partitions 4 -> 8"
+  for stream in "${streams[@]}"; do patch_stream "$stream" '{"spec":{"partitions":8}}'; done
+  wait_rollout "${streams[@]}"
+  echo "a config change that rolls the pods (ingest maxBodyBytes)"
+  for stream in "${streams[@]}"; do patch_stream "$stream" '{"spec":{"ingest":{"maxBodyBytes":2097152}}}'; done
+  wait_rollout "${streams[@]}"
+  local changes_done=$((SECONDS - started))
+  local failed=0 i=0
+  for stream in "${streams[@]}"; do
+    if ! wait "${pids[$i]}"; then failed=1; fi
+    i=$((i + 1))
+  done
+  ((changes_done < load_seconds)) ||
+    fail "the changes took ${changes_done}s, longer than the load (${load_seconds}s): raise E2E_LOAD_SECONDS"
+  for stream in "${streams[@]}"; do
+    note "  $stream second load: $(tr '\n' ' ' <"$work/$stream.second.send.txt" | sed 's/  */ /g')"
+  done
+  ((failed == 0)) || fail "requests were refused or timed out during the changes (see $work/*.second.send.txt)"
+  for stream in "${streams[@]}"; do verify_sink "$stream" "$work/$stream.second.expected.json" second; done
+}
+
+step_upgrade() {
+  say "5. helm upgrade with changed values"
+  local before after
+  before=$(kube -n "$operator_namespace" get pods -l app.kubernetes.io/name=metricstream-operator -o jsonpath='{.items[*].metadata.uid}')
+  helm_ upgrade "$release" "$repo/charts/metricstream-operator" --namespace "$operator_namespace" \
+    "${helm_values[@]}" --set resyncSeconds=120 --set logFormat=text --wait --timeout "${timeout}s" \
+    >"$work/helm-upgrade.txt" || fail "helm upgrade failed"
+  after=$(kube -n "$operator_namespace" get pods -l app.kubernetes.io/name=metricstream-operator \
+    --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.uid}')
+  [[ -n $after && $after != "$before" ]] || fail "helm upgrade did not roll the operator (pods before: $before, after: $after)"
+  helm_ test "$release" --namespace "$operator_namespace" --timeout 120s >>"$work/helm-test.txt" 2>&1 ||
+    fail "helm test after the upgrade failed"
+  wait_ready "${streams[@]}"
+  note "helm upgrade: the operator rolled, helm test passed, both streams Ready"
+}
+
+# expect_problem stream condition-type regex: the condition is False with a message matching the
+# regex, and a Warning Event on the stream says so too.
+expect_problem() {
+  local stream=$1 type=$2 regex=$3 deadline=$((SECONDS + timeout)) got events
+  until got=$(condition "$stream" "$type") && [[ $got == False* && $got =~ $regex ]]; do
+    if ((SECONDS >= deadline)); then
+      kube -n "$streams_namespace" describe metricstream "$stream" >"$work/$stream.describe.txt" 2>&1 || true
+      kube -n "$streams_namespace" get pods -o wide >>"$work/$stream.describe.txt" 2>&1 || true
+      fail "$stream: $type should be False and match /$regex/; it is: $got"
+    fi
+    sleep 1
+  done
+  until events=$(kube -n "$streams_namespace" get events.events.k8s.io \
+    --field-selector "regarding.name=$stream,regarding.kind=MetricStream,type=Warning" \
+    -o jsonpath='{range .items[*]}{.reason}: {.note}{"\n"}{end}') && [[ $events =~ $regex ]]; do
+    ((SECONDS < deadline)) || fail "$stream: no Warning Event matching /$regex/ (events: $events)"
+    sleep 1
+  done
+  note "  $stream: $type = $got"
+}
+
+step_mistakes() {
+  say "6. a user's mistakes in the status: an image that cannot be pulled, a crash loop, a PVC that cannot bind"
+  kube apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: malformed-tokens, namespace: $streams_namespace}
+stringData:
+  tokens: |
+    this line has no client id and no equals sign
+---
+apiVersion: metricstream.dev/v1alpha1
+kind: MetricStream
+metadata: {name: bad-image, namespace: $streams_namespace}
+spec:
+  backend: file
+  partitions: 1
+  image: localhost/metricstream/does-not-exist:1
+  file: {storage: 1Gi}
+  consumer: {sinkStorage: 1Gi}
+---
+apiVersion: metricstream.dev/v1alpha1
+kind: MetricStream
+metadata: {name: crash-loop, namespace: $streams_namespace}
+spec:
+  backend: file
+  partitions: 1
+  file: {storage: 1Gi}
+  ingest: {authSecretRef: {name: malformed-tokens}}
+  consumer: {sinkStorage: 1Gi}
+---
+apiVersion: metricstream.dev/v1alpha1
+kind: MetricStream
+metadata: {name: unbound-volume, namespace: $streams_namespace}
+spec:
+  backend: file
+  partitions: 1
+  file: {storage: 1Gi, storageClassName: e2e-no-such-class}
+  consumer: {sinkStorage: 1Gi, storageClassName: e2e-no-such-class}
+EOF
+  expect_problem bad-image IngestAvailable 'ErrImagePull|ImagePullBackOff|ErrImageNeverPull'
+  expect_problem crash-loop IngestAvailable 'CrashLoopBackOff|Error'
+  expect_problem unbound-volume IngestAvailable 'PersistentVolumeClaim|unbound|persistentvolumeclaim'
+  kube -n "$streams_namespace" delete metricstream bad-image crash-loop unbound-volume --wait=true --timeout="${timeout}s" >/dev/null
+  kube -n "$streams_namespace" delete secret malformed-tokens >/dev/null
+}
+
+step_delete() {
+  say "7. streams deleted (per their deletionPolicy), helm uninstall"
+  local stream=web-file left
+  kube -n "$streams_namespace" delete metricstream "$stream" --wait=true --timeout="${timeout}s" >/dev/null
+  local deadline=$((SECONDS + timeout))
+  while left=$(kube -n "$streams_namespace" get deployments,services,configmaps,persistentvolumeclaims \
+    -l "metricstream.dev/stream=$stream" -o name) && [[ -n $left ]]; do
+    ((SECONDS < deadline)) || fail "children of the deleted $stream are still there: $left"
+    sleep 1
+  done
+  note "  $stream deleted (deletionPolicy Delete): its Deployments, Services, ConfigMap and PVCs are gone"
+  local policy topic
+  policy=$(kube -n "$streams_namespace" get metricstream web-kafka -o jsonpath='{.spec.deletionPolicy}')
+  topic=$(kube -n "$streams_namespace" get metricstream web-kafka -o jsonpath='{.status.topic}')
+  kube -n "$streams_namespace" delete metricstream web-kafka --wait=true --timeout="${timeout}s" >/dev/null
+  if [[ $profile == local && $policy == Retain ]]; then
+    "${kafka_env[@]}" bash "$repo/hack/kafka.sh" tool topics --bootstrap-server "$kafka_bootstrap" --describe \
+      --topic "$topic" >"$work/kept-topic.txt" 2>&1 || fail "the Retain stream's topic $topic is gone"
+    note "  web-kafka deleted (deletionPolicy Retain): its topic $topic is kept"
+  fi
+  helm_ uninstall "$release" --namespace "$operator_namespace" --wait --timeout "${timeout}s" >/dev/null
+  kube get crd metricstreams.metricstream.dev >/dev/null || fail "helm uninstall removed the MetricStream CRD"
+  note "helm uninstall: the release is gone, the MetricStream CRD kept"
+}
+
+run() {
+  case $profile in
+    local) local_setup ;;
+    kind) kind_setup ;;
+  esac
+  summary="$work/summary.txt"
+  : >"$summary"
+  [[ -n $token ]] || fail "examples/token-secret.yaml has no e2e-load token line"
+  (umask 077 && printf '%s\n' "$token" >"$work/token")
+  local t0=$SECONDS
+  note "e2e ($profile), $(date -u +%FT%TZ)"
+  step_install
+  step_streams
+  step_first_load
+  step_disruptions
+  step_upgrade
+  step_mistakes
+  step_delete
+  note "e2e ($profile): passed in $((SECONDS - t0)) s"
+  say "summary ($summary)"
+  cat "$summary"
+}
+
+case $profile in
+  local)
+    trap local_teardown EXIT
+    run
+    ;;
+  kind) run ;;
+  kind-down)
+    if kind get clusters 2>/dev/null | grep -qx "${E2E_CLUSTER:-metricstream}"; then
+      kind delete cluster --name "${E2E_CLUSTER:-metricstream}"
+    fi
+    ;;
+  *)
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
