@@ -30,7 +30,7 @@
 #                     containerd at CONTAINERD_ADDRESS (unpacked for its default snapshotter, or
 #                     CONTAINERD_SNAPSHOTTER's), then checks that every image the archive names is
 #                     listed and unpacked. Prints IMPORTED=<name> per image.
-#   hack/image.sh check [--archive PATH]   compare the Dockerfile's runtime stage with the local
+#   hack/image.sh check [--archive PATH | --no-archive]   compare the Dockerfile's runtime stage with the local
 #                     recipe (the binaries it copies and where, user, entrypoint, cmd, ports) and,
 #                     when the archive exists (default: the one `build` writes by default), with
 #                     the built image's config and files: user, entrypoint, cmd, exposed ports,
@@ -370,9 +370,13 @@ cmd_build() {
     log "$name is up to date ($archive, $(since "$t0") s)"
   else
     log "building $name from $bin_src"
-    local ctx=$OUT_DIR/context-$(file_name "$name")
+    (cmd_check --no-archive) >/dev/null || die "the Dockerfile and the recipe disagree (above)"
+    local ctx
+    ctx=$OUT_DIR/context-$(file_name "$name")
     assemble_runtime_context "$ctx" "$bin_src"
     buildah_build "$name" "$ctx" "$ctx/Containerfile" "$archive"
+    # The product must match the Dockerfile (user, paths, entrypoint, cmd, ports, no shell).
+    (cmd_check --archive "$archive") >/dev/null || { rm -f "$archive"; die "the image disagrees with the Dockerfile (above); deleted it"; }
     echo "$stamp" >"$archive.stamp"
     log "built $name in $(since "$t0") s: $archive ($(du -h "$archive" | cut -f1))"
   fi
@@ -423,6 +427,7 @@ cmd_pause() {
     local dockerfile=$GOMODCACHE/k8s.io/kubernetes@v$K8S_VERSION/build/pause/Dockerfile
     if [[ ! -f $dockerfile ]]; then
       dockerfile=$ctx/Dockerfile
+      # shellcheck disable=SC2016 # ${BASE} and ${ARCH} are the Dockerfile's, not the shell's
       printf '%s\n' 'ARG BASE' 'FROM ${BASE}' 'ARG ARCH' 'ADD bin/pause-linux-${ARCH} /pause' \
         'USER 65535:65535' 'ENTRYPOINT ["/pause"]' >"$dockerfile"
     fi
@@ -498,14 +503,16 @@ disagree() { log "disagreement: $*"; FAILURES=$((FAILURES + 1)); }
 
 # compare WHAT DOCKERFILE_VALUE OTHER_VALUE OTHER_NAME
 compare() {
-  [[ $2 == "$3" ]] || disagree "$1: the Dockerfile says $2, $4 says $3"
+  [[ $2 == "$3" ]] || disagree "$1: the Dockerfile has $2, $4 has $3"
 }
 
 cmd_check() {
-  local archive=$OUT_DIR/$(file_name "$DEFAULT_IMAGE").tar
+  local archive
+  archive=$OUT_DIR/$(file_name "$DEFAULT_IMAGE").tar
   while (($#)); do
     case $1 in
       --archive) archive=${2:?--archive needs a path}; shift 2 ;;
+      --no-archive) archive=; shift ;;
       *) die "check: unknown argument $1" ;;
     esac
   done
@@ -527,7 +534,9 @@ cmd_check() {
   grep -qxF -- "$entry_path" <(binary_paths) \
     || disagree "the entrypoint: the Dockerfile runs $entry_path, not one of the binaries the recipe installs ($(binary_paths | paste -sd ' '))"
 
-  if [[ ! -f $archive ]]; then
+  if [[ -z $archive ]]; then
+    :
+  elif [[ ! -f $archive ]]; then
     log "no archive at $archive: compared the Dockerfile with the recipe only (run hack/image.sh build)"
   else
     local work config layers manifest
