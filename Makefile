@@ -33,7 +33,7 @@ FUZZ_SECONDS ?= 60
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down bench bench-suites \
-	chaos fuzz
+	chaos fuzz image
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -50,6 +50,7 @@ help:
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
+	@echo "make image      the runtime image without Docker from release binaries: target/image/*.tar for ctr import (hack/image.sh build)"
 	@echo "make e2e-kind   the end-to-end test on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
 	@echo "make clean      remove build output and the local run's data (.data)"
 
@@ -206,6 +207,12 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash hack/fuzz.sh run
 
 # Needs Docker: see hack/e2e-kind.sh and the README's kind quick start.
+# The Dockerfile's runtime stage built by buildah from the release binaries and this host's
+# libraries, as a docker-archive for `hack/image.sh import` (containerd) — no Docker needed.
+image:
+	$(CARGO) build --release -p metricstream-operator -p metricstream-ingest -p metricstream-consumer
+	bash hack/image.sh build
+
 e2e-kind:
 	bash hack/e2e-kind.sh up
 
