@@ -33,7 +33,7 @@ FUZZ_SECONDS ?= 60
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean tools chart-check e2e-kind e2e-kind-down e2e-local cluster-up cluster-down bench bench-suites \
-	chaos fuzz
+	chaos fuzz image
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -50,6 +50,7 @@ help:
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
+	@echo "make image      the runtime image without Docker from release binaries: target/image/*.tar for ctr import (hack/image.sh build)"
 	@echo "make e2e-local  the end-to-end scenario on a single-node cluster with a real kubelet on this machine (hack/e2e.sh local; root, no Docker)"
 	@echo "make e2e-kind   the same scenario on kind with Strimzi (needs Docker, kind, kubectl, helm); make e2e-kind-down deletes the cluster"
 	@echo "make cluster-up start (or reuse) the single-node cluster (hack/cluster.sh); make cluster-down stops it and removes what it made"
@@ -206,6 +207,12 @@ chaos: release
 # hack/fuzz.sh), each for FUZZ_SECONDS; fails if any crashed, naming the crashing input.
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash hack/fuzz.sh run
+
+# The Dockerfile's runtime stage built by buildah from the release binaries and this host's
+# libraries, as a docker-archive for `hack/image.sh import` (containerd) — no Docker needed.
+image:
+	$(CARGO) build --release -p metricstream-operator -p metricstream-ingest -p metricstream-consumer
+	bash hack/image.sh build
 
 # The end-to-end scenario (hack/e2e.sh): on the single-node cluster of hack/cluster.sh (started and
 # stopped again unless it already runs), or on kind (needs Docker; see the README's kind quick start).
