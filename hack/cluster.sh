@@ -129,7 +129,7 @@ envtest() {
 
 BIN_DIR=
 KUBECONFIG_FILE=$CP_STATE/kubeconfig
-kubectl() { "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" --request-timeout=30s "$@" </dev/null; }
+kubectl() { "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" --request-timeout=30s "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # ---- packages and binaries ---------------------------------------------------------------------
@@ -172,7 +172,7 @@ component_pid() {
   [[ -f $f ]] || return 1
   read -r pid <"$f" || return 1
   [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
-  args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  args=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
   [[ $args == *"$1 "*"$STATE_DIR"* ]] || return 1
   [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
   echo "$pid"
@@ -230,7 +230,7 @@ stop_component() {
 shim_pids() {
   local d args
   for d in /proc/[0-9]*; do
-    args=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+    args=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") || continue
     [[ $args == *containerd-shim*"-address $CONTAINERD_SOCK "* ]] && echo "${d#/proc/}"
   done
   return 0
@@ -298,6 +298,10 @@ first_in() {
 setup_network() {
   check_ranges_free
   save_once ip_forward "$(cat /proc/sys/net/ipv4/ip_forward)"
+  local table
+  if [[ ! -f $SAVED_DIR/kube_chains ]]; then
+    for table in filter nat mangle; do iptables -w -t "$table" -S | awk -v t="$table" '/^-N KUBE-/ { print t " " $2 }'; done >"$SAVED_DIR/kube_chains"
+  fi
   save_once bridge_nf_call_iptables "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo none)"
   # Guards before forwarding is on: nothing from or to the pod and Service ranges crosses any
   # interface but the bridge (and loopback for the host's own connections).
@@ -321,7 +325,27 @@ setup_network() {
   echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
 }
 
+# The KUBE-* chains that were not there before `up` (kube-proxy --cleanup leaves some, the kubelet
+# its canaries): their jumps, rules and the chains themselves.
+remove_new_kube_chains() {
+  local table chain rule
+  for table in filter nat mangle; do
+    for chain in $(iptables -w -t "$table" -S | awk '/^-N KUBE-/ { print $2 }'); do
+      grep -qxF "$table $chain" "$SAVED_DIR/kube_chains" 2>/dev/null && continue
+      while read -r rule; do
+        # shellcheck disable=SC2086  # a rule is words
+        [[ -z $rule ]] || iptables -w -t "$table" ${rule/#-A/-D} 2>/dev/null || true
+      done < <(iptables -w -t "$table" -S | grep -E -- "-j $chain( |\$)" || true)
+      iptables -w -t "$table" -F "$chain" 2>/dev/null || true
+    done
+    for chain in $(iptables -w -t "$table" -S | awk '/^-N KUBE-/ { print $2 }'); do
+      grep -qxF "$table $chain" "$SAVED_DIR/kube_chains" 2>/dev/null || iptables -w -t "$table" -X "$chain" 2>/dev/null || true
+    done
+  done
+}
+
 teardown_network() {
+  remove_new_kube_chains
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
   ip route del "$SERVICE_CIDR" dev "$BRIDGE" 2>/dev/null || true
   local chain parent pair
@@ -440,6 +464,7 @@ authentication:
   x509: {clientCAFile: $CP_STATE/pki/ca.crt}
 authorization: {mode: AlwaysAllow}
 resolvConf: ""
+makeIPTablesUtilChains: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
@@ -663,7 +688,7 @@ cmd_down() {
   local -a shims
   mapfile -t shims < <(shim_pids)
   stop_pids 10 "${shims[@]}"
-  envtest down || log "  hack/envtest.sh down failed"
+  ENVTEST_STOP_TIMEOUT=5 envtest down || log "  hack/envtest.sh down failed"
   unmount_under_state
   remove_kubepods_cgroups
   teardown_network

@@ -456,7 +456,8 @@ cmd_tools() {
     rm -rf "$ctx"
     mkdir -p "$ctx/rootfs/bin"
     cp "$busybox" "$ctx/rootfs/bin/busybox"
-    for applet in sh sleep tar cat ls; do ln -s busybox "$ctx/rootfs/bin/$applet"; done
+    # What test pods use: a sink reader (sleep, tar), `helm test` (sh, printf, nc, head).
+    for applet in sh sleep tar cat ls nc head grep printf echo; do ln -s busybox "$ctx/rootfs/bin/$applet"; done
     write_accounts "$ctx/rootfs"
     reproducible_tar "$ctx/rootfs" "$ctx/rootfs.tar"
     rm -rf "$ctx/rootfs"
