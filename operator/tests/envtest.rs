@@ -1924,7 +1924,7 @@ async fn envtest_pod_problems_reach_the_conditions_and_warning_events() {
                 "reason": "CrashLoopBackOff",
                 "message": format!("back-off 40s restarting failed container=ingest pod={ingest}_{}", env.ns),
             }}),
-            crash,
+            crash.clone(),
             3,
         ),
     )
@@ -1956,6 +1956,44 @@ async fn envtest_pod_problems_reach_the_conditions_and_warning_events() {
         ],
     )
     .await;
+
+    // The same crash again, later in kubelet's back-off: no status write, no second Event.
+    let before = env.streams().get("pods").await.expect("the stream");
+    set_pod_status(
+        &pods,
+        &ingest,
+        kubelet_status(
+            "Running",
+            json!({ "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": format!("back-off 2m40s restarting failed container=ingest pod={ingest}_{}", env.ns),
+            }}),
+            crash.clone(),
+            7,
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = env.streams().get("pods").await.expect("the stream");
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "a restart of the same crash changed the stream: {:?}",
+        after.status
+    );
+    let crash_events: Vec<Event> = env
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("listing Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("PodCrashLooping"))
+        .collect();
+    assert!(
+        crash_events.len() == 1 && crash_events[0].series.is_none(),
+        "one PodCrashLooping Event, published once: {crash_events:?}"
+    );
 
     // The consumer's pod waits for its volumes: the scheduler's verdict.
     let consumer = first_labelled(
