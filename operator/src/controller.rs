@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -55,9 +55,9 @@ pub struct Context {
     children: Mutex<Option<Arc<ChildStores>>>,
 }
 
-/// The watch caches of what the operator manages: Deployments (metadata and status, no spec)
-/// and PVCs, whose status is observed; only the metadata of ConfigMaps, Services,
-/// NetworkPolicies and PodDisruptionBudgets.
+/// The watch caches of what the operator manages: Deployments (metadata and status, no spec),
+/// PVCs and the workloads' Pods (metadata and status, no spec), whose status is observed; only
+/// the metadata of ConfigMaps, Services, NetworkPolicies and PodDisruptionBudgets.
 pub struct ChildStores {
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<PartialObjectMeta<Service>>,
@@ -65,6 +65,8 @@ pub struct ChildStores {
     pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub deployments: Store<Deployment>,
     pub pvcs: Store<PersistentVolumeClaim>,
+    /// The pods of the streams' Deployments, which say why a workload does not run.
+    pub pods: Store<Pod>,
 }
 
 impl Context {
@@ -284,6 +286,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let (disruption_budgets, disruption_budget_writer) = reflector::store();
     let (deployments, deployment_writer) = reflector::store();
     let (pvcs, pvc_writer) = reflector::store();
+    let (pods, pod_writer) = reflector::store();
     ctx.set_child_stores(ChildStores {
         config_maps,
         services,
@@ -291,6 +294,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         disruption_budgets,
         deployments,
         pvcs,
+        pods,
     });
     let mut controller = Controller::for_stream(streams, reader.clone())
         .owns_stream(
@@ -353,6 +357,22 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
                 let namespace = pvc.namespace()?;
                 Some(ObjectRef::<DeserializeGuard<MetricStream>>::new(&stream).within(&namespace))
             },
+        )
+        // The workloads' pods (the managed-by label on their template keeps every other pod of
+        // the cluster out of the cache). Owned by ReplicaSets, so mapped by label; only a change
+        // in what the status says of a pod triggers (see `triggers::pod_trigger`).
+        .watches_stream(
+            filtered(
+                watcher(scoped::<Pod>(&client, &namespace), managed.clone())
+                    .modify(keep_pod_essentials)
+                    .reflect(pod_writer),
+                triggers::pod_trigger,
+            ),
+            |pod| {
+                let stream = pod.labels().get(labels::STREAM).cloned()?;
+                let namespace = pod.namespace()?;
+                Some(ObjectRef::<DeserializeGuard<MetricStream>>::new(&stream).within(&namespace))
+            },
         );
     if ctx.strimzi_installed {
         // KafkaTopics live in the Kafka cluster's namespace: found by their owner labels.
@@ -405,6 +425,14 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 fn keep_deployment_essentials(deployment: &mut Deployment) {
     drop_managed_fields(deployment);
     deployment.spec = None;
+}
+
+/// A cached Pod keeps its metadata (without annotations) and status: the diagnosis reads
+/// nothing of the spec, the largest part of a pod.
+fn keep_pod_essentials(pod: &mut Pod) {
+    drop_managed_fields(pod);
+    pod.metadata.annotations = None;
+    pod.spec = None;
 }
 
 /// The objects of a watch that [`ChangeFilter`] lets through.

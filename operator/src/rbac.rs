@@ -5,7 +5,8 @@
 //! in the chart (`templates/_helpers.tpl`); either alone fails a test.
 //!
 //! Where each verb comes from:
-//! - `list`, `watch`: the controller's watches (`controller::run`), the prune LISTs
+//! - `list`, `watch`: the controller's watches (`controller::run`; Pods only watched, by the
+//!   managed-by label, to say why a workload does not run), the prune LISTs
 //!   (`apply::prune`), the CRD wait at startup (`main::wait_for_crd`), the KafkaTopic lookup
 //!   (`apply::strimzi_topics_of`).
 //! - `patch`: server-side apply of every child (`apply::server_side_apply`), the merge patches
@@ -29,7 +30,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -96,6 +97,8 @@ pub fn required() -> Vec<Access> {
         access::<Deployment>(Streams, None, CHILD_VERBS),
         access::<NetworkPolicy>(Streams, None, CHILD_VERBS),
         access::<PodDisruptionBudget>(Streams, None, CHILD_VERBS),
+        // The workloads' pods: read from a watch cache for the status, never written.
+        access::<Pod>(Streams, None, &["list", "watch"]),
         access::<Event>(Streams, None, &["create", "patch"]),
         access::<Secret>(Streams, None, &["get", "list", "create", "patch", "delete"]),
         access::<KafkaTopic>(KafkaTopics, None, CHILD_VERBS),
@@ -126,6 +129,11 @@ mod tests {
         assert_eq!(find("metricstreams/status").group, "metricstream.dev");
         assert_eq!(find("configmaps").group, "");
         assert_eq!(find("kafkausers").group, "kafka.strimzi.io");
+        assert_eq!(
+            find("pods").verbs,
+            ["list", "watch"],
+            "pods are only observed"
+        );
         let mut keys: Vec<_> = table
             .iter()
             .map(|a| (a.scope, &a.group, &a.resource))

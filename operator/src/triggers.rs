@@ -9,12 +9,13 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Resource;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
 use crate::crd::MetricStream;
+use crate::reconcile::diagnose;
 use crate::strimzi::KafkaTopic;
 
 fn hash<T: Hash + ?Sized>(value: &T) -> u64 {
@@ -81,6 +82,18 @@ pub fn pvc_trigger(pvc: &PersistentVolumeClaim) -> u64 {
         meta.deletion_timestamp.is_some(),
         requests,
         pvc.status.as_ref().and_then(|s| s.phase.as_ref()),
+    ))
+}
+
+/// A workload Pod's labels (they map it to its stream), deletion, and what the status step would
+/// say of it ([`diagnose::pod_problem`]); its readiness shows in the Deployment. So a crash-looping
+/// pod triggers when it starts failing, not on every restart.
+pub fn pod_trigger(pod: &Pod) -> u64 {
+    let meta = &pod.metadata;
+    hash(&(
+        &meta.labels,
+        meta.deletion_timestamp.is_some(),
+        diagnose::pod_problem(pod),
     ))
 }
 
@@ -354,5 +367,44 @@ mod tests {
             topic_name: None,
         });
         assert_ne!(topic_trigger(&topic), fresh);
+    }
+
+    #[test]
+    fn a_pod_triggers_when_what_the_status_says_of_it_changes_not_on_every_restart() {
+        use k8s_openapi::api::core::v1::Pod;
+        let pod = |restarts: i32, waiting: &str, backoff: &str, exit_code: i32| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": "web-ingest-x",
+                    "uid": "p",
+                    "labels": { "metricstream.dev/stream": "web" }
+                },
+                "status": {
+                    "phase": "Running",
+                    "containerStatuses": [{
+                        "name": "ingest",
+                        "image": "x",
+                        "imageID": "",
+                        "ready": false,
+                        "restartCount": restarts,
+                        "state": { "waiting": { "reason": waiting, "message": backoff } },
+                        "lastState": { "terminated": { "exitCode": exit_code, "reason": "Error" } }
+                    }]
+                }
+            }))
+            .expect("a Pod")
+        };
+        let mut filter = ChangeFilter::new(pod_trigger);
+        let creating = pod(0, "ContainerCreating", "", 1);
+        assert!(filter.admit(Event::Apply(creating)).is_some(), "new");
+        let crashing = pod(1, "CrashLoopBackOff", "back-off 10s restarting", 1);
+        assert!(filter.admit(Event::Apply(crashing)).is_some(), "crash loop");
+        let again = pod(5, "CrashLoopBackOff", "back-off 2m40s restarting", 1);
+        assert!(filter.admit(Event::Apply(again)).is_none(), "same crash");
+        let other = pod(6, "CrashLoopBackOff", "back-off 5m0s restarting", 3);
+        assert!(
+            filter.admit(Event::Apply(other)).is_some(),
+            "another exit code"
+        );
     }
 }

@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -694,7 +697,8 @@ async fn envtest_child_status_changes_and_deleted_children_are_noticed() {
     )
     .await;
 
-    // No PersistentVolume controller runs here: the phase is the test's to set.
+    // No PersistentVolume controller runs here: the phase is the test's to set. The file
+    // backend is ready once both its volumes are bound; until then the message names the other.
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     pvcs.patch_status(
         "heal-queue",
@@ -703,9 +707,30 @@ async fn envtest_child_status_changes_and_deleted_children_are_noticed() {
     )
     .await
     .expect("binding the queue PVC");
-    env.stream_until("heal", "BackendReady=True once the volume is bound", |s| {
-        condition_is(s, "BackendReady", "True")
-    })
+    env.stream_until(
+        "heal",
+        "BackendReady=False naming the sink volume as Pending",
+        |s| {
+            condition(s, "BackendReady").is_some_and(|c| {
+                c.status == "False"
+                    && c.message
+                        == "sink volume heal-sink is Pending: not bound to a PersistentVolume yet"
+            })
+        },
+    )
+    .await;
+    pvcs.patch_status(
+        "heal-sink",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "phase": "Bound" } })),
+    )
+    .await
+    .expect("binding the sink PVC");
+    env.stream_until(
+        "heal",
+        "BackendReady=True once the volumes are bound",
+        |s| condition_is(s, "BackendReady", "True"),
+    )
     .await;
 
     let config: ConfigMap = env.child("heal-config").await;
@@ -1754,6 +1779,283 @@ async fn envtest_an_idle_operator_makes_no_writes_for_a_minute() {
             window.elapsed()
         );
     }
+}
+
+/// Writes `status` on pod `name` as kubelet or the scheduler would (no kubelet and no scheduler
+/// run here).
+async fn set_pod_status(pods: &Api<Pod>, name: &str, status: Value) {
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("writing the status of pod {name}: {e}"));
+}
+
+/// Waits for a Warning Event on MetricStream `stream` with `reason` whose note contains every
+/// one of `words`, and returns its note.
+async fn warning_event(env: &Env, stream: &str, reason: &str, words: &[&str]) -> String {
+    let events: Api<Event> = env.api();
+    eventually(
+        &format!("a Warning Event {reason} on MetricStream {stream} saying {words:?}"),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items.into_iter().find_map(|event| {
+                    let note = event.note.clone().unwrap_or_default();
+                    let regarding = event.regarding.as_ref()?;
+                    (event.type_.as_deref() == Some("Warning")
+                        && event.reason.as_deref() == Some(reason)
+                        && regarding.kind.as_deref() == Some("MetricStream")
+                        && regarding.name.as_deref() == Some(stream)
+                        && words.iter().all(|word| note.contains(word)))
+                    .then_some(note)
+                })
+            }
+        },
+    )
+    .await
+}
+
+/// The ingest container's status as kubelet writes it, in a pod of phase `phase`.
+fn kubelet_status(phase: &str, state: Value, last_state: Value, restarts: i32) -> Value {
+    json!({
+        "phase": phase,
+        "conditions": [
+            { "type": "Initialized", "status": "True", "lastTransitionTime": "2026-12-03T07:10:02Z" },
+            { "type": "Ready", "status": "False", "lastTransitionTime": "2026-12-03T07:10:02Z",
+              "reason": "ContainersNotReady", "message": "containers with unready status: [ingest]" },
+            { "type": "ContainersReady", "status": "False", "lastTransitionTime": "2026-12-03T07:10:02Z",
+              "reason": "ContainersNotReady", "message": "containers with unready status: [ingest]" },
+            { "type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-12-03T07:10:02Z" }
+        ],
+        "containerStatuses": [{
+            "name": "ingest",
+            "image": "metricstream:dev",
+            "imageID": "",
+            "ready": false,
+            "started": false,
+            "restartCount": restarts,
+            "state": state,
+            "lastState": last_state,
+        }],
+    })
+}
+
+/// What kubelet and the scheduler say about a workload's pods reaches the stream: the test
+/// plays them (no kubelet or scheduler run here) on the pods kube-controller-manager's
+/// ReplicaSets made. A missing image and then a crash loop of the ingest, an unbound volume
+/// keeping the consumer unscheduled: each becomes the condition's reason, a message naming the
+/// pod and quoting kubelet, and a Warning Event.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_pod_problems_reach_the_conditions_and_warning_events() {
+    let mut env = Env::start("pods", false).await;
+    env.create_stream("pods", file_spec(1)).await;
+    env.stream_until("pods", "a first status", observed).await;
+    let pods: Api<Pod> = env.api();
+    let ingest = first_labelled(
+        "the ingest pod",
+        &pods,
+        "metricstream.dev/stream=pods,app.kubernetes.io/component=ingest",
+    )
+    .await
+    .name_any();
+
+    let never_pulled =
+        "Container image \"metricstream:dev\" is not present with pull policy of Never";
+    set_pod_status(
+        &pods,
+        &ingest,
+        kubelet_status(
+            "Pending",
+            json!({ "waiting": { "reason": "ErrImageNeverPull", "message": never_pulled } }),
+            json!({}),
+            0,
+        ),
+    )
+    .await;
+    let stream = env
+        .stream_until("pods", "IngestAvailable=False, ImageUnavailable", |s| {
+            condition(s, "IngestAvailable").is_some_and(|c| c.reason == "ImageUnavailable")
+        })
+        .await;
+    let message = &condition(&stream, "IngestAvailable")
+        .expect("IngestAvailable")
+        .message;
+    assert_eq!(
+        message,
+        &format!(
+            "0/1 replicas of pods-ingest available: pod {ingest} container ingest: \
+             ErrImageNeverPull: {never_pulled}"
+        )
+    );
+    assert!(
+        condition(&stream, "Ready").is_some_and(|c| c.message.contains("ErrImageNeverPull")),
+        "{:?}",
+        condition(&stream, "Ready")
+    );
+    warning_event(
+        &env,
+        "pods",
+        "ImageUnavailable",
+        &[&ingest, "ErrImageNeverPull"],
+    )
+    .await;
+
+    // The image is fixed and the binary crashes: kubelet backs off, and the last termination
+    // (its message the log's tail, by FallbackToLogsOnError) says why.
+    let crash = json!({ "terminated": {
+        "exitCode": 2,
+        "reason": "Error",
+        "message": "Error: METRICSTREAM_PARTITIONS: invalid digit found in string\n",
+        "startedAt": "2026-12-03T07:11:40Z",
+        "finishedAt": "2026-12-03T07:11:41Z",
+        "containerID": "containerd://4f1c2e"
+    }});
+    set_pod_status(
+        &pods,
+        &ingest,
+        kubelet_status(
+            "Running",
+            json!({ "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": format!("back-off 40s restarting failed container=ingest pod={ingest}_{}", env.ns),
+            }}),
+            crash.clone(),
+            3,
+        ),
+    )
+    .await;
+    let stream = env
+        .stream_until("pods", "IngestAvailable=False, PodCrashLooping", |s| {
+            condition(s, "IngestAvailable").is_some_and(|c| c.reason == "PodCrashLooping")
+        })
+        .await;
+    let message = &condition(&stream, "IngestAvailable")
+        .expect("IngestAvailable")
+        .message;
+    assert_eq!(
+        message,
+        &format!(
+            "0/1 replicas of pods-ingest available: pod {ingest} container ingest: \
+             CrashLoopBackOff, last exit code 2 (Error): Error: METRICSTREAM_PARTITIONS: invalid \
+             digit found in string"
+        )
+    );
+    warning_event(
+        &env,
+        "pods",
+        "PodCrashLooping",
+        &[
+            &ingest,
+            "exit code 2 (Error)",
+            "invalid digit found in string",
+        ],
+    )
+    .await;
+
+    // The same crash again, later in kubelet's back-off: no status write, no second Event.
+    let before = env.streams().get("pods").await.expect("the stream");
+    set_pod_status(
+        &pods,
+        &ingest,
+        kubelet_status(
+            "Running",
+            json!({ "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": format!("back-off 2m40s restarting failed container=ingest pod={ingest}_{}", env.ns),
+            }}),
+            crash.clone(),
+            7,
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = env.streams().get("pods").await.expect("the stream");
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "a restart of the same crash changed the stream: {:?}",
+        after.status
+    );
+    let crash_events: Vec<Event> = env
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("listing Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("PodCrashLooping"))
+        .collect();
+    assert!(
+        crash_events.len() == 1 && crash_events[0].series.is_none(),
+        "one PodCrashLooping Event, published once: {crash_events:?}"
+    );
+
+    // The consumer's pod waits for its volumes: the scheduler's verdict.
+    let consumer = first_labelled(
+        "the consumer pod",
+        &pods,
+        "metricstream.dev/stream=pods,app.kubernetes.io/component=consumer",
+    )
+    .await
+    .name_any();
+    let unbound = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+                   preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    set_pod_status(
+        &pods,
+        &consumer,
+        json!({
+            "phase": "Pending",
+            "conditions": [{
+                "type": "PodScheduled",
+                "status": "False",
+                "lastProbeTime": null,
+                "lastTransitionTime": "2026-12-03T07:10:02Z",
+                "reason": "Unschedulable",
+                "message": unbound,
+            }],
+        }),
+    )
+    .await;
+    let stream = env
+        .stream_until("pods", "ConsumerAvailable=False, PodUnschedulable", |s| {
+            condition(s, "ConsumerAvailable").is_some_and(|c| c.reason == "PodUnschedulable")
+        })
+        .await;
+    assert_eq!(
+        condition(&stream, "ConsumerAvailable").map(|c| c.message.clone()),
+        Some(format!(
+            "0/1 replicas of pods-consumer available: pod {consumer} cannot be scheduled \
+             (Unschedulable): {unbound}"
+        ))
+    );
+    warning_event(
+        &env,
+        "pods",
+        "PodUnschedulable",
+        &[&consumer, "unbound immediate"],
+    )
+    .await;
+    // And the volumes themselves: neither is bound (no PersistentVolume controller runs here).
+    let backend = condition(&stream, "BackendReady").expect("BackendReady");
+    assert_eq!(
+        (backend.status.as_str(), backend.reason.as_str()),
+        ("False", "VolumePending"),
+        "{backend:?}"
+    );
+    assert!(
+        backend
+            .message
+            .contains("queue volume pods-queue is Pending")
+            && backend.message.contains("sink volume pods-sink is Pending"),
+        "{}",
+        backend.message
+    );
+    env.assert_operator_running();
 }
 
 // ---- the Helm chart's RBAC --------------------------------------------------------------------

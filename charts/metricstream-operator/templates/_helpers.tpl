@@ -88,6 +88,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
+# The workloads' pods, watched (selected by the managed-by label) so the status can say why a
+# workload does not run: a crash loop, a missing image, an unschedulable pod. Never written.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
 # <stream>-kafka-credentials, the copy of a Strimzi user's password and cluster CA: applied,
 # listed by label to prune, deleted; and the Kafka CA and password a stream names, read by name
 # for the operator's own admin client. Never watched.

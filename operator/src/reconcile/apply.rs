@@ -33,11 +33,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::build::{
-    CREDENTIALS_CA_KEY, CREDENTIALS_PASSWORD_KEY, Desired, DesiredTopic, credentials_hash,
-    credentials_secret,
+    COMPONENT_CONSUMER, COMPONENT_INGEST, CREDENTIALS_CA_KEY, CREDENTIALS_PASSWORD_KEY, Desired,
+    DesiredTopic, credentials_hash, credentials_secret,
 };
 use super::skip::{self, Mark, Version};
-use super::status::{BackendObservation, Observed, StrimziTopicState, WorkloadObservation};
+use super::status::{
+    BackendObservation, Observed, StrimziTopicState, VolumeObservation, WorkloadObservation,
+};
 use super::validate::ValidatedStream;
 use crate::controller::Context;
 use crate::crd::DeletionPolicy;
@@ -238,17 +240,23 @@ pub async fn apply_all(
             Some(error),
         ),
         TopicOutcome::NoTopic => {
-            let queue_name = Desired::queue_pvc_name(&stream.name);
-            let phase = applied_pvcs
-                .iter()
-                .find(|pvc| pvc.name_any() == queue_name)
-                .map(|pvc| {
-                    pvc.status
-                        .as_ref()
-                        .and_then(|s| s.phase.clone())
-                        .unwrap_or_else(|| "Pending".into())
-                });
-            (BackendObservation::Volume { phase }, None, None)
+            let volume = |role: &'static str, name: String| {
+                let phase = applied_pvcs
+                    .iter()
+                    .find(|pvc| pvc.name_any() == name)
+                    .map(|pvc| {
+                        pvc.status
+                            .as_ref()
+                            .and_then(|s| s.phase.clone())
+                            .unwrap_or_else(|| "Pending".into())
+                    });
+                VolumeObservation { role, name, phase }
+            };
+            let volumes = vec![
+                volume("queue", Desired::queue_pvc_name(&stream.name)),
+                volume("sink", Desired::sink_pvc_name(&stream.name)),
+            ];
+            (BackendObservation::Volumes(volumes), None, None)
         }
     };
 
@@ -300,11 +308,22 @@ pub async fn apply_all(
         .zip(cached_deployments)
         .filter_map(|(applied, live)| applied.or_else(|| live.map(|l| (*l).clone())))
         .collect();
-    let observe = |name: String, wanted: i32| {
+    // The workloads' pods, from the watch cache (none without one: the status then says only
+    // what the Deployments say).
+    let pods = stores.map(|s| s.pods.state()).unwrap_or_default();
+    let observe = |name: String, component: &str, wanted: i32| {
+        let selector = labels::selector(&stream.name, component);
+        let pods = pods.iter().map(|pod| pod.as_ref()).filter(|pod| {
+            pod.metadata.namespace.as_deref() == Some(ns)
+                && selector
+                    .iter()
+                    .all(|(key, value)| pod.labels().get(key) == Some(value))
+        });
         WorkloadObservation::of(
             &name,
             wanted,
             applied_deployments.iter().find(|d| d.name_any() == name),
+            pods,
         )
     };
     Ok(Applied {
@@ -314,9 +333,14 @@ pub async fn apply_all(
                 CredentialsOutcome::Pending(why) => Some(why),
                 CredentialsOutcome::NotNeeded | CredentialsOutcome::Copied { .. } => None,
             },
-            ingest: observe(Desired::ingest_name(&stream.name), stream.ingest.replicas),
+            ingest: observe(
+                Desired::ingest_name(&stream.name),
+                COMPONENT_INGEST,
+                stream.ingest.replicas,
+            ),
             consumer: observe(
                 Desired::consumer_name(&stream.name),
+                COMPONENT_CONSUMER,
                 stream.consumer.replicas,
             ),
         },

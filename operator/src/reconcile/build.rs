@@ -784,6 +784,9 @@ fn workload(
             ..Default::default()
         }),
         volume_mounts: Some(mounts),
+        // A crash that writes no termination message (ours never do) still leaves its last log
+        // lines in the container's status, where the operator quotes them in the stream's status.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
 
@@ -1381,7 +1384,7 @@ mod tests {
     }
 
     #[test]
-    fn workloads_run_restricted_with_probes_and_resources() {
+    fn workloads_run_restricted_with_probes_resources_and_crash_logs() {
         let desired = built(&file_stream());
         for deployment in &desired.deployments {
             let pod = pod_spec(deployment);
@@ -1415,6 +1418,11 @@ mod tests {
                 .and_then(|p| p.http_get.as_ref())
                 .expect("liveness");
             assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+            assert_eq!(
+                container.termination_message_policy.as_deref(),
+                Some("FallbackToLogsOnError"),
+                "a crash's last log lines reach the stream's status"
+            );
             let resources = container.resources.as_ref().expect("resources");
             assert!(
                 resources

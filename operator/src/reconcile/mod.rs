@@ -1,6 +1,7 @@
 //! One reconcile of one MetricStream, as a pipeline: validate (pure) → build (pure) → apply in
-//! order what may have changed ([`skip`]) → prune by label (once per generation) → compute status (pure) → write status only if
-//! it changed.
+//! order what may have changed ([`skip`]) → prune by label (once per generation) → compute status
+//! (pure; the workloads' pods diagnosed by [`diagnose`]) → write status only if it changed, with
+//! Events for what changed ([`status::notices`]).
 //!
 //! The finalizer `metricstream.dev/cleanup` is present only while the stream has something
 //! ownerReferences cannot collect (a KafkaTopic in the Kafka cluster's namespace; an admin-API
@@ -8,6 +9,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod diagnose;
 pub mod skip;
 pub mod status;
 pub mod validate;
@@ -190,43 +192,21 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
     Ok(Action::requeue(ctx.resync))
 }
 
-/// Normal Events for conditions that became True, Warning Events for ones that became False.
+/// The Events the status change is worth ([`status::notices`]).
 async fn publish_transitions(
     ctx: &Context,
     regarding: &k8s_openapi::api::core::v1::ObjectReference,
     old: Option<&MetricStreamStatus>,
     new: &MetricStreamStatus,
 ) {
-    for condition in &new.conditions {
-        let before = old.and_then(|old| status::condition(old, &condition.type_));
-        if before.is_some_and(|b| b.status == condition.status) {
-            continue;
-        }
-        // On a new stream, report only the overall Ready; the details are in the message.
-        if before.is_none() && condition.type_ != status::READY {
-            continue;
-        }
-        let type_ = if condition.status == "True" {
-            EventType::Normal
-        } else {
+    for notice in status::notices(old, new) {
+        let type_ = if notice.warning {
             EventType::Warning
-        };
-        let reason = if condition.type_ == status::READY && condition.status == "True" {
-            "Ready".to_owned()
         } else {
-            condition.reason.clone()
+            EventType::Normal
         };
-        ctx.publish(
-            regarding,
-            type_,
-            &reason,
-            "Reconcile",
-            format!(
-                "{} is {}: {}",
-                condition.type_, condition.status, condition.message
-            ),
-        )
-        .await;
+        ctx.publish(regarding, type_, &notice.reason, "Reconcile", notice.note)
+            .await;
     }
 }
 

@@ -4,10 +4,16 @@
 //! each with a reason, a message and the generation it describes. A condition whose status did
 //! not change keeps its `lastTransitionTime`, and [`needs_write`] ignores that field, so an
 //! unchanged world produces no status write and no reconcile storm.
+//!
+//! A workload with no available replica says why when its pods tell ([`super::diagnose`]):
+//! reasons `PodCrashLooping`, `ImageUnavailable`, `ContainerCannotStart`, `PodUnschedulable`,
+//! `PodNotReady`. [`notices`] decides which changes are worth an Event.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::diagnose::{self, PodProblem, ProblemKind};
 use super::validate::ValidatedStream;
 use crate::crd::MetricStreamStatus;
 use crate::strimzi::KafkaTopic;
@@ -29,8 +35,8 @@ pub struct Observed {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum BackendObservation {
-    /// The file queue's PVC: its phase, or `None` when it does not exist.
-    Volume { phase: Option<String> },
+    /// The file backend's PVCs (the queue's, then the sink's).
+    Volumes(Vec<VolumeObservation>),
     /// The KafkaTopic, or `None` when it does not exist.
     StrimziTopic(Option<StrimziTopicState>),
     /// The KafkaTopic CRD is not installed in this cluster.
@@ -39,6 +45,16 @@ pub enum BackendObservation {
     AdminTopic(Result<u32, String>),
     /// An external topic: its partition count (`None`: missing), or the error.
     ExternalTopic(Result<Option<u32>, String>),
+}
+
+/// One PVC of the file backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeObservation {
+    /// What it holds: "queue" or "sink".
+    pub role: &'static str,
+    pub name: String,
+    /// Its phase, or `None` when it does not exist.
+    pub phase: Option<String>,
 }
 
 /// The parts of a KafkaTopic its readiness depends on.
@@ -81,10 +97,18 @@ pub struct WorkloadObservation {
     pub available_replicas: i32,
     /// The message of the Deployment's `Available` condition, when there is one.
     pub detail: Option<String>,
+    /// The most telling problem among the workload's pods.
+    pub problem: Option<PodProblem>,
 }
 
 impl WorkloadObservation {
-    pub fn of(name: &str, wanted_replicas: i32, deployment: Option<&Deployment>) -> Self {
+    /// The Deployment `name` and the pods it runs (of any of its ReplicaSets).
+    pub fn of<'a>(
+        name: &str,
+        wanted_replicas: i32,
+        deployment: Option<&Deployment>,
+        pods: impl IntoIterator<Item = &'a Pod>,
+    ) -> Self {
         let status = deployment.and_then(|d| d.status.as_ref());
         Self {
             name: name.to_owned(),
@@ -95,6 +119,7 @@ impl WorkloadObservation {
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|c| c.iter().find(|c| c.type_ == "Available"))
                 .and_then(|c| c.message.clone()),
+            problem: diagnose::most_telling(pods),
         }
     }
 }
@@ -211,6 +236,51 @@ pub fn condition<'a>(status: &'a MetricStreamStatus, type_: &str) -> Option<&'a 
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// An Event worth publishing about a status change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// The Events a status change is worth (pure, so what is published is decided and tested in one
+/// place): Normal for a condition that became True, Warning for one that became False; on a new
+/// stream only the overall `Ready` (its message holds the details). A workload's pod fault is
+/// a Warning when it appears or its reason changes (e.g. `NoReplicasAvailable` →
+/// `ImageUnavailable` → `PodCrashLooping`), even while the condition stays False; the same
+/// fault again (a later restart, a new pod with the same fault) is not, nor is `PodNotReady`,
+/// which every starting pod passes through.
+pub fn notices(old: Option<&MetricStreamStatus>, new: &MetricStreamStatus) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    for condition in &new.conditions {
+        let before = old.and_then(|old| self::condition(old, &condition.type_));
+        let flipped = before.is_some_and(|b| b.status != condition.status);
+        let first_ready = before.is_none() && condition.type_ == READY;
+        let new_pod_problem = condition.status == "False"
+            && diagnose::is_fault_reason(&condition.reason)
+            && before.is_none_or(|b| b.status != condition.status || b.reason != condition.reason);
+        if !(flipped || first_ready || new_pod_problem) {
+            continue;
+        }
+        let ok = condition.status == "True";
+        let reason = if condition.type_ == READY && ok {
+            "Ready".to_owned()
+        } else {
+            condition.reason.clone()
+        };
+        notices.push(Notice {
+            warning: !ok,
+            reason,
+            note: format!(
+                "{} is {}: {}",
+                condition.type_, condition.status, condition.message
+            ),
+        });
+    }
+    notices
+}
+
 fn upsert(conditions: &mut Vec<Condition>, condition: Condition) {
     match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
         Some(existing) => *existing = condition,
@@ -259,27 +329,8 @@ fn backend_condition(stream: &ValidatedStream, observed: &BackendObservation) ->
     let not = |reason: &str, message: String| Draft::new(BACKEND_READY, false, reason, message);
     let wanted = stream.partitions;
     let topic = stream.kafka().map(|p| p.topic.as_str()).unwrap_or_default();
-    let volume = super::build::Desired::queue_pvc_name(&stream.name);
     match observed {
-        BackendObservation::Volume { phase } => match phase.as_deref() {
-            Some("Bound") => ok("VolumeBound", format!("queue volume {volume} is bound")),
-            Some("Pending") => not(
-                "VolumePending",
-                format!("queue volume {volume} is waiting to be bound"),
-            ),
-            Some("Lost") => not(
-                "VolumeLost",
-                format!("queue volume {volume} lost its PersistentVolume"),
-            ),
-            Some(other) => not(
-                "VolumePending",
-                format!("queue volume {volume} is {other}"),
-            ),
-            None => not(
-                "VolumeMissing",
-                format!("queue volume {volume} does not exist yet"),
-            ),
-        },
+        BackendObservation::Volumes(volumes) => volumes_condition(volumes),
         BackendObservation::StrimziNotInstalled => not(
             "StrimziNotInstalled",
             "the KafkaTopic CRD (kafka.strimzi.io/v1) is not installed; install Strimzi or use topicManagement admin or external, then restart the operator".into(),
@@ -344,6 +395,56 @@ fn backend_condition(stream: &ValidatedStream, observed: &BackendObservation) ->
     }
 }
 
+/// Bound when every volume is; otherwise the worst phase names the reason (a lost volume, then
+/// one that is not bound, then a missing one) and the message lists each unbound volume with its
+/// phase.
+fn volumes_condition(volumes: &[VolumeObservation]) -> Draft {
+    let unbound: Vec<&VolumeObservation> = volumes
+        .iter()
+        .filter(|v| v.phase.as_deref() != Some("Bound"))
+        .collect();
+    if unbound.is_empty() {
+        let names: Vec<String> = volumes
+            .iter()
+            .map(|v| format!("{} volume {}", v.role, v.name))
+            .collect();
+        return Draft::new(
+            BACKEND_READY,
+            true,
+            "VolumeBound",
+            format!("{} bound", names.join(" and ")),
+        );
+    }
+    let rank = |v: &VolumeObservation| match v.phase.as_deref() {
+        Some("Lost") => (0, "VolumeLost"),
+        Some(_) => (1, "VolumePending"),
+        None => (2, "VolumeMissing"),
+    };
+    let reason = unbound
+        .iter()
+        .map(|v| rank(v))
+        .min()
+        .map(|(_, reason)| reason)
+        .unwrap_or("VolumePending");
+    let told: Vec<String> = unbound
+        .iter()
+        .map(|v| {
+            let (role, name) = (v.role, &v.name);
+            match v.phase.as_deref() {
+                Some("Lost") => {
+                    format!("{role} volume {name} is Lost: its PersistentVolume is gone")
+                }
+                Some("Pending") => {
+                    format!("{role} volume {name} is Pending: not bound to a PersistentVolume yet")
+                }
+                Some(phase) => format!("{role} volume {name} is {phase}"),
+                None => format!("{role} volume {name} does not exist yet"),
+            }
+        })
+        .collect();
+    Draft::new(BACKEND_READY, false, reason, told.join("; "))
+}
+
 fn workload_condition(type_: &'static str, observed: &WorkloadObservation) -> Draft {
     let name = &observed.name;
     let wanted = observed.wanted_replicas;
@@ -365,11 +466,30 @@ fn workload_condition(type_: &'static str, observed: &WorkloadObservation) -> Dr
         );
     }
     if available > 0 {
+        // Serving, so True; a short-handed workload still says what keeps the rest from running
+        // (but not a pod that is merely not ready yet, as every rollout has).
+        let problem = observed
+            .problem
+            .as_ref()
+            .filter(|p| available < wanted && p.kind != ProblemKind::NotReady)
+            .map(|p| format!("; {}", p.message()))
+            .unwrap_or_default();
         return Draft::new(
             type_,
             true,
             "ReplicasAvailable",
-            format!("{available}/{wanted} replicas of {name} available"),
+            format!("{available}/{wanted} replicas of {name} available{problem}"),
+        );
+    }
+    if let Some(problem) = &observed.problem {
+        return Draft::new(
+            type_,
+            false,
+            problem.kind.reason(),
+            format!(
+                "0/{wanted} replicas of {name} available: {}",
+                problem.message()
+            ),
         );
     }
     let detail = observed
@@ -404,6 +524,7 @@ mod tests {
             exists: true,
             available_replicas: available,
             detail: None,
+            problem: None,
         }
     }
 
@@ -416,10 +537,24 @@ mod tests {
         }
     }
 
+    /// The file backend's queue and sink volumes in these phases.
+    fn volumes(queue: Option<&str>, sink: Option<&str>) -> BackendObservation {
+        BackendObservation::Volumes(vec![
+            VolumeObservation {
+                role: "queue",
+                name: "web-queue".into(),
+                phase: queue.map(Into::into),
+            },
+            VolumeObservation {
+                role: "sink",
+                name: "web-sink".into(),
+                phase: sink.map(Into::into),
+            },
+        ])
+    }
+
     fn bound() -> BackendObservation {
-        BackendObservation::Volume {
-            phase: Some("Bound".into()),
-        }
+        volumes(Some("Bound"), Some("Bound"))
     }
 
     fn get<'a>(status: &'a MetricStreamStatus, type_: &str) -> &'a Condition {
@@ -456,19 +591,24 @@ mod tests {
         );
         let cases: Vec<Case> = vec![
             (
-                BackendObservation::Volume {
-                    phase: Some("Pending".into()),
-                },
+                volumes(Some("Pending"), Some("Bound")),
                 1,
                 BACKEND_READY,
                 "VolumePending",
                 "BackendNotReady",
             ),
             (
-                BackendObservation::Volume { phase: None },
+                volumes(None, Some("Bound")),
                 1,
                 BACKEND_READY,
                 "VolumeMissing",
+                "BackendNotReady",
+            ),
+            (
+                volumes(Some("Bound"), Some("Pending")),
+                1,
+                BACKEND_READY,
+                "VolumePending",
                 "BackendNotReady",
             ),
             (
@@ -540,7 +680,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let observed = WorkloadObservation::of("web-ingest", 2, Some(&deployment));
+        let observed = WorkloadObservation::of("web-ingest", 2, Some(&deployment), []);
         let draft = workload_condition(INGEST_AVAILABLE, &observed);
         assert_eq!(draft.status, "False");
         assert_eq!(
@@ -638,13 +778,7 @@ mod tests {
     #[test]
     fn unchanged_conditions_keep_their_transition_time_and_need_no_write() {
         let stream = validate(&file_stream()).expect("valid");
-        let pending = observed(
-            BackendObservation::Volume {
-                phase: Some("Pending".into()),
-            },
-            1,
-            1,
-        );
+        let pending = observed(volumes(Some("Pending"), Some("Bound")), 1, 1);
         let first = compute(&stream, &pending, None, &at(100));
         assert!(needs_write(None, &first));
         let again = compute(&stream, &pending, Some(&first), &at(200));
@@ -711,5 +845,203 @@ mod tests {
         let again = invalid_spec(Some(4), "spec.file is missing", Some(&bad), &at(9));
         assert!(!needs_write(Some(&bad), &again));
         assert_eq!(get(&again, READY).last_transition_time, at(5));
+    }
+
+    #[test]
+    fn every_unbound_volume_is_named_with_its_phase() {
+        let stream = validate(&file_stream()).expect("valid");
+        let status = compute(
+            &stream,
+            &observed(volumes(Some("Pending"), None), 1, 1),
+            None,
+            &at(1),
+        );
+        let backend = get(&status, BACKEND_READY);
+        assert_eq!(backend.reason, "VolumePending", "pending beats missing");
+        assert_eq!(
+            backend.message,
+            "queue volume web-queue is Pending: not bound to a PersistentVolume yet; sink volume \
+             web-sink does not exist yet"
+        );
+        let lost = compute(
+            &stream,
+            &observed(volumes(Some("Pending"), Some("Lost")), 1, 1),
+            None,
+            &at(1),
+        );
+        assert_eq!(get(&lost, BACKEND_READY).reason, "VolumeLost");
+        let ready = compute(&stream, &observed(bound(), 1, 1), None, &at(1));
+        assert_eq!(
+            get(&ready, BACKEND_READY).message,
+            "queue volume web-queue and sink volume web-sink bound"
+        );
+    }
+
+    fn problem(kind: ProblemKind, detail: &str) -> Option<PodProblem> {
+        Some(PodProblem {
+            kind,
+            pod: "web-ingest-7c9d8f6b5-x2x7z".into(),
+            detail: detail.into(),
+        })
+    }
+
+    #[test]
+    fn a_workload_without_replicas_names_its_pods_problem() {
+        let cases = [
+            (
+                ProblemKind::CrashLooping,
+                "container ingest: CrashLoopBackOff, last exit code 2 (Error): bad config",
+                "PodCrashLooping",
+            ),
+            (
+                ProblemKind::ImageUnavailable,
+                "container ingest: ErrImageNeverPull: Container image \"x\" is not present with pull policy of Never",
+                "ImageUnavailable",
+            ),
+            (
+                ProblemKind::Unschedulable,
+                "cannot be scheduled (Unschedulable): 0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+                "PodUnschedulable",
+            ),
+            (
+                ProblemKind::NotReady,
+                "container ingest: running but not ready",
+                "PodNotReady",
+            ),
+        ];
+        for (kind, detail, reason) in cases {
+            let mut seen = workload("web-ingest", 1, 0);
+            seen.detail = Some("Deployment does not have minimum availability.".into());
+            seen.problem = problem(kind, detail);
+            let draft = workload_condition(INGEST_AVAILABLE, &seen);
+            assert_eq!((draft.status, draft.reason.as_str()), ("False", reason));
+            assert_eq!(
+                draft.message,
+                format!(
+                    "0/1 replicas of web-ingest available: pod web-ingest-7c9d8f6b5-x2x7z {detail}"
+                )
+            );
+        }
+        // No pod says anything (none scheduled yet, as in envtest): the Deployment's word.
+        let mut quiet = workload("web-ingest", 1, 0);
+        quiet.detail = Some("Deployment does not have minimum availability.".into());
+        assert_eq!(
+            workload_condition(INGEST_AVAILABLE, &quiet).reason,
+            "NoReplicasAvailable"
+        );
+    }
+
+    #[test]
+    fn a_short_handed_workload_stays_available_and_says_why() {
+        let mut seen = workload("web-ingest", 2, 1);
+        seen.problem = problem(
+            ProblemKind::ImageUnavailable,
+            "container ingest: ErrImagePull: not found",
+        );
+        let draft = workload_condition(INGEST_AVAILABLE, &seen);
+        assert_eq!(
+            (draft.status, draft.reason.as_str()),
+            ("True", "ReplicasAvailable")
+        );
+        assert_eq!(
+            draft.message,
+            "1/2 replicas of web-ingest available; pod web-ingest-7c9d8f6b5-x2x7z container ingest: ErrImagePull: not found"
+        );
+        seen.problem = problem(
+            ProblemKind::NotReady,
+            "container ingest: running but not ready",
+        );
+        assert_eq!(
+            workload_condition(INGEST_AVAILABLE, &seen).message,
+            "1/2 replicas of web-ingest available",
+            "a rollout's pod that is not ready yet is no news"
+        );
+        seen.available_replicas = 2;
+        seen.problem = problem(
+            ProblemKind::CrashLooping,
+            "container ingest: CrashLoopBackOff",
+        );
+        assert_eq!(
+            workload_condition(INGEST_AVAILABLE, &seen).message,
+            "2/2 replicas of web-ingest available",
+            "an old pod on its way out"
+        );
+    }
+
+    fn reasons(notices: &[Notice]) -> Vec<(bool, &str)> {
+        notices
+            .iter()
+            .map(|n| (n.warning, n.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_pod_problem_is_a_warning_when_it_appears_or_changes_and_not_again() {
+        let stream = validate(&file_stream()).expect("valid");
+        let mut seen = observed(bound(), 0, 1);
+        let first = compute(&stream, &seen, None, &at(1));
+        assert_eq!(
+            reasons(&notices(None, &first)),
+            [(true, "IngestUnavailable")],
+            "a new stream: only Ready"
+        );
+        seen.ingest.problem = problem(
+            ProblemKind::NotReady,
+            "container ingest: running but not ready",
+        );
+        let starting = compute(&stream, &seen, Some(&first), &at(1));
+        assert_eq!(get(&starting, INGEST_AVAILABLE).reason, "PodNotReady");
+        assert_eq!(notices(Some(&first), &starting), [], "every pod starts so");
+
+        seen.ingest.problem = problem(
+            ProblemKind::ImageUnavailable,
+            "container ingest: ErrImageNeverPull: Container image \"x\" is not present with pull policy of Never",
+        );
+        let image = compute(&stream, &seen, Some(&first), &at(2));
+        let told = notices(Some(&first), &image);
+        assert_eq!(reasons(&told), [(true, "ImageUnavailable")]);
+        assert!(
+            told[0]
+                .note
+                .starts_with("IngestAvailable is False: 0/1 replicas")
+        );
+        assert!(
+            told[0].note.contains("ErrImageNeverPull"),
+            "{}",
+            told[0].note
+        );
+
+        // The same problem in a new pod (a rollout, a deleted pod): status changes, no Event.
+        if let Some(p) = seen.ingest.problem.as_mut() {
+            p.pod = "web-ingest-7c9d8f6b5-zzzzz".into();
+        }
+        let moved = compute(&stream, &seen, Some(&image), &at(3));
+        assert!(needs_write(Some(&image), &moved));
+        assert_eq!(notices(Some(&image), &moved), []);
+
+        seen.ingest.problem = problem(
+            ProblemKind::CrashLooping,
+            "container ingest: CrashLoopBackOff, last exit code 2 (Error): bad config",
+        );
+        let crashing = compute(&stream, &seen, Some(&moved), &at(4));
+        assert_eq!(
+            reasons(&notices(Some(&moved), &crashing)),
+            [(true, "PodCrashLooping")]
+        );
+        let again = compute(&stream, &seen, Some(&crashing), &at(5));
+        assert_eq!(notices(Some(&crashing), &again), [], "unchanged");
+
+        // Fixed: the usual Normal Events for what became True.
+        let fixed = compute(&stream, &observed(bound(), 1, 1), Some(&again), &at(6));
+        assert_eq!(
+            reasons(&notices(Some(&again), &fixed)),
+            [(false, "Ready"), (false, "ReplicasAvailable")]
+        );
+        // Back to no replicas without a pod problem: a plain flip, as before.
+        let down = compute(&stream, &observed(bound(), 0, 1), Some(&fixed), &at(7));
+        assert_eq!(
+            reasons(&notices(Some(&fixed), &down)),
+            [(true, "IngestUnavailable"), (true, "NoReplicasAvailable")]
+        );
     }
 }
