@@ -171,7 +171,7 @@ cargo-test:
 
 # Strimzi's Kafka, KafkaTopic, KafkaUser and KafkaNodePool CRDs, generated once from Strimzi's
 # published artifacts on Maven Central (io.strimzi:api and io.strimzi:crd-generator; Java 21+ and
-# Maven) and cached outside the repository (hack/strimzi-crds.sh: ~20-40 s cold, ~0.01 s warm).
+# Maven) and cached outside the repository (hack/strimzi-crds.sh: 30-60 s cold, <0.1 s warm).
 # A STRIMZI_CRDS_DIR in the environment (or on make's command line) is used instead. The
 # directory goes to $(STRIMZI_CRDS_DIR_FILE); `tools` and `envtest-up` run this first (a no-op
 # when warm), `cargo-test` exports what it wrote as STRIMZI_CRDS_DIR.

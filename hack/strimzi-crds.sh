@@ -38,11 +38,12 @@
 # Needs: mvn (Maven 3), a Java 21+, flock (util-linux). Progress goes to stderr; stdout carries
 # only results.
 #
-# Costs (measured on 2 cores shared with other builds): from an empty cache, Maven's repository
-# included, ~20 s wall (Maven resolving its dependency plugin and the two jars, ~22 MB of
-# downloads: crd-generator 18.5 MB, api 1.5 MB; the generator itself ~4 s); with the jars already
-# in Maven's repository ~10 s; warm (the CRDs already generated) ~0.01 s, no JVM. Cache: 420 KB
-# of CRDs, plus the jars in Maven's repository.
+# Costs (measured on 2 cores shared with other builds, load average ~8): from an empty cache,
+# Maven's repository included, 31 s wall (15 s of CPU; 40-60 s while a cargo build ran beside
+# it): Maven resolving its dependency plugin and the two jars, ~40 MB into Maven's repository
+# (crd-generator 18.5 MB, api 1.5 MB, the rest the plugin and its dependencies), then the
+# generator, 3.5 s alone, ~8 s under that load. With the jars already in Maven's repository 15 s.
+# Warm (the CRDs already generated): 0.02-0.05 s, no JVM, no Maven. Cache: 430 KB of CRDs.
 set -euo pipefail
 
 # ---- pinned versions ---------------------------------------------------------------------------
