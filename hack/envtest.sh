@@ -33,7 +33,8 @@
 #                               before kube-controller-manager, whose garbage collector otherwise
 #                               learns of a CRD created later only at its next rediscovery
 #                               (every 30 s): until then children of such custom resources are
-#                               not collected. Example: ENVTEST_CRDS=../shared/strimzi-1.2.0-crds
+#                               not collected. Example (Strimzi's, from hack/strimzi-crds.sh):
+#                               ENVTEST_CRDS=$HOME/.cache/metricstream/strimzi-crds-1.2.0
 #   ENVTEST_KCM_CONTROLLERS     kube-controller-manager --controllers (default: see KCM_CONTROLLERS)
 #   ENVTEST_APISERVER_HOST      an address of this machine that pods can reach (hack/cluster.sh:
 #                               its bridge's gateway). When set, kube-apiserver listens there (not

@@ -39,9 +39,10 @@
 # metadata, spec, status), as kubeconform's script does by default; below it they are strict.
 #
 # Environment:
-#   STRIMZI_CRDS_DIR  Strimzi's CRDs (*.yaml); when unset or empty, ../shared/strimzi-1.2.0-crds
-#                     beside the repository if it exists, else none (Strimzi kinds then have no
-#                     schema and kubeconform reports them). Never copy them into the repository.
+#   STRIMZI_CRDS_DIR  Strimzi's CRDs (*.yaml); when unset or empty, the ones hack/strimzi-crds.sh
+#                     generates (and caches) from Strimzi's artifacts on Maven Central; if that
+#                     fails, none (Strimzi kinds then have no schema and kubeconform reports
+#                     them). Never copy them into the repository.
 #   PYTHON            the Python 3 that makes the venv (default python3)
 #   XDG_CACHE_HOME    the tools go to ${XDG_CACHE_HOME:-$HOME/.cache}/metricstream/<tool>-<version>,
 #                     Go's module and build caches to .../metricstream/go (shared with
@@ -327,8 +328,13 @@ strimzi_dir() {
   if [[ -n ${STRIMZI_CRDS_DIR:-} ]]; then
     [[ -d $STRIMZI_CRDS_DIR ]] || die "STRIMZI_CRDS_DIR=$STRIMZI_CRDS_DIR is not a directory"
     (cd "$STRIMZI_CRDS_DIR" && pwd)
-  elif [[ -d $REPO_DIR/../shared/strimzi-1.2.0-crds ]]; then
-    (cd "$REPO_DIR/../shared/strimzi-1.2.0-crds" && pwd)
+  else
+    local out
+    if out=$(bash "$HACK_DIR/strimzi-crds.sh" generate); then
+      sed -n 's/^STRIMZI_CRDS_DIR=//p' <<<"$out" | tail -n 1
+    else
+      log "  warning: hack/strimzi-crds.sh failed (above)"
+    fi
   fi
 }
 
@@ -368,7 +374,7 @@ generate_crd_schemas() {
     log "  Strimzi's CRDs from $strimzi"
     convert_crds "Strimzi" "$tmp" "${files[@]}"
   else
-    log "  warning: no Strimzi CRDs (STRIMZI_CRDS_DIR unset and no ../shared/strimzi-1.2.0-crds):" \
+    log "  warning: no Strimzi CRDs (STRIMZI_CRDS_DIR unset and hack/strimzi-crds.sh failed):" \
       "Kafka, KafkaNodePool, KafkaTopic... have no schema"
   fi
 

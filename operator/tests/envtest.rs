@@ -17,8 +17,9 @@
 //!
 //! Every test's name starts with `envtest_` (so `--skip envtest_` leaves them out).
 //!
-//! Strimzi's KafkaTopic CRD comes from `STRIMZI_CRDS_DIR`, or `../shared/strimzi-1.2.0-crds`
-//! relative to the repository root when that exists (never copied into the repository).
+//! Strimzi's KafkaTopic and KafkaUser CRDs come from `STRIMZI_CRDS_DIR`: the directory
+//! `hack/strimzi-crds.sh` generates from Strimzi's artifacts on Maven Central (`make test` sets
+//! it; never copied into the repository).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -77,20 +78,11 @@ fn strimzi_crds_dir() -> Option<PathBuf> {
         eprintln!("Strimzi CRDs: {} (from STRIMZI_CRDS_DIR)", dir.display());
         return Some(dir);
     }
-    let default = repo_root().join("../shared/strimzi-1.2.0-crds");
-    if default.join("043-Crd-kafkatopic.yaml").is_file() {
-        eprintln!(
-            "Strimzi CRDs: {} (the default, ../shared/strimzi-1.2.0-crds)",
-            default.display()
-        );
-        Some(default)
-    } else {
-        eprintln!(
-            "Strimzi CRDs: none (STRIMZI_CRDS_DIR unset and {} missing)",
-            default.display()
-        );
-        None
-    }
+    eprintln!(
+        "Strimzi CRDs: none (STRIMZI_CRDS_DIR unset: run `hack/strimzi-crds.sh` and export the \
+         STRIMZI_CRDS_DIR=<dir> it prints; make test does this)"
+    );
+    None
 }
 
 async fn client() -> Client {
@@ -141,8 +133,8 @@ async fn install_crds(client: &Client, need_strimzi: bool) {
             install_crd(client, &dir.join("044-Crd-kafkauser.yaml")).await;
         }
         None if need_strimzi => panic!(
-            "this test needs Strimzi's KafkaTopic CRD: set STRIMZI_CRDS_DIR to a directory \
-             holding Strimzi 1.2.0's CRDs (043-Crd-kafkatopic.yaml)"
+            "this test needs Strimzi's KafkaTopic CRD: set STRIMZI_CRDS_DIR to the directory \
+             `hack/strimzi-crds.sh` prints (Strimzi 1.2.0's CRDs, 043-Crd-kafkatopic.yaml)"
         ),
         None => {}
     }
