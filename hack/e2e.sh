@@ -96,10 +96,10 @@ local_setup() {
     out=$(bash "$repo/hack/cluster.sh" up) || fail "hack/cluster.sh up failed"
   fi
   local gateway containerd kubeconfig bin
-  gateway=$(sed -n 's/^CLUSTER_GATEWAY=//p' <<<"$out")
-  containerd=$(sed -n 's/^CONTAINERD_ADDRESS=//p' <<<"$out")
-  kubeconfig=$(sed -n 's/^KUBECONFIG=//p' <<<"$out")
-  bin=$(sed -n 's/^K8S_BIN=//p' <<<"$out")
+  gateway=$(sed -n 's/^CLUSTER_GATEWAY=//p' <<<"$out" | tail -n 1)
+  containerd=$(sed -n 's/^CONTAINERD_ADDRESS=//p' <<<"$out" | tail -n 1)
+  kubeconfig=$(sed -n 's/^KUBECONFIG=//p' <<<"$out" | tail -n 1)
+  bin=$(sed -n 's/^K8S_BIN=//p' <<<"$out" | tail -n 1)
   [[ -n $gateway && -n $kubeconfig && -n $bin ]] || fail "hack/cluster.sh printed no KUBECONFIG/K8S_BIN/CLUSTER_GATEWAY"
   KUBECTL=${KUBECTL:-$bin/kubectl}
   kube_args=(--kubeconfig "$kubeconfig")
