@@ -10,6 +10,7 @@ pub mod apply;
 pub mod build;
 pub mod skip;
 pub mod status;
+pub mod termination;
 pub mod validate;
 
 #[cfg(test)]
