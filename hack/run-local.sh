@@ -119,6 +119,7 @@ NO_COLOR=1 "$BIN_DIR/metricstream-ingest" \
     --data-dir "$QUEUE_DIR" \
     --listen "127.0.0.1:$INGEST_PORT" \
     --admin-listen "127.0.0.1:$INGEST_ADMIN_PORT" \
+    --shutdown-delay 0 \
     >"$LOG_DIR/ingest.log" 2>&1 &
 ingest_pid=$!
 

@@ -50,8 +50,17 @@ pub struct Args {
     #[command(flatten)]
     pub kafka_producer: KafkaProducerArgs,
 
-    /// Seconds to drain in-flight requests and close the queue after SIGTERM/SIGINT, in total;
-    /// the last tenth is kept for closing the queue (suffixes s, m, h, d accepted).
+    /// Seconds to keep serving after SIGTERM/SIGINT while /readyz answers 503, so that load
+    /// balancers (Service endpoints, kube-proxy) stop sending new connections here before the
+    /// listener closes; responses meanwhile carry `Connection: close` so kept-alive clients
+    /// reconnect elsewhere. A second signal ends the delay early; 0 drains at once. The 5 s
+    /// default covers endpoint propagation in a typical cluster (suffixes s, m, h, d accepted).
+    #[arg(long, env = "METRICSTREAM_SHUTDOWN_DELAY", default_value = "5",
+          value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Seconds to drain in-flight requests and close the queue once --shutdown-delay is over, in
+    /// total; the last tenth is kept for closing the queue (suffixes s, m, h, d accepted).
     #[arg(long, env = "METRICSTREAM_SHUTDOWN_TIMEOUT", default_value = "30",
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -403,6 +412,7 @@ mod tests {
         assert_eq!(limits.max_tags, 64);
         assert_eq!(limits.max_tag_bytes, 256);
         assert_eq!(args.rate_limit.rate_limit(), None);
+        assert_eq!(args.shutdown_delay, Duration::from_secs(5));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(args.common.partitions, 4);
     }

@@ -3,8 +3,11 @@
 //!
 //! Startup binds the API port first (a taken port fails before any disk work), then starts the
 //! admin listener (so `/healthz` answers while a large queue recovers; `/readyz` says not yet),
-//! then opens the queue, then serves. Shutdown stops accepting, drains in-flight requests,
-//! closes the queue, and stops the admin listener last — all within `--shutdown-timeout`.
+//! then opens the queue, then serves. Shutdown has two steps. The first signal makes `/readyz`
+//! answer 503 while the API keeps serving for `--shutdown-delay`, so load balancers stop sending
+//! here before anything is refused (a second signal cuts the delay short). Then it stops
+//! accepting, drains in-flight requests, closes the queue, and stops the admin listener last —
+//! all within `--shutdown-timeout`.
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -54,14 +57,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => (None, None),
     };
 
-    // Cancelled on the first SIGTERM/SIGINT. Installed before anything slow so a signal during
-    // startup is a clean exit rather than the default kill.
+    // `shutdown` is cancelled on the first SIGTERM/SIGINT, `skip_delay` on the second. Installed
+    // before anything slow so a signal during startup is a clean exit rather than the default
+    // kill.
     let shutdown = CancellationToken::new();
+    let skip_delay = CancellationToken::new();
     tokio::spawn({
-        let shutdown = shutdown.clone();
+        let (shutdown, skip_delay) = (shutdown.clone(), skip_delay.clone());
+        let mut signals = metricstream_service::ShutdownSignals::install();
         async move {
-            metricstream_service::shutdown_signal().await;
+            signals.next().await;
             shutdown.cancel();
+            signals.next().await;
+            skip_delay.cancel();
         }
     });
 
@@ -183,15 +191,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         tls: tls_config.map(tokio_rustls::TlsAcceptor::from),
         metrics: ingest_metrics,
+        close_after_response: shutdown.clone(),
     };
+    let stop_accepting = CancellationToken::new();
     let server = tokio::spawn(metricstream_ingest::server::serve(
         listener,
         metricstream_ingest::http::router(state),
         settings,
-        shutdown.clone(),
+        stop_accepting.clone(),
     ));
 
-    let served = wait_then_drain(server, &shutdown, args.shutdown_timeout, producer).await;
+    let phases = ShutdownPhases {
+        requested: shutdown,
+        skip_delay,
+        stop_accepting,
+        delay: args.shutdown_delay,
+        timeout: args.shutdown_timeout,
+    };
+    let served = wait_then_drain(server, &phases, producer).await;
 
     admin_shutdown.cancel();
     // The admin listener has only quick endpoints; a stuck scrape must not hold the exit.
@@ -206,19 +223,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves until the shutdown signal, then drains in-flight requests and closes the queue, all
-/// within `timeout` of the signal.
+/// The steps of a shutdown and their budgets.
+struct ShutdownPhases {
+    /// The first signal: not ready from here on, but still serving.
+    requested: CancellationToken,
+    /// A second signal: end the delay now.
+    skip_delay: CancellationToken,
+    /// Cancelled here at the end of the delay: the server stops accepting and drains.
+    stop_accepting: CancellationToken,
+    delay: Duration,
+    timeout: Duration,
+}
+
+/// Serves until the shutdown signal, keeps serving (not ready) for the delay, then drains
+/// in-flight requests and closes the queue, all within the timeout of the delay's end.
 async fn wait_then_drain(
     mut server: tokio::task::JoinHandle<std::io::Result<()>>,
-    shutdown: &CancellationToken,
-    timeout: Duration,
+    phases: &ShutdownPhases,
     producer: Arc<dyn QueueProducer>,
 ) -> anyhow::Result<()> {
-    // The server returns only after the shutdown signal, or on a failure of its own.
-    let early_exit = tokio::select! {
+    // The server returns only once told to stop accepting, or on a failure of its own.
+    let mut early_exit = tokio::select! {
         served = &mut server => Some(served),
-        () = shutdown.cancelled() => None,
+        () = phases.requested.cancelled() => None,
     };
+    if early_exit.is_none() && !phases.delay.is_zero() {
+        tracing::info!(
+            delay = ?phases.delay,
+            "not ready; still serving for --shutdown-delay so that load balancers stop sending \
+             requests here first (a second signal skips the rest)"
+        );
+        early_exit = tokio::select! {
+            served = &mut server => Some(served),
+            () = tokio::time::sleep(phases.delay) => None,
+            () = phases.skip_delay.cancelled() => {
+                tracing::info!("second signal; skipping the rest of the shutdown delay");
+                None
+            }
+        };
+    }
+    phases.stop_accepting.cancel();
+    let timeout = phases.timeout;
     let deadline = Instant::now() + timeout;
     // Requests that outlive the drain are abandoned, but the queue still gets the last tenth of
     // the budget to flush what reached it; an exhausted budget would cut that short too.

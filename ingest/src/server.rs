@@ -1,6 +1,8 @@
 //! The ingest API's accept loop: plain TCP or TLS, HTTP/1.1 through hyper, with the deadlines
 //! that keep a slow or silent client from holding a connection, and a graceful shutdown that
-//! stops accepting, lets requests in progress finish and closes idle connections.
+//! stops accepting, lets requests in progress finish and closes idle connections. Between the
+//! shutdown signal and that graceful shutdown (`--shutdown-delay`), responses carry
+//! `Connection: close` so that kept-alive clients move to another replica on their own.
 //!
 //! hyper 1.x offers `header_read_timeout`, but its timer starts whenever the connection waits
 //! for a request head, idle time between kept-alive requests included, so it cannot give idle
@@ -23,6 +25,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -49,6 +53,10 @@ pub struct ServeSettings {
     /// `None`: plain HTTP.
     pub tls: Option<TlsAcceptor>,
     pub metrics: IngestMetrics,
+    /// Once cancelled (the shutdown signal, ahead of `shutdown`), every response carries
+    /// `Connection: close`: a kept-alive client then reconnects through the load balancer, which
+    /// no longer picks this process, instead of reusing a connection that is about to close.
+    pub close_after_response: CancellationToken,
 }
 
 /// Accepts connections on `listener` and serves `router` on each until `shutdown`; then stops
@@ -139,11 +147,21 @@ where
     });
     let service = {
         let phase = phase.clone();
+        let close_after_response = settings.close_after_response.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let in_progress = RequestInProgress::begin(phase.clone());
             let router = router.clone();
+            let close_after_response = close_after_response.clone();
             async move {
-                let response = router.oneshot(request.map(Body::new)).await;
+                let mut response = router.oneshot(request.map(Body::new)).await;
+                // hyper closes the connection after a response that says so.
+                if close_after_response.is_cancelled()
+                    && let Ok(response) = &mut response
+                {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 drop(in_progress);
                 response
             }

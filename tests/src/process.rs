@@ -184,10 +184,14 @@ pub struct ServiceSpec {
 impl ServiceSpec {
     /// An ingest on the file backend in `dir`'s data directory, 4 partitions, open mode, on free
     /// loopback ports. `label` names its log files and must be unique within the test.
+    ///
+    /// It drains at once on SIGTERM (`--shutdown-delay 0`): no load balancer needs time to stop
+    /// sending here, and most tests stop many ingests. `tests/termination.rs` sets a delay.
     pub fn ingest(dir: &TestDir, label: &str) -> Self {
         let listen = free_loopback_addr();
-        let mut spec =
-            Self::common(Binary::Ingest, dir, label).env("METRICSTREAM_LISTEN", listen.to_string());
+        let mut spec = Self::common(Binary::Ingest, dir, label)
+            .env("METRICSTREAM_LISTEN", listen.to_string())
+            .env("METRICSTREAM_SHUTDOWN_DELAY", "0");
         spec.listen = Some(listen);
         spec
     }
@@ -427,6 +431,11 @@ impl Service {
             self.label,
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn send_sigterm(&self) {
+        self.signal(libc::SIGTERM);
     }
 
     /// Sends SIGTERM and asserts that the process exits with status 0 within [`STOP_TIMEOUT`].

@@ -54,6 +54,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
+use super::termination;
 use super::validate::{
     CaSource, KafkaSecurityPlan, KafkaTopicPlan, PasswordSource, TopicMode, ValidatedBackend,
     ValidatedStream,
@@ -300,6 +301,11 @@ pub fn render_config(stream: &ValidatedStream) -> BTreeMap<String, String> {
     set("METRICSTREAM_LOG_FORMAT", "json".into());
     set("METRICSTREAM_LISTEN", format!("0.0.0.0:{INGEST_PORT}"));
     set("METRICSTREAM_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}"));
+    // Read by the ingest only (the consumer has no such flag).
+    set(
+        "METRICSTREAM_SHUTDOWN_DELAY",
+        termination::INGEST_SHUTDOWN_DELAY_SECONDS.to_string(),
+    );
     if stream.ingest.tls_secret.is_some() {
         set(
             "METRICSTREAM_TLS_CERT_FILE",
@@ -751,8 +757,11 @@ fn workload(
             ..Default::default()
         }]),
         ports: Some(ports),
-        readiness_probe: Some(probe("/readyz", 5, 3)),
+        // Not ready within 4 s of a failing queue. (A deleted pod leaves the Service's
+        // endpoints at once, whatever the probe says; see `termination`.)
+        readiness_probe: Some(probe("/readyz", 2, 2)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
+        lifecycle: (role == Role::Ingest).then(termination::ingest_lifecycle),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), quantity(&defaults.workload_cpu_request)),
@@ -819,8 +828,9 @@ fn workload(
                         seccomp_profile: Some(runtime_default_seccomp()),
                         ..Default::default()
                     }),
-                    // The services drain for up to 30 s on SIGTERM.
-                    termination_grace_period_seconds: Some(45),
+                    termination_grace_period_seconds: Some(
+                        termination::TERMINATION_GRACE_PERIOD_SECONDS,
+                    ),
                     automount_service_account_token: Some(false),
                     volumes: Some(volumes),
                     ..Default::default()
@@ -1441,6 +1451,44 @@ mod tests {
                 Some("ghcr.io/metricstream/metricstream:0.1.0")
             );
         }
+    }
+
+    #[test]
+    fn the_ingest_sleeps_before_sigterm_and_every_stop_fits_the_grace_period() {
+        /// The binaries' --shutdown-timeout default, and a margin for the exit itself.
+        const DRAIN: i64 = 30;
+        const EXIT: i64 = 5;
+        let desired = built(&file_stream());
+        let delay: i64 =
+            desired.config_map.data.as_ref().expect("data")["METRICSTREAM_SHUTDOWN_DELAY"]
+                .parse()
+                .expect("whole seconds");
+        assert!(
+            delay > 0,
+            "the ingest goes not-ready before it stops serving"
+        );
+
+        let ingest = pod_spec(deployment(&desired, "web-ingest"));
+        let container = &ingest.containers[0];
+        let pre_stop_sleep = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .map(|s| s.seconds)
+            .expect("a preStop sleep (the image has no shell)");
+        assert!(pre_stop_sleep >= 3, "kube-proxy needs seconds, not less");
+        let grace = ingest.termination_grace_period_seconds.expect("grace");
+        assert!(grace >= pre_stop_sleep + delay + DRAIN + EXIT, "{grace}");
+        let readiness = container.readiness_probe.as_ref().expect("readiness");
+        let not_ready_within = readiness.period_seconds.expect("period")
+            * readiness.failure_threshold.expect("threshold");
+        assert!(not_ready_within <= 6, "{not_ready_within} s");
+
+        let consumer = pod_spec(deployment(&desired, "web-consumer"));
+        assert_eq!(consumer.containers[0].lifecycle, None, "no Service uses it");
+        let grace = consumer.termination_grace_period_seconds.expect("grace");
+        assert!(grace >= DRAIN + EXIT, "{grace}");
     }
 
     #[test]

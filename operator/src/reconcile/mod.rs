@@ -12,6 +12,7 @@ pub mod build;
 pub mod diagnose;
 pub mod skip;
 pub mod status;
+pub mod termination;
 pub mod validate;
 
 #[cfg(test)]
