@@ -395,7 +395,7 @@ step_disruptions() {
   ((changes_done < load_seconds)) ||
     fail "the changes took ${changes_done}s, longer than the load (${load_seconds}s): raise E2E_LOAD_SECONDS"
   for stream in "${streams[@]}"; do
-    note "  $stream second load: $(grep -v '^\.\.\. ' "$work/$stream.second.send.txt" | tr '\n' ' ' | sed 's/  */ /g')"
+    note "  $stream second load: $(grep -v '^ *\.\.\. ' "$work/$stream.second.send.txt" | tr '\n' ' ' | sed 's/  */ /g')"
   done
   ((failed == 0)) || fail "requests were refused or timed out during the changes (see $work/*.second.send.txt)"
   for stream in "${streams[@]}"; do verify_sink "$stream" "$work/$stream.second.expected.json" second; done
