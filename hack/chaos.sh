@@ -266,7 +266,7 @@ run_backend() {
     fi
 
     supervise_service ingest "$((CHAOS_SEED + 1))" "$BIN_DIR/metricstream-ingest" "${common[@]}" \
-        --listen "127.0.0.1:$INGEST_PORT" --admin-listen "127.0.0.1:$INGEST_ADMIN_PORT" \
+        --listen "127.0.0.1:$INGEST_PORT" --admin-listen "127.0.0.1:$INGEST_ADMIN_PORT" --shutdown-delay 0 \
         2>>"$RUN_DIR/logs/supervisors.log" &
     SUPERVISORS+=($!)
     supervise_service consumer "$((CHAOS_SEED + 2))" "$BIN_DIR/metricstream-consumer" "${common[@]}" \

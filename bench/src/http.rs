@@ -446,9 +446,11 @@ impl Suite {
             }
             Target::NoopHttp => bail!("noop-http is not an ingest target"),
         }
+        // No load balancer to wait for: stop at once (the default delay is for clusters).
         let env = [
             ("RUST_LOG", OsString::from("info")),
             ("NO_COLOR", OsString::from("1")),
+            ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
         ];
 
         let listen = free_loopback_addr()?;
