@@ -52,6 +52,8 @@
 # `up` with binaries cached ~25 s cold (packages installed), ~1 s when already up; `down` ~10 s.
 # ~800 MB RSS with a handful of pods.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
@@ -101,21 +103,6 @@ CLUSTER_KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,deploy
 PACKAGES=(containerd runc containernetworking-plugins iptables conntrack iproute2 openssl gcc)
 CNI_BIN_DIR=/usr/lib/cni
 NODE_COMPONENTS=(containerd kubelet kube-scheduler kube-proxy)
-
-log() { printf 'cluster.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-now_ms() {
-  local t
-  t=$(date +%s%N)
-  echo $((t / 1000000))
-}
-since() {
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
-}
 
 # The control plane's environment for hack/envtest.sh.
 envtest() {
@@ -714,11 +701,6 @@ cmd_status() {
   fi
   ((rc == 0)) || return "$rc"
   print_env
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit "${1:-2}"
 }
 
 main() {

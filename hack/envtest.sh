@@ -55,6 +55,8 @@
 # already running <1 s; `down` ~1.5 s; ~480 MB RSS while running (apiserver ~340, kcm ~90,
 # etcd ~45).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 # Kubernetes 1.34.4 pins etcd's client at 3.6.4 (its go.mod): the etcd server is that same
@@ -106,23 +108,6 @@ APISERVER_HOST=${ENVTEST_APISERVER_HOST:-$HOST}
 READY_TIMEOUT=${ENVTEST_READY_TIMEOUT:-120}
 STOP_TIMEOUT=${ENVTEST_STOP_TIMEOUT:-15}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
-
-log() { printf 'envtest.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-now_ms() {
-  local t
-  t=$(date +%s%N)
-  echo $((t / 1000000))
-}
-# Seconds since a now_ms reading, with one decimal.
-since() {
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
-}
 
 # ---- building the binaries ---------------------------------------------------------------------
 
@@ -774,11 +759,6 @@ cmd_kubectl() {
   [[ -x $BIN_DIR/kubectl ]] || die "no kubectl in $BIN_DIR yet: run hack/envtest.sh up (or build)"
   [[ -f $KUBECONFIG_FILE ]] || die "no control plane in $STATE_DIR: run hack/envtest.sh up"
   exec "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" "$@"
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit "${1:-2}"
 }
 
 main() {

@@ -64,6 +64,8 @@
 # for the runtime image, ~1 s for the others. Disk: the archives under target/image (the
 # build contexts are deleted after a build).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # ---- pins and names ----------------------------------------------------------------------------
 K8S_VERSION=1.34.4
@@ -91,12 +93,6 @@ OUT_DIR=${METRICSTREAM_IMAGE_DIR:-$REPO_DIR/target/image}
 CACHE_ROOT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/metricstream
 GOMODCACHE=${GOMODCACHE:-$CACHE_ROOT/go/mod}
 CONTAINERD_ADDRESS=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
-
-log() { printf 'image.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-now_ms() { local t; t=$(date +%s%N); echo $((t / 1000000)); }
-since() { local ms=$(($(now_ms) - $1)); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 # Install Debian packages that are missing (dpkg -s), non-interactively.
 need_packages() {
@@ -596,11 +592,6 @@ cmd_check() {
   fi
   ((FAILURES == 0)) || die "$FAILURES disagreement(s) between the Dockerfile and the local recipe"
   echo "CHECK=ok"
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "$SCRIPT" | sed '$d' | sed 's/^# \{0,1\}//' >&2
-  exit 2
 }
 
 main() {

@@ -43,6 +43,8 @@
 # grant with `tool acls --bootstrap-server <KAFKA_BOOTSTRAP> --add ...`). PLAINTEXT connections
 # are User:ANONYMOUS, a super user, so nothing changes for them.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 KAFKA_VERSION=4.4.0
@@ -81,13 +83,6 @@ SECURE_PORT=${KAFKA_SECURE_PORT:-$((PORT + 2))}
 READY_TIMEOUT=${KAFKA_READY_TIMEOUT:-90}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-20}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
-
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-now_ms() { local t; t=$(date +%s%N); echo $((t / 1000000)); }
-# Seconds since a now_ms reading, with one decimal.
-since() { local ms=$(($(now_ms) - $1)); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 # ---- jars --------------------------------------------------------------------------------------
 
@@ -538,11 +533,6 @@ cmd_signal() {
   pid=$(broker_pid) || die "no broker running from $STATE_DIR"
   kill -"$sig" "$pid"
   log "sent SIG$sig to the broker (pid $pid)"
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit "${1:-2}"
 }
 
 main() {

@@ -45,6 +45,8 @@
 # generator, 3.5 s alone, ~8 s under that load. With the jars already in Maven's repository 15 s.
 # Warm (the CRDs already generated): 0.02-0.05 s, no JVM, no Maven. Cache: 430 KB of CRDs.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 STRIMZI_VERSION=1.2.0
@@ -77,23 +79,6 @@ SUPPORT_DIR=$HACK_DIR/strimzi-crds
 CACHE_ROOT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/metricstream
 CACHE_DIR=$CACHE_ROOT/strimzi-crds-$STRIMZI_VERSION
 M2_REPO=$CACHE_ROOT/maven-repo
-
-log() { printf 'strimzi-crds.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-now_ms() {
-  local t
-  t=$(date +%s%N)
-  echo $((t / 1000000))
-}
-# Seconds since a now_ms reading, with one decimal.
-since() {
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
-}
 
 # ---- the cache ---------------------------------------------------------------------------------
 
@@ -234,11 +219,6 @@ ensure_crds() {
 }
 
 # ---- commands ----------------------------------------------------------------------------------
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit "${1:-2}"
-}
 
 main() {
   case ${1:-generate} in

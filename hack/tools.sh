@@ -59,6 +59,8 @@
 # kubeconform 9), plus Go's caches (~0.8 GB of modules, ~0.8 GB of build cache; shared with
 # hack/envtest.sh, and may be deleted once built).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 HELM_VERSION=3.22.0
@@ -104,23 +106,6 @@ CRD_SCHEMA_DIR=$REPO_DIR/target/kubeconform-schemas/crds
 K8S_SCHEMA_SUBDIR=v$K8S_VERSION-standalone-strict
 
 PYTHON=${PYTHON:-python3}
-
-log() { printf 'tools.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-now_ms() {
-  local t
-  t=$(date +%s%N)
-  echo $((t / 1000000))
-}
-# Seconds since a now_ms reading, with one decimal.
-since() {
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
-}
 
 # The Go environment of every go command here: the module and build caches hack/envtest.sh uses
 # (so k8s.io/kubernetes is downloaded once), static binaries, no workspace.
@@ -526,11 +511,6 @@ cmd_versions() {
   echo "CONTROLLER_TOOLS_VERSION=v$CONTROLLER_TOOLS_VERSION"
   echo "PROMETHEUS_OPERATOR_VERSION=v$PROMETHEUS_OPERATOR_VERSION"
   echo "PY_PACKAGES=${PY_PACKAGES[*]}"
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit "${1:-2}"
 }
 
 main() {
