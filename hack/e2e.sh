@@ -77,8 +77,20 @@ declare -A stream_url=()
 say() { printf '\n==> [%s] %s\n' "$(date -u +%T)" "$*"; }
 fail() {
   printf 'e2e: FAILED: %s\n' "$*" >&2
-  [[ -z $work ]] || printf 'e2e: FAILED: %s\n' "$*" >>"$summary"
+  if [[ -n $summary ]]; then
+    printf 'e2e: FAILED: %s\n' "$*" >>"$summary"
+    dump_state >"$work/state-at-failure.txt" 2>&1 || true
+    echo "e2e: pods, events and the operator's log at the failure: $work/state-at-failure.txt" >&2
+  fi
   exit 1
+}
+
+# What a failure report needs: every pod, the streams, recent events, the operator's log.
+dump_state() {
+  kube get pods -A -o wide
+  kube -n "$streams_namespace" get metricstreams -o yaml
+  kube get events -A --sort-by=.lastTimestamp | tail -n 60
+  kube -n "$operator_namespace" logs deployment/"$release" --tail=200
 }
 note() { printf '%s\n' "$*" | tee -a "$summary"; }
 
