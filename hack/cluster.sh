@@ -629,9 +629,10 @@ delete_pods() {
   envtest status >/dev/null 2>&1 || return 0
   log "deleting every pod (the kubelet tears the sandboxes down)"
   kubectl delete pods --all-namespaces --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
-  local deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + 60)) running_tasks
   while ((SECONDS < deadline)); do
-    [[ -z $(ctr_ tasks ls -q 2>/dev/null) ]] && return 0
+    running_tasks=$(ctr_ tasks ls 2>/dev/null | awk '$3 == "RUNNING"' | wc -l)
+    ((running_tasks == 0)) && return 0
     sleep 0.5
   done
   log "  containers still running after 60 s; they are killed with containerd"
@@ -662,10 +663,11 @@ cmd_down() {
   t0=$(now_ms)
   lock_state
   BIN_DIR=$(cat "$STATE_DIR/k8s-bin" 2>/dev/null) || true
+  # The scheduler first: the pods that controllers make in place of the deleted ones stay Pending.
+  stop_component kube-scheduler
   delete_pods
   stop_component kube-proxy
   if [[ -x $BIN_DIR/kube-proxy ]]; then "$BIN_DIR/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-  stop_component kube-scheduler
   stop_component kubelet 20
   if component_pid containerd >/dev/null; then
     local id
