@@ -57,6 +57,9 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Where cargo puts the binaries (CARGO_TARGET_DIR, if set, is relative to the repository here).
+cargo_target=${CARGO_TARGET_DIR:-target}
+[[ $cargo_target == /* ]] || cargo_target=$repo/$cargo_target
 profile=${1:-}
 clients=${E2E_CLIENTS:-20}
 requests=${E2E_REQUESTS:-50}
@@ -128,9 +131,9 @@ local_setup() {
   cargo build --release --manifest-path "$repo/Cargo.toml" -p metricstream-operator -p metricstream-ingest \
     -p metricstream-consumer -p metricstream-tests --bin metricstream-operator --bin metricstream-ingest \
     --bin metricstream-consumer --bin metricstream-load
-  load="$repo/target/release/metricstream-load"
+  load="$cargo_target/release/metricstream-load"
   local image_out tools_out
-  image_out=$(bash "$repo/hack/image.sh" build --binaries "$repo/target/release") || fail "hack/image.sh build failed"
+  image_out=$(bash "$repo/hack/image.sh" build --binaries "$cargo_target/release") || fail "hack/image.sh build failed"
   tools_out=$(bash "$repo/hack/image.sh" tools) || fail "hack/image.sh tools failed"
   image=$(sed -n 's/^IMAGE=//p' <<<"$image_out" | tail -n 1)
   tools_image=$(sed -n 's/^TOOLS_IMAGE=//p' <<<"$tools_out" | tail -n 1)
@@ -211,7 +214,7 @@ kind_setup() {
   docker build -t "$image" "$repo"
   kind load docker-image "$image" --name "$cluster"
   cargo build --release --manifest-path "$repo/Cargo.toml" -p metricstream-tests --bin metricstream-load
-  load="$repo/target/release/metricstream-load"
+  load="$cargo_target/release/metricstream-load"
   stream_url=([web-kafka]=http://127.0.0.1:30080 [web-file]=http://127.0.0.1:30081)
   helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never)
   reader_image=docker.io/library/busybox:1.37

@@ -10,8 +10,9 @@
 #                     Debian host (the libraries `ldd` names for the binaries and the dynamic
 #                     loader, CA certificates, passwd/group/nsswitch with uid/gid 65532 "nonroot",
 #                     an empty /tmp, no shell) and `COPY --from=build /out/ DEST` by the binaries
-#                     of DIR (default <repo>/target/release: `cargo build --release -p
-#                     metricstream-operator -p metricstream-ingest -p metricstream-consumer`).
+#                     of DIR (default <CARGO_TARGET_DIR or <repo>/target>/release: `cargo build
+#                     --release -p metricstream-operator -p metricstream-ingest -p
+#                     metricstream-consumer`).
 #                     Every other line of that stage (LABEL, USER, EXPOSE, ENTRYPOINT, CMD) is
 #                     taken from the Dockerfile as it is, so the two cannot drift. Prints
 #                     IMAGE=<name> (default localhost/metricstream:e2e) and IMAGE_ARCHIVE=<path>.
@@ -90,6 +91,10 @@ REPO_DIR=$(dirname "$HACK_DIR")
 SCRIPT=$HACK_DIR/$(basename "${BASH_SOURCE[0]}")
 DOCKERFILE=$REPO_DIR/Dockerfile
 OUT_DIR=${METRICSTREAM_IMAGE_DIR:-$REPO_DIR/target/image}
+# cargo's release output: CARGO_TARGET_DIR (relative to the repository) or <repo>/target.
+RELEASE_DIR=${CARGO_TARGET_DIR:-target}
+[[ $RELEASE_DIR == /* ]] || RELEASE_DIR=$REPO_DIR/$RELEASE_DIR
+RELEASE_DIR=$RELEASE_DIR/release
 CACHE_ROOT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/metricstream
 GOMODCACHE=${GOMODCACHE:-$CACHE_ROOT/go/mod}
 CONTAINERD_ADDRESS=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
@@ -322,7 +327,7 @@ fresh() {
 # ---- commands ----------------------------------------------------------------------------------
 
 cmd_context() {
-  local bin_src=$REPO_DIR/target/release
+  local bin_src=$RELEASE_DIR
   while (($#)); do
     case $1 in
       --binaries) bin_src=${2:?--binaries needs a directory}; shift 2 ;;
@@ -337,7 +342,7 @@ cmd_context() {
 }
 
 cmd_build() {
-  local bin_src=$REPO_DIR/target/release name=$DEFAULT_IMAGE
+  local bin_src=$RELEASE_DIR name=$DEFAULT_IMAGE
   while (($#)); do
     case $1 in
       --binaries) bin_src=${2:?--binaries needs a directory}; shift 2 ;;
