@@ -247,6 +247,12 @@ wait_ready() { # stream...
   done
 }
 
+# The names of a stream's pods of a component that are not being deleted.
+live_pods() { # stream component
+  kube -n "$streams_namespace" get pods -l "metricstream.dev/stream=$1,app.kubernetes.io/component=$2" \
+    -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}} {{end}}{{end}}'
+}
+
 patch_stream() { # stream json-merge-patch
   kube -n "$streams_namespace" patch metricstream "$1" --type merge -p "$2" >/dev/null
 }
@@ -399,8 +405,17 @@ step_disruptions() {
   for stream in "${streams[@]}"; do patch_stream "$stream" '{"spec":{"partitions":8}}'; done
   wait_rollout "${streams[@]}"
   echo "a config change that rolls the pods (ingest maxBodyBytes)"
+  local -A before=()
+  for stream in "${streams[@]}"; do before[$stream]=$(live_pods "$stream" ingest); done
   for stream in "${streams[@]}"; do patch_stream "$stream" '{"spec":{"ingest":{"maxBodyBytes":2097152}}}'; done
   wait_rollout "${streams[@]}"
+  for stream in "${streams[@]}"; do
+    local after old
+    after=" $(live_pods "$stream" ingest) "
+    for old in ${before[$stream]}; do
+      [[ $after != *" $old "* ]] || fail "the config change did not roll $stream's ingest pod $old"
+    done
+  done
   local changes_done=$((SECONDS - started))
   local failed=0 i=0
   for stream in "${streams[@]}"; do
