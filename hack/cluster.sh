@@ -165,24 +165,6 @@ component_pid() {
   echo "$pid"
 }
 
-# launch NAME BINARY ARGS...: detached (setsid), the pid file naming the exec'd binary.
-launch() {
-  local name=$1 pidf
-  shift
-  pidf=$(pid_file "$name")
-  rm -f "$pidf"
-  printf '\n===== %s: starting %s =====\n' "$(date -u +%FT%TZ)" "$name" >>"$LOG_DIR/$name.log"
-  # shellcheck disable=SC2016  # the inner script expands its own arguments
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' "$name" "$pidf" "$@" \
-    >>"$LOG_DIR/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do
-    [[ -s $pidf ]] && return 0
-    sleep 0.1
-  done
-  die "$name did not start"
-}
-
 # stop_pids TIMEOUT PID...: SIGTERM, then SIGKILL what is left after TIMEOUT seconds.
 stop_pids() {
   local timeout=$1 pid
@@ -501,7 +483,8 @@ start_node() {
     # Leftovers of a previous containerd (a SIGKILLed one) keep their shims: stop them first.
     mapfile -t shims < <(shim_pids)
     stop_pids 10 "${shims[@]}"
-    launch containerd containerd --config "$CONTAINERD_DIR/config.toml" --log-level warn
+    launch containerd "$(pid_file containerd)" "$LOG_DIR/containerd.log" \
+      containerd --config "$CONTAINERD_DIR/config.toml" --log-level warn
   fi
   wait_for "containerd ready" containerd_ready
   if ! ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE_VAR"; then
@@ -509,18 +492,21 @@ start_node() {
       die "could not import the pause image"
   fi
   if ! component_pid kubelet >/dev/null; then
-    launch kubelet "$BIN_DIR/kubelet" --config="$NODE_DIR/kubelet.yaml" \
+    launch kubelet "$(pid_file kubelet)" "$LOG_DIR/kubelet.log" \
+      "$BIN_DIR/kubelet" --config="$NODE_DIR/kubelet.yaml" \
       --kubeconfig="$NODE_DIR/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" \
       --cert-dir="$PKI_DIR/kubelet-serving" --node-ip="$GATEWAY" --hostname-override="$NODE_NAME" --v=1
   fi
   wait_for "kubelet healthy" http_ok 127.0.0.1 "$KUBELET_HEALTHZ_PORT" /healthz
   if ! component_pid kube-scheduler >/dev/null; then
-    launch kube-scheduler "$BIN_DIR/kube-scheduler" --config="$NODE_DIR/kube-scheduler.yaml" \
+    launch kube-scheduler "$(pid_file kube-scheduler)" "$LOG_DIR/kube-scheduler.log" \
+      "$BIN_DIR/kube-scheduler" --config="$NODE_DIR/kube-scheduler.yaml" \
       --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$PKI_DIR/scheduler-serving" \
       --authentication-skip-lookup=true
   fi
   if ! component_pid kube-proxy >/dev/null; then
-    launch kube-proxy "$BIN_DIR/kube-proxy" --config="$NODE_DIR/kube-proxy.yaml" --v=1
+    launch kube-proxy "$(pid_file kube-proxy)" "$LOG_DIR/kube-proxy.log" \
+      "$BIN_DIR/kube-proxy" --config="$NODE_DIR/kube-proxy.yaml" --v=1
   fi
   wait_for "kube-proxy healthy" http_ok 127.0.0.1 "$PROXY_HEALTHZ_PORT" /healthz
   # kube-proxy put its jumps at the top: ours go back in front.

@@ -517,10 +517,13 @@ EOF
 step_delete() {
   say "7. streams deleted (per their deletionPolicy), helm uninstall"
   local stream=web-file left
+  local selector="metricstream.dev/stream=$stream"
+  local kinds=deployments,services,configmaps,persistentvolumeclaims
+  [[ -n $(kube -n "$streams_namespace" get "$kinds" -l "$selector" -o name) ]] ||
+    fail "no children of $stream labelled $selector before its deletion: the check below would prove nothing"
   kube -n "$streams_namespace" delete metricstream "$stream" --wait=true --timeout="${timeout}s" >/dev/null
   local deadline=$((SECONDS + timeout))
-  while left=$(kube -n "$streams_namespace" get deployments,services,configmaps,persistentvolumeclaims \
-    -l "metricstream.dev/stream=$stream" -o name) && [[ -n $left ]]; do
+  while left=$(kube -n "$streams_namespace" get "$kinds" -l "$selector" -o name) && [[ -n $left ]]; do
     ((SECONDS < deadline)) || fail "children of the deleted $stream are still there: $left"
     sleep 1
   done

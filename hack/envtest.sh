@@ -334,27 +334,6 @@ stray_pids() {
   done
 }
 
-# Start $1 (the binary and flags follow) detached from this script: setsid, so it outlives the
-# caller's process group; the inner shell writes its own pid and execs, so the pid file names
-# the component. Fds 8 and 9 are our locks: a component inheriting them would hold them.
-launch() {
-  local name=$1
-  shift
-  local pidf
-  pidf=$(pid_file "$name")
-  rm -f "$pidf"
-  printf '\n===== %s: starting %s =====\n' "$(date -u +%FT%TZ)" "$name" >>"$(log_file "$name")"
-  # shellcheck disable=SC2016  # the inner script expands its own arguments
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' "$name" "$pidf" "$@" \
-    >>"$(log_file "$name")" 2>&1 </dev/null 8>&- 9>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do
-    [[ -s $pidf ]] && return 0
-    sleep 0.1
-  done
-  die "$name did not start"
-}
-
 # SIGTERM every running component, wait, SIGKILL what is left after STOP_TIMEOUT seconds.
 stop_all() {
   local -a pids=()
@@ -587,7 +566,7 @@ start_all() {
   read -r -a extra <<<"${ENVTEST_ETCD_ARGS:-}"
   mkdir -p "$ETCD_DATA"
   chmod 700 "$ETCD_DATA"
-  launch etcd "$BIN_DIR/etcd" \
+  launch etcd "$(pid_file etcd)" "$(log_file etcd)" "$BIN_DIR/etcd" \
     --name=envtest --data-dir="$ETCD_DATA" \
     --listen-client-urls="http://$HOST:$ETCD_PORT" --advertise-client-urls="http://$HOST:$ETCD_PORT" \
     --listen-peer-urls="http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
@@ -604,7 +583,8 @@ start_all() {
   local -a pod_mode=(--endpoint-reconciler-type=none --disable-admission-plugins=ServiceAccount)
   if [[ $APISERVER_HOST != "$HOST" ]]; then pod_mode=(--endpoint-reconciler-type=lease); fi
   read -r -a extra <<<"${ENVTEST_APISERVER_ARGS:-}"
-  launch kube-apiserver "$BIN_DIR/kube-apiserver" \
+  launch kube-apiserver "$(pid_file kube-apiserver)" "$(log_file kube-apiserver)" \
+    "$BIN_DIR/kube-apiserver" \
     --etcd-servers="http://$HOST:$ETCD_PORT" \
     --bind-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
     --advertise-address="$APISERVER_HOST" "${pod_mode[@]}" \
@@ -624,7 +604,8 @@ start_all() {
 
   # No leader election: with it, losing the lease makes kube-controller-manager exit.
   read -r -a extra <<<"${ENVTEST_KCM_ARGS:-}"
-  launch kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+  launch kube-controller-manager "$(pid_file kube-controller-manager)" \
+    "$(log_file kube-controller-manager)" "$BIN_DIR/kube-controller-manager" \
     --kubeconfig="$KCM_KUBECONFIG" \
     --controllers="${ENVTEST_KCM_CONTROLLERS:-$KCM_CONTROLLERS}" \
     --leader-elect=false \

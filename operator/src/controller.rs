@@ -112,18 +112,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let mut note = note;
-        if note.len() > 1000 {
-            let mut cut = 1000;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-        }
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            // The API server refuses notes over 1 kB.
+            note: Some(crate::text::head(&note, 1000)),
             action: action.into(),
             secondary: None,
         };
@@ -352,11 +345,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
                 .reflect(pvc_writer),
                 triggers::pvc_trigger,
             ),
-            |pvc| {
-                let stream = pvc.labels().get(labels::STREAM).cloned()?;
-                let namespace = pvc.namespace()?;
-                Some(ObjectRef::<DeserializeGuard<MetricStream>>::new(&stream).within(&namespace))
-            },
+            stream_of_labelled,
         )
         // The workloads' pods (the managed-by label on their template keeps every other pod of
         // the cluster out of the cache). Owned by ReplicaSets, so mapped by label; only a change
@@ -368,11 +357,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
                     .reflect(pod_writer),
                 triggers::pod_trigger,
             ),
-            |pod| {
-                let stream = pod.labels().get(labels::STREAM).cloned()?;
-                let namespace = pod.namespace()?;
-                Some(ObjectRef::<DeserializeGuard<MetricStream>>::new(&stream).within(&namespace))
-            },
+            stream_of_labelled,
         );
     if ctx.strimzi_installed {
         // KafkaTopics live in the Kafka cluster's namespace: found by their owner labels.
@@ -425,6 +410,14 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 fn keep_deployment_essentials(deployment: &mut Deployment) {
     drop_managed_fields(deployment);
     deployment.spec = None;
+}
+
+/// The stream a child names in its `metricstream.dev/stream` label (PVCs, which a retained
+/// claim keeps without an ownerReference, and Pods, which ReplicaSets own).
+fn stream_of_labelled<K: Resource>(child: K) -> Option<ObjectRef<DeserializeGuard<MetricStream>>> {
+    let stream = child.labels().get(labels::STREAM)?;
+    let namespace = child.namespace()?;
+    Some(ObjectRef::new(stream).within(&namespace))
 }
 
 /// A cached Pod keeps its metadata (without annotations) and status: the diagnosis reads

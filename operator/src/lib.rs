@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
 pub mod strimzi;
+pub mod text;
 pub mod topics;
 pub mod triggers;

@@ -17,6 +17,8 @@
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
+use crate::text::{head, tail};
+
 /// Longest piece of kubelet or scheduler text quoted in a message (a condition message is read
 /// by people; the full text stays on the Pod).
 const MAX_QUOTE: usize = 400;
@@ -227,30 +229,6 @@ fn one_line(text: &str) -> String {
         .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join(" | ")
-}
-
-/// At most `max` bytes of `text`'s start, cut at a character boundary, marked when cut.
-fn head(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
-}
-
-/// At most `max` bytes of `text`'s end, cut at a character boundary, marked when cut.
-fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = text.len() - max;
-    while !text.is_char_boundary(cut) {
-        cut += 1;
-    }
-    format!("…{}", &text[cut..])
 }
 
 #[cfg(test)]
