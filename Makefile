@@ -33,7 +33,7 @@ STRIMZI_CRDS_FIND = $(MAKE) --no-print-directory strimzi-crds || \
 # The paths of helm, kubeconform, shellcheck and the kubeconform schemas (`tools`).
 TOOLS_ENV_FILE := target/tools.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy build strimzi-crds tools kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
+TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`): a smoke run bounded so a
 # cold CI run stays well inside its time; run longer by hand with `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
@@ -41,7 +41,7 @@ FUZZ_SECONDS ?= 60
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean strimzi-crds tools chart-check e2e-kind e2e-kind-down e2e-local \
-	cluster-up cluster-down bench bench-suites chaos fuzz image
+	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -50,7 +50,7 @@ help:
 	@echo "make test       what CI runs: $(TEST_STEPS), with a summary"
 	@echo "make kafka-up   start (or reuse) a local Kafka broker for the tests; make kafka-down stops it"
 	@echo "make envtest-up start (or reuse) a local Kubernetes control plane for the operator tests; make envtest-down stops it"
-	@echo "make lint       rustfmt check and clippy with warnings denied"
+	@echo "make lint       rustfmt check, clippy with warnings denied, and the structure check (hack/structure-check.sh)"
 	@echo "make fmt        format the code"
 	@echo "make fuzz       every fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) each, nightly toolchain (hack/fuzz.sh)"
 	@echo "make scenario   the 20 clients x 50 requests scenario on release binaries, printing req/s and latency"
@@ -83,7 +83,13 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy
+# No product source file over 800 lines, no import cycle between the modules of a crate
+# (hack/structure-check.sh; its self-test first proves on fixture crates that both checks fire).
+structure-check:
+	bash hack/structure-check.sh --self-test
+	bash hack/structure-check.sh
+
+lint: fmt-check clippy structure-check
 
 # A single-node KRaft broker for the Kafka half of the conformance suite (hack/kafka.sh: Java
 # and Maven, jars cached outside the repository). A broker that already runs is reused and left

@@ -10,7 +10,21 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::reload::SecretKind;
+/// What is reloaded; labels the reload metrics (`secret="tokens"`, `secret="tls"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretKind {
+    Tokens,
+    Tls,
+}
+
+impl SecretKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::Tls => "tls",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusCodeLabel {

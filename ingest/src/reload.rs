@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
+/// What is reloaded. It labels the reload metrics, so it lives with them in `metrics` (which must
+/// not depend on this module); re-exported here, where callers name it.
+pub use crate::metrics::SecretKind;
 
 /// The files one secret is made of, and the digest of their content when last read.
 pub struct WatchedFiles {
@@ -56,22 +59,6 @@ impl WatchedFiles {
         }
         self.last_digest = Some(digest);
         Ok(Some(contents))
-    }
-}
-
-/// What is reloaded; labels the reload metrics (`secret="tokens"`, `secret="tls"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SecretKind {
-    Tokens,
-    Tls,
-}
-
-impl SecretKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Tokens => "tokens",
-            Self::Tls => "tls",
-        }
     }
 }
 
