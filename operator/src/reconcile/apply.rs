@@ -41,7 +41,7 @@ use super::status::{
     BackendObservation, Observed, StrimziTopicState, VolumeObservation, WorkloadObservation,
 };
 use super::validate::ValidatedStream;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::crd::DeletionPolicy;
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::labels;

@@ -30,7 +30,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::controller::{Context, stream_key};
+use crate::context::{Context, stream_key};
 use crate::crd::{Backend, DeletionPolicy, MetricStream, MetricStreamStatus, TopicManagement};
 use crate::error::{Error, KubeResultExt, is_not_found};
 use crate::labels;
