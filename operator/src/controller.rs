@@ -2,204 +2,29 @@
 //! ([`crate::reconcile`]) for each, and turns failures into per-object exponential backoff,
 //! Warning Events and metrics.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WorkloadDefaults;
+use crate::context::{ChildStores, Context, stream_key};
 use crate::crd::MetricStream;
 use crate::error::Error;
 use crate::labels;
-use crate::metrics::Metrics;
-use crate::reconcile::skip::ApplyLog;
 use crate::strimzi::KafkaTopic;
-use crate::topics::TopicAdmin;
 use crate::triggers::{self, ChangeFilter};
-
-/// The first retry after a failure; each further failure doubles it.
-pub const BACKOFF_START: Duration = Duration::from_secs(1);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub workload: WorkloadDefaults,
-    /// Requeue of a healthy stream: repairs drift nobody told us about.
-    pub resync: Duration,
-    /// Whether the KafkaTopic CRD was found at startup.
-    pub strimzi_installed: bool,
-    pub metrics: Arc<Metrics>,
-    pub topics: Arc<dyn TopicAdmin>,
-    /// Consecutive failures per stream (namespace, name); reset on success.
-    failures: Mutex<HashMap<(String, String), u32>>,
-    pub pruned: PruneLog,
-    /// What was applied per stream, so an unchanged child is not applied again.
-    pub applied: ApplyLog,
-    /// The watch caches of the children of the running controller. Without them (before the
-    /// controller runs) every child is applied.
-    children: Mutex<Option<Arc<ChildStores>>>,
-}
-
-/// The watch caches of what the operator manages: Deployments (metadata and status, no spec),
-/// PVCs and the workloads' Pods (metadata and status, no spec), whose status is observed; only
-/// the metadata of ConfigMaps, Services, NetworkPolicies and PodDisruptionBudgets.
-pub struct ChildStores {
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub services: Store<PartialObjectMeta<Service>>,
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
-    pub deployments: Store<Deployment>,
-    pub pvcs: Store<PersistentVolumeClaim>,
-    /// The pods of the streams' Deployments, which say why a workload does not run.
-    pub pods: Store<Pod>,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        reporter: Reporter,
-        workload: WorkloadDefaults,
-        resync: Duration,
-        strimzi_installed: bool,
-        metrics: Arc<Metrics>,
-        topics: Arc<dyn TopicAdmin>,
-    ) -> Self {
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            workload,
-            resync,
-            strimzi_installed,
-            metrics,
-            topics,
-            failures: Mutex::default(),
-            pruned: PruneLog::default(),
-            applied: ApplyLog::default(),
-            children: Mutex::default(),
-        }
-    }
-
-    /// Drops what is remembered about streams that no longer exist.
-    pub fn forget_all_but(&self, keys: &HashSet<(String, String)>, uids: &HashSet<String>) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.retain(|key, _| keys.contains(key));
-        }
-        self.pruned.retain(uids);
-        self.applied.retain(uids);
-    }
-
-    /// Publishes an Event on `regarding`; a failure to publish is logged, never fatal.
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            // The API server refuses notes over 1 kB.
-            note: Some(crate::text::head(&note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, regarding).await {
-            tracing::warn!(%error, reason, "publishing an Event failed");
-        }
-    }
-
-    pub fn child_stores(&self) -> Option<Arc<ChildStores>> {
-        self.children.lock().ok()?.clone()
-    }
-
-    fn set_child_stores(&self, stores: ChildStores) {
-        if let Ok(mut children) = self.children.lock() {
-            *children = Some(Arc::new(stores));
-        }
-    }
-
-    pub fn record_success(&self, key: &(String, String)) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
-    }
-
-    /// Counts a failure and returns how long to wait before the next try.
-    pub fn record_failure(&self, key: (String, String)) -> Duration {
-        let attempt = match self.failures.lock() {
-            Ok(mut failures) => {
-                let count = failures.entry(key).or_insert(0);
-                *count = count.saturating_add(1);
-                *count
-            }
-            Err(_) => 1,
-        };
-        backoff_delay(attempt)
-    }
-}
-
-/// The generation each stream (by uid) was last pruned at by this process. Only a new spec (or
-/// one this process has not pruned for yet, e.g. after an upgrade) can leave children behind, so
-/// the prune LISTs run once per generation instead of on every reconcile.
-#[derive(Default)]
-pub struct PruneLog(Mutex<HashMap<String, i64>>);
-
-impl PruneLog {
-    pub fn needs_prune(&self, uid: &str, generation: Option<i64>) -> bool {
-        let last = self.0.lock().ok().and_then(|log| log.get(uid).copied());
-        prune_due(last, generation)
-    }
-
-    pub fn record(&self, uid: &str, generation: Option<i64>) {
-        if let (Some(generation), Ok(mut log)) = (generation, self.0.lock()) {
-            log.insert(uid.to_owned(), generation);
-        }
-    }
-
-    fn retain(&self, uids: &HashSet<String>) {
-        if let Ok(mut log) = self.0.lock() {
-            log.retain(|uid, _| uids.contains(uid));
-        }
-    }
-}
-
-/// Prune unless this exact generation was pruned already; an object without a generation is
-/// always pruned.
-pub fn prune_due(last_pruned: Option<i64>, generation: Option<i64>) -> bool {
-    generation.is_none() || last_pruned != generation
-}
-
-/// 1 s, 2 s, 4 s, … capped at 5 minutes, for the `attempt`-th consecutive failure.
-pub fn backoff_delay(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(16);
-    BACKOFF_START
-        .saturating_mul(1u32 << exponent)
-        .min(BACKOFF_MAX)
-}
-
-pub fn stream_key<K: Resource>(object: &K) -> (String, String) {
-    (
-        object.meta().namespace.clone().unwrap_or_default(),
-        object.meta().name.clone().unwrap_or_default(),
-    )
-}
 
 /// After a failed reconcile: metrics, a Warning Event, and an exponentially growing delay.
 pub fn error_policy(
@@ -395,9 +220,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         })
         .await;
     sweeper.abort();
-    if let Ok(mut children) = ctx.children.lock() {
-        *children = None;
-    }
+    ctx.clear_child_stores();
     tracing::info!("controller stopped");
 }
 
@@ -469,34 +292,6 @@ async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_one_second_to_five_minutes() {
-        let delays: Vec<u64> = (1..=12).map(|n| backoff_delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn prune_runs_once_per_generation() {
-        assert!(prune_due(None, Some(1)), "never pruned by this process");
-        assert!(!prune_due(Some(1), Some(1)), "this generation was pruned");
-        assert!(prune_due(Some(1), Some(2)), "a new spec");
-        assert!(prune_due(Some(1), None), "no generation: always");
-    }
-
-    #[test]
-    fn pruning_is_remembered_per_stream_until_it_is_gone() {
-        let log = PruneLog::default();
-        assert!(log.needs_prune("uid-a", Some(3)));
-        log.record("uid-a", Some(3));
-        log.record("uid-b", Some(1));
-        assert!(!log.needs_prune("uid-a", Some(3)));
-        assert!(log.needs_prune("uid-a", Some(4)));
-        log.retain(&HashSet::from(["uid-b".to_owned()]));
-        assert!(log.needs_prune("uid-a", Some(3)), "forgotten");
-        assert!(!log.needs_prune("uid-b", Some(1)), "kept");
-    }
 
     #[test]
     fn error_chains_name_every_cause_once() {

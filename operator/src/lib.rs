@@ -2,14 +2,15 @@
 //! a running pipeline.
 //!
 //! - [`crd`]: the custom resource; [`strimzi`]: the KafkaTopic type we write.
-//! - [`reconcile`]: the pipeline — `validate` → `build` (both pure) → `apply` + prune →
-//!   `status` (pure).
-//! - [`controller`]: watches, backoff, Events; [`triggers`]: which watch events reconcile;
-//!   [`leader`]: Lease-based leader election; [`metrics`], [`config`], [`topics`] (Kafka admin
-//!   API), [`labels`], [`error`].
+//! - [`reconcile`]: the pipeline — `validate` (pure) → `dereference` (reads) → `build` (pure)
+//!   → `apply` + prune → `status` (pure).
+//! - [`controller`]: watches, backoff, Events; [`context`]: what reconciles share and remember;
+//!   [`triggers`]: which watch events reconcile; [`leader`]: Lease-based leader election;
+//!   [`metrics`], [`config`], [`topics`] (Kafka admin API), [`labels`], [`error`].
 //! - [`rbac`]: every API access the operator needs, which the chart's RBAC must match.
 
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod error;

@@ -1,57 +1,41 @@
-//! Apply and prune: the only step that writes children.
+//! Apply: the step that writes the desired children, and what it observes of them.
 //!
 //! Apply is server-side apply with one field manager and `force` (the operator is the source of
-//! truth for every field it sets; a field it stops setting is removed), in two steps: the
-//! ConfigMap, volumes, topic, Services, NetworkPolicies and PodDisruptionBudgets (concurrently)
-//! before the Deployments that use them, so a workload never starts without its config or
-//! unprotected by its NetworkPolicy. A child unchanged since its last apply is
-//! skipped and observed in the watch cache instead ([`super::skip`]).
-//!
-//! Prune lists each kind by the stream's labels and removes what this run no longer wants, so a
-//! backend switch or a removed feature leaves nothing behind. Data (PVCs, KafkaTopics) is the
-//! exception: under deletionPolicy Retain it is kept and only loses the managed-by label, so it
-//! is visibly orphaned and never silently deleted.
+//! truth for every field it sets; a field it stops setting is removed), kind by kind from the one
+//! table in [`super::kinds`], in two steps: what the workloads use (ConfigMap, volumes,
+//! credentials, topic, Services, NetworkPolicies, PodDisruptionBudgets), concurrently, before the
+//! Deployments, so a workload never starts without its config or unprotected by its
+//! NetworkPolicy. A child unchanged since its last apply is skipped and observed in the watch
+//! cache instead ([`super::skip`]). An admin-API or external topic is not an object: it is
+//! ensured or verified through the Kafka API alongside the first step.
 
-use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use futures::future::{BoxFuture, try_join_all};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
-use super::build::{
-    COMPONENT_CONSUMER, COMPONENT_INGEST, CREDENTIALS_CA_KEY, CREDENTIALS_PASSWORD_KEY, Desired,
-    DesiredTopic, credentials_hash, credentials_secret,
-};
+use super::build::{COMPONENT_CONSUMER, COMPONENT_INGEST, Desired, DesiredTopic, TopicRequest};
+use super::dereference::Dereferenced;
+use super::kinds::{AppliedChildren, ChildKind, KindVisitor, Step, for_each_kind};
 use super::skip::{self, Mark, Version};
 use super::status::{
     BackendObservation, Observed, StrimziTopicState, VolumeObservation, WorkloadObservation,
 };
 use super::validate::ValidatedStream;
-use crate::controller::Context;
-use crate::crd::DeletionPolicy;
-use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::context::{ChildStores, Context};
+use crate::error::{Error, KubeResultExt};
 use crate::labels;
-use crate::strimzi::{KafkaTopic, KafkaUser};
+use crate::topics::TopicChanged;
 
 /// What applying found out, for the status step and for Events.
 pub struct Applied {
     pub observed: Observed,
     /// A Normal Event worth publishing about the topic (created, grown).
-    pub topic_change: Option<crate::topics::TopicChanged>,
+    pub topic_change: Option<TopicChanged>,
     /// The admin API failed: reported in status, then retried with backoff.
     pub topic_error: Option<String>,
 }
@@ -76,44 +60,26 @@ where
     .doing(|| format!("applying {} {name}", K::kind(&Default::default())))
 }
 
-fn namespaced<K>(ctx: &Context, namespace: &str) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    Api::namespaced(ctx.client.clone(), namespace)
-}
-
-/// A child that is applied only when [`skip::may_skip`] says it may have changed: the desired
-/// object, its API, and what the watch cache shows of it.
-struct Child<'a, K> {
-    api: &'a Api<K>,
-    desired: &'a K,
-    /// The cached metadata; `None` when the cache does not have it (or there is no cache).
-    live: Option<ObjectMeta>,
-    by_generation: bool,
-}
-
 /// At most this long after a child's last apply is it skipped: half the resync period, so each
 /// periodic resync applies everything.
 fn full_apply_every(ctx: &Context) -> Duration {
     ctx.resync / 2
 }
 
-/// Applies the child unless it is unchanged since the last apply; the applied object, or
-/// `None` when skipped. A successful apply is remembered for the next reconcile.
-async fn apply_child<K>(ctx: &Context, uid: &str, child: Child<'_, K>) -> Result<Option<K>, Error>
-where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
-{
-    let name = child.desired.meta().name.as_deref().unwrap_or_default();
-    let key = format!("{}/{name}", K::kind(&Default::default()));
-    let fingerprint = skip::fingerprint(child.desired);
-    let live = child
-        .live
-        .as_ref()
-        .and_then(|meta| Version::of(meta, child.by_generation));
+/// Applies `desired` unless it is unchanged since the last apply and the watch cache shows it
+/// as that apply left it (`live`); the applied object, or `None` when skipped. A successful
+/// apply is remembered for the next reconcile.
+async fn apply_child<K: ChildKind>(
+    ctx: &Context,
+    uid: &str,
+    api: &Api<K>,
+    desired: &K,
+    live: Option<&ObjectMeta>,
+) -> Result<Option<K>, Error> {
+    let name = desired.meta().name.as_deref().unwrap_or_default();
+    let key = format!("{}/{name}", K::kind(&()));
+    let fingerprint = skip::fingerprint(desired);
+    let live = live.and_then(|meta| Version::of(meta, K::BY_GENERATION));
     let mark = ctx.applied.get(uid, &key);
     let now = Instant::now();
     if skip::may_skip(
@@ -126,8 +92,8 @@ where
         ctx.metrics.applies_skipped.inc();
         return Ok(None);
     }
-    let applied = server_side_apply(child.api, child.desired).await?;
-    if let Some(version) = Version::of(applied.meta(), child.by_generation) {
+    let applied = server_side_apply(api, desired).await?;
+    if let Some(version) = Version::of(applied.meta(), K::BY_GENERATION) {
         let mark = Mark {
             fingerprint,
             version,
@@ -138,183 +104,131 @@ where
     Ok(Some(applied))
 }
 
-/// The object named like `desired` in namespace `ns` in the watch cache, if any.
-fn cached<K, D>(store: Option<&Store<K>>, ns: &str, desired: &D) -> Option<Arc<K>>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-    D: Resource,
-{
-    let name = desired.meta().name.as_deref()?;
-    store?.get(&ObjectRef::new(name).within(ns))
+/// Applies (concurrently) what may have changed of the desired objects of kind `K`, each in its
+/// own namespace; what the status reads of them, applied or (when skipped) cached.
+async fn apply_kind<K: ChildKind>(
+    ctx: &Context,
+    uid: &str,
+    stores: Option<&ChildStores>,
+    desired: &Desired,
+) -> Result<AppliedChildren, Error> {
+    let objects = try_join_all(K::desired(desired).into_iter().map(|object| async move {
+        let meta = object.meta();
+        let namespace = meta
+            .namespace
+            .as_deref()
+            .ok_or(Error::MissingMetadata("namespace"))?;
+        let name = meta.name.as_deref().ok_or(Error::MissingMetadata("name"))?;
+        let cached = stores.and_then(|stores| K::cached(stores, namespace, name));
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+        let applied = apply_child(ctx, uid, &api, object, cached.as_ref().map(|c| &c.meta)).await?;
+        Ok::<_, Error>(applied.or_else(|| cached.and_then(|cached| cached.object)))
+    }))
+    .await?;
+    let mut children = AppliedChildren::default();
+    K::observe(objects.into_iter().flatten().collect(), &mut children);
+    Ok(children)
+}
+
+/// Collects the applies of one [`Step`] from the table.
+struct ApplyKinds<'a> {
+    ctx: &'a Context,
+    uid: &'a str,
+    stores: Option<&'a ChildStores>,
+    desired: &'a Desired,
+    step: Step,
+    applies: Vec<BoxFuture<'a, Result<AppliedChildren, Error>>>,
+}
+
+impl KindVisitor for ApplyKinds<'_> {
+    fn visit<K: ChildKind>(&mut self) {
+        // Without Strimzi's CRDs there is nothing to apply them to; the status says so.
+        if K::STEP != self.step || (K::STRIMZI && !self.ctx.strimzi_installed) {
+            return;
+        }
+        self.applies.push(Box::pin(apply_kind::<K>(
+            self.ctx,
+            self.uid,
+            self.stores,
+            self.desired,
+        )));
+    }
+}
+
+/// Applies every kind of the table that belongs to `step`, concurrently.
+async fn apply_step(
+    ctx: &Context,
+    stream: &ValidatedStream,
+    stores: Option<&ChildStores>,
+    desired: &Desired,
+    step: Step,
+) -> Result<AppliedChildren, Error> {
+    let mut kinds = ApplyKinds {
+        ctx,
+        uid: &stream.uid,
+        stores,
+        desired,
+        step,
+        applies: Vec::new(),
+    };
+    for_each_kind(&mut kinds);
+    let mut children = AppliedChildren::default();
+    for applied in try_join_all(kinds.applies).await? {
+        children.merge(applied);
+    }
+    Ok(children)
 }
 
 /// Applies what may have changed in `desired` and observes the results: first, concurrently,
-/// all that the workloads use (ConfigMap, volumes, topic, Services), then the Deployments. A
-/// child that was skipped is observed in the watch cache.
+/// all that the workloads use (and the admin-API or external topic), then the Deployments.
 pub async fn apply_all(
     ctx: &Context,
     stream: &ValidatedStream,
+    dereferenced: &Dereferenced,
     desired: &Desired,
 ) -> Result<Applied, Error> {
-    let ns = stream.namespace.as_str();
-    let uid = stream.uid.as_str();
     let stores = ctx.child_stores();
     let stores = stores.as_deref();
-    let config_maps = namespaced::<ConfigMap>(ctx, ns);
-    let pvcs = namespaced::<PersistentVolumeClaim>(ctx, ns);
-    let services = namespaced::<Service>(ctx, ns);
-    let config_map = Child {
-        api: &config_maps,
-        desired: &desired.config_map,
-        live: cached(stores.map(|s| &s.config_maps), ns, &desired.config_map)
-            .map(|m| m.metadata.clone()),
-        by_generation: false,
-    };
-    let cached_pvcs: Vec<Option<Arc<PersistentVolumeClaim>>> = desired
-        .pvcs
-        .iter()
-        .map(|pvc| cached(stores.map(|s| &s.pvcs), ns, pvc))
-        .collect();
-    let network_policies = namespaced::<NetworkPolicy>(ctx, ns);
-    let budgets = namespaced::<PodDisruptionBudget>(ctx, ns);
-    let (_, applied_pvcs, topic, _, _, _, credentials) = futures::try_join!(
-        apply_child(ctx, uid, config_map),
-        try_join_all(desired.pvcs.iter().zip(&cached_pvcs).map(|(pvc, live)| {
-            let child = Child {
-                api: &pvcs,
-                desired: pvc,
-                live: live.as_ref().map(|l| l.metadata.clone()),
-                by_generation: false,
-            };
-            apply_child(ctx, uid, child)
-        })),
-        apply_topic(ctx, ns, desired),
-        try_join_all(desired.services.iter().map(|service| {
-            let live = cached(stores.map(|s| &s.services), ns, service);
-            let child = Child {
-                api: &services,
-                desired: service,
-                live: live.map(|l| l.metadata.clone()),
-                by_generation: false,
-            };
-            apply_child(ctx, uid, child)
-        })),
-        try_join_all(desired.network_policies.iter().map(|policy| {
-            let live = cached(stores.map(|s| &s.network_policies), ns, policy);
-            let child = Child {
-                api: &network_policies,
-                desired: policy,
-                live: live.map(|l| l.metadata.clone()),
-                by_generation: false,
-            };
-            apply_child(ctx, uid, child)
-        })),
-        // The disruption controller writes a budget's status whenever its pods come and go:
-        // compared by generation, like a Deployment.
-        try_join_all(desired.disruption_budgets.iter().map(|budget| {
-            let live = cached(stores.map(|s| &s.disruption_budgets), ns, budget);
-            let child = Child {
-                api: &budgets,
-                desired: budget,
-                live: live.map(|l| l.metadata.clone()),
-                by_generation: true,
-            };
-            apply_child(ctx, uid, child)
-        })),
-        apply_credentials(ctx, stream, desired),
+    let (mut children, topic) = futures::try_join!(
+        apply_step(ctx, stream, stores, desired, Step::BeforeWorkloads),
+        async { Ok(kafka_api_topic(ctx, dereferenced, desired).await) },
     )?;
-    let applied_pvcs: Vec<PersistentVolumeClaim> = applied_pvcs
-        .into_iter()
-        .zip(cached_pvcs)
-        .filter_map(|(applied, live)| applied.or_else(|| live.map(|l| (*l).clone())))
-        .collect();
+    children.merge(apply_step(ctx, stream, stores, desired, Step::Workloads).await?);
+
     let (backend, topic_change, topic_error) = match topic {
-        TopicOutcome::Observed(backend) => (backend, None, None),
-        TopicOutcome::Admin(Ok((partitions, change))) => {
+        TopicOutcome::Ensured(Ok((partitions, change))) => {
             (BackendObservation::AdminTopic(Ok(partitions)), change, None)
         }
-        TopicOutcome::Admin(Err(error)) => (
+        TopicOutcome::Ensured(Err(error)) => (
             BackendObservation::AdminTopic(Err(error.clone())),
             None,
             Some(error),
         ),
-        TopicOutcome::NoTopic => {
-            let volume = |role: &'static str, name: String| {
-                let phase = applied_pvcs
-                    .iter()
-                    .find(|pvc| pvc.name_any() == name)
-                    .map(|pvc| {
-                        pvc.status
-                            .as_ref()
-                            .and_then(|s| s.phase.clone())
-                            .unwrap_or_else(|| "Pending".into())
-                    });
-                VolumeObservation { role, name, phase }
+        TopicOutcome::Verified(partitions) => {
+            (BackendObservation::ExternalTopic(partitions), None, None)
+        }
+        TopicOutcome::NotThroughKafka => {
+            let backend = match &desired.topic {
+                DesiredTopic::Strimzi(_) if !ctx.strimzi_installed => {
+                    BackendObservation::StrimziNotInstalled
+                }
+                DesiredTopic::Strimzi(_) => BackendObservation::StrimziTopic(
+                    children.kafka_topic.as_ref().map(StrimziTopicState::of),
+                ),
+                // The file backend: the queue volume is the backend.
+                _ => BackendObservation::Volumes(volumes(stream, &children)),
             };
-            let volumes = vec![
-                volume("queue", Desired::queue_pvc_name(&stream.name)),
-                volume("sink", Desired::sink_pvc_name(&stream.name)),
-            ];
-            (BackendObservation::Volumes(volumes), None, None)
+            (backend, None, None)
         }
     };
 
-    let deployments = namespaced::<Deployment>(ctx, ns);
-    let cached_deployments: Vec<Option<Arc<Deployment>>> = desired
-        .deployments
-        .iter()
-        .map(|deployment| cached(stores.map(|s| &s.deployments), ns, deployment))
-        .collect();
-    // Copied credentials roll the workloads when they change (a rotated password or CA).
-    let desired_deployments: Vec<Deployment> = match &credentials {
-        CredentialsOutcome::Copied { hash } => desired
-            .deployments
-            .iter()
-            .cloned()
-            .map(|mut deployment| {
-                if let Some(template) = deployment
-                    .spec
-                    .as_mut()
-                    .and_then(|spec| spec.template.metadata.as_mut())
-                {
-                    template
-                        .annotations
-                        .get_or_insert_with(Default::default)
-                        .insert(labels::CREDENTIALS_HASH.to_owned(), hash.clone());
-                }
-                deployment
-            })
-            .collect(),
-        CredentialsOutcome::NotNeeded | CredentialsOutcome::Pending(_) => {
-            desired.deployments.clone()
-        }
-    };
-    let applied_deployments =
-        try_join_all(desired_deployments.iter().zip(&cached_deployments).map(
-            |(deployment, live)| {
-                let child = Child {
-                    api: &deployments,
-                    desired: deployment,
-                    live: live.as_ref().map(|l| l.metadata.clone()),
-                    by_generation: true,
-                };
-                apply_child(ctx, uid, child)
-            },
-        ))
-        .await?;
-    let applied_deployments: Vec<Deployment> = applied_deployments
-        .into_iter()
-        .zip(cached_deployments)
-        .filter_map(|(applied, live)| applied.or_else(|| live.map(|l| (*l).clone())))
-        .collect();
     // The workloads' pods, from the watch cache (none without one: the status then says only
     // what the Deployments say).
     let pods = stores.map(|s| s.pods.state()).unwrap_or_default();
     let observe = |name: String, component: &str, wanted: i32| {
         let selector = labels::selector(&stream.name, component);
         let pods = pods.iter().map(|pod| pod.as_ref()).filter(|pod| {
-            pod.metadata.namespace.as_deref() == Some(ns)
+            pod.metadata.namespace.as_deref() == Some(stream.namespace.as_str())
                 && selector
                     .iter()
                     .all(|(key, value)| pod.labels().get(key) == Some(value))
@@ -322,17 +236,14 @@ pub async fn apply_all(
         WorkloadObservation::of(
             &name,
             wanted,
-            applied_deployments.iter().find(|d| d.name_any() == name),
+            children.deployments.iter().find(|d| d.name_any() == name),
             pods,
         )
     };
     Ok(Applied {
         observed: Observed {
             backend,
-            credentials_pending: match credentials {
-                CredentialsOutcome::Pending(why) => Some(why),
-                CredentialsOutcome::NotNeeded | CredentialsOutcome::Copied { .. } => None,
-            },
+            credentials_pending: dereferenced.credentials.pending().map(str::to_owned),
             ingest: observe(
                 Desired::ingest_name(&stream.name),
                 COMPONENT_INGEST,
@@ -349,427 +260,63 @@ pub async fn apply_all(
     })
 }
 
-/// What the credentials step did.
-enum CredentialsOutcome {
-    /// The stream copies nothing from the Kafka namespace.
-    NotNeeded,
-    /// A source Secret (or key) does not exist yet: why.
-    Pending(String),
-    /// The stream's credentials Secret holds the copies; their hash.
-    Copied { hash: String },
-}
-
-/// Applies the KafkaUser, then copies its password and the Strimzi cluster CA (as the spec
-/// asks) into the stream's credentials Secret. Workloads in the stream's namespace cannot mount
-/// Secrets of the Kafka namespace, where Strimzi makes them.
-async fn apply_credentials(
-    ctx: &Context,
-    stream: &ValidatedStream,
-    desired: &Desired,
-) -> Result<CredentialsOutcome, Error> {
-    if let Some(user) = &desired.kafka_user
-        && ctx.strimzi_installed
-    {
-        let user_ns = user
-            .namespace()
-            .ok_or(Error::MissingMetadata("namespace"))?;
-        server_side_apply(&namespaced::<KafkaUser>(ctx, &user_ns), user.as_ref()).await?;
-    }
-    let Some(copy) = &desired.credentials else {
-        return Ok(CredentialsOutcome::NotNeeded);
-    };
-    let sources = namespaced::<Secret>(ctx, &copy.kafka_namespace);
-    let wanted = [
-        (
-            copy.password_from.as_deref(),
-            "password",
-            CREDENTIALS_PASSWORD_KEY,
-            "Strimzi's User Operator makes it for the KafkaUser",
-        ),
-        (
-            copy.ca_from.as_deref(),
-            "ca.crt",
-            CREDENTIALS_CA_KEY,
-            "Strimzi's Cluster Operator makes it for the Kafka cluster",
-        ),
-    ];
-    let mut data = BTreeMap::new();
-    let mut missing = Vec::new();
-    for (source, source_key, key, who) in wanted {
-        let Some(source) = source else { continue };
-        let found = sources
-            .get_opt(source)
-            .await
-            .doing(|| format!("reading Secret {}/{source}", copy.kafka_namespace))?;
-        match found.and_then(|secret| secret.data?.remove(source_key)) {
-            Some(value) => {
-                data.insert(key.to_owned(), value);
-            }
-            None => missing.push(format!(
-                "key {source_key} of Secret {}/{source} ({who})",
-                copy.kafka_namespace
-            )),
-        }
-    }
-    if !missing.is_empty() {
-        return Ok(CredentialsOutcome::Pending(format!(
-            "waiting for {}",
-            missing.join(" and ")
-        )));
-    }
-    let hash = credentials_hash(&data);
-    let secret = credentials_secret(stream, copy, data);
-    server_side_apply(&namespaced::<Secret>(ctx, &stream.namespace), &secret).await?;
-    Ok(CredentialsOutcome::Copied { hash })
-}
-
-enum TopicOutcome {
-    /// File backend: the queue volume is the backend.
-    NoTopic,
-    Observed(BackendObservation),
-    Admin(Result<(u32, Option<crate::topics::TopicChanged>), String>),
-}
-
-/// The security the operator's own Kafka client uses for `request`.
-async fn operator_security(
-    ctx: &Context,
-    stream_ns: &str,
-    request: &crate::reconcile::build::TopicRequest,
-) -> Result<metricstream_backend::kafka::KafkaSecurity, String> {
-    crate::topics::resolve_security(&namespaced::<Secret>(ctx, stream_ns), &request.security).await
-}
-
-async fn apply_topic(
-    ctx: &Context,
-    stream_ns: &str,
-    desired: &Desired,
-) -> Result<TopicOutcome, Error> {
-    Ok(match &desired.topic {
-        DesiredTopic::None => TopicOutcome::NoTopic,
-        DesiredTopic::Strimzi(_) if !ctx.strimzi_installed => {
-            TopicOutcome::Observed(BackendObservation::StrimziNotInstalled)
-        }
-        DesiredTopic::Strimzi(topic) => {
-            let topic_ns = topic
-                .namespace()
-                .ok_or(Error::MissingMetadata("namespace"))?;
-            let applied =
-                server_side_apply(&namespaced::<KafkaTopic>(ctx, &topic_ns), topic).await?;
-            TopicOutcome::Observed(BackendObservation::StrimziTopic(Some(
-                StrimziTopicState::of(&applied),
-            )))
-        }
-        DesiredTopic::Admin(request) => {
-            TopicOutcome::Admin(match operator_security(ctx, stream_ns, request).await {
-                Ok(security) => ctx.topics.ensure(request, &security).await,
-                Err(error) => Err(error),
-            })
-        }
-        DesiredTopic::External(request) => {
-            let partitions = match operator_security(ctx, stream_ns, request).await {
-                Ok(security) => {
-                    ctx.topics
-                        .partitions(&request.bootstrap_servers, &request.topic, &security)
-                        .await
-                }
-                Err(error) => Err(error),
-            };
-            TopicOutcome::Observed(BackendObservation::ExternalTopic(partitions))
-        }
-    })
-}
-
-/// One object prune removed or let go of.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Pruned {
-    Deleted { kind: String, name: String },
-    Retained { kind: String, name: String },
-}
-
-/// Removes the stream's objects that `desired` no longer contains.
-pub async fn prune(
-    ctx: &Context,
-    stream: &ValidatedStream,
-    desired: &Desired,
-) -> Result<Vec<Pruned>, Error> {
-    let ns = stream.namespace.as_str();
-    let selector = labels::stream_selector(&stream.name);
-    let names = |metas: Vec<&kube::api::ObjectMeta>| -> BTreeSet<String> {
-        metas.into_iter().filter_map(|m| m.name.clone()).collect()
-    };
-    let retain = stream.deletion_policy == DeletionPolicy::Retain;
-    let mut pruned = Vec::new();
-
-    let keep = names(vec![&desired.config_map.metadata]);
-    prune_kind(
-        ctx,
-        &namespaced::<ConfigMap>(ctx, ns),
-        &selector,
-        &keep,
-        false,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-    let keep = names(desired.services.iter().map(|s| &s.metadata).collect());
-    prune_kind(
-        ctx,
-        &namespaced::<Service>(ctx, ns),
-        &selector,
-        &keep,
-        false,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-    let keep = names(desired.deployments.iter().map(|d| &d.metadata).collect());
-    prune_kind(
-        ctx,
-        &namespaced::<Deployment>(ctx, ns),
-        &selector,
-        &keep,
-        false,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-    let keep = names(
-        desired
-            .network_policies
+/// The file backend's volumes (the queue's, then the sink's) and their phases.
+fn volumes(stream: &ValidatedStream, children: &AppliedChildren) -> Vec<VolumeObservation> {
+    let volume = |role: &'static str, name: String| {
+        let phase = children
+            .pvcs
             .iter()
-            .map(|n| &n.metadata)
-            .collect(),
-    );
-    prune_kind(
-        ctx,
-        &namespaced::<NetworkPolicy>(ctx, ns),
-        &selector,
-        &keep,
-        false,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-    let keep = names(
-        desired
-            .disruption_budgets
-            .iter()
-            .map(|b| &b.metadata)
-            .collect(),
-    );
-    prune_kind(
-        ctx,
-        &namespaced::<PodDisruptionBudget>(ctx, ns),
-        &selector,
-        &keep,
-        false,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-    // The credentials Secret is the only Secret the operator makes in the stream's namespace.
-    let keep: BTreeSet<String> = desired
-        .credentials
-        .iter()
-        .map(|copy| copy.secret_name.clone())
-        .collect();
-    prune_kind(
-        ctx,
-        &namespaced::<Secret>(ctx, ns),
-        &selector,
-        &keep,
-        false,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-    let keep = names(desired.pvcs.iter().map(|p| &p.metadata).collect());
-    prune_kind(
-        ctx,
-        &namespaced::<PersistentVolumeClaim>(ctx, ns),
-        &selector,
-        &keep,
-        retain,
-        stream,
-        &mut pruned,
-    )
-    .await?;
-
-    if ctx.strimzi_installed {
-        let keep: BTreeSet<(String, String)> = match &desired.topic {
-            DesiredTopic::Strimzi(topic) => {
-                [(topic.namespace().unwrap_or_default(), topic.name_any())].into()
-            }
-            _ => BTreeSet::new(),
-        };
-        let known_namespace = match &desired.topic {
-            DesiredTopic::Strimzi(topic) => topic.namespace(),
-            _ => None,
-        };
-        let topics = strimzi_objects_of::<KafkaTopic>(
-            ctx,
-            &stream.namespace,
-            &stream.name,
-            known_namespace.as_deref(),
-        )
-        .await?;
-        for topic in topics {
-            let key = (topic.namespace().unwrap_or_default(), topic.name_any());
-            if keep.contains(&key) || topic.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let api = namespaced::<KafkaTopic>(ctx, &key.0);
-            pruned.push(let_go(&api, &topic.metadata, retain, &stream.uid).await?);
-        }
-        // A KafkaUser is credentials, not data: deleted whatever the deletionPolicy.
-        let keep = desired
-            .kafka_user
-            .as_ref()
-            .map(|user| (user.namespace().unwrap_or_default(), user.name_any()));
-        let users = strimzi_objects_of::<KafkaUser>(
-            ctx,
-            &stream.namespace,
-            &stream.name,
-            desired
-                .kafka_user
-                .as_ref()
-                .and_then(|user| user.namespace())
-                .as_deref(),
-        )
-        .await?;
-        for user in users {
-            let key = (user.namespace().unwrap_or_default(), user.name_any());
-            if keep.as_ref() == Some(&key) || user.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let api = namespaced::<KafkaUser>(ctx, &key.0);
-            pruned.push(let_go(&api, &user.metadata, false, &stream.uid).await?);
-        }
-    }
-    Ok(pruned)
-}
-
-/// The KafkaTopics (or KafkaUsers) the operator manages for a stream, in whatever namespace
-/// they live. Lists across namespaces; where RBAC forbids that (a single-namespace
-/// installation), lists only in `known_namespace`, the Strimzi namespace the spec names.
-pub async fn strimzi_objects_of<K>(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    known_namespace: Option<&str>,
-) -> Result<Vec<K>, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&Default::default()).into_owned();
-    let params = ListParams::default().labels(&labels::topic_owner_selector(namespace, name));
-    let all: Api<K> = Api::all(ctx.client.clone());
-    match all.list(&params).await {
-        Ok(listed) => return Ok(listed.items),
-        // The kind's CRD is not installed (e.g. KafkaTopics without KafkaUsers): none exist.
-        Err(error) if is_not_found(&error) => return Ok(Vec::new()),
-        Err(kube::Error::Api(status)) if status.is_forbidden() => {
-            tracing::debug!(
-                "listing {kind}s in all namespaces is forbidden; trying the Strimzi namespace"
-            );
-        }
-        Err(source) => {
-            return Err(Error::Kube {
-                action: format!("listing {kind}s of {namespace}/{name}"),
-                source,
+            .find(|pvc| pvc.name_any() == name)
+            .map(|pvc| {
+                pvc.status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| "Pending".into())
             });
-        }
-    }
-    let Some(known) = known_namespace else {
-        return Ok(Vec::new());
+        VolumeObservation { role, name, phase }
     };
-    namespaced::<K>(ctx, known)
-        .list(&params)
-        .await
-        .map(|listed| listed.items)
-        .doing(|| format!("listing {kind}s of {namespace}/{name} in {known}"))
+    vec![
+        volume("queue", Desired::queue_pvc_name(&stream.name)),
+        volume("sink", Desired::sink_pvc_name(&stream.name)),
+    ]
 }
 
-async fn prune_kind<K>(
-    _ctx: &Context,
-    api: &Api<K>,
-    selector: &str,
-    keep: &BTreeSet<String>,
-    retain: bool,
-    stream: &ValidatedStream,
-    pruned: &mut Vec<Pruned>,
-) -> Result<(), Error>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-    K::DynamicType: Default,
-{
-    let listed = api
-        .list_metadata(&ListParams::default().labels(selector))
-        .await
-        .doing(|| format!("listing {}s to prune", K::kind(&Default::default())))?;
-    for object in listed.items {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        if keep.contains(&name) || object.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        pruned.push(let_go(api, &object.metadata, retain, &stream.uid).await?);
-    }
-    Ok(())
+/// What the Kafka API said of a topic the operator manages (or checks) itself.
+enum TopicOutcome {
+    /// The topic is a Strimzi object (applied with the other children), or there is none.
+    NotThroughKafka,
+    /// Admin mode: created or grown; the partition count afterwards and what changed.
+    Ensured(Result<(u32, Option<TopicChanged>), String>),
+    /// External mode: the partition count, `None` when the topic does not exist.
+    Verified(Result<Option<u32>, String>),
 }
 
-/// Deletes an object this stream no longer wants, or, for retained data, removes the
-/// managed-by label and any ownerReference to the stream (so the garbage collector cannot take
-/// it with the MetricStream later) and marks it retained.
-pub async fn let_go<K>(
-    api: &Api<K>,
-    meta: &kube::api::ObjectMeta,
-    retain: bool,
-    owner_uid: &str,
-) -> Result<Pruned, Error>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&Default::default()).into_owned();
-    let name = meta.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    if retain {
-        let mut patch = json!({
-            "metadata": {
-                "labels": { (labels::MANAGED_BY): null },
-                "annotations": { (labels::RETAINED): "true" },
+/// Ensures an admin-API topic or verifies an external one.
+async fn kafka_api_topic(
+    ctx: &Context,
+    dereferenced: &Dereferenced,
+    desired: &Desired,
+) -> TopicOutcome {
+    let security = |request: &TopicRequest| match &dereferenced.operator_security {
+        Some(security) => security.clone(),
+        None => Err(format!(
+            "no Kafka security was read for topic {}",
+            request.topic
+        )),
+    };
+    match &desired.topic {
+        DesiredTopic::None | DesiredTopic::Strimzi(_) => TopicOutcome::NotThroughKafka,
+        DesiredTopic::Admin(request) => TopicOutcome::Ensured(match security(request) {
+            Ok(security) => ctx.topics.ensure(request, &security).await,
+            Err(error) => Err(error),
+        }),
+        DesiredTopic::External(request) => TopicOutcome::Verified(match security(request) {
+            Ok(security) => {
+                ctx.topics
+                    .partitions(&request.bootstrap_servers, &request.topic, &security)
+                    .await
             }
-        });
-        if let Some(owners) = &meta.owner_references {
-            let others: Vec<_> = owners.iter().filter(|o| o.uid != owner_uid).collect();
-            patch["metadata"]["ownerReferences"] = json!(others);
-        }
-        let params = PatchParams {
-            field_manager: Some(labels::FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => {
-                return Err(Error::Kube {
-                    action: format!("releasing retained {kind} {name}"),
-                    source: error,
-                });
-            }
-        }
-        Ok(Pruned::Retained { kind, name })
-    } else {
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => {
-                return Err(Error::Kube {
-                    action: format!("deleting {kind} {name}"),
-                    source: error,
-                });
-            }
-        }
-        Ok(Pruned::Deleted { kind, name })
+            Err(error) => Err(error),
+        }),
     }
 }

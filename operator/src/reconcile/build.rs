@@ -54,6 +54,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
+mod copied_credentials;
+
+pub use copied_credentials::{CopiedCredentials, credentials_to_copy};
+
 use super::termination;
 use super::validate::{
     CaSource, KafkaSecurityPlan, KafkaTopicPlan, PasswordSource, TopicMode, ValidatedBackend,
@@ -116,6 +120,9 @@ pub struct Desired {
     pub kafka_user: Option<Box<KafkaUser>>,
     /// What to copy from the Kafka namespace into the stream's credentials Secret.
     pub credentials: Option<CredentialsCopy>,
+    /// That Secret, holding the copies; `None` until every source exists (or with nothing to
+    /// copy). The pod templates then carry the hash of its content.
+    pub credentials_secret: Option<Secret>,
 }
 
 /// The stream's credentials Secret, `<stream>-kafka-credentials`, assembled from Secrets in the
@@ -173,8 +180,12 @@ impl Desired {
     }
 }
 
-/// Everything `stream` should have.
-pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
+/// Everything `stream` should have, given the credentials dereference copied.
+pub fn build(
+    stream: &ValidatedStream,
+    defaults: &WorkloadDefaults,
+    copied: &CopiedCredentials,
+) -> Desired {
     let env = render_config(stream);
     let config_hash = config_hash(&env);
     let config_map = ConfigMap {
@@ -212,7 +223,7 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
     ));
 
     let services = vec![ingest_service(stream)];
-    let deployments = vec![
+    let mut deployments = vec![
         workload(stream, defaults, &config_hash, Role::Ingest),
         workload(stream, defaults, &config_hash, Role::Consumer),
     ];
@@ -252,24 +263,24 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
         }
     };
 
-    let (kafka_user, credentials) = match stream.kafka() {
+    let kafka_user = match stream.kafka() {
         Some(plan) => match &plan.management {
-            TopicMode::Strimzi { cluster, namespace } => (
-                plan.security
-                    .sasl
-                    .as_ref()
-                    .filter(|sasl| sasl.password == PasswordSource::StrimziUser)
-                    .map(|sasl| {
-                        Box::new(kafka_user(stream, plan, &sasl.username, cluster, namespace))
-                    }),
-                plan.security
-                    .copies_credentials()
-                    .then(|| credentials_copy(stream, &plan.security, cluster, namespace)),
-            ),
-            TopicMode::Admin | TopicMode::External => (None, None),
+            TopicMode::Strimzi { cluster, namespace } => plan
+                .security
+                .sasl
+                .as_ref()
+                .filter(|sasl| sasl.password == PasswordSource::StrimziUser)
+                .map(|sasl| Box::new(kafka_user(stream, plan, &sasl.username, cluster, namespace))),
+            TopicMode::Admin | TopicMode::External => None,
         },
-        None => (None, None),
+        None => None,
     };
+    let credentials = credentials_to_copy(stream);
+    let credentials_secret =
+        copied_credentials::copied_secret(stream, credentials.as_ref(), copied);
+    if let Some(secret) = &credentials_secret {
+        copied_credentials::stamp_credentials_hash(&mut deployments, secret);
+    }
 
     Desired {
         config_map,
@@ -282,6 +293,7 @@ pub fn build(stream: &ValidatedStream, defaults: &WorkloadDefaults) -> Desired {
         topic,
         kafka_user,
         credentials,
+        credentials_secret,
     }
 }
 
@@ -1048,6 +1060,7 @@ mod tests {
         build(
             &validate(stream).expect("valid"),
             &WorkloadDefaults::default(),
+            &CopiedCredentials::NotNeeded,
         )
     }
 
@@ -1228,7 +1241,11 @@ mod tests {
                 .expect("valid");
         let mut defaults = WorkloadDefaults::default();
         defaults.posture.metrics_namespace_selector = selector.clone();
-        let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
+        let desired = build(
+            &validate(&file_stream()).expect("valid"),
+            &defaults,
+            &CopiedCredentials::NotNeeded,
+        );
         for name in ["web-ingest", "web-consumer"] {
             let rules = network_policy(&desired, name)
                 .ingress
@@ -1250,7 +1267,11 @@ mod tests {
         );
 
         defaults.posture.network_policies = false;
-        let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
+        let desired = build(
+            &validate(&file_stream()).expect("valid"),
+            &defaults,
+            &CopiedCredentials::NotNeeded,
+        );
         assert!(
             desired.network_policies.is_empty(),
             "switched off: none (and prune removes old ones)"
@@ -1506,7 +1527,11 @@ mod tests {
             workload_image: "other:1".into(),
             ..Default::default()
         };
-        let desired = build(&validate(&file_stream()).expect("valid"), &defaults);
+        let desired = build(
+            &validate(&file_stream()).expect("valid"),
+            &defaults,
+            &CopiedCredentials::NotNeeded,
+        );
         assert_eq!(
             pod_spec(&desired.deployments[0]).containers[0]
                 .image

@@ -1,15 +1,22 @@
-//! One reconcile of one MetricStream, as a pipeline: validate (pure) → build (pure) → apply in
-//! order what may have changed ([`skip`]) → prune by label (once per generation) → compute status
-//! (pure; the workloads' pods diagnosed by [`diagnose`]) → write status only if it changed, with
-//! Events for what changed ([`status::notices`]).
+//! One reconcile of one MetricStream, as a pipeline: validate (pure) → dereference (the reads
+//! the build needs) → build (pure) → apply in order what may have changed ([`skip`]) → prune by
+//! label (once per generation) → compute status (pure; the workloads' pods diagnosed by
+//! [`diagnose`]) → write status only if it changed, with Events for what changed
+//! ([`status::notices`]). Apply and prune walk one table of child kinds ([`kinds`]).
 //!
-//! The finalizer `metricstream.dev/cleanup` is present only while the stream has something
-//! ownerReferences cannot collect (a KafkaTopic in the Kafka cluster's namespace; an admin-API
-//! topic under deletionPolicy Delete). Everything else is owned and garbage-collected.
+//! The finalizer `metricstream.dev/cleanup` ([`finalizer`]) is present only while the stream has
+//! something ownerReferences cannot collect (a KafkaTopic in the Kafka cluster's namespace; an
+//! admin-API topic under deletionPolicy Delete); [`cleanup`] handles those on deletion.
+//! Everything else is owned and garbage-collected.
 
 pub mod apply;
 pub mod build;
+pub mod cleanup;
+pub mod dereference;
 pub mod diagnose;
+pub mod finalizer;
+pub mod kinds;
+pub mod prune;
 pub mod skip;
 pub mod status;
 pub mod termination;
@@ -30,22 +37,19 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::controller::{Context, stream_key};
-use crate::crd::{Backend, DeletionPolicy, MetricStream, MetricStreamStatus, TopicManagement};
-use crate::error::{Error, KubeResultExt, is_not_found};
+use crate::context::{Context, stream_key};
+use crate::crd::{MetricStream, MetricStreamStatus};
+use crate::error::{Error, KubeResultExt};
 use crate::labels;
-use crate::strimzi::{KafkaTopic, KafkaUser};
-use apply::Pruned;
 use build::DesiredTopic;
+use finalizer::{add_finalizer, remove_finalizer};
+use prune::Pruned;
 
 /// How often a stream that copies Kafka credentials from the Kafka namespace checks them for
 /// rotation.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 /// How often a stream waiting for Strimzi to make its user's Secret looks again.
 const CREDENTIALS_PENDING_POLL: Duration = Duration::from_secs(5);
-/// How long deletion waits for Strimzi to delete a KafkaTopic (it has its own finalizer) or for
-/// the admin API to delete a topic, before releasing the MetricStream anyway.
-pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(120);
 /// How often to look again at something the operator cannot watch (an admin-API or external
 /// topic that is not ready yet, a KafkaTopic being deleted).
 const POLL: Duration = Duration::from_secs(30);
@@ -67,7 +71,7 @@ pub async fn reconcile(
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
     let result = if stream.metadata.deletion_timestamp.is_some() {
-        cleanup(stream, &ctx).await
+        cleanup::cleanup(stream, &ctx).await
     } else {
         apply_stream(stream, &ctx).await
     };
@@ -125,14 +129,15 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
         stream.clone()
     };
 
-    let desired = build::build(&validated, &ctx.workload);
-    let applied = apply::apply_all(ctx, &validated, &desired).await?;
+    let dereferenced = dereference::dereference(ctx, &validated).await?;
+    let desired = build::build(&validated, &ctx.workload, &dereferenced.credentials);
+    let applied = apply::apply_all(ctx, &validated, &dereferenced, &desired).await?;
     if let Some((reason, note)) = &applied.topic_change {
         ctx.publish(&regarding, EventType::Normal, reason, "Apply", note.clone())
             .await;
     }
     let pruned = if ctx.pruned.needs_prune(&validated.uid, validated.generation) {
-        let pruned = apply::prune(ctx, &validated, &desired).await?;
+        let pruned = prune::prune(ctx, &validated, &desired).await?;
         ctx.pruned.record(&validated.uid, validated.generation);
         pruned
     } else {
@@ -230,212 +235,4 @@ async fn write_status(
     .await
     .doing(|| format!("writing the status of MetricStream {name}"))?;
     Ok(())
-}
-
-fn has_finalizer(stream: &MetricStream) -> bool {
-    stream.finalizers().iter().any(|f| f == labels::FINALIZER)
-}
-
-/// Adds the finalizer (a merge patch guarded by resourceVersion, so a concurrent change to the
-/// list is a conflict and a retry, never a lost finalizer) and returns the updated object.
-async fn add_finalizer(
-    api: &Api<MetricStream>,
-    stream: &MetricStream,
-) -> Result<MetricStream, Error> {
-    if has_finalizer(stream) {
-        return Ok(stream.clone());
-    }
-    let mut finalizers = stream.finalizers().to_vec();
-    finalizers.push(labels::FINALIZER.to_owned());
-    patch_finalizers(api, stream, finalizers).await
-}
-
-async fn remove_finalizer(api: &Api<MetricStream>, stream: &MetricStream) -> Result<(), Error> {
-    if !has_finalizer(stream) {
-        return Ok(());
-    }
-    let finalizers: Vec<String> = stream
-        .finalizers()
-        .iter()
-        .filter(|f| *f != labels::FINALIZER)
-        .cloned()
-        .collect();
-    match patch_finalizers(api, stream, finalizers).await {
-        Ok(_) => Ok(()),
-        // Gone already: the last finalizer was ours and the object was deleted.
-        Err(Error::Kube { source, .. }) if is_not_found(&source) => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
-async fn patch_finalizers(
-    api: &Api<MetricStream>,
-    stream: &MetricStream,
-    finalizers: Vec<String>,
-) -> Result<MetricStream, Error> {
-    let name = stream.name_any();
-    let patch = json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": stream.resource_version(),
-        }
-    });
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .doing(|| format!("updating the finalizers of MetricStream {name}"))
-}
-
-/// Deletion: handle per deletionPolicy what ownerReferences cannot (KafkaTopics in other
-/// namespaces, an admin-API topic), then release the finalizer. Owned children and, under
-/// Delete, the PVCs are the garbage collector's job.
-async fn cleanup(stream: &MetricStream, ctx: &Context) -> Result<Action, Error> {
-    if !has_finalizer(stream) {
-        return Ok(Action::await_change());
-    }
-    let api = streams_api(ctx, stream)?;
-    let regarding = stream.object_ref(&());
-    let namespace = stream.namespace().unwrap_or_default();
-    let name = stream.name_any();
-    let policy = stream.spec.deletion_policy;
-    let retain = policy == DeletionPolicy::Retain;
-    let uid = stream.uid().unwrap_or_default();
-    let overdue = stream
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .is_some_and(|since| {
-            let waited = Timestamp::now().duration_since(since.0);
-            waited.as_secs() >= CLEANUP_DEADLINE.as_secs() as i64
-        });
-    let mut waiting_for: Vec<String> = Vec::new();
-
-    if ctx.strimzi_installed {
-        let known_namespace = stream
-            .spec
-            .kafka
-            .as_ref()
-            .and_then(|k| k.strimzi.as_ref())
-            .map(|s| s.namespace.clone());
-        // The KafkaUser is credentials, not data: deleted whatever the deletionPolicy.
-        let users = apply::strimzi_objects_of::<KafkaUser>(
-            ctx,
-            &namespace,
-            &name,
-            known_namespace.as_deref(),
-        )
-        .await?;
-        for user in users {
-            if user.metadata.deletion_timestamp.is_none() {
-                let users: Api<KafkaUser> =
-                    Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
-                apply::let_go(&users, &user.metadata, false, &uid).await?;
-            }
-        }
-        let topics = apply::strimzi_objects_of::<KafkaTopic>(
-            ctx,
-            &namespace,
-            &name,
-            known_namespace.as_deref(),
-        )
-        .await?;
-        for topic in topics {
-            let topic_ns = topic.namespace().unwrap_or_default();
-            let topic_name = topic.name_any();
-            let topics: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &topic_ns);
-            if retain {
-                apply::let_go(&topics, &topic.metadata, true, &uid).await?;
-                ctx.publish(
-                    &regarding,
-                    EventType::Normal,
-                    "DataRetained",
-                    "Cleanup",
-                    format!(
-                        "KafkaTopic {topic_ns}/{topic_name} was kept (deletionPolicy Retain) and is no longer managed"
-                    ),
-                )
-                .await;
-                continue;
-            }
-            if topic.metadata.deletion_timestamp.is_none() {
-                apply::let_go(&topics, &topic.metadata, false, &uid).await?;
-            }
-            // Strimzi's own finalizer deletes the Kafka topic first; wait for it.
-            waiting_for.push(format!("KafkaTopic {topic_ns}/{topic_name}"));
-        }
-    }
-
-    if !retain
-        && stream.spec.backend == Backend::Kafka
-        && let Some(kafka) = &stream.spec.kafka
-        && kafka.topic_management == TopicManagement::Admin
-    {
-        let topic = kafka
-            .topic
-            .clone()
-            .unwrap_or_else(|| validate::default_topic(&namespace, &name));
-        let deleted = match validate::validate(stream) {
-            Ok(validated) => match validated.kafka() {
-                Some(plan) => {
-                    let secrets = Api::namespaced(ctx.client.clone(), &namespace);
-                    match crate::topics::resolve_security(&secrets, &plan.security).await {
-                        Ok(security) => {
-                            ctx.topics
-                                .delete(&kafka.bootstrap_servers, &topic, &security)
-                                .await
-                        }
-                        Err(error) => Err(error),
-                    }
-                }
-                None => Ok(()),
-            },
-            Err(invalid) => Err(format!("the spec is invalid: {invalid}")),
-        };
-        match deleted {
-            Ok(()) => {
-                ctx.publish(
-                    &regarding,
-                    EventType::Normal,
-                    "TopicDeleted",
-                    "Cleanup",
-                    format!("deleted Kafka topic {topic} (deletionPolicy Delete)"),
-                )
-                .await;
-            }
-            Err(error) if overdue => {
-                ctx.publish(
-                    &regarding,
-                    EventType::Warning,
-                    "TopicDeletionFailed",
-                    "Cleanup",
-                    format!("gave up deleting Kafka topic {topic} after {CLEANUP_DEADLINE:?}: {error}; delete it by hand"),
-                )
-                .await;
-            }
-            Err(error) => {
-                return Err(Error::Topic {
-                    topic,
-                    message: format!("deleting: {error}"),
-                });
-            }
-        }
-    }
-
-    if !waiting_for.is_empty() {
-        if !overdue {
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-        ctx.publish(
-            &regarding,
-            EventType::Warning,
-            "TopicDeletionBlocked",
-            "Cleanup",
-            format!(
-                "{} still not deleted after {CLEANUP_DEADLINE:?} (is Strimzi's Topic Operator running?); releasing the MetricStream anyway. Remove the KafkaTopic's strimzi.io/topic-operator finalizer by hand if it stays",
-                waiting_for.join(", ")
-            ),
-        )
-        .await;
-    }
-    remove_finalizer(&api, stream).await?;
-    Ok(Action::await_change())
 }

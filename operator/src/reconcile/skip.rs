@@ -20,11 +20,8 @@
 //! or no object at all makes the apply run, never skip). A deleted child is missing from the
 //! cache, so it is always re-applied at once.
 
-use std::collections::HashMap;
-use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::api::ObjectMeta;
@@ -95,29 +92,6 @@ pub fn fingerprint<K: Serialize>(object: &K) -> u64 {
         // Never equal to a recorded fingerprint of a serializable object in practice; the
         // apply would fail to serialize it anyway.
         Err(_) => 0,
-    }
-}
-
-/// The children applied per stream (by uid), keyed by kind and name.
-#[derive(Default)]
-pub struct ApplyLog(Mutex<HashMap<String, HashMap<String, Mark>>>);
-
-impl ApplyLog {
-    pub fn get(&self, uid: &str, child: &str) -> Option<Mark> {
-        let log = self.0.lock().ok()?;
-        log.get(uid)?.get(child).cloned()
-    }
-
-    pub fn record(&self, uid: &str, child: String, mark: Mark) {
-        if let Ok(mut log) = self.0.lock() {
-            log.entry(uid.to_owned()).or_default().insert(child, mark);
-        }
-    }
-
-    pub fn retain(&self, uids: &HashSet<String>) {
-        if let Ok(mut log) = self.0.lock() {
-            log.retain(|uid, _| uids.contains(uid));
-        }
     }
 }
 
@@ -210,20 +184,6 @@ mod tests {
         let mut orphaned = meta("a", "19", 1);
         orphaned.owner_references = None;
         assert!(!skip(&orphaned), "ownerReferences");
-    }
-
-    #[test]
-    fn the_log_is_per_stream_and_forgets_gone_streams() {
-        let log = ApplyLog::default();
-        let now = Instant::now();
-        let version = Version::Resource("1".into());
-        log.record("u1", "ConfigMap/c".into(), mark(1, version.clone(), now));
-        log.record("u2", "ConfigMap/c".into(), mark(2, version, now));
-        assert_eq!(log.get("u1", "ConfigMap/c").map(|m| m.fingerprint), Some(1));
-        assert!(log.get("u1", "Service/c").is_none());
-        log.retain(&HashSet::from(["u2".to_owned()]));
-        assert!(log.get("u1", "ConfigMap/c").is_none());
-        assert!(log.get("u2", "ConfigMap/c").is_some());
     }
 
     #[test]
