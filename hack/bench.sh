@@ -11,18 +11,20 @@
 #   BENCH_QUICK   1: every suite's --quick (seconds, not minutes; the figures mean little)
 #   BENCH_OUT     where the suites write their JSON (default target/bench)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-bench=target/release/metricstream-bench
+bench=$(cargo_target_dir "$repo")/release/metricstream-bench
 suites=${BENCH_SUITES:-backend http drain operator}
 out=${BENCH_OUT:-target/bench}
 quick=()
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then quick=(--quick); fi
 
-[[ -x $bench ]] || { echo "bench.sh: $bench is missing: cargo build --release --workspace --bins" >&2; exit 1; }
-echo "bench.sh: $(nproc) cores; KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-<unset: Kafka targets skipped>}" \
-  "KUBECONFIG=${KUBECONFIG:-<unset: operator suite fails>} OHA=${OHA:-<unset>}" >&2
+[[ -x $bench ]] || die "$bench is missing: cargo build --release --workspace --bins"
+log "$(nproc) cores; KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-<unset: Kafka targets skipped>}" \
+  "KUBECONFIG=${KUBECONFIG:-<unset: operator suite fails>} OHA=${OHA:-<unset>}"
 
 mkdir -p "$out"
 failed=()

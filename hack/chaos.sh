@@ -35,6 +35,10 @@
 #   CHAOS_DRAIN_SECONDS     how long the consumer may take to drain after the load (default 180)
 #   CHAOS_READY_TIMEOUT     seconds a component may take to become ready (default 90)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_NAME=chaos
+DIE_STATUS=2 # a setup error
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_DIR"
@@ -43,7 +47,7 @@ CHAOS_BACKENDS=${CHAOS_BACKENDS:-file,kafka}
 CHAOS_SECONDS=${CHAOS_SECONDS:-180}
 CHAOS_SEED=${CHAOS_SEED:-$((RANDOM * 32768 + RANDOM))}
 CHAOS_ROOT=${CHAOS_DIR:-$REPO_DIR/target/chaos}
-BIN_DIR=${CHAOS_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/release}
+BIN_DIR=${CHAOS_BIN_DIR:-$(cargo_target_dir "$REPO_DIR")/release}
 INGEST_PORT=${CHAOS_INGEST_PORT:-38080}
 INGEST_ADMIN_PORT=${CHAOS_INGEST_ADMIN_PORT:-38090}
 CONSUMER_ADMIN_PORT=${CHAOS_CONSUMER_ADMIN_PORT:-38091}
@@ -64,11 +68,6 @@ REQUEST_TIMEOUT_SECS=15
 REFUSAL_PAUSE_MS=50
 STOP_TIMEOUT=30
 
-log() { printf 'chaos: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 2; }
-
-now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-
 # Milliseconds from a decimal number of seconds: 0.2 -> 200, 15 -> 15000.
 seconds_to_ms() {
     local whole=${1%%.*} fraction=000
@@ -86,12 +85,6 @@ random_ms() {
 }
 
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
-
-http_status() {
-    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1$2" || true
-}
-
-port_in_use() { curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0; [[ $? -ne 7 ]]; }
 
 # The number after `NAME:` on a line of a `metricstream-load` output file; empty if absent.
 field() { sed -n "s/^$2: *\([0-9][0-9]*\).*/\1/p" "$1" | head -n 1; }
@@ -113,13 +106,13 @@ supervise_service() {
     RANDOM=$seed
     local kills=0 exits=0 starts=0 pid status next_kill=0 until_ms now
     local logfile=$RUN_DIR/logs/$name.log
-    launch() {
+    start_service() {
         NO_COLOR=1 "$@" >>"$logfile" 2>&1 &
         pid=$!
         starts=$((starts + 1))
         echo "$pid" >"$RUN_DIR/$name.pid"
     }
-    launch "$@"
+    start_service "$@"
     while [[ ! -e $RUN_DIR/stop ]]; do
         sleep 0.1
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -128,7 +121,7 @@ supervise_service() {
             exits=$((exits + 1))
             event "$name exited by itself with status $status (pid $pid); restarting"
             sleep_ms "$(random_ms "$DOWN")"
-            launch "$@"
+            start_service "$@"
             continue
         fi
         [[ -s $RUN_DIR/chaos-until ]] || continue
@@ -145,17 +138,13 @@ supervise_service() {
             down=$(random_ms "$DOWN")
             event "SIGKILL $name (pid $pid), down ${down} ms"
             sleep_ms "$down"
-            launch "$@"
+            start_service "$@"
             next_kill=$(($(now_ms) + $(random_ms "$KILL_EVERY")))
         fi
     done
-    local stop_status=0 deadline=$((SECONDS + STOP_TIMEOUT))
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        event "$name did not stop within ${STOP_TIMEOUT}s of SIGTERM; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    local stop_status=0
+    stop_pids "$STOP_TIMEOUT" "$pid" || true
+    if [[ -n $STOP_KILLED ]]; then event "$name did not stop within ${STOP_TIMEOUT}s of SIGTERM; SIGKILL"; fi
     wait "$pid" || stop_status=$?
     event "$name stopped (SIGTERM), exit status $stop_status"
     printf 'kills=%d exits=%d starts=%d stop_status=%d\n' "$kills" "$exits" "$starts" "$stop_status" \
@@ -202,16 +191,15 @@ event() {
     printf '%6d.%01ds %s\n' $((ms / 1000)) $((ms % 1000 / 100)) "$*" >>"$RUN_DIR/events.log"
 }
 
+ready() { [[ $(http_status 127.0.0.1 "$1" /readyz) == 200 ]]; }
+
 wait_ready() {
-    local name=$1 port=$2 deadline=$((SECONDS + READY_TIMEOUT))
-    until [[ $(http_status "$port" /readyz) == 200 ]]; do
-        if ((SECONDS >= deadline)); then
-            log "$name was not ready within ${READY_TIMEOUT}s; the end of $RUN_DIR/logs/$name.log:"
-            tail -n 20 "$RUN_DIR/logs/$name.log" >&2 || true
-            return 1
-        fi
-        sleep 0.2
-    done
+    local name=$1 port=$2
+    if ! wait_until "$READY_TIMEOUT" ready "$port"; then
+        log "$name was not ready within ${READY_TIMEOUT}s; the end of $RUN_DIR/logs/$name.log:"
+        tail -n 20 "$RUN_DIR/logs/$name.log" >&2 || true
+        return 1
+    fi
 }
 
 count_of() { sed -n "s/.*\b$2=\([0-9]*\).*/\1/p" "$RUN_DIR/$1.counts" 2>/dev/null || true; }

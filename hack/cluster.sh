@@ -6,10 +6,12 @@
 # and containerd, runc, the CNI plugins, iptables and conntrack from Debian's packages (installed
 # when missing). Images come from hack/image.sh, imported into containerd: no registry.
 #
-#   hack/cluster.sh up       install what is missing, start what is not running, wait until the
+#   hack/cluster.sh up [--env-file PATH]
+#                            install what is missing, start what is not running, wait until the
 #                            node is Ready and untainted and the StorageClass has volumes; prints
 #                            K8S_BIN=<dir of kubectl>, CLUSTER_GATEWAY=<the bridge's address>,
-#                            CONTAINERD_ADDRESS=<socket>, then, last, KUBECONFIG=<path>.
+#                            CONTAINERD_ADDRESS=<socket>, then, last, KUBECONFIG=<path> (with
+#                            --env-file, also into PATH, atomically).
 #                            Idempotent: on a running cluster it only tops up the volumes and
 #                            prints the lines.
 #   hack/cluster.sh down     delete every pod (so the kubelet tears their sandboxes down), stop
@@ -53,7 +55,7 @@
 # installed 7 s (22 s on a busy machine), ~4 s when already up; `down` ~9 s.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
@@ -154,75 +156,49 @@ pid_file() { echo "$PID_DIR/$1.pid"; }
 # The pid of component $1 if it runs: its pid file names a live process whose command line is
 # the component's binary with this state dir in its arguments (so a reused pid never counts).
 component_pid() {
-  local f pid args
-  f=$(pid_file "$1")
-  [[ -f $f ]] || return 1
-  read -r pid <"$f" || return 1
-  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
-  args=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
-  [[ $args == *"$1 "*"$STATE_DIR"* ]] || return 1
-  [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
-  echo "$pid"
+  read_pid_file "$(pid_file "$1")" && [[ $CMDLINE == *"$1 "*"$STATE_DIR"* ]] && echo "$PID"
 }
 
-# stop_pids TIMEOUT PID...: SIGTERM, then SIGKILL what is left after TIMEOUT seconds.
-stop_pids() {
-  local timeout=$1 pid
-  shift
-  (($# > 0)) || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  local deadline=$((SECONDS + timeout))
-  while :; do
-    local alive=()
-    for pid in "$@"; do [[ -d /proc/$pid && $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] && alive+=("$pid"); done
-    ((${#alive[@]} > 0)) || return 0
-    if ((SECONDS >= deadline)); then
-      log "  SIGKILL ${alive[*]} (still running after ${timeout}s)"
-      kill -KILL "${alive[@]}" 2>/dev/null || true
-      sleep 0.5
-      return 0
-    fi
-    sleep 0.2
-  done
-}
+# stop_pids_or_log TIMEOUT PID...: lib.sh's stop_pids (SIGTERM, SIGKILL after TIMEOUT s); `down`
+# goes on when one survives.
+stop_pids_or_log() { stop_pids "$@" || log "  going on: pids that survive SIGKILL are left"; }
 
 stop_component() {
   local pid
   if pid=$(component_pid "$1"); then
     log "stopping $1 (pid $pid)"
-    stop_pids "${2:-15}" "$pid"
+    stop_pids_or_log "${2:-15}" "$pid"
   fi
   rm -f "$(pid_file "$1")"
 }
 
 # The containerd shims of our containerd (they outlive it): their command line names our socket.
 shim_pids() {
-  local d args
+  local d
   for d in /proc/[0-9]*; do
-    args=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") || continue
-    [[ $args == *containerd-shim*"-address $CONTAINERD_SOCK "* ]] && echo "${d#/proc/}"
+    proc_cmdline "${d#/proc/}" || continue
+    [[ "$CMDLINE " == *containerd-shim*"-address $CONTAINERD_SOCK "* ]] && echo "${d#/proc/}"
   done
   return 0
 }
 
+# Runs COMMAND... quietly (for wait_for).
+quietly() { "$@" >/dev/null 2>&1; }
+
 # wait_for WHAT COMMAND...: until COMMAND succeeds, at most READY_TIMEOUT seconds.
 wait_for() {
-  local what=$1 t0 deadline
+  local what=$1 t0
   shift
   t0=$(now_ms)
-  deadline=$((SECONDS + READY_TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      log "$what: not within ${READY_TIMEOUT}s; last log lines:"
-      local f
-      for f in "$LOG_DIR"/*.log; do
-        printf -- '----- %s\n' "$f" >&2
-        tail -n 15 "$f" >&2
-      done
-      die "$what timed out (logs in $LOG_DIR)"
-    fi
-    sleep 0.3
-  done
+  if ! POLL_INTERVAL=0.3 wait_until "$READY_TIMEOUT" quietly "$@"; then
+    log "$what: not within ${READY_TIMEOUT}s; last log lines:"
+    local f
+    for f in "$LOG_DIR"/*.log; do
+      printf -- '----- %s\n' "$f" >&2
+      tail -n 15 "$f" >&2
+    done
+    die "$what timed out (logs in $LOG_DIR)"
+  fi
   log "  $what ($(since "$t0") s)"
 }
 
@@ -461,12 +437,7 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
 }
 
-http_ok() { # host port path
-  # shellcheck disable=SC2016
-  timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 1
-    printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&3
-    head -n 1 <&3 | grep -q " 200 "' probe "$@"
-}
+http_ok() { [[ $(http_status "$@") == 200 ]]; } # host port path
 
 containerd_ready() { ctr --address "$CONTAINERD_SOCK" version; }
 
@@ -482,7 +453,7 @@ start_node() {
   if ! component_pid containerd >/dev/null; then
     # Leftovers of a previous containerd (a SIGKILLed one) keep their shims: stop them first.
     mapfile -t shims < <(shim_pids)
-    stop_pids 10 "${shims[@]}"
+    stop_pids_or_log 10 "${shims[@]}"
     launch containerd "$(pid_file containerd)" "$LOG_DIR/containerd.log" \
       containerd --config "$CONTAINERD_DIR/config.toml" --log-level warn
   fi
@@ -574,16 +545,14 @@ check_state_dir() {
 }
 
 lock_state() {
-  mkdir -p "$STATE_DIR"
-  exec 9>"$STATE_DIR/.lock"
-  flock 9
+  command -v flock >/dev/null || die "flock (util-linux) is needed"
+  take_lock 9 "$STATE_DIR/.lock"
 }
 
+# On stdout, and in ENV_FILE with --env-file.
 print_env() {
-  echo "K8S_BIN=$BIN_DIR"
-  echo "CLUSTER_GATEWAY=$GATEWAY"
-  echo "CONTAINERD_ADDRESS=$CONTAINERD_SOCK"
-  echo "KUBECONFIG=$KUBECONFIG_FILE"
+  emit "K8S_BIN=$BIN_DIR" "CLUSTER_GATEWAY=$GATEWAY" "CONTAINERD_ADDRESS=$CONTAINERD_SOCK" \
+    "KUBECONFIG=$KUBECONFIG_FILE"
 }
 
 cmd_up() {
@@ -604,10 +573,12 @@ cmd_up() {
   start_node
   wait_for "node $NODE_NAME Ready and untainted" node_ready
   ensure_storage
-  exec 9>&-
+  release_lock 9
   log "cluster up in $(since "$t0") s (node $NODE_NAME at $GATEWAY, state $STATE_DIR)"
   print_env
 }
+
+no_running_tasks() { ! ctr_ tasks ls 2>/dev/null | awk '$3 == "RUNNING" { found = 1 } END { exit !found }'; }
 
 # Deletes every pod so the kubelet stops the containers and tears the sandboxes' networks down.
 delete_pods() {
@@ -615,13 +586,8 @@ delete_pods() {
   envtest status >/dev/null 2>&1 || return 0
   log "deleting every pod (the kubelet tears the sandboxes down)"
   kubectl delete pods --all-namespaces --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
-  local deadline=$((SECONDS + 60)) running_tasks
-  while ((SECONDS < deadline)); do
-    running_tasks=$(ctr_ tasks ls 2>/dev/null | awk '$3 == "RUNNING"' | wc -l)
-    ((running_tasks == 0)) && return 0
-    sleep 0.5
-  done
-  log "  containers still running after 60 s; they are killed with containerd"
+  POLL_INTERVAL=0.5 wait_until 60 no_running_tasks ||
+    log "  containers still running after 60 s; they are killed with containerd"
 }
 
 unmount_under_state() {
@@ -662,12 +628,12 @@ cmd_down() {
   stop_component containerd
   local -a shims
   mapfile -t shims < <(shim_pids)
-  stop_pids 10 "${shims[@]}"
+  stop_pids_or_log 10 "${shims[@]}"
   ENVTEST_STOP_TIMEOUT=5 envtest down || log "  hack/envtest.sh down failed"
   unmount_under_state
   remove_kubepods_cgroups
   teardown_network
-  exec 9>&-
+  release_lock 9
   rm -rf "$STATE_DIR"
   log "cluster stopped, $STATE_DIR removed ($(since "$t0") s)"
 }
@@ -695,7 +661,10 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case $cmd in
-    up) cmd_up ;;
+    up)
+      env_file_option "$@"
+      cmd_up
+      ;;
     down) cmd_down ;;
     status) cmd_status ;;
     kubectl)

@@ -55,11 +55,12 @@
 # Output: progress on stdout; everything (load reports, sinks, describe output of a failure, the
 # summary) in target/e2e-<profile>/.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Where cargo puts the binaries (CARGO_TARGET_DIR, if set, is relative to the repository here).
-cargo_target=${CARGO_TARGET_DIR:-target}
-[[ $cargo_target == /* ]] || cargo_target=$repo/$cargo_target
+cargo_target=$(cargo_target_dir "$repo")
 profile=${1:-}
 clients=${E2E_CLIENTS:-20}
 requests=${E2E_REQUESTS:-50}
@@ -75,6 +76,7 @@ streams=(web-file web-kafka)
 token=$(sed -n 's/^ *e2e-load=//p' "$repo/examples/token-secret.yaml")
 work=
 summary=
+GOT= # what the last condition function saw (for a failure's message)
 declare -A stream_url=()
 
 say() { printf '\n==> [%s] %s\n' "$(date -u +%T)" "$*"; }
@@ -108,22 +110,25 @@ local_setup() {
   work="$repo/target/e2e-local"
   mkdir -p "$work"
   say "the local cluster (hack/cluster.sh)"
-  local out
   bash "$repo/hack/cluster.sh" status >/dev/null 2>&1 || cluster_started=1
   # `up` also on a running cluster: it tops up the free PersistentVolumes.
-  out=$(bash "$repo/hack/cluster.sh" up) || fail "hack/cluster.sh up failed"
+  rm -f "$work/cluster.env"
+  bash "$repo/hack/cluster.sh" up --env-file "$work/cluster.env" >/dev/null || fail "hack/cluster.sh up failed"
   local gateway containerd kubeconfig bin
-  gateway=$(sed -n 's/^CLUSTER_GATEWAY=//p' <<<"$out" | tail -n 1)
-  containerd=$(sed -n 's/^CONTAINERD_ADDRESS=//p' <<<"$out" | tail -n 1)
-  kubeconfig=$(sed -n 's/^KUBECONFIG=//p' <<<"$out" | tail -n 1)
-  bin=$(sed -n 's/^K8S_BIN=//p' <<<"$out" | tail -n 1)
-  [[ -n $gateway && -n $kubeconfig && -n $bin ]] || fail "hack/cluster.sh printed no KUBECONFIG/K8S_BIN/CLUSTER_GATEWAY"
+  if ! { gateway=$(env_get "$work/cluster.env" CLUSTER_GATEWAY) &&
+    containerd=$(env_get "$work/cluster.env" CONTAINERD_ADDRESS) &&
+    kubeconfig=$(env_get "$work/cluster.env" KUBECONFIG) &&
+    bin=$(env_get "$work/cluster.env" K8S_BIN); }; then
+    fail "hack/cluster.sh up wrote no KUBECONFIG/K8S_BIN/CLUSTER_GATEWAY/CONTAINERD_ADDRESS to $work/cluster.env"
+  fi
   KUBECTL=${KUBECTL:-$bin/kubectl}
   kube_args=(--kubeconfig "$kubeconfig")
   helm_args=(--kubeconfig "$kubeconfig")
   if [[ -z ${HELM:-} ]]; then
-    if [[ -s $repo/target/tools.env ]]; then HELM=$(sed -n 's/^HELM=//p' "$repo/target/tools.env"); fi
-    [[ -n ${HELM:-} ]] || HELM=$(bash "$repo/hack/tools.sh" install | sed -n 's/^HELM=//p')
+    # What `make tools` wrote, else hack/tools.sh itself.
+    HELM=$(env_get "$repo/target/tools.env" HELM) ||
+      { bash "$repo/hack/tools.sh" install --env-file "$work/tools.env" >/dev/null &&
+        HELM=$(env_get "$work/tools.env" HELM); } || fail "hack/tools.sh install failed"
   fi
   [[ -x $HELM ]] || fail "no helm (HELM=$HELM)"
 
@@ -147,8 +152,9 @@ local_setup() {
   kafka_env=(env METRICSTREAM_KAFKA_STATE="$work/kafka" KAFKA_HOST="$gateway" KAFKA_PORT="$kafka_port"
     KAFKA_CONTROLLER_PORT="$((kafka_port + 1))" KAFKA_SECURE_PORT="$((kafka_port + 2))")
   if ! "${kafka_env[@]}" bash "$repo/hack/kafka.sh" status >/dev/null 2>&1; then kafka_started=1; fi
-  kafka_bootstrap=$("${kafka_env[@]}" bash "$repo/hack/kafka.sh" up | sed -n 's/^KAFKA_BOOTSTRAP=//p' | tail -n 1)
-  [[ -n $kafka_bootstrap ]] || fail "hack/kafka.sh up printed no KAFKA_BOOTSTRAP"
+  rm -f "$work/kafka.env"
+  "${kafka_env[@]}" bash "$repo/hack/kafka.sh" up --env-file "$work/kafka.env" >/dev/null || fail "hack/kafka.sh up failed"
+  kafka_bootstrap=$(env_get "$work/kafka.env" KAFKA_BOOTSTRAP) || fail "hack/kafka.sh up wrote no KAFKA_BOOTSTRAP"
 
   stream_url=([web-kafka]="http://$gateway:30080" [web-file]="http://$gateway:30081")
   helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never
@@ -229,17 +235,16 @@ condition() { # stream type -> "status reason message"
     -o jsonpath="{.status.conditions[?(@.type==\"$2\")].status} {.status.conditions[?(@.type==\"$2\")].reason} {.status.conditions[?(@.type==\"$2\")].message}"
 }
 
+is_ready() { [[ $(condition "$1" Ready) == True* ]]; } # stream
+
 wait_ready() { # stream...
-  local stream deadline=$((SECONDS + timeout))
+  local stream deadline=$(($(now_ms) + timeout * 1000))
   for stream in "$@"; do
-    until [[ $(condition "$stream" Ready) == True* ]]; do
-      if ((SECONDS >= deadline)); then
-        kube -n "$streams_namespace" describe metricstream "$stream" >"$work/$stream.describe.txt" 2>&1 || true
-        kube -n "$streams_namespace" get pods -o wide >>"$work/$stream.describe.txt" 2>&1 || true
-        fail "MetricStream $stream not Ready within ${timeout}s: $(condition "$stream" Ready) (see $work/$stream.describe.txt)"
-      fi
-      sleep 1
-    done
+    if ! POLL_INTERVAL=1 wait_until_ms "$deadline" is_ready "$stream"; then
+      kube -n "$streams_namespace" describe metricstream "$stream" >"$work/$stream.describe.txt" 2>&1 || true
+      kube -n "$streams_namespace" get pods -o wide >>"$work/$stream.describe.txt" 2>&1 || true
+      fail "MetricStream $stream not Ready within ${timeout}s: $(condition "$stream" Ready) (see $work/$stream.describe.txt)"
+    fi
     local type
     for type in BackendReady IngestAvailable ConsumerAvailable; do
       [[ $(condition "$stream" "$type") == True* ]] || fail "$stream is Ready but $type is $(condition "$stream" "$type")"
@@ -257,17 +262,19 @@ patch_stream() { # stream json-merge-patch
   kube -n "$streams_namespace" patch metricstream "$1" --type merge -p "$2" >/dev/null
 }
 
+observed() { # stream generation
+  [[ $(kube -n "$streams_namespace" get metricstream "$1" -o jsonpath='{.status.observedGeneration}') == "$2" ]]
+}
+
 # Waits until the stream's workloads have rolled out what the operator last applied.
 wait_rollout() { # stream...
   local stream d
   for stream in "$@"; do
     # The operator applies after it sees the change: wait for it to observe the new generation.
-    local generation deadline=$((SECONDS + timeout))
+    local generation
     generation=$(kube -n "$streams_namespace" get metricstream "$stream" -o jsonpath='{.metadata.generation}')
-    until [[ $(kube -n "$streams_namespace" get metricstream "$stream" -o jsonpath='{.status.observedGeneration}') == "$generation" ]]; do
-      ((SECONDS < deadline)) || fail "the operator did not observe generation $generation of $stream"
-      sleep 0.5
-    done
+    POLL_INTERVAL=0.5 wait_until "$timeout" observed "$stream" "$generation" ||
+      fail "the operator did not observe generation $generation of $stream"
     for d in "$stream-ingest" "$stream-consumer"; do
       kube -n "$streams_namespace" rollout status "deployment/$d" --timeout="${timeout}s" >/dev/null ||
         fail "deployment $d did not roll out"
@@ -276,10 +283,17 @@ wait_rollout() { # stream...
   wait_ready "$@"
 }
 
+# Copies the sink out through the reader pod into a fresh directory and verifies it.
+sink_exactly_once() { # reader-pod sink-dir expected-file verify-output
+  rm -rf "$2" && mkdir -p "$2"
+  kube -n "$streams_namespace" exec "$1" -- tar cf - -C /sink . | tar xf - -C "$2"
+  "$load" verify --sink-dir "$2" --expected "$3" >"$4" 2>&1
+}
+
 # Copies the stream's sink out of the cluster through a pod that mounts its volume read-only (the
 # runtime image has no shell or tar), then checks every acknowledged metric is there once.
 verify_sink() { # stream expected-file label
-  local stream=$1 expected=$2 label=$3 reader="$1-sink-reader" deadline=$((SECONDS + 300))
+  local stream=$1 expected=$2 label=$3 reader="$1-sink-reader"
   kube -n "$streams_namespace" delete pod "$reader" --ignore-not-found --wait=true >/dev/null
   kube -n "$streams_namespace" apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -313,16 +327,10 @@ EOF
   kube -n "$streams_namespace" wait "pod/$reader" --for=condition=Ready --timeout="${timeout}s" >/dev/null ||
     fail "the sink reader of $stream did not start"
   local sink="$work/$stream-sink-$label" out="$work/$stream.$label.verify.txt"
-  while :; do
-    rm -rf "$sink" && mkdir -p "$sink"
-    kube -n "$streams_namespace" exec "$reader" -- tar cf - -C /sink . | tar xf - -C "$sink"
-    if "$load" verify --sink-dir "$sink" --expected "$expected" >"$out" 2>&1; then break; fi
-    if ((SECONDS >= deadline)); then
-      cat "$out"
-      fail "the sink of $stream ($label) is still not exactly once after 300 s (see $out)"
-    fi
-    sleep 3
-  done
+  if ! POLL_INTERVAL=3 wait_until 300 sink_exactly_once "$reader" "$sink" "$expected" "$out"; then
+    cat "$out"
+    fail "the sink of $stream ($label) is still not exactly once after 300 s (see $out)"
+  fi
   kube -n "$streams_namespace" delete pod "$reader" --wait=false >/dev/null
   note "  $stream $label sink: $(tr '\n' ' ' <"$out" | sed 's/  */ /g')"
 }
@@ -450,22 +458,29 @@ step_upgrade() {
 # expect_problem stream condition-type regex: the condition is False with a message matching the
 # regex, and a Warning Event on the stream says so too.
 expect_problem() {
-  local stream=$1 type=$2 regex=$3 deadline=$((SECONDS + timeout)) got events
-  until got=$(condition "$stream" "$type") && [[ $got == False* && $got =~ $regex ]]; do
-    if ((SECONDS >= deadline)); then
-      kube -n "$streams_namespace" describe metricstream "$stream" >"$work/$stream.describe.txt" 2>&1 || true
-      kube -n "$streams_namespace" get pods -o wide >>"$work/$stream.describe.txt" 2>&1 || true
-      fail "$stream: $type should be False and match /$regex/; it is: $got"
-    fi
-    sleep 1
-  done
-  until events=$(kube -n "$streams_namespace" get events.events.k8s.io \
-    --field-selector "regarding.name=$stream,regarding.kind=MetricStream,type=Warning" \
-    -o jsonpath='{range .items[*]}{.reason}: {.note}{"\n"}{end}') && [[ $events =~ $regex ]]; do
-    ((SECONDS < deadline)) || fail "$stream: no Warning Event matching /$regex/ (events: $events)"
-    sleep 1
-  done
+  local stream=$1 type=$2 regex=$3 deadline=$(($(now_ms) + timeout * 1000))
+  GOT=
+  if ! POLL_INTERVAL=1 wait_until_ms "$deadline" condition_matches "$stream" "$type" "$regex"; then
+    kube -n "$streams_namespace" describe metricstream "$stream" >"$work/$stream.describe.txt" 2>&1 || true
+    kube -n "$streams_namespace" get pods -o wide >>"$work/$stream.describe.txt" 2>&1 || true
+    fail "$stream: $type should be False and match /$regex/; it is: $GOT"
+  fi
+  local got=$GOT
+  POLL_INTERVAL=1 wait_until_ms "$deadline" warning_matches "$stream" "$regex" ||
+    fail "$stream: no Warning Event matching /$regex/ (events: $GOT)"
   note "  $stream: $type = $got"
+}
+
+# GOT := the stream's condition (status reason message); it is False and matches the regex.
+condition_matches() { # stream type regex
+  GOT=$(condition "$1" "$2") && [[ $GOT == False* && $GOT =~ $3 ]]
+}
+
+# GOT := the stream's Warning Events (reason: note, a line each); one matches the regex.
+warning_matches() { # stream regex
+  GOT=$(kube -n "$streams_namespace" get events.events.k8s.io \
+    --field-selector "regarding.name=$1,regarding.kind=MetricStream,type=Warning" \
+    -o jsonpath='{range .items[*]}{.reason}: {.note}{"\n"}{end}') && [[ $GOT =~ $2 ]]
 }
 
 step_mistakes() {
@@ -514,19 +529,21 @@ EOF
   kube -n "$streams_namespace" delete secret malformed-tokens >/dev/null
 }
 
+# GOT := the objects of these kinds with this label selector; there are none.
+none_left() { # kinds selector
+  GOT=$(kube -n "$streams_namespace" get "$1" -l "$2" -o name) && [[ -z $GOT ]]
+}
+
 step_delete() {
   say "7. streams deleted (per their deletionPolicy), helm uninstall"
-  local stream=web-file left
+  local stream=web-file
   local selector="metricstream.dev/stream=$stream"
   local kinds=deployments,services,configmaps,persistentvolumeclaims
   [[ -n $(kube -n "$streams_namespace" get "$kinds" -l "$selector" -o name) ]] ||
     fail "no children of $stream labelled $selector before its deletion: the check below would prove nothing"
   kube -n "$streams_namespace" delete metricstream "$stream" --wait=true --timeout="${timeout}s" >/dev/null
-  local deadline=$((SECONDS + timeout))
-  while left=$(kube -n "$streams_namespace" get "$kinds" -l "$selector" -o name) && [[ -n $left ]]; do
-    ((SECONDS < deadline)) || fail "children of the deleted $stream are still there: $left"
-    sleep 1
-  done
+  POLL_INTERVAL=1 wait_until "$timeout" none_left "$kinds" "$selector" ||
+    fail "children of the deleted $stream are still there: $GOT"
   note "  $stream deleted (deletionPolicy Delete): its Deployments, Services, ConfigMap and PVCs are gone"
   local policy topic
   policy=$(kube -n "$streams_namespace" get metricstream web-kafka -o jsonpath='{.spec.deletionPolicy}')
@@ -574,8 +591,5 @@ case $profile in
       kind delete cluster --name "${E2E_CLUSTER:-metricstream}"
     fi
     ;;
-  *)
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-    exit 2
-    ;;
+  *) usage ;;
 esac

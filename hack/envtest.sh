@@ -5,10 +5,12 @@
 # The binaries (and kubectl) are built from the Go module proxy, once, through the wrapper module
 # in hack/envtest/ (go.mod pins Kubernetes and etcd and maps Kubernetes' staging modules).
 #
-#   hack/envtest.sh up        build the binaries (first run only), start the control plane, wait
+#   hack/envtest.sh up [--env-file PATH]
+#                             build the binaries (first run only), start the control plane, wait
 #                             until it is ready; the last two stdout lines are
 #                             KUBECONFIG=<path> and K8S_BIN=<directory holding kubectl>.
 #                             When it already runs and is healthy, only prints those lines.
+#                             With --env-file, also writes them to PATH (atomically).
 #   hack/envtest.sh down      stop everything (SIGTERM, then SIGKILL) and delete the state dir
 #                             (idempotent)
 #   hack/envtest.sh status    exit 0 if every component runs and is healthy (then also prints the
@@ -56,7 +58,7 @@
 # etcd ~45).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 # Kubernetes 1.34.4 pins etcd's client at 3.6.4 (its go.mod): the etcd server is that same
@@ -189,11 +191,9 @@ ensure_bins() {
 
   command -v go >/dev/null || die "go (1.24+) is needed to build the control plane binaries once"
   check_go_module_pins
-  mkdir -p "$CACHE_ROOT"
-  exec 8>"$CACHE_ROOT/.k8s-$K8S_VERSION.lock"
-  if command -v flock >/dev/null; then flock 8; fi
+  take_lock 8 "$CACHE_ROOT/.k8s-$K8S_VERSION.lock"
   if cache_ok "$stamp"; then
-    exec 8>&-
+    release_lock 8
     return 0
   fi
   # Holding the lock, any temp dir left here is from an interrupted build.
@@ -230,7 +230,7 @@ ensure_bins() {
   mv -T "$BUILD_TMP" "$CACHE_DIR"
   BUILD_TMP=
   trap - EXIT
-  exec 8>&-
+  release_lock 8
   log "built in $(since "$t0") s: $(du -sh "$BIN_DIR" | cut -f1) of binaries in $BIN_DIR"
 }
 
@@ -288,35 +288,9 @@ cmd_pin() {
 pid_file() { echo "$STATE_DIR/$1.pid"; }
 log_file() { echo "$STATE_DIR/$1.log"; }
 
-# CMDLINE := the command line of process $1, arguments joined by spaces (builtins only, no fork:
-# stray_pids reads every process's).
-CMDLINE=
-proc_cmdline() {
-  local -a args
-  CMDLINE=
-  mapfile -d '' -t args 2>/dev/null <"/proc/$1/cmdline" || return 1
-  ((${#args[@]} > 0)) || return 1 # a zombie or a kernel thread
-  CMDLINE="${args[*]}"
-}
-
-proc_alive() { # alive and not a zombie
-  local stat
-  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  stat=${stat##*) }
-  [[ ${stat%% *} != Z ]]
-}
-
 # The pid of this state dir's component $1 if it is alive (a zombie or a reused pid does not count).
 component_pid() {
-  local f pid
-  f=$(pid_file "$1")
-  [[ -f $f ]] || return 1
-  read -r pid <"$f" || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  proc_cmdline "$pid" || return 1
-  [[ $CMDLINE == *"/$1 "*"$STATE_DIR/"* ]] || return 1
-  proc_alive "$pid" || return 1
-  echo "$pid"
+  read_pid_file "$(pid_file "$1")" && [[ $CMDLINE == *"/$1 "*"$STATE_DIR/"* ]] && echo "$PID"
 }
 
 # Processes of this state dir whose pid files are gone (say, the dir was deleted by hand):
@@ -345,23 +319,7 @@ stop_all() {
   if ((${#pids[@]} > 0)); then
     mapfile -t pids < <(printf '%s\n' "${pids[@]}" | sort -u)
     log "stopping pids ${pids[*]} (SIGTERM)"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    local deadline=$(($(now_ms) + STOP_TIMEOUT * 1000)) killed=
-    while true; do
-      local alive=()
-      for pid in "${pids[@]}"; do
-        if proc_alive "$pid"; then alive+=("$pid"); fi
-      done
-      ((${#alive[@]} > 0)) || break
-      if (($(now_ms) > deadline)); then
-        [[ -z $killed ]] || die "pids ${alive[*]} survive SIGKILL"
-        log "still running after ${STOP_TIMEOUT}s: SIGKILL ${alive[*]}"
-        kill -KILL "${alive[@]}" 2>/dev/null || true
-        deadline=$(($(now_ms) + 10000))
-        killed=1
-      fi
-      sleep 0.1
-    done
+    stop_pids "$STOP_TIMEOUT" "${pids[@]}" || die "the control plane's processes survive SIGKILL"
   fi
   for c in "${COMPONENTS[@]}"; do rm -f "$(pid_file "$c")"; done
 }
@@ -376,8 +334,6 @@ show_log_tails() {
 }
 
 # ---- ports -------------------------------------------------------------------------------------
-
-port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null || (exec 3<>"/dev/tcp/$APISERVER_HOST/$1") 2>/dev/null; }
 
 APISERVER_PORT='' ETCD_PORT='' ETCD_PEER_PORT='' KCM_PORT=''
 load_ports() {
@@ -394,35 +350,18 @@ load_ports() {
   [[ -n $APISERVER_PORT && -n $ETCD_PORT && -n $ETCD_PEER_PORT && -n $KCM_PORT ]]
 }
 
-# pick_port VAR-NAME DEFAULT: the env var's value (must be free) or the default, else the next
-# free port above it; never one already picked (PICKED: the caller adds each pick; this runs
-# in a command substitution).
-PICKED=" "
-pick_port() {
-  local var=$1 default=$2 port
-  if [[ -n ${!var:-} ]]; then
-    port=${!var}
-    [[ $port =~ ^[0-9]+$ ]] || die "$var=$port is not a port number"
-    port_in_use "$port" && die "$var=$port: $HOST:$port is in use by another process"
-  else
-    port=$default
-    while port_in_use "$port" || [[ $PICKED == *" $port "* ]]; do
-      port=$((port + 1))
-      ((port < default + 200)) || die "no free port in $default..$((default + 199)); set $var"
-    done
-    [[ $port == "$default" ]] || log "port $default is taken: using $port (set $var to choose)"
-  fi
-  echo "$port"
-}
-
+# A port left at its default that is taken (on 127.0.0.1 or the API server's address) is
+# replaced by a free one nearby; one set explicitly must be free (lib.sh's pick_port).
 choose_ports() {
-  APISERVER_PORT=$(pick_port ENVTEST_APISERVER_PORT 16443)
+  local hosts=("$HOST")
+  [[ $APISERVER_HOST == "$HOST" ]] || hosts+=("$APISERVER_HOST")
+  APISERVER_PORT=$(pick_port ENVTEST_APISERVER_PORT 16443 "${hosts[@]}")
   PICKED+="$APISERVER_PORT "
-  ETCD_PORT=$(pick_port ENVTEST_ETCD_PORT 23790)
+  ETCD_PORT=$(pick_port ENVTEST_ETCD_PORT 23790 "${hosts[@]}")
   PICKED+="$ETCD_PORT "
-  ETCD_PEER_PORT=$(pick_port ENVTEST_ETCD_PEER_PORT 23800)
+  ETCD_PEER_PORT=$(pick_port ENVTEST_ETCD_PEER_PORT 23800 "${hosts[@]}")
   PICKED+="$ETCD_PEER_PORT "
-  KCM_PORT=$(pick_port ENVTEST_KCM_PORT 10257)
+  KCM_PORT=$(pick_port ENVTEST_KCM_PORT 10257 "${hosts[@]}")
   printf 'APISERVER_PORT=%s\nETCD_PORT=%s\nETCD_PEER_PORT=%s\nKCM_PORT=%s\n' \
     "$APISERVER_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$KCM_PORT" >"$PORTS_FILE"
 }
@@ -502,14 +441,7 @@ EOF
 # ---- health ------------------------------------------------------------------------------------
 
 # etcd's /readyz over plain HTTP on the client port (no curl needed).
-etcd_ready() {
-  local out
-  # shellcheck disable=SC2016  # the inner script expands its own arguments
-  out=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 1
-    printf "GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n" "$1" >&3
-    cat <&3' probe "$HOST" "$ETCD_PORT" 2>/dev/null) || return 1
-  [[ $out == "HTTP/1."?" 200"* ]]
-}
+etcd_ready() { [[ $(http_status "$HOST" "$ETCD_PORT" /readyz) == 200 ]]; }
 
 apiserver_ready() {
   "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" --request-timeout=3s get --raw /readyz >/dev/null 2>&1 </dev/null
@@ -537,23 +469,26 @@ healthy() {
   for c in "${COMPONENTS[@]}"; do component_ready "$c" || return 1; done
 }
 
+# Component $1 is ready; stops everything and dies if it has exited.
+started_and_ready() {
+  component_ready "$1" && return 0
+  if ! component_pid "$1" >/dev/null; then
+    show_log_tails
+    stop_all
+    die "$1 exited during startup (logs above; all logs in $STATE_DIR)"
+  fi
+  return 1
+}
+
 # Wait for component $1 to be ready before the overall deadline $2 (ms).
 wait_ready() {
   local c=$1 deadline=$2 t0
   t0=$(now_ms)
-  while ! component_ready "$c"; do
-    if ! component_pid "$c" >/dev/null; then
-      show_log_tails
-      stop_all
-      die "$c exited during startup (logs above; all logs in $STATE_DIR)"
-    fi
-    if (($(now_ms) > deadline)); then
-      show_log_tails
-      stop_all
-      die "the control plane was not ready within ${READY_TIMEOUT}s ($c not ready; logs above; all logs in $STATE_DIR)"
-    fi
-    sleep 0.2
-  done
+  if ! wait_until_ms "$deadline" started_and_ready "$c"; then
+    show_log_tails
+    stop_all
+    die "the control plane was not ready within ${READY_TIMEOUT}s ($c not ready; logs above; all logs in $STATE_DIR)"
+  fi
   log "  $c ready ($(since "$t0") s)"
 }
 
@@ -637,23 +572,19 @@ apply_crds() {
   fi
   mapfile -t crds < <(grep '^customresourcedefinition' <<<"$out" || true)
   # `kubectl wait` fails at once (rather than waiting) on a CRD that has no status yet.
-  local deadline=$((SECONDS + 60))
-  while ((${#crds[@]} > 0)) &&
-    ! "${k[@]}" wait --for=condition=Established --timeout=10s "${crds[@]}" >/dev/null 2>&1 </dev/null; do
-    if ((SECONDS > deadline)); then
-      log "the CRDs of ENVTEST_CRDS did not become established within 60 s"
-      return 1
-    fi
-    sleep 0.2
-  done
+  if ((${#crds[@]} > 0)) && ! wait_until 60 crds_established "${crds[@]}"; then
+    log "the CRDs of ENVTEST_CRDS did not become established within 60 s"
+    return 1
+  fi
   log "  applied ${#crds[@]} CRD(s) from ENVTEST_CRDS"
 }
 
-lock_state() {
-  mkdir -p "$STATE_DIR"
-  exec 9>"$STATE_DIR/.lock"
-  if command -v flock >/dev/null; then flock 9; fi
+crds_established() {
+  "$BIN_DIR/kubectl" --kubeconfig="$KUBECONFIG_FILE" --request-timeout=60s \
+    wait --for=condition=Established --timeout=10s "$@" >/dev/null 2>&1 </dev/null
 }
+
+lock_state() { take_lock 9 "$STATE_DIR/.lock"; }
 
 # A state dir we may delete: ours (marked) or nonexistent/empty.
 check_state_dir() {
@@ -664,10 +595,8 @@ check_state_dir() {
   fi
 }
 
-print_env() {
-  echo "KUBECONFIG=$KUBECONFIG_FILE"
-  echo "K8S_BIN=$BIN_DIR"
-}
+# On stdout, and in ENV_FILE with --env-file.
+print_env() { emit "KUBECONFIG=$KUBECONFIG_FILE" "K8S_BIN=$BIN_DIR"; }
 
 # ---- commands ----------------------------------------------------------------------------------
 
@@ -699,7 +628,7 @@ cmd_up() {
     start_all
     log "control plane ready in $(since "$t0") s"
   fi
-  exec 9>&-
+  release_lock 9
   print_env
 }
 
@@ -746,7 +675,10 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case $cmd in
-    up) cmd_up ;;
+    up)
+      env_file_option "$@"
+      cmd_up
+      ;;
     down) cmd_down ;;
     status) cmd_status ;;
     build)

@@ -32,14 +32,10 @@
 # Needs: rustup with a nightly toolchain, a C compiler (libFuzzer), flock (util-linux).
 # Progress goes to stderr; stdout carries the results.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CARGO_FUZZ_VERSION=0.13.2
-
-log() { printf 'fuzz.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fuzz_dir="$repo/fuzz"
@@ -47,7 +43,7 @@ cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/metricstream"
 install_root="$cache_root/cargo-fuzz-$CARGO_FUZZ_VERSION"
 cargo_fuzz_bin="$install_root/bin/cargo-fuzz"
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
-target_root="${CARGO_TARGET_DIR:-$repo/target}"
+target_root="$(cargo_target_dir "$repo")"
 work_dir="${FUZZ_WORK_DIR:-$target_root/fuzz-work}"
 build_dir="${FUZZ_BUILD_DIR:-$target_root/fuzz-build}"
 seconds="${FUZZ_SECONDS:-60}"
@@ -74,8 +70,7 @@ install() {
   command -v flock >/dev/null || die "flock not found (util-linux)"
   mkdir -p "$cache_root"
   # One installer at a time; whoever waited finds the binary the other one built.
-  exec {lock_fd}>"$cache_root/cargo-fuzz-$CARGO_FUZZ_VERSION.lock"
-  flock "$lock_fd"
+  take_lock 8 "$cache_root/cargo-fuzz-$CARGO_FUZZ_VERSION.lock"
   if installed; then
     log "cargo-fuzz $CARGO_FUZZ_VERSION was installed meanwhile in $install_root"
     return

@@ -66,7 +66,7 @@
 # build contexts are deleted after a build).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- pins and names ----------------------------------------------------------------------------
 K8S_VERSION=1.34.4
@@ -92,9 +92,7 @@ SCRIPT=$HACK_DIR/$(basename "${BASH_SOURCE[0]}")
 DOCKERFILE=$REPO_DIR/Dockerfile
 OUT_DIR=${METRICSTREAM_IMAGE_DIR:-$REPO_DIR/target/image}
 # cargo's release output: CARGO_TARGET_DIR (relative to the repository) or <repo>/target.
-RELEASE_DIR=${CARGO_TARGET_DIR:-target}
-[[ $RELEASE_DIR == /* ]] || RELEASE_DIR=$REPO_DIR/$RELEASE_DIR
-RELEASE_DIR=$RELEASE_DIR/release
+RELEASE_DIR=$(cargo_target_dir "$REPO_DIR")/release
 CACHE_ROOT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/metricstream
 GOMODCACHE=${GOMODCACHE:-$CACHE_ROOT/go/mod}
 CONTAINERD_ADDRESS=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
@@ -117,11 +115,7 @@ need_packages() {
 }
 
 # One build of a kind at a time (hack/cluster.sh may call several commands at once).
-lock() {
-  mkdir -p "$OUT_DIR"
-  exec 9>"$OUT_DIR/.$1.lock"
-  if command -v flock >/dev/null; then flock 9; fi
-}
+lock() { take_lock 9 "$OUT_DIR/.$1.lock"; }
 
 # A name usable as a file name: localhost/metricstream:e2e -> localhost_metricstream_e2e.
 file_name() { printf '%s' "$1" | tr -c 'A-Za-z0-9._-' '_'; }

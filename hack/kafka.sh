@@ -3,17 +3,19 @@
 # for MetricStream's tests and benchmarks. Needs Java 17+ and Maven; fetches the jars from
 # Maven Central on first use.
 #
-#   hack/kafka.sh up            fetch jars (once), make a throwaway CA, broker certificate and SCRAM
+#   hack/kafka.sh up [--env-file PATH]
+#                               fetch jars (once), make a throwaway CA, broker certificate and SCRAM
 #                               passwords (once), format storage (once), start the broker, wait
 #                               until it serves metadata; prints the secure listener's settings
 #                               (KAFKA_SECURE_BOOTSTRAP, KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME,
 #                               KAFKA_SCRAM_PASSWORD_FILE, KAFKA_SCRAM_ADMIN_USERNAME,
 #                               KAFKA_SCRAM_ADMIN_PASSWORD_FILE), then, last,
-#                               KAFKA_BOOTSTRAP=host:port (the PLAINTEXT listener)
+#                               KAFKA_BOOTSTRAP=host:port (the PLAINTEXT listener); with
+#                               --env-file, also writes those lines to PATH (atomically)
 #   hack/kafka.sh down          stop the broker and delete its state dir (idempotent)
 #   hack/kafka.sh status        exit 0 if the broker runs and serves metadata, non-zero otherwise
 #   hack/kafka.sh stop-broker [--kill]   stop the process (SIGTERM, or SIGKILL), keep its data
-#   hack/kafka.sh start-broker  start it again on the same data (same as `up`)
+#   hack/kafka.sh start-broker [--env-file PATH]   start it again on the same data (same as `up`)
 #   hack/kafka.sh pause-broker / resume-broker   SIGSTOP / SIGCONT: a hung, not a dead, broker
 #   hack/kafka.sh tool CLASS|ALIAS [ARGS...]     run a Kafka main class with the cached jars;
 #                               aliases: topics producer-perf consumer-perf console-producer
@@ -44,7 +46,7 @@
 # are User:ANONYMOUS, a super user, so nothing changes for them.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 KAFKA_VERSION=4.4.0
@@ -108,10 +110,8 @@ ensure_jars() {
   cache_ok "$stamp" && return 0
 
   command -v mvn >/dev/null || die "mvn (Maven) is needed to fetch the Kafka jars"
-  mkdir -p "$CACHE_ROOT"
-  exec 8>"$CACHE_ROOT/.kafka-$KAFKA_VERSION.lock"
-  if command -v flock >/dev/null; then flock 8; fi
-  if cache_ok "$stamp"; then exec 8>&-; return 0; fi
+  take_lock 8 "$CACHE_ROOT/.kafka-$KAFKA_VERSION.lock"
+  if cache_ok "$stamp"; then release_lock 8; return 0; fi
   # Holding the lock, any temp dir left here is from an interrupted run.
   rm -rf "$CACHE_ROOT/.kafka-$KAFKA_VERSION.tmp."*
 
@@ -144,7 +144,7 @@ ensure_jars() {
   fi
   mv -T "$TMP_FETCH_DIR" "$CACHE_DIR"
   TMP_FETCH_DIR=
-  exec 8>&-
+  release_lock 8
   log "fetched $(find "$LIB_DIR" -name '*.jar' | wc -l) jars in $(since "$t0") s"
 }
 
@@ -207,13 +207,7 @@ tool_class() {
 
 # The pid of this state dir's broker if it is alive (a zombie or a reused pid does not count).
 broker_pid() {
-  [[ -f $PID_FILE ]] || return 1
-  local pid cmdline
-  pid=$(<"$PID_FILE")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
-  [[ $cmdline == *kafka.Kafka*"$CONFIG_FILE"* ]] || return 1
-  echo "$pid"
+  read_pid_file "$PID_FILE" && [[ $CMDLINE == *kafka.Kafka*"$CONFIG_FILE"* ]] && echo "$PID"
 }
 
 bootstrap() {
@@ -241,16 +235,19 @@ probe_metadata() {
 }
 
 # What a client of the SASL_SSL listener needs, then the PLAINTEXT bootstrap last.
+# On stdout, and in ENV_FILE with --env-file.
 print_endpoints() {
+  local lines=()
   if [[ -f $SECURE_DIR/complete && -f $SECURE_BOOTSTRAP_FILE ]]; then
-    echo "KAFKA_SECURE_BOOTSTRAP=$(<"$SECURE_BOOTSTRAP_FILE")"
-    echo "KAFKA_CA_FILE=$SECURE_DIR/ca.crt"
-    echo "KAFKA_SCRAM_USERNAME=$WORKLOAD_USER"
-    echo "KAFKA_SCRAM_PASSWORD_FILE=$SECURE_DIR/workload.password"
-    echo "KAFKA_SCRAM_ADMIN_USERNAME=$ADMIN_USER"
-    echo "KAFKA_SCRAM_ADMIN_PASSWORD_FILE=$SECURE_DIR/admin.password"
+    lines+=("KAFKA_SECURE_BOOTSTRAP=$(<"$SECURE_BOOTSTRAP_FILE")"
+      "KAFKA_CA_FILE=$SECURE_DIR/ca.crt"
+      "KAFKA_SCRAM_USERNAME=$WORKLOAD_USER"
+      "KAFKA_SCRAM_PASSWORD_FILE=$SECURE_DIR/workload.password"
+      "KAFKA_SCRAM_ADMIN_USERNAME=$ADMIN_USER"
+      "KAFKA_SCRAM_ADMIN_PASSWORD_FILE=$SECURE_DIR/admin.password")
   fi
-  echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+  lines+=("KAFKA_BOOTSTRAP=$(bootstrap)")
+  emit "${lines[@]}"
 }
 
 # 24 random bytes, base64url: a password without characters the SCRAM syntax treats specially.
@@ -293,10 +290,6 @@ ensure_secure_material() {
   fi
   touch "$tmp/complete"
   mv -T "$tmp" "$SECURE_DIR"
-}
-
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
 }
 
 render_config() {
@@ -378,41 +371,34 @@ launch_broker() {
   local cds
   cds=$(cds_options)
   [[ -z $cds ]] || cds_opts=("$cds")
-  rm -f "$PID_FILE"
-  printf '\n===== %s: starting Kafka %s =====\n' "$(date -u +%FT%TZ)" "$KAFKA_VERSION" >>"$LOG_FILE"
-  # setsid: the broker outlives this script and the caller's process group. The inner shell
-  # writes its own pid and execs java, so the pid file names the JVM. Fds 8 and 9 are our
-  # locks: a broker inheriting them would hold them for its whole life.
-  # shellcheck disable=SC2016  # the inner script expands its own arguments
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' broker "$PID_FILE" \
+  # Detached (setsid): the broker outlives this script and the caller's process group; the pid
+  # file names the JVM.
+  launch "Kafka $KAFKA_VERSION" "$PID_FILE" "$LOG_FILE" \
     "$JAVA" "${heap_opts[@]}" "${cds_opts[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$SUPPORT_DIR/log4j2.properties" -Dkafka.logs.dir="$STATE_DIR" \
-    -cp "$LIB_DIR/*" kafka.Kafka "$CONFIG_FILE" "${overrides[@]}" \
-    >>"$LOG_FILE" 2>&1 </dev/null 8>&- 9>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do [[ -s $PID_FILE ]] && break; sleep 0.1; done
+    -cp "$LIB_DIR/*" kafka.Kafka "$CONFIG_FILE" "${overrides[@]}"
+}
+
+# The broker serves metadata at $1; dies (with the log's tail) if it has exited.
+broker_ready() {
+  if ! broker_pid >/dev/null; then
+    tail -n 40 "$LOG_FILE" >&2 || true
+    die "the broker exited during startup (log above; full log: $LOG_FILE)"
+  fi
+  probe_metadata "$1"
 }
 
 # Wait until the broker serves metadata; on failure show the log's tail and fail.
 wait_ready() {
-  local addr deadline
+  local addr
   addr=$(bootstrap)
-  deadline=$(($(now_ms) + READY_TIMEOUT * 1000))
-  while true; do
-    if ! broker_pid >/dev/null; then
-      tail -n 40 "$LOG_FILE" >&2 || true
-      die "the broker exited during startup (log above; full log: $LOG_FILE)"
-    fi
-    probe_metadata "$addr" && return 0
-    if (($(now_ms) > deadline)); then
-      tail -n 40 "$LOG_FILE" >&2 || true
-      stop_process KILL
-      die "the broker did not serve metadata at $addr within ${READY_TIMEOUT}s (log above; full log: $LOG_FILE)"
-    fi
-    sleep 0.2
-  done
+  if ! wait_until "$READY_TIMEOUT" broker_ready "$addr"; then
+    tail -n 40 "$LOG_FILE" >&2 || true
+    stop_process KILL
+    die "the broker did not serve metadata at $addr within ${READY_TIMEOUT}s (log above; full log: $LOG_FILE)"
+  fi
 }
 
 # Stop the broker process with SIGTERM (then SIGKILL after STOP_TIMEOUT s) or SIGKILL at once.
@@ -420,28 +406,13 @@ stop_process() {
   local sig=${1:-TERM} pid
   pid=$(broker_pid) || { rm -f "$PID_FILE"; cds_promote 0; return 0; }
   log "stopping the broker (pid $pid, SIG$sig)"
-  kill -"$sig" "$pid" 2>/dev/null || true
-  kill -CONT "$pid" 2>/dev/null || true  # a paused broker cannot act on SIGTERM
-  local deadline=$(($(now_ms) + STOP_TIMEOUT * 1000)) killed=
-  while broker_pid >/dev/null; do
-    if (($(now_ms) > deadline)); then
-      [[ -z $killed ]] || die "the broker (pid $pid) survives SIGKILL"
-      log "still running after ${STOP_TIMEOUT}s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      deadline=$(($(now_ms) + 10000))
-      killed=1
-    fi
-    sleep 0.1
-  done
+  # (stop_pids also sends SIGCONT: a paused broker cannot act on SIGTERM.)
+  stop_pids --signal "$sig" "$STOP_TIMEOUT" "$pid" || die "the broker (pid $pid) survives SIGKILL"
   rm -f "$PID_FILE"
-  if [[ $sig == TERM && -z $killed ]]; then cds_promote 1; else cds_promote 0; fi
+  if [[ $sig == TERM && -z $STOP_KILLED ]]; then cds_promote 1; else cds_promote 0; fi
 }
 
-lock_state() {
-  mkdir -p "$STATE_DIR"
-  exec 9>"$STATE_DIR/.lock"
-  if command -v flock >/dev/null; then flock 9; fi
-}
+lock_state() { take_lock 9 "$STATE_DIR/.lock"; }
 
 # A state dir we may delete: ours (marked) or nonexistent.
 check_state_dir() {
@@ -470,7 +441,7 @@ cmd_up() {
   touch "$MARKER_FILE"
   if ! broker_pid >/dev/null; then  # not started meanwhile by a concurrent `up`
     for p in "$PORT" "$CONTROLLER_PORT" "$SECURE_PORT"; do
-      port_in_use "$p" && die "port $HOST:$p is in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SECURE_PORT)"
+      port_in_use "$p" "$HOST" && die "port $HOST:$p is in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SECURE_PORT)"
     done
     mkdir -p "$STATE_DIR"
     if [[ -f $DATA_DIR/meta.properties && ! -f $SECURE_DIR/complete ]]; then
@@ -485,7 +456,7 @@ cmd_up() {
     launch_broker
   fi
   wait_ready
-  exec 9>&-
+  release_lock 9
   log "broker ready in $(since "$t0") s (pid $(broker_pid))"
   print_endpoints
 }
@@ -539,7 +510,10 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case $cmd in
-    up | start-broker) cmd_up ;;
+    up | start-broker)
+      env_file_option "$@"
+      cmd_up
+      ;;
     down) cmd_down ;;
     status) cmd_status ;;
     stop-broker) cmd_stop_broker "$@" ;;

@@ -11,8 +11,10 @@
 # With oha's default features (rustls): the benchmarks talk plain HTTP on loopback, but oha
 # 1.16 does not compile without a TLS feature, and native-tls would need OpenSSL's headers.
 #
-#   hack/oha.sh [install]   install if missing and check that it runs; the last stdout line is
-#                           OHA=<absolute path of the binary>
+#   hack/oha.sh [install] [--env-file PATH]
+#                           install if missing and check that it runs; the last stdout line is
+#                           OHA=<absolute path of the binary> (with --env-file, also written to
+#                           PATH, atomically)
 #   hack/oha.sh version     print the pinned version (OHA_VERSION=...)
 #
 # Environment:
@@ -27,14 +29,10 @@
 # downloading ~40 MB of crates into cargo's registry cache; a warm run takes ~0.1 s. The cache
 # holds one ~20 MB binary per version.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 OHA_VERSION=1.16.0
-
-log() { printf 'oha.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/metricstream"
 install_root="$cache_root/oha-$OHA_VERSION"
@@ -55,8 +53,7 @@ install() {
   command -v flock >/dev/null || die "flock not found (util-linux)"
   mkdir -p "$cache_root"
   # One installer at a time; whoever waited finds the binary the other one built.
-  exec {lock_fd}>"$cache_root/oha-$OHA_VERSION.lock"
-  flock "$lock_fd"
+  take_lock 8 "$cache_root/oha-$OHA_VERSION.lock"
   if installed; then
     log "oha $OHA_VERSION was installed meanwhile in $install_root"
     return
@@ -77,10 +74,14 @@ install() {
   log "installed oha $OHA_VERSION in $((SECONDS - started)) s"
 }
 
-case "${1:-install}" in
-  install)
+cmd=${1:-install}
+[[ $# -eq 0 ]] || shift
+case "$cmd" in
+  install | --env-file | --env-file=*)
+    if [[ $cmd == --env-file* ]]; then set -- "$cmd" "$@"; fi
+    env_file_option "$@"
     install
-    echo "OHA=$oha_bin"
+    emit "OHA=$oha_bin"
     ;;
   version)
     echo "OHA_VERSION=$OHA_VERSION"

@@ -15,6 +15,9 @@
 
 # shellcheck disable=SC2317,SC2329  # the stop functions run from traps, which shellcheck cannot see
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_NAME= # plain messages
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_DIR"
@@ -29,26 +32,8 @@ READY_TIMEOUT=${READY_TIMEOUT:-60}
 QUEUE_DIR=$RUN_DIR/queue
 SINK_DIR=$RUN_DIR/sink
 LOG_DIR=$RUN_DIR/logs
-BIN_DIR=$REPO_DIR/target/release
-
-log() { printf '%s\n' "$*" >&2; }
-
-# The status code of GET http://127.0.0.1:<port><path>, with bash's /dev/tcp only; empty if
-# nothing answers.
-http_status() {
-    local port=$1 path=$2
-    # shellcheck disable=SC2016  # expanded by the inner bash, from its arguments
-    timeout 2 bash -c '
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3
-        read -r _ status _ <&3 && printf "%s" "$status"
-    ' _ "$port" "$path" 2>/dev/null || true
-}
-
-port_in_use() {
-    # shellcheck disable=SC2016  # expanded by the inner bash, from its arguments
-    timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
-}
+# Where `cargo build --release` below puts the binaries.
+BIN_DIR=$(cargo_target_dir "$REPO_DIR")/release
 
 for port in "$INGEST_PORT" "$INGEST_ADMIN_PORT" "$CONSUMER_ADMIN_PORT"; do
     if port_in_use "$port"; then
@@ -132,20 +117,23 @@ NO_COLOR=1 "$BIN_DIR/metricstream-consumer" \
     >"$LOG_DIR/consumer.log" 2>&1 &
 consumer_pid=$!
 
+# The service answers /readyz with 200; exits if it has exited.
+ready() {
+    local name=$1 pid=$2 port=$3
+    [[ $(http_status 127.0.0.1 "$port" /readyz) == 200 ]] && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+        log "$name exited before it became ready; the end of $LOG_DIR/$name.log:"
+        tail -n 30 "$LOG_DIR/$name.log" >&2 || true
+        exit 1
+    fi
+    return 1
+}
+
 wait_ready() {
-    local name=$1 pid=$2 port=$3 deadline=$((SECONDS + READY_TIMEOUT))
-    until [[ $(http_status "$port" /readyz) == 200 ]]; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name exited before it became ready; the end of $LOG_DIR/$name.log:"
-            tail -n 30 "$LOG_DIR/$name.log" >&2 || true
-            exit 1
-        fi
-        if ((SECONDS >= deadline)); then
-            log "$name was not ready within ${READY_TIMEOUT}s; see $LOG_DIR/$name.log"
-            exit 1
-        fi
-        sleep 0.2
-    done
+    if ! wait_until "$READY_TIMEOUT" ready "$@"; then
+        log "$1 was not ready within ${READY_TIMEOUT}s; see $LOG_DIR/$1.log"
+        exit 1
+    fi
 }
 wait_ready ingest "$ingest_pid" "$INGEST_ADMIN_PORT"
 wait_ready consumer "$consumer_pid" "$CONSUMER_ADMIN_PORT"

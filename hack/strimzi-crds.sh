@@ -16,9 +16,11 @@
 #   044-Crd-kafkauser.yaml      KafkaUser      the operator's Strimzi users (envtest, chart)
 #   045-Crd-kafkanodepool.yaml  KafkaNodePool  examples/kafka-cluster.yaml (kubeconform schemas)
 #
-#   hack/strimzi-crds.sh [generate]   fetch the two jars and generate the CRDs (first run only),
+#   hack/strimzi-crds.sh [generate] [--env-file PATH]
+#                                     fetch the two jars and generate the CRDs (first run only),
 #                                     check their metadata; the last stdout line is
-#                                     STRIMZI_CRDS_DIR=<absolute directory of the *.yaml>
+#                                     STRIMZI_CRDS_DIR=<absolute directory of the *.yaml> (with
+#                                     --env-file, also written to PATH, atomically)
 #   hack/strimzi-crds.sh versions     print the pinned versions (NAME=value lines)
 #
 # The directory is complete or absent: generated in a temp dir next to it, checked, then renamed
@@ -46,7 +48,7 @@
 # Warm (the CRDs already generated): 0.02-0.05 s, no JVM, no Maven. Cache: 430 KB of CRDs.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 STRIMZI_VERSION=1.2.0
@@ -159,11 +161,9 @@ ensure_crds() {
   cache_ok "$stamp" && return 0
 
   command -v mvn >/dev/null || die "mvn (Maven) is needed to fetch Strimzi's jars"
-  mkdir -p "$CACHE_ROOT"
-  exec 8>"$CACHE_ROOT/.strimzi-crds-$STRIMZI_VERSION.lock"
-  if command -v flock >/dev/null; then flock 8; fi
+  take_lock 8 "$CACHE_ROOT/.strimzi-crds-$STRIMZI_VERSION.lock"
   if cache_ok "$stamp"; then
-    exec 8>&-
+    release_lock 8
     return 0
   fi
   # Holding the lock, any temp dir left here is from an interrupted run.
@@ -214,17 +214,21 @@ ensure_crds() {
   mv -T "$TMP_DIR" "$CACHE_DIR"
   TMP_DIR=
   trap - EXIT
-  exec 8>&-
+  release_lock 8
   log "generated ${#CRDS[@]} CRDs in $(since "$t0") s"
 }
 
 # ---- commands ----------------------------------------------------------------------------------
 
 main() {
-  case ${1:-generate} in
-    generate)
+  local cmd=${1:-generate}
+  [[ $# -eq 0 ]] || shift
+  case $cmd in
+    generate | --env-file | --env-file=*)
+      if [[ $cmd == --env-file* ]]; then set -- "$cmd" "$@"; fi
+      env_file_option "$@"
       ensure_crds
-      echo "STRIMZI_CRDS_DIR=$(cd "$CACHE_DIR" && pwd)"
+      emit "STRIMZI_CRDS_DIR=$(cd "$CACHE_DIR" && pwd)"
       ;;
     versions)
       echo "STRIMZI_VERSION=$STRIMZI_VERSION"
@@ -232,7 +236,7 @@ main() {
       ;;
     -h | --help | help) usage 0 ;;
     *)
-      log "unknown command: $1"
+      log "unknown command: $cmd"
       usage
       ;;
   esac

@@ -23,12 +23,14 @@
 #       pkg/apis/monitoring, as that project does. Regenerated on every run (our CRD changes) into
 #       <repo>/target/kubeconform-schemas/crds, named <kind>-<group>-<version>.json.
 #
-#   hack/tools.sh [install]   install what is missing, regenerate the CRD schemas, check that the
+#   hack/tools.sh [install] [--env-file PATH]
+#                             install what is missing, regenerate the CRD schemas, check that the
 #                             tools run and that kubeconform validates strictly offline; the last
 #                             six stdout lines are (absolute paths):
 #                               HELM=...  KUBECONFORM=...  SHELLCHECK=...  HADOLINT=...
 #                               KUBECONFORM_K8S_SCHEMAS=<dir for -schema-location>
 #                               KUBECONFORM_CRD_SCHEMAS=<dir of the CRDs' *.json>
+#                             With --env-file, also writes them to PATH (atomically).
 #   hack/tools.sh versions    print the pinned versions (NAME=value lines)
 #
 # Use them as operator/tests/chart.rs does (no -skip and no -ignore-missing-schemas needed):
@@ -60,7 +62,7 @@
 # hack/envtest.sh, and may be deleted once built).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- pinned versions ---------------------------------------------------------------------------
 HELM_VERSION=3.22.0
@@ -437,9 +439,7 @@ cmd_install() {
   t0=$(now_ms)
   py_dir
   STRIMZI_DIR=$(strimzi_dir) # before any build: a wrong STRIMZI_CRDS_DIR fails at once
-  mkdir -p "$CACHE_ROOT"
-  exec 8>"$CACHE_ROOT/.tools.lock"
-  if command -v flock >/dev/null; then flock 8; fi
+  take_lock 8 "$CACHE_ROOT/.tools.lock"
   trap cleanup EXIT
   trap 'exit 130' INT TERM
 
@@ -481,14 +481,14 @@ cmd_install() {
     "shellcheck $("$PY_DIR/bin/shellcheck" --version | sed -n 's/^version: //p')," \
     "hadolint $("$PY_DIR/bin/hadolint" --version | sed -n 's/.*Linter //p')"
   self_test
-  exec 8>&-
+  release_lock 8
   log "ready in $(since "$t0") s"
-  echo "HELM=$HELM_DIR/bin/helm"
-  echo "KUBECONFORM=$KUBECONFORM_DIR/bin/kubeconform"
-  echo "SHELLCHECK=$PY_DIR/bin/shellcheck"
-  echo "HADOLINT=$PY_DIR/bin/hadolint"
-  echo "KUBECONFORM_K8S_SCHEMAS=$K8S_SCHEMA_DIR"
-  echo "KUBECONFORM_CRD_SCHEMAS=$CRD_SCHEMA_DIR"
+  emit "HELM=$HELM_DIR/bin/helm" \
+    "KUBECONFORM=$KUBECONFORM_DIR/bin/kubeconform" \
+    "SHELLCHECK=$PY_DIR/bin/shellcheck" \
+    "HADOLINT=$PY_DIR/bin/hadolint" \
+    "KUBECONFORM_K8S_SCHEMAS=$K8S_SCHEMA_DIR" \
+    "KUBECONFORM_CRD_SCHEMAS=$CRD_SCHEMA_DIR"
 }
 
 # Internal: the background half of `install` (the caller holds the lock).
@@ -517,7 +517,11 @@ main() {
   local cmd=${1:-install}
   [[ $# -gt 0 ]] && shift
   case $cmd in
-    install) cmd_install ;;
+    install | --env-file | --env-file=*)
+      if [[ $cmd == --env-file* ]]; then set -- "$cmd" "$@"; fi
+      env_file_option "$@"
+      cmd_install
+      ;;
     versions) cmd_versions ;;
     _k8s-schemas) cmd_k8s_schemas ;;
     -h | --help | help) usage 0 ;;
