@@ -13,6 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use metricstream_backend::QueueProducer;
 use metricstream_backend::partitioner::partition_for;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -163,7 +164,25 @@ async fn limit_concurrency(
         }
         .into_response();
     };
+    let _in_flight = InFlightGuard::enter(&state.metrics.requests_in_flight);
     next.run(request).await
+}
+
+/// Counts a request in flight until it is answered or its connection drops (the handler's
+/// future is then dropped mid-way, so the decrement lives in `Drop`).
+struct InFlightGuard(Gauge);
+
+impl InFlightGuard {
+    fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts every answer by status and times it.

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -56,6 +57,8 @@ pub struct IngestMetrics {
     pub request_duration: Histogram,
     /// Requests refused with 503 because --max-concurrent-requests were in flight.
     pub requests_shed: Counter,
+    /// Requests being handled now (holding one of the --max-concurrent-requests permits).
+    pub requests_in_flight: Gauge,
     /// Reloads of the tokens file or TLS files after they changed, by outcome.
     pub secret_reloads: Family<SecretReloadLabel, Counter>,
     /// Connections the server closed for a client too slow or silent, by reason.
@@ -70,6 +73,7 @@ impl Default for IngestMetrics {
             // 100 µs .. ~6.5 s: from a refused request to a slow group commit.
             request_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 17)),
             requests_shed: Counter::default(),
+            requests_in_flight: Gauge::default(),
             secret_reloads: Family::default(),
             connections_closed: Family::default(),
         }
@@ -99,6 +103,11 @@ impl IngestMetrics {
             "requests_shed",
             "Requests refused with 503 because --max-concurrent-requests were in flight",
             self.requests_shed.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being handled now, each holding one of the --max-concurrent-requests permits",
+            self.requests_in_flight.clone(),
         );
         registry.register(
             "secret_reloads",

@@ -596,8 +596,14 @@ async fn requests_over_the_concurrency_cap_are_shed_with_503() {
             .expect("writing part of the body");
         held.push(stream);
     }
-    // Give the server a moment to start both handlers.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both handlers hold their permits before the third request comes.
+    let in_flight = "metricstream_ingest_requests_in_flight";
+    eventually(
+        "both held requests are in flight",
+        Duration::from_secs(10),
+        || async { metric_value(&ingest, in_flight).await == 2.0 },
+    )
+    .await;
 
     let client = http_client(Duration::from_secs(10));
     let refused = client
@@ -629,6 +635,12 @@ async fn requests_over_the_concurrency_cap_are_shed_with_503() {
             String::from_utf8_lossy(&buf[..n])
         );
     }
+    eventually(
+        "the answered requests leave the in-flight gauge",
+        Duration::from_secs(10),
+        || async { metric_value(&ingest, in_flight).await == 0.0 },
+    )
+    .await;
     let status = client
         .post(format!("{}/metrics", ingest.base_url()))
         .header("authorization", "edge-client")
