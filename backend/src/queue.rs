@@ -9,6 +9,10 @@ use bytes::Bytes;
 
 use crate::model::{Offset, Partition};
 
+/// Most partitions a queue may have, on either backend. The services' `--partitions` flag and
+/// the operator's CRD schema and validation take their bound from here.
+pub const MAX_PARTITIONS: u32 = 1024;
+
 /// Why an append was not acknowledged. None of these means the record was stored; every one is
 /// safe for the client to retry.
 #[derive(Debug, thiserror::Error)]

@@ -40,7 +40,8 @@ pub struct MetricStreamSpec {
 
     /// Partitions of the queue (1..=1024). May grow, never shrink.
     #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions may grow but never decrease"))]
-    #[schemars(range(min = 1, max = 1024))]
+    // The prose above repeats MAX_PARTITIONS (a doc comment cannot name it); a test checks both.
+    #[schemars(range(min = 1, max = metricstream_backend::MAX_PARTITIONS))]
     pub partitions: i32,
 
     /// Settings of the Kafka backend (required when backend is kafka).
