@@ -304,7 +304,10 @@ pub struct SecretRef {
 pub struct ConsumerSpec {
     /// Consumer group.
     #[serde(default = "default_group")]
-    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    #[schemars(
+        length(min = 1, max = metricstream_backend::MAX_GROUP_LEN),
+        regex(pattern = r"^[a-zA-Z0-9._-]+$")
+    )]
     pub group: String,
     /// Consumer pods.
     #[serde(default = "one")]

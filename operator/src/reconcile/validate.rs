@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
-use metricstream_backend::MAX_PARTITIONS;
+use metricstream_backend::{MAX_GROUP_LEN, MAX_PARTITIONS};
 
 use crate::crd::{
     Backend, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef, TopicManagement,
@@ -190,7 +190,9 @@ pub enum InvalidSpec {
     },
     #[error("{field} {value:?} is empty or not a valid name")]
     BadReference { field: &'static str, value: String },
-    #[error("spec.consumer.group {0:?} must be 1..=200 of letters, digits, '.', '_', '-'")]
+    #[error(
+        "spec.consumer.group {0:?} must be 1..={MAX_GROUP_LEN} of letters, digits, '.', '_', '-'"
+    )]
     BadGroup(String),
     #[error("spec.kafka.config has an empty key")]
     EmptyConfigKey,
@@ -375,7 +377,7 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
     let consumer = &spec.consumer;
     check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
     if consumer.group.is_empty()
-        || consumer.group.len() > 200
+        || consumer.group.len() > MAX_GROUP_LEN
         || !consumer.group.chars().all(is_topic_char)
     {
         return Err(InvalidSpec::BadGroup(consumer.group.clone()));
