@@ -14,5 +14,6 @@ pub mod queue;
 
 pub use model::{ClientId, Metric, MetricBatch, Offset, Partition};
 pub use queue::{
-    AppendError, ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer, QueueProducer,
+    AppendError, ConsumeError, ConsumedRecord, MAX_GROUP_LEN, MAX_PARTITIONS, Poll, PollLimits,
+    QueueConsumer, QueueProducer,
 };

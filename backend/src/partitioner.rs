@@ -90,7 +90,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn partition_is_in_range_and_stable(client in ".{0,64}", partitions in 1u32..=1024) {
+        fn partition_is_in_range_and_stable(client in ".{0,64}", partitions in 1u32..=crate::queue::MAX_PARTITIONS) {
             let client = ClientId::new(client);
             let first = partition_for(&client, partitions);
             prop_assert!(first.0 < partitions);

@@ -9,6 +9,15 @@ use bytes::Bytes;
 
 use crate::model::{Offset, Partition};
 
+/// Most partitions a queue may have, on either backend. The services' `--partitions` flag and
+/// the operator's CRD schema and validation take their bound from here.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Longest consumer group name, in bytes: it names a directory in the file queue and a group id
+/// in Kafka. The consumer's `--group` flag and the operator's CRD schema and validation take
+/// their bound from here.
+pub const MAX_GROUP_LEN: usize = 200;
+
 /// Why an append was not acknowledged. None of these means the record was stored; every one is
 /// safe for the client to retry.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use metricstream_backend::PollLimits;
+use metricstream_backend::{MAX_GROUP_LEN, PollLimits};
 use metricstream_service::{CommonArgs, KafkaArgs};
 
 /// Reads every partition of a MetricStream queue as one member of a consumer group and writes
@@ -67,8 +67,8 @@ impl Config {
 /// A group name becomes a directory name in the file queue (and a group id in Kafka), so it is
 /// kept to characters that are safe in both.
 fn parse_group(value: &str) -> Result<String, String> {
-    if value.is_empty() || value.len() > 200 {
-        return Err("must be 1 to 200 characters long".to_owned());
+    if value.is_empty() || value.len() > MAX_GROUP_LEN {
+        return Err(format!("must be 1 to {MAX_GROUP_LEN} characters long"));
     }
     if value == "." || value == ".." {
         return Err("must not be '.' or '..'".to_owned());

@@ -4,7 +4,6 @@
 //! This file owns startup and shutdown; the loop itself is in [`pipeline`], the sink in
 //! [`sink`].
 
-mod config;
 mod health;
 mod metrics;
 mod pipeline;
@@ -23,15 +22,15 @@ use metricstream_service::{BackendKind, Readiness};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::{ConsumerMetrics, LagGauges};
 use crate::pipeline::{Pipeline, PipelineSettings, Stopped};
 use crate::sink::JsonlSink;
+use metricstream_consumer::config::Config;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    metricstream_service::init_logging(config.common.log_format);
+    metricstream_service::init_logging(config.common.log.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,7 +84,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The admin listener outlives the pipeline so that /metrics can be scraped until the end.
     let admin_shutdown = CancellationToken::new();
     let admin = metricstream_service::serve_admin(
-        config.common.admin_listen,
+        config.common.admin.admin_listen,
         Arc::new(registry),
         readiness,
         admin_shutdown.clone(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use metricstream_backend::file::{Durability, FileQueueConfig, Retention};
+#[cfg(feature = "kafka")]
 use metricstream_backend::kafka::ProducerTuning;
 use metricstream_service::{CommonArgs, KafkaArgs};
 
@@ -140,6 +141,8 @@ pub struct KafkaProducerArgs {
     pub kafka_compression: String,
 }
 
+// The flags exist in every build (one command line); the tuning they make needs librdkafka.
+#[cfg(feature = "kafka")]
 impl KafkaProducerArgs {
     pub fn tuning(&self) -> ProducerTuning {
         ProducerTuning {

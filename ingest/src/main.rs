@@ -39,7 +39,7 @@ const RATE_LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    metricstream_service::init_logging(args.common.log_format);
+    metricstream_service::init_logging(args.common.log.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -115,7 +115,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let admin_shutdown = CancellationToken::new();
     let admin = metricstream_service::serve_admin(
-        args.common.admin_listen,
+        args.common.admin.admin_listen,
         Arc::new(registry),
         readiness,
         admin_shutdown.clone(),

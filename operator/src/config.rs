@@ -2,11 +2,10 @@
 //! down: the pure build step reads [`WorkloadDefaults`], the controller the rest.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-use metricstream_service::LogFormat;
+use metricstream_service::{AdminArgs, LogArgs};
 
 /// What every workload gets unless its MetricStream says otherwise.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
@@ -286,17 +285,13 @@ pub struct RunArgs {
     #[arg(long, env = "METRICSTREAM_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Address of the admin listener: /healthz, /readyz and Prometheus /metrics.
-    #[arg(
-        long,
-        env = "METRICSTREAM_ADMIN_LISTEN",
-        default_value = "0.0.0.0:9090"
-    )]
-    pub admin_listen: SocketAddr,
+    // The same `--admin-listen` as the workloads'.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
-    /// Log format.
-    #[arg(long, env = "METRICSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    // The same `--log-format` as the workloads'.
+    #[command(flatten)]
+    pub log: LogArgs,
 
     /// Run the controller only while holding a coordination.k8s.io Lease, so several replicas
     /// can run and one works at a time.

@@ -40,7 +40,8 @@ pub struct MetricStreamSpec {
 
     /// Partitions of the queue (1..=1024). May grow, never shrink.
     #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions may grow but never decrease"))]
-    #[schemars(range(min = 1, max = 1024))]
+    // The prose above repeats MAX_PARTITIONS (a doc comment cannot name it); a test checks both.
+    #[schemars(range(min = 1, max = metricstream_backend::MAX_PARTITIONS))]
     pub partitions: i32,
 
     /// Settings of the Kafka backend (required when backend is kafka).
@@ -303,7 +304,10 @@ pub struct SecretRef {
 pub struct ConsumerSpec {
     /// Consumer group.
     #[serde(default = "default_group")]
-    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    #[schemars(
+        length(min = 1, max = metricstream_backend::MAX_GROUP_LEN),
+        regex(pattern = r"^[a-zA-Z0-9._-]+$")
+    )]
     pub group: String,
     /// Consumer pods.
     #[serde(default = "one")]

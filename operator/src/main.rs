@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    metricstream_service::init_logging(args.log_format);
+    metricstream_service::init_logging(args.log.log_format);
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
@@ -82,7 +82,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     };
     let admin = metricstream_service::serve_admin(
-        args.admin_listen,
+        args.admin.admin_listen,
         Arc::new(registry),
         readiness,
         shutdown.clone(),

@@ -82,9 +82,10 @@ impl FileProducer {
 }
 
 fn validate(config: &FileQueueConfig) -> Result<(), FileQueueError> {
-    if !(1..=1024).contains(&config.partitions) {
+    if !(1..=crate::queue::MAX_PARTITIONS).contains(&config.partitions) {
         return Err(FileQueueError::Config(format!(
-            "partitions must be in 1..=1024, got {}",
+            "partitions must be in 1..={}, got {}",
+            crate::queue::MAX_PARTITIONS,
             config.partitions
         )));
     }

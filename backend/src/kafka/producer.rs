@@ -157,9 +157,10 @@ impl KafkaProducer {
         tuning: ProducerTuning,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaBackendError> {
-        if !(1..=1024).contains(&settings.partitions) {
+        if !(1..=crate::queue::MAX_PARTITIONS).contains(&settings.partitions) {
             return Err(KafkaBackendError::Config(format!(
-                "partitions must be in 1..=1024, got {}",
+                "partitions must be in 1..={}, got {}",
+                crate::queue::MAX_PARTITIONS,
                 settings.partitions
             )));
         }

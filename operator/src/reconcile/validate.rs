@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
+use metricstream_backend::{MAX_GROUP_LEN, MAX_PARTITIONS};
 
 use crate::crd::{
     Backend, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef, TopicManagement,
@@ -167,7 +168,7 @@ pub enum InvalidSpec {
         "name {name:?} is not usable: it must be a DNS label (lowercase letters, digits, '-', starting with a letter) of at most {MAX_NAME_LEN} characters, as `<name>-ingest` names a Service"
     )]
     BadName { name: String },
-    #[error("spec.partitions is {0}; it must be in 1..=1024")]
+    #[error("spec.partitions is {0}; it must be in 1..={MAX_PARTITIONS}")]
     PartitionsOutOfRange(i32),
     #[error("spec.backend is {0} but spec.{0} is missing")]
     MissingBackendSettings(&'static str),
@@ -189,7 +190,9 @@ pub enum InvalidSpec {
     },
     #[error("{field} {value:?} is empty or not a valid name")]
     BadReference { field: &'static str, value: String },
-    #[error("spec.consumer.group {0:?} must be 1..=200 of letters, digits, '.', '_', '-'")]
+    #[error(
+        "spec.consumer.group {0:?} must be 1..={MAX_GROUP_LEN} of letters, digits, '.', '_', '-'"
+    )]
     BadGroup(String),
     #[error("spec.kafka.config has an empty key")]
     EmptyConfigKey,
@@ -273,7 +276,7 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
         return Err(InvalidSpec::BadName { name });
     }
     let spec = &stream.spec;
-    if !(1..=1024).contains(&spec.partitions) {
+    if !(1..=MAX_PARTITIONS as i32).contains(&spec.partitions) {
         return Err(InvalidSpec::PartitionsOutOfRange(spec.partitions));
     }
 
@@ -374,7 +377,7 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
     let consumer = &spec.consumer;
     check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
     if consumer.group.is_empty()
-        || consumer.group.len() > 200
+        || consumer.group.len() > MAX_GROUP_LEN
         || !consumer.group.chars().all(is_topic_char)
     {
         return Err(InvalidSpec::BadGroup(consumer.group.clone()));
