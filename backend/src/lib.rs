@@ -15,5 +15,5 @@ pub mod queue;
 pub use model::{ClientId, Metric, MetricBatch, Offset, Partition};
 pub use queue::{
     AppendError, ConsumeError, ConsumedRecord, MAX_GROUP_LEN, MAX_PARTITIONS, Poll, PollLimits,
-    QueueConsumer, QueueProducer,
+    QueueConsumer, QueueProducer, check_group_name,
 };

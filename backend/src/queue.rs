@@ -18,6 +18,27 @@ pub const MAX_PARTITIONS: u32 = 1024;
 /// their bound from here.
 pub const MAX_GROUP_LEN: usize = 200;
 
+/// Checks a consumer group name: 1..=[`MAX_GROUP_LEN`] letters, digits, `.`, `_` and `-`, and
+/// not `.` or `..` (which would name the wrong directory in the file queue). The consumer's
+/// `--group` flag and the operator's validation both use this one rule.
+pub fn check_group_name(group: &str) -> Result<(), String> {
+    if group.is_empty() || group.len() > MAX_GROUP_LEN {
+        return Err(format!("must be 1 to {MAX_GROUP_LEN} characters long"));
+    }
+    if group == "." || group == ".." {
+        return Err("must not be '.' or '..'".to_owned());
+    }
+    if let Some(bad) = group
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{bad:?} is not allowed: use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// Why an append was not acknowledged. None of these means the record was stored; every one is
 /// safe for the client to retry.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use metricstream_backend::{MAX_GROUP_LEN, PollLimits};
+use metricstream_backend::{PollLimits, check_group_name};
 use metricstream_service::{CommonArgs, KafkaArgs};
 
 /// Reads every partition of a MetricStream queue as one member of a consumer group and writes
@@ -67,20 +67,7 @@ impl Config {
 /// A group name becomes a directory name in the file queue (and a group id in Kafka), so it is
 /// kept to characters that are safe in both.
 fn parse_group(value: &str) -> Result<String, String> {
-    if value.is_empty() || value.len() > MAX_GROUP_LEN {
-        return Err(format!("must be 1 to {MAX_GROUP_LEN} characters long"));
-    }
-    if value == "." || value == ".." {
-        return Err("must not be '.' or '..'".to_owned());
-    }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "{bad:?} is not allowed: use letters, digits, '.', '_' and '-'"
-        ));
-    }
+    check_group_name(value)?;
     Ok(value.to_owned())
 }
 

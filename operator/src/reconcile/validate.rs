@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
-use metricstream_backend::{MAX_GROUP_LEN, MAX_PARTITIONS};
+use metricstream_backend::{MAX_PARTITIONS, check_group_name};
 
 use crate::crd::{
     Backend, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef, TopicManagement,
@@ -190,10 +190,8 @@ pub enum InvalidSpec {
     },
     #[error("{field} {value:?} is empty or not a valid name")]
     BadReference { field: &'static str, value: String },
-    #[error(
-        "spec.consumer.group {0:?} must be 1..={MAX_GROUP_LEN} of letters, digits, '.', '_', '-'"
-    )]
-    BadGroup(String),
+    #[error("spec.consumer.group {0:?}: {1}")]
+    BadGroup(String, String),
     #[error("spec.kafka.config has an empty key")]
     EmptyConfigKey,
     #[error(
@@ -376,11 +374,8 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
     }
     let consumer = &spec.consumer;
     check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
-    if consumer.group.is_empty()
-        || consumer.group.len() > MAX_GROUP_LEN
-        || !consumer.group.chars().all(is_topic_char)
-    {
-        return Err(InvalidSpec::BadGroup(consumer.group.clone()));
+    if let Err(reason) = check_group_name(&consumer.group) {
+        return Err(InvalidSpec::BadGroup(consumer.group.clone(), reason));
     }
     check_quantity("spec.consumer.sinkStorage", &consumer.sink_storage)?;
     if let Some(class) = &consumer.storage_class_name {
@@ -668,7 +663,15 @@ mod tests {
             (
                 "a bad consumer group",
                 |s| s.spec.consumer.group = "a/b".into(),
-                InvalidSpec::BadGroup("a/b".into()),
+                InvalidSpec::BadGroup(
+                    "a/b".into(),
+                    "'/' is not allowed: use letters, digits, '.', '_' and '-'".into(),
+                ),
+            ),
+            (
+                "a consumer group naming the queue's parent directory",
+                |s| s.spec.consumer.group = "..".into(),
+                InvalidSpec::BadGroup("..".into(), "must not be '.' or '..'".into()),
             ),
             (
                 "an image with spaces",
