@@ -259,7 +259,7 @@ fn check_label_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    let prefix_ok = prefix.is_none_or(crate::reconcile::validate::is_dns_subdomain);
+    let prefix_ok = prefix.is_none_or(crate::labels::is_dns_subdomain);
     if prefix_ok && is_label_name(name) {
         Ok(())
     } else {

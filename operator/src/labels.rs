@@ -74,3 +74,60 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     }
     hash
 }
+
+/// Kubernetes' name rules, here because both the operator's flags (label selectors) and the
+/// stream validation check names with them.
+/// RFC 1123 label: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+/// Longest KafkaTopic name we derive; longer ones are shortened with a hash.
+pub const MAX_TOPIC_OBJECT_NAME: usize = 63;
+
+/// The KafkaUser's name, which is also the Kafka user name and the name of the Secret Strimzi
+/// makes for it: the same sanitized `metricstream.<namespace>.<name>` as the KafkaTopic's.
+pub fn kafka_user_name(namespace: &str, name: &str) -> String {
+    kafka_topic_name(namespace, name)
+}
+
+/// The KafkaTopic's object name: `metricstream.<namespace>.<name>`, lowercased with anything
+/// outside `[a-z0-9.-]` replaced by `-`, and when longer than [`MAX_TOPIC_OBJECT_NAME`], cut
+/// and suffixed with a hash of the full `<namespace>/<name>` so distinct streams never collide.
+/// (The Kafka topic's own name is `spec.topicName`, which may be anything Kafka accepts.)
+pub fn kafka_topic_name(namespace: &str, name: &str) -> String {
+    let raw = format!("metricstream.{namespace}.{name}");
+    let mut sanitized: String = raw
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let changed = sanitized != raw;
+    if sanitized.len() > MAX_TOPIC_OBJECT_NAME || changed {
+        let hash = stable_hash(format!("{namespace}/{name}").as_bytes());
+        let suffix = format!("-{:08x}", hash as u32);
+        sanitized.truncate(MAX_TOPIC_OBJECT_NAME - suffix.len());
+        while sanitized.ends_with(['-', '.']) {
+            sanitized.pop();
+        }
+        sanitized.push_str(&suffix);
+    }
+    sanitized
+}

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use metricstream_backend::{MAX_PARTITIONS, check_group_name};
 
+use crate::labels::{is_dns_label, is_dns_subdomain};
+
 use crate::crd::{
     Backend, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef, TopicManagement,
 };
@@ -234,7 +236,7 @@ fn security_plan(
         (Some(_), true) => return Err(InvalidSpec::AuthenticationWithCreatedUser),
         (None, true) => Some(SaslPlan {
             mechanism: SaslType::ScramSha512,
-            username: super::build::kafka_user_name(namespace, name),
+            username: crate::labels::kafka_user_name(namespace, name),
             password: PasswordSource::StrimziUser,
         }),
         (Some(auth), false) => {
@@ -484,22 +486,6 @@ pub fn parse_quantity(text: &str) -> Option<f64> {
         _ => return None,
     };
     Some(value * multiplier)
-}
-
-/// RFC 1123 label: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub fn is_dns_label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !text.starts_with('-')
-        && !text.ends_with('-')
-}
-
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub fn is_dns_subdomain(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 253 && text.split('.').all(is_dns_label)
 }
 
 fn is_topic_char(c: char) -> bool {

@@ -127,7 +127,7 @@ pub fn config_hash(env: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
     use crate::crd::TopicManagement;
-    use crate::reconcile::build::test_support::*;
+    use crate::reconcile::build::tests::*;
 
     use crate::reconcile::fixtures::{file_stream, kafka_stream};
 

@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{
     COMPONENT_CREDENTIALS, COMPONENT_KAFKA_USER, COMPONENT_TOPIC, CredentialsCopy, Desired,
-    MAX_TOPIC_OBJECT_NAME, metadata,
+    metadata,
 };
-use crate::labels;
+use crate::labels::{self, kafka_topic_name};
 use crate::reconcile::validate::{
     CaSource, KafkaSecurityPlan, KafkaTopicPlan, PasswordSource, ValidatedStream,
 };
@@ -152,47 +152,11 @@ pub fn credentials_hash(data: &BTreeMap<String, ByteString>) -> String {
     format!("{:016x}", labels::stable_hash(&bytes))
 }
 
-/// The KafkaUser's name, which is also the Kafka user name and the name of the Secret Strimzi
-/// makes for it: the same sanitized `metricstream.<namespace>.<name>` as the KafkaTopic's.
-pub fn kafka_user_name(namespace: &str, name: &str) -> String {
-    kafka_topic_name(namespace, name)
-}
-
-/// The KafkaTopic's object name: `metricstream.<namespace>.<name>`, lowercased with anything
-/// outside `[a-z0-9.-]` replaced by `-`, and when longer than [`MAX_TOPIC_OBJECT_NAME`], cut
-/// and suffixed with a hash of the full `<namespace>/<name>` so distinct streams never collide.
-/// (The Kafka topic's own name is `spec.topicName`, which may be anything Kafka accepts.)
-pub fn kafka_topic_name(namespace: &str, name: &str) -> String {
-    let raw = format!("metricstream.{namespace}.{name}");
-    let mut sanitized: String = raw
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let changed = sanitized != raw;
-    if sanitized.len() > MAX_TOPIC_OBJECT_NAME || changed {
-        let hash = labels::stable_hash(format!("{namespace}/{name}").as_bytes());
-        let suffix = format!("-{:08x}", hash as u32);
-        sanitized.truncate(MAX_TOPIC_OBJECT_NAME - suffix.len());
-        while sanitized.ends_with(['-', '.']) {
-            sanitized.pop();
-        }
-        sanitized.push_str(&suffix);
-    }
-    sanitized
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{SaslType, TopicManagement};
-    use crate::reconcile::build::test_support::*;
+    use crate::reconcile::build::tests::*;
     use crate::reconcile::build::*;
     use crate::reconcile::fixtures::kafka_stream;
 
@@ -390,11 +354,11 @@ mod tests {
         let b = kafka_topic_name(&long_ns, &format!("{}b", "a".repeat(49)));
         for name in [&a, &b] {
             assert!(name.len() <= MAX_TOPIC_OBJECT_NAME, "{name}");
-            assert!(crate::reconcile::validate::is_dns_subdomain(name), "{name}");
+            assert!(crate::labels::is_dns_subdomain(name), "{name}");
         }
         assert_ne!(a, b);
         let odd = kafka_topic_name("apps", "We_b");
-        assert!(crate::reconcile::validate::is_dns_subdomain(&odd), "{odd}");
+        assert!(crate::labels::is_dns_subdomain(&odd), "{odd}");
         assert_ne!(odd, kafka_topic_name("apps", "we-b"));
     }
 }

@@ -46,13 +46,14 @@ mod copied_credentials;
 mod kafka;
 mod network;
 #[cfg(test)]
-mod test_support;
+mod tests;
 mod workloads;
 
+pub use crate::labels::{MAX_TOPIC_OBJECT_NAME, kafka_topic_name, kafka_user_name};
 pub use config::{config_hash, render_config};
 pub use copied_credentials::{CopiedCredentials, credentials_to_copy};
 use kafka::{credentials_copy, kafka_topic, kafka_user};
-pub use kafka::{credentials_hash, credentials_secret, kafka_topic_name, kafka_user_name};
+pub use kafka::{credentials_hash, credentials_secret};
 use network::{disruption_budget, ingest_service, network_policy};
 use workloads::{pvc, workload};
 
@@ -83,8 +84,6 @@ pub const CREDENTIALS_CA_KEY: &str = "ca.crt";
 pub const CREDENTIALS_PASSWORD_KEY: &str = "password";
 /// The non-root user (and group) the workloads run as (distroless `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
-/// Longest KafkaTopic name we derive; longer ones are shortened with a hash.
-pub const MAX_TOPIC_OBJECT_NAME: usize = 63;
 
 pub const COMPONENT_CONFIG: &str = "config";
 pub const COMPONENT_INGEST: &str = "ingest";
@@ -332,37 +331,6 @@ impl Role {
         match self {
             Role::Ingest => Desired::ingest_name(stream),
             Role::Consumer => Desired::consumer_name(stream),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::TopicManagement;
-    use crate::reconcile::build::test_support::*;
-
-    use crate::reconcile::fixtures::{file_stream, kafka_stream};
-
-    #[test]
-    fn everything_carries_the_standard_labels() {
-        let desired = built(&file_stream());
-        let mut all: Vec<&ObjectMeta> = vec![&desired.config_map.metadata];
-        all.extend(desired.pvcs.iter().map(|p| &p.metadata));
-        all.extend(desired.services.iter().map(|s| &s.metadata));
-        all.extend(desired.deployments.iter().map(|d| &d.metadata));
-        all.extend(desired.network_policies.iter().map(|n| &n.metadata));
-        let kafka = built(&kafka_stream(TopicManagement::Admin));
-        all.extend(kafka.disruption_budgets.iter().map(|b| &b.metadata));
-        assert_eq!(all.len(), 1 + 2 + 1 + 2 + 2 + 1, "every kind is covered");
-        for meta in all {
-            let l = meta.labels.as_ref().expect("labels");
-            assert_eq!(l[labels::NAME], "metricstream");
-            assert_eq!(l[labels::INSTANCE], "web");
-            assert_eq!(l[labels::MANAGED_BY], "metricstream-operator");
-            assert_eq!(l[labels::STREAM], "web");
-            assert!(l.contains_key(labels::COMPONENT));
-            assert_eq!(meta.namespace.as_deref(), Some("apps"));
         }
     }
 }

@@ -361,7 +361,7 @@ pub(super) fn runtime_default_seccomp() -> SeccompProfile {
 mod tests {
     use super::*;
     use crate::crd::TopicManagement;
-    use crate::reconcile::build::test_support::*;
+    use crate::reconcile::build::tests::*;
     use crate::reconcile::build::*;
     use crate::reconcile::fixtures::{file_stream, kafka_stream};
     use crate::reconcile::validate::validate;

@@ -1,15 +1,15 @@
-//! Helpers the build's unit tests share.
+//! Tests of the whole desired set, and the helpers the per-child tests share.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::Desired;
-use super::copied_credentials::CopiedCredentials;
+use super::{CopiedCredentials, Desired, build};
 use crate::config::WorkloadDefaults;
-use crate::crd::MetricStream;
+use crate::crd::{MetricStream, TopicManagement};
 use crate::labels;
 
-use super::build;
+use crate::reconcile::fixtures::{file_stream, kafka_stream};
 use crate::reconcile::validate::validate;
 
 pub fn built(stream: &MetricStream) -> Desired {
@@ -70,4 +70,26 @@ pub fn secret_files(deployment: &Deployment) -> Vec<(String, String, String)> {
             ))
         })
         .collect()
+}
+
+#[test]
+fn everything_carries_the_standard_labels() {
+    let desired = built(&file_stream());
+    let mut all: Vec<&ObjectMeta> = vec![&desired.config_map.metadata];
+    all.extend(desired.pvcs.iter().map(|p| &p.metadata));
+    all.extend(desired.services.iter().map(|s| &s.metadata));
+    all.extend(desired.deployments.iter().map(|d| &d.metadata));
+    all.extend(desired.network_policies.iter().map(|n| &n.metadata));
+    let kafka = built(&kafka_stream(TopicManagement::Admin));
+    all.extend(kafka.disruption_budgets.iter().map(|b| &b.metadata));
+    assert_eq!(all.len(), 1 + 2 + 1 + 2 + 2 + 1, "every kind is covered");
+    for meta in all {
+        let l = meta.labels.as_ref().expect("labels");
+        assert_eq!(l[labels::NAME], "metricstream");
+        assert_eq!(l[labels::INSTANCE], "web");
+        assert_eq!(l[labels::MANAGED_BY], "metricstream-operator");
+        assert_eq!(l[labels::STREAM], "web");
+        assert!(l.contains_key(labels::COMPONENT));
+        assert_eq!(meta.namespace.as_deref(), Some("apps"));
+    }
 }
