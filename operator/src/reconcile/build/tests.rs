@@ -4,7 +4,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{CopiedCredentials, Desired, build};
+use k8s_openapi::ByteString;
+
+use super::{
+    CREDENTIALS_CA_KEY, CREDENTIALS_PASSWORD_KEY, CopiedCredentials, Desired, DesiredTopic, build,
+};
 use crate::config::WorkloadDefaults;
 use crate::crd::{MetricStream, TopicManagement};
 use crate::labels;
@@ -92,4 +96,78 @@ fn everything_carries_the_standard_labels() {
         assert!(l.contains_key(labels::COMPONENT));
         assert_eq!(meta.namespace.as_deref(), Some("apps"));
     }
+}
+
+/// Every object of a desired set, in apply order, as the API server would receive it; what is not
+/// an object (the config hash, a topic made through the Kafka API, what to copy) as data.
+fn desired_set(desired: &Desired) -> serde_json::Value {
+    fn objects<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
+        items
+            .iter()
+            .map(|item| serde_json::to_value(item).expect("a Kubernetes object serializes"))
+            .collect()
+    }
+    let topic = match &desired.topic {
+        DesiredTopic::None => serde_json::Value::Null,
+        DesiredTopic::Strimzi(topic) => objects(std::slice::from_ref(topic.as_ref())).remove(0),
+        DesiredTopic::Admin(request) => serde_json::json!({ "admin": format!("{request:?}") }),
+        DesiredTopic::External(request) => {
+            serde_json::json!({ "external": format!("{request:?}") })
+        }
+    };
+    serde_json::json!({
+        "configHash": desired.config_hash,
+        "configMap": objects(std::slice::from_ref(&desired.config_map)),
+        "persistentVolumeClaims": objects(&desired.pvcs),
+        "services": objects(&desired.services),
+        "networkPolicies": objects(&desired.network_policies),
+        "podDisruptionBudgets": objects(&desired.disruption_budgets),
+        "topic": topic,
+        "kafkaUser": desired.kafka_user.as_deref().map(|user| objects(std::slice::from_ref(user))),
+        "credentialsToCopy": desired.credentials.as_ref().map(|copy| format!("{copy:?}")),
+        "credentialsSecret": desired.credentials_secret.as_ref().map(|s| objects(std::slice::from_ref(s))),
+        "deployments": objects(&desired.deployments),
+    })
+}
+
+/// The whole desired set of a file-backed stream (snapshots/*.snap, reviewed like code: a change
+/// to what the operator creates shows up there; `cargo insta review` or INSTA_UPDATE=always to
+/// accept one on purpose).
+#[test]
+fn snapshot_of_a_file_backed_stream() {
+    insta::assert_yaml_snapshot!("file_backed_stream", desired_set(&built(&file_stream())));
+}
+
+/// The whole desired set of a Kafka-backed stream with a Strimzi topic over TLS and SCRAM, its
+/// KafkaUser made by the operator and the user's password and cluster CA copied into the
+/// stream's credentials Secret.
+#[test]
+fn snapshot_of_a_kafka_backed_stream_with_copied_credentials() {
+    let mut stream = kafka_stream(TopicManagement::Strimzi);
+    let kafka = stream.spec.kafka.as_mut().expect("kafka");
+    kafka.tls = Some(crate::crd::KafkaTlsSpec::default());
+    kafka.strimzi.as_mut().expect("strimzi").create_user = true;
+    let copied = CopiedCredentials::Copied(
+        [
+            (
+                CREDENTIALS_CA_KEY.to_owned(),
+                ByteString(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            ),
+            (
+                CREDENTIALS_PASSWORD_KEY.to_owned(),
+                ByteString(b"not-a-real-password".to_vec()),
+            ),
+        ]
+        .into(),
+    );
+    let desired = build(
+        &validate(&stream).expect("valid"),
+        &WorkloadDefaults::default(),
+        &copied,
+    );
+    assert!(
+        desired.credentials_secret.is_some(),
+        "the copies make a Secret"
+    );
+    insta::assert_yaml_snapshot!("kafka_backed_stream", desired_set(&desired));
 }
