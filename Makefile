@@ -250,7 +250,7 @@ image:
 	bash hack/image.sh build
 
 # The end-to-end scenario (hack/e2e.sh): on the single-node cluster of hack/cluster.sh (started and
-# stopped again unless it already runs), or on kind (needs Docker; see the README's kind quick start).
+# stopped again unless it already runs), or on kind (needs Docker; see docs/install.md).
 e2e-local:
 	bash hack/e2e.sh local
 

@@ -38,7 +38,7 @@ use tools::{kafka_bootstrap, kafka_tool_command, quantile, run_kafka_tool, this_
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Partitions of the ProducerPerformance topic: the services' default.
 const KAFKA_PARTITIONS: u32 = 4;
-/// The ingest producer's defaults (README, `--kafka-linger-ms`, `--kafka-compression`).
+/// The ingest producer's defaults (docs/configuration.md, `--kafka-linger-ms`, `--kafka-compression`).
 const INGEST_PRODUCER_PROPERTIES: [&str; 4] = [
     "acks=all",
     "enable.idempotence=true",

@@ -48,7 +48,7 @@ use self::sink::SinkTail;
 use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 
-/// The ingest's partition count in every run (the README's default).
+/// The ingest's partition count in every run (the services' default, docs/configuration.md).
 const PARTITIONS: u32 = 4;
 /// The client id (open mode) of every request.
 const CLIENT_ID: &str = "bench-client";
@@ -593,7 +593,7 @@ impl Suite {
     }
 }
 
-/// A valid request body (README, "The HTTP API") of `metrics` metrics: a handful of names, each
+/// A valid request body (docs/http-api.md) of `metrics` metrics: a handful of names, each
 /// metric with two tags, like a host reporting a batch.
 fn request_body(metrics: u32) -> String {
     let metrics: Vec<Value> = (0..metrics)

@@ -1,5 +1,5 @@
 //! `metricstream-bench`: runs one benchmark suite and writes its results as JSON, or renders the
-//! report from every suite's results. `make bench` runs them all (see the README).
+//! report from every suite's results. `make bench` runs them all (see docs/benchmarks.md).
 
 use std::path::PathBuf;
 
