@@ -4,21 +4,32 @@
 //! Layout (little endian):
 //!
 //! ```text
-//! version u8 (= 1) | crc32c u32 of everything after it | body
+//! version u8 (1 or 2) | crc32c u32 of everything after it | body
 //! body   = client:str | count:varint | metric*
-//! metric = name:str | value f64 | flags u8 (bit 0: timestamp present) | [timestamp i64]
+//! metric = name:str | value f64 | flags u8 | [timestamp i64] | [kind u8]
 //!          | tag_count:varint | (key:str | value:str)*
+//! flags  = bit 0: timestamp present; bit 1 (version 2 only): kind present
 //! str    = length:varint | UTF-8 bytes
 //! ```
+//!
+//! Version 2 adds the metric's kind ([`MetricKind`]); a batch whose every metric is `Untyped`
+//! is still written as version 1, byte for byte what the first release wrote, so a consumer of
+//! that release keeps reading what MetricStream's own JSON API stores during a rolling upgrade.
+//! Both versions are read. An older consumer meets a version-2 record with a clear
+//! "unsupported record version 2": upgrade consumers before ingests.
 //!
 //! The checksum travels with the payload, so a record damaged anywhere between ingest and the
 //! sink — on disk, in Kafka, in a buffer — is detected on decode rather than written out.
 
-use crate::model::{ClientId, Metric, MetricBatch};
+use crate::model::{ClientId, Metric, MetricBatch, MetricKind};
 
-const VERSION: u8 = 1;
+/// The first release's records: no kinds.
+const VERSION_1: u8 = 1;
+/// Records with kinds.
+const VERSION_2: u8 = 2;
 const HEADER_LEN: usize = 5;
 const FLAG_TIMESTAMP: u8 = 1;
+const FLAG_KIND: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -36,6 +47,8 @@ pub enum CodecError {
     Trailing(usize),
     #[error("unknown flags {flags:#04x} at byte {at}")]
     Flags { at: usize, flags: u8 },
+    #[error("unknown metric kind {kind} at byte {at}")]
+    Kind { at: usize, kind: u8 },
 }
 
 /// What the encoder needs of a metric, so a borrowed view (ingest parses requests without
@@ -46,6 +59,9 @@ pub trait EncodeMetric {
     fn timestamp(&self) -> Option<i64>;
     /// Each key at most once; the encoding keeps the order given.
     fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
+    fn kind(&self) -> MetricKind {
+        MetricKind::Untyped
+    }
 }
 
 impl EncodeMetric for Metric {
@@ -66,6 +82,10 @@ impl EncodeMetric for Metric {
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
     }
+
+    fn kind(&self) -> MetricKind {
+        self.kind
+    }
 }
 
 /// Encodes a batch. The output is always decodable by [`decode`].
@@ -77,19 +97,30 @@ pub fn encode(batch: &MetricBatch) -> Vec<u8> {
 /// equivalent [`MetricBatch`].
 pub fn encode_metrics<M: EncodeMetric>(client: &str, metrics: &[M]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len_hint(client, metrics));
-    out.push(VERSION);
+    let typed = metrics
+        .iter()
+        .any(|metric| metric.kind() != MetricKind::Untyped);
+    out.push(if typed { VERSION_2 } else { VERSION_1 });
     out.extend_from_slice(&[0; 4]);
     put_str(&mut out, client);
     put_varint(&mut out, metrics.len() as u64);
     for metric in metrics {
         put_str(&mut out, metric.name());
         out.extend_from_slice(&metric.value().to_le_bytes());
-        match metric.timestamp() {
-            Some(ts) => {
-                out.push(FLAG_TIMESTAMP);
-                out.extend_from_slice(&ts.to_le_bytes());
-            }
-            None => out.push(0),
+        let kind = metric.kind();
+        let mut flags = 0;
+        if metric.timestamp().is_some() {
+            flags |= FLAG_TIMESTAMP;
+        }
+        if kind != MetricKind::Untyped {
+            flags |= FLAG_KIND;
+        }
+        out.push(flags);
+        if let Some(ts) = metric.timestamp() {
+            out.extend_from_slice(&ts.to_le_bytes());
+        }
+        if kind != MetricKind::Untyped {
+            out.push(kind.code());
         }
         let tags = metric.tags();
         put_varint(&mut out, tags.len() as u64);
@@ -117,6 +148,7 @@ pub fn decode(bytes: &[u8]) -> Result<MetricBatch, CodecError> {
                 .iter()
                 .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
                 .collect(),
+            kind: metric.kind,
         })
         .collect();
     Ok(MetricBatch {
@@ -140,6 +172,7 @@ struct RawMetric<'a> {
     name: &'a str,
     value: f64,
     timestamp: Option<i64>,
+    kind: MetricKind,
     tags: std::ops::Range<usize>,
 }
 
@@ -151,6 +184,7 @@ pub struct MetricRef<'a, 'b> {
     pub timestamp: Option<i64>,
     /// In the order stored (ingest stores them sorted by key, each key once).
     pub tags: &'b [(&'a str, &'a str)],
+    pub kind: MetricKind,
 }
 
 impl<'a> BatchRef<'a> {
@@ -168,6 +202,7 @@ impl<'a> BatchRef<'a> {
             value: metric.value,
             timestamp: metric.timestamp,
             tags: &self.tags[metric.tags.clone()],
+            kind: metric.kind,
         })
     }
 }
@@ -176,9 +211,11 @@ impl<'a> BatchRef<'a> {
 pub fn decode_ref(bytes: &[u8]) -> Result<BatchRef<'_>, CodecError> {
     let mut reader = Reader { bytes, at: 0 };
     let version = reader.u8()?;
-    if version != VERSION {
-        return Err(CodecError::Version(version));
-    }
+    let known_flags = match version {
+        VERSION_1 => FLAG_TIMESTAMP,
+        VERSION_2 => FLAG_TIMESTAMP | FLAG_KIND,
+        other => return Err(CodecError::Version(other)),
+    };
     let stored = u32::from_le_bytes(reader.array()?);
     let computed = crc32c::crc32c(&bytes[HEADER_LEN..]);
     if stored != computed {
@@ -194,7 +231,7 @@ pub fn decode_ref(bytes: &[u8]) -> Result<BatchRef<'_>, CodecError> {
         let value = f64::from_le_bytes(reader.array()?);
         let flags_at = reader.at;
         let flags = reader.u8()?;
-        if flags & !FLAG_TIMESTAMP != 0 {
+        if flags & !known_flags != 0 {
             return Err(CodecError::Flags {
                 at: flags_at,
                 flags,
@@ -204,6 +241,16 @@ pub fn decode_ref(bytes: &[u8]) -> Result<BatchRef<'_>, CodecError> {
             Some(i64::from_le_bytes(reader.array()?))
         } else {
             None
+        };
+        let kind = if flags & FLAG_KIND != 0 {
+            let kind_at = reader.at;
+            let code = reader.u8()?;
+            MetricKind::from_code(code).ok_or(CodecError::Kind {
+                at: kind_at,
+                kind: code,
+            })?
+        } else {
+            MetricKind::Untyped
         };
         let tag_count = reader.varint()?;
         let first_tag = tags.len();
@@ -216,6 +263,7 @@ pub fn decode_ref(bytes: &[u8]) -> Result<BatchRef<'_>, CodecError> {
             name,
             value,
             timestamp,
+            kind,
             tags: first_tag..tags.len(),
         });
     }
@@ -310,6 +358,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -319,12 +369,14 @@ mod tests {
             any::<f64>(),
             proptest::option::of(any::<i64>()),
             proptest::collection::btree_map(".{0,12}", ".{0,12}", 0..5),
+            proptest::sample::select(MetricKind::ALL.to_vec()),
         )
-            .prop_map(|(name, value, timestamp, tags)| Metric {
+            .prop_map(|(name, value, timestamp, tags, kind)| Metric {
                 name,
                 value,
                 timestamp,
                 tags,
+                kind,
             })
     }
 
@@ -348,6 +400,7 @@ mod tests {
                     && x.value.to_bits() == y.value.to_bits()
                     && x.timestamp == y.timestamp
                     && x.tags == y.tags
+                    && x.kind == y.kind
             })
     }
 
@@ -377,6 +430,67 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&bytes);
         }
+    }
+
+    fn one_metric(kind: MetricKind) -> MetricBatch {
+        MetricBatch {
+            client: ClientId::new("c"),
+            metrics: vec![Metric {
+                name: "up".into(),
+                value: 1.0,
+                timestamp: Some(7),
+                tags: BTreeMap::from([("job".to_string(), "a".to_string())]),
+                kind,
+            }],
+        }
+    }
+
+    /// Rewrites a record's checksum after a deliberate edit, so the edit reaches the parser.
+    fn reseal(bytes: &mut [u8]) {
+        let crc = crc32c::crc32c(&bytes[HEADER_LEN..]);
+        bytes[1..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn untyped_batches_are_written_as_version_1_and_typed_ones_as_version_2() {
+        let untyped = encode(&one_metric(MetricKind::Untyped));
+        assert_eq!(untyped[0], VERSION_1);
+        // The first release's layout: name, value, flags = timestamp only, timestamp, tags.
+        assert_eq!(
+            &untyped[HEADER_LEN..],
+            b"\x01c\x01\x02up\x00\x00\x00\x00\x00\x00\xf0\x3f\x01\x07\x00\x00\x00\x00\x00\x00\x00\x01\x03job\x01a"
+        );
+        let typed = encode(&one_metric(MetricKind::Counter));
+        assert_eq!(typed[0], VERSION_2);
+        assert_eq!(decode(&typed).expect("decodes"), one_metric(MetricKind::Counter));
+    }
+
+    #[test]
+    fn a_kind_in_a_version_1_record_and_an_unknown_kind_are_refused() {
+        let mut typed = encode(&one_metric(MetricKind::Gauge));
+        typed[0] = VERSION_1;
+        reseal(&mut typed);
+        assert!(matches!(decode(&typed), Err(CodecError::Flags { .. })));
+
+        let mut typed = encode(&one_metric(MetricKind::Gauge));
+        let kind_at = typed.len() - 1 - (1 + 3 + 1 + 1) - 1;
+        assert_eq!(typed[kind_at], MetricKind::Gauge.code());
+        typed[kind_at] = 9;
+        reseal(&mut typed);
+        assert_eq!(
+            decode(&typed),
+            Err(CodecError::Kind {
+                at: kind_at,
+                kind: 9
+            })
+        );
+    }
+
+    #[test]
+    fn a_future_version_is_refused_by_number() {
+        let mut bytes = encode(&one_metric(MetricKind::Untyped));
+        bytes[0] = 3;
+        assert_eq!(decode(&bytes), Err(CodecError::Version(3)));
     }
 
     #[test]

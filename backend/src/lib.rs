@@ -12,7 +12,7 @@ pub mod model;
 pub mod partitioner;
 pub mod queue;
 
-pub use model::{ClientId, Metric, MetricBatch, Offset, Partition};
+pub use model::{ClientId, Metric, MetricBatch, MetricKind, Offset, Partition};
 pub use queue::{
     AppendError, ConsumeError, ConsumedRecord, MAX_GROUP_LEN, MAX_PARTITIONS, Poll, PollLimits,
     QueueConsumer, QueueProducer, check_group_name,

@@ -51,6 +51,64 @@ impl fmt::Display for Offset {
     }
 }
 
+/// What kind of series a sample belongs to, as the protocol that sent it says. MetricStream's
+/// own JSON says nothing (`Untyped`); remote write metadata, OTLP and Influx fields say more. A
+/// histogram or summary travels as the Prometheus convention's series, one sample each
+/// (`_bucket` with an `le` tag, `_sum`, `_count`, or a `quantile` tag), all of this kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MetricKind {
+    #[default]
+    Untyped,
+    Gauge,
+    Counter,
+    Histogram,
+    Summary,
+}
+
+impl MetricKind {
+    /// Every kind, in the order of their codes.
+    pub const ALL: [MetricKind; 5] = [
+        MetricKind::Untyped,
+        MetricKind::Gauge,
+        MetricKind::Counter,
+        MetricKind::Histogram,
+        MetricKind::Summary,
+    ];
+
+    /// The kind's code in a queue record.
+    pub fn code(self) -> u8 {
+        match self {
+            MetricKind::Untyped => 0,
+            MetricKind::Gauge => 1,
+            MetricKind::Counter => 2,
+            MetricKind::Histogram => 3,
+            MetricKind::Summary => 4,
+        }
+    }
+
+    /// The kind of a record's code, if it is one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+
+    /// The name the sink and the documentation use, as Prometheus' metadata spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Untyped => "untyped",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Summary => "summary",
+        }
+    }
+}
+
+impl fmt::Display for MetricKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One measurement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {
@@ -59,6 +117,7 @@ pub struct Metric {
     /// Unix milliseconds. Ingest fills in the receive time when the client sent none.
     pub timestamp: Option<i64>,
     pub tags: BTreeMap<String, String>,
+    pub kind: MetricKind,
 }
 
 /// The metrics of one accepted request, attributed to its client. One batch is one queue record.

@@ -1,5 +1,5 @@
 //! The record codec on structured input: any batch of arbitrary metrics (any strings, any f64
-//! bit pattern including NaNs, any timestamp, any tags) encodes to a record that decodes to
+//! bit pattern including NaNs, any timestamp, any tags, any kind) encodes to a record that decodes to
 //! exactly that batch, through both `decode` and `decode_ref`; a borrowed view of the same
 //! metrics (`encode_metrics`, as ingest encodes) gives the same bytes; and any single bit
 //! flipped in the record, or any truncation of it, is refused.
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use metricstream_backend::codec::{self, EncodeMetric};
-use metricstream_backend::{ClientId, Metric, MetricBatch};
+use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -27,6 +27,9 @@ struct ArbitraryMetric {
     value_bits: u64,
     timestamp: Option<i64>,
     tags: BTreeMap<String, String>,
+    /// Picks a kind, modulo their count (untyped batches are version-1 records, typed ones
+    /// version 2).
+    kind: u8,
 }
 
 impl ArbitraryMetric {
@@ -36,6 +39,7 @@ impl ArbitraryMetric {
             value: f64::from_bits(self.value_bits),
             timestamp: self.timestamp,
             tags: self.tags.clone(),
+            kind: EncodeMetric::kind(self),
         }
     }
 }
@@ -58,6 +62,10 @@ impl EncodeMetric for ArbitraryMetric {
         self.tags
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+
+    fn kind(&self) -> MetricKind {
+        MetricKind::ALL[usize::from(self.kind) % MetricKind::ALL.len()]
     }
 }
 
@@ -85,6 +93,7 @@ fuzz_target!(|input: Input| {
         assert_eq!(left.value.to_bits(), right.value.to_bits());
         assert_eq!(left.timestamp, right.timestamp);
         assert_eq!(left.tags, right.tags);
+        assert_eq!(left.kind, right.kind);
     }
 
     let view = codec::decode_ref(&record).expect("an encoded batch decodes by reference");
@@ -94,6 +103,7 @@ fuzz_target!(|input: Input| {
         assert_eq!(metric_ref.name, metric.name);
         assert_eq!(metric_ref.value.to_bits(), metric.value.to_bits());
         assert_eq!(metric_ref.timestamp, metric.timestamp);
+        assert_eq!(metric_ref.kind, metric.kind);
         let tags: Vec<(&str, &str)> = metric
             .tags
             .iter()

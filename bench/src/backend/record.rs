@@ -29,6 +29,7 @@ pub fn representative_batch(client: &str, metrics: u32, seq: u64) -> MetricBatch
                     ("host".to_owned(), format!("host-{:02}", index % 100)),
                     ("region".to_owned(), "eu-west-1".to_owned()),
                 ]),
+                kind: Default::default(),
             })
             .collect(),
     }

@@ -167,6 +167,7 @@ pub(super) fn payload(metrics: usize) -> Bytes {
                 value: i as f64,
                 timestamp: Some(1_700_000_000_000),
                 tags: Default::default(),
+                kind: Default::default(),
             })
             .collect(),
     }))

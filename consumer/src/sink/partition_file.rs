@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use metricstream_backend::codec;
+use metricstream_backend::{MetricKind, codec};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -24,6 +24,10 @@ struct Line<'a> {
     value: f64,
     timestamp: Option<i64>,
     tags: Tags<'a>,
+    /// The series' kind when its protocol said one (`gauge`, `counter`, `histogram`,
+    /// `summary`); absent for MetricStream's own JSON, so those lines are what they always were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     partition: u32,
     offset: u64,
     index: u64,
@@ -151,6 +155,7 @@ impl PartitionFile {
                     value: metric.value,
                     timestamp: metric.timestamp,
                     tags: Tags(metric.tags),
+                    kind: (metric.kind != MetricKind::Untyped).then(|| metric.kind.as_str()),
                     partition: record.partition.0,
                     offset: record.offset.0,
                     index: position.index,

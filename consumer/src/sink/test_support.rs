@@ -19,6 +19,7 @@ pub(super) fn metric(name: &str, value: f64) -> Metric {
         value,
         timestamp: Some(1_700_000_000_000),
         tags: BTreeMap::from([("host".to_owned(), "a".to_owned())]),
+        kind: Default::default(),
     }
 }
 

@@ -256,6 +256,7 @@ mod tests {
                 value: 75.0,
                 timestamp: Some(1_700_000_000_000),
                 tags: BTreeMap::from([("host".to_owned(), "a".to_owned())]),
+                kind: Default::default(),
             }]
         );
     }
