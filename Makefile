@@ -35,10 +35,11 @@ STRIMZI_CRDS_ENV_FILE := target/strimzi-crds.env
 STRIMZI_CRDS_FIND = $(MAKE) --no-print-directory strimzi-crds || \
 	echo "warning: make strimzi-crds failed: going on without Strimzi's CRDs"; \
 	strimzi=$$($(LIB); env_get $(STRIMZI_CRDS_ENV_FILE) STRIMZI_CRDS_DIR || true)
-# The paths of helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (`tools`;
+# The paths of helm, kubeconform, shellcheck, hadolint, the kubeconform schemas and the Python of
+# the test clients (`tools`;
 # hack/e2e.sh reads HELM from it too).
 TOOLS_ENV_FILE := target/tools.env
-TOOLS_KEYS := HELM KUBECONFORM SHELLCHECK HADOLINT KUBECONFORM_K8S_SCHEMAS KUBECONFORM_CRD_SCHEMAS
+TOOLS_KEYS := HELM KUBECONFORM SHELLCHECK HADOLINT KUBECONFORM_K8S_SCHEMAS KUBECONFORM_CRD_SCHEMAS CLIENTS_PYTHON
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
 # The steps of `make test`, in order.
@@ -200,7 +201,7 @@ tools:
 	@mkdir -p target; rm -f $(TOOLS_ENV_FILE)
 	@$(STRIMZI_CRDS_FIND); \
 		STRIMZI_CRDS_DIR=$$strimzi bash hack/tools.sh install --env-file $(TOOLS_ENV_FILE)
-	@$(LIB); env_has $(TOOLS_ENV_FILE) $(TOOLS_KEYS) || { echo "hack/tools.sh install did not write the six tool paths"; exit 1; }
+	@$(LIB); env_has $(TOOLS_ENV_FILE) $(TOOLS_KEYS) || { echo "hack/tools.sh install did not write the seven tool paths"; exit 1; }
 
 # The chart's static checks alone: helm lint and template, kubeconform, shellcheck, hadolint (the
 # server-side dry run needs the control plane: make test).

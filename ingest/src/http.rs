@@ -11,8 +11,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use metricstream_backend::QueueProducer;
 use metricstream_backend::partitioner::partition_for;
+use metricstream_backend::{ClientId, Offset, Partition, QueueProducer};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::IngestMetrics;
+use crate::protocols::influx;
 use crate::rate_limit::{ClientRateLimiter, retry_after_seconds};
 use crate::request::{self, Limits};
 
@@ -60,6 +61,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", post(ingest_metrics))
         .route("/v1/metrics", post(ingest_metrics))
+        .route("/api/v2/write", post(influx::write))
+        .route("/write", post(influx::write))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -89,7 +92,29 @@ async fn ingest_metrics(
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let received_at_ms = unix_millis_now();
+    let client = admit(&state, &headers)?;
+    request::check_content_type(&headers)?;
+    let json = read_decoded_body(&state, &headers, body).await?;
+    let metrics = request::parse_metrics(&json, &state.limits, received_at_ms)?;
+    let accepted = metrics.len();
+    let record = metrics.encode(&client);
+    // Nothing of the body is needed while the record is made durable.
+    drop(metrics);
+    drop(json);
+    let (partition, offset) = store(&state, &client, record, accepted).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            accepted,
+            partition: partition.0,
+            offset: offset.0,
+        }),
+    ))
+}
 
+/// The first checks of every write endpoint, before any of the body is read: who the client
+/// is, and whether it is within its request rate.
+pub(crate) fn admit(state: &AppState, headers: &HeaderMap) -> Result<ClientId, ApiError> {
     let client = state
         .authenticator
         .client_id(headers.get(header::AUTHORIZATION))
@@ -102,13 +127,21 @@ async fn ingest_metrics(
                 retry_after_seconds: retry_after_seconds(wait),
             })?;
     }
-    request::check_content_type(&headers)?;
-    let encoding = request::content_encoding(&headers)?;
+    Ok(client)
+}
 
-    let limits = &state.limits;
+/// Reads a body within `--body-read-timeout` and `--max-body-bytes`, and inflates it (gzip)
+/// under the same cap.
+pub(crate) async fn read_decoded_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let encoding = request::content_encoding(headers)?;
+    let max_body_bytes = state.limits.max_body_bytes;
     let raw = tokio::time::timeout(
         state.body_read_timeout,
-        request::read_body(&headers, body, limits.max_body_bytes),
+        request::read_body(headers, body, max_body_bytes),
     )
     .await
     .map_err(|_elapsed| ApiError::BodyReadTimeout {
@@ -116,27 +149,24 @@ async fn ingest_metrics(
     })??;
     // Inflating, parsing and encoding run inline: each is bounded by --max-body-bytes, about a
     // millisecond per 100 KiB, cheaper than a hop to the blocking pool.
-    let json = request::decode_body(raw, encoding, limits.max_body_bytes)?;
-    let metrics = request::parse_metrics(&json, limits, received_at_ms)?;
-    let accepted = metrics.len();
+    request::decode_body(raw, encoding, max_body_bytes)
+}
 
-    let partition = partition_for(&client, state.producer.partitions());
-    let record = Bytes::from(metrics.encode(&client));
-    // Nothing of the body is needed while the record is made durable.
-    drop(metrics);
-    drop(json);
-    // Returns only once the record is durable: the 202 below is a promise.
-    let offset = state.producer.append(partition, record).await?;
-
+/// Appends one encoded record of `accepted` metrics to the client's partition. Returns only
+/// once the record is durable: a 2xx after it is a promise.
+pub(crate) async fn store(
+    state: &AppState,
+    client: &ClientId,
+    record: Vec<u8>,
+    accepted: usize,
+) -> Result<(Partition, Offset), ApiError> {
+    let partition = partition_for(client, state.producer.partitions());
+    let offset = state
+        .producer
+        .append(partition, Bytes::from(record))
+        .await?;
     state.metrics.metrics_accepted.inc_by(accepted as u64);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            accepted,
-            partition: partition.0,
-            offset: offset.0,
-        }),
-    ))
+    Ok((partition, offset))
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -199,7 +229,7 @@ async fn record_request(
     response
 }
 
-fn unix_millis_now() -> i64 {
+pub(crate) fn unix_millis_now() -> i64 {
     // A clock before 1970 is a broken host; 0 keeps the request working and visibly wrong.
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,7 +249,7 @@ mod tests {
     use axum::http::{HeaderValue, Method};
     use flate2::Compression;
     use flate2::write::GzEncoder;
-    use metricstream_backend::{AppendError, ClientId, Offset, Partition, codec};
+    use metricstream_backend::{AppendError, codec};
     use prometheus_client::registry::Registry;
     use tower::ServiceExt;
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod protocols;
 pub mod rate_limit;
 pub mod reload;
 pub mod request;

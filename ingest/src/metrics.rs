@@ -63,6 +63,8 @@ pub struct IngestMetrics {
     pub secret_reloads: Family<SecretReloadLabel, Counter>,
     /// Connections the server closed for a client too slow or silent, by reason.
     pub connections_closed: Family<ConnectionClosedLabel, Counter>,
+    /// Influx line-protocol string fields, which hold no number to store.
+    pub influx_string_fields_dropped: Counter,
 }
 
 impl Default for IngestMetrics {
@@ -76,6 +78,7 @@ impl Default for IngestMetrics {
             requests_in_flight: Gauge::default(),
             secret_reloads: Family::default(),
             connections_closed: Family::default(),
+            influx_string_fields_dropped: Counter::default(),
         }
     }
 }
@@ -119,6 +122,11 @@ impl IngestMetrics {
             "connections_closed",
             "Connections closed by the server for a slow or silent client, by reason",
             self.connections_closed.clone(),
+        );
+        registry.register(
+            "influx_string_fields_dropped",
+            "String fields of Influx line protocol, dropped because they hold no number",
+            self.influx_string_fields_dropped.clone(),
         );
     }
 

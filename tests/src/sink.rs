@@ -19,6 +19,9 @@ pub struct SinkLine {
     pub timestamp: Option<i64>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The series' kind, when the protocol that sent it gave one.
+    #[serde(default)]
+    pub kind: Option<String>,
     pub partition: u32,
     pub offset: u64,
     /// The metric's position within its record.
@@ -460,6 +463,7 @@ mod tests {
                 ("seq".to_owned(), id.seq.to_string()),
                 ("i".to_owned(), id.index.to_string()),
             ]),
+            kind: None,
             partition,
             offset,
             index: id.index,
