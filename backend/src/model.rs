@@ -52,9 +52,11 @@ impl fmt::Display for Offset {
 }
 
 /// What kind of series a sample belongs to, as the protocol that sent it says. MetricStream's
-/// own JSON says nothing (`Untyped`); remote write metadata, OTLP and Influx fields say more. A
-/// histogram or summary travels as the Prometheus convention's series, one sample each
+/// own JSON and Influx line protocol say nothing (`Untyped`); OTLP and remote write metadata say
+/// more. A histogram or summary travels as the Prometheus convention's series, one sample each
 /// (`_bucket` with an `le` tag, `_sum`, `_count`, or a `quantile` tag), all of this kind.
+/// OTLP's delta temporality has kinds of its own: a delta is not a running total, and a store
+/// that took it for one would compute nonsense rates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MetricKind {
     #[default]
@@ -63,16 +65,23 @@ pub enum MetricKind {
     Counter,
     Histogram,
     Summary,
+    /// An OTLP sum (monotonic or not) with delta temporality: each value is the change since
+    /// the point before.
+    DeltaSum,
+    /// An OTLP histogram with delta temporality: counts since the point before.
+    DeltaHistogram,
 }
 
 impl MetricKind {
     /// Every kind, in the order of their codes.
-    pub const ALL: [MetricKind; 5] = [
+    pub const ALL: [MetricKind; 7] = [
         MetricKind::Untyped,
         MetricKind::Gauge,
         MetricKind::Counter,
         MetricKind::Histogram,
         MetricKind::Summary,
+        MetricKind::DeltaSum,
+        MetricKind::DeltaHistogram,
     ];
 
     /// The kind's code in a queue record.
@@ -83,6 +92,8 @@ impl MetricKind {
             MetricKind::Counter => 2,
             MetricKind::Histogram => 3,
             MetricKind::Summary => 4,
+            MetricKind::DeltaSum => 5,
+            MetricKind::DeltaHistogram => 6,
         }
     }
 
@@ -99,6 +110,8 @@ impl MetricKind {
             MetricKind::Counter => "counter",
             MetricKind::Histogram => "histogram",
             MetricKind::Summary => "summary",
+            MetricKind::DeltaSum => "delta_sum",
+            MetricKind::DeltaHistogram => "delta_histogram",
         }
     }
 }

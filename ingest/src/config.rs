@@ -14,15 +14,16 @@ use metricstream_service::{CommonArgs, KafkaArgs};
 
 use crate::request::Limits;
 
-/// MetricStream's HTTP ingest service: accepts `POST /metrics` (alias `/v1/metrics`) and
-/// acknowledges a batch only once the queue has made it durable.
+/// MetricStream's HTTP ingest service: accepts MetricStream's JSON (`POST /metrics`), OTLP/HTTP
+/// metrics (`POST /v1/metrics`) and InfluxDB line protocol (`POST /api/v2/write`, `POST /write`),
+/// and acknowledges a request only once the queue has made it durable.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "metricstream-ingest", version, about, long_about = None)]
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Address of the ingest API (POST /metrics, POST /v1/metrics).
+    /// Address of the ingest API (POST /metrics, /v1/metrics, /api/v2/write, /write).
     #[arg(long, env = "METRICSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 

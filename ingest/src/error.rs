@@ -67,6 +67,8 @@ pub enum ApiError {
     MalformedLineProtocol(String),
     #[error("{0}")]
     InvalidParameter(String),
+    #[error("the body is not a valid OTLP metrics export request: {0}")]
+    MalformedOtlp(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("{method} is not allowed on {path}")]
@@ -97,6 +99,7 @@ impl ApiError {
             Self::MalformedJson(_)
             | Self::MalformedLineProtocol(_)
             | Self::InvalidParameter(_)
+            | Self::MalformedOtlp(_)
             | Self::MalformedGzip(_)
             | Self::UnreadableBody(_)
             | Self::InvalidClientId(_) => StatusCode::BAD_REQUEST,
@@ -125,6 +128,7 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::MalformedLineProtocol(_) => "malformed_line_protocol",
             Self::InvalidParameter(_) => "invalid_parameter",
+            Self::MalformedOtlp(_) => "malformed_otlp",
             Self::InvalidMetric(_) => "invalid_metric",
             Self::TooManyMetrics { .. } => "too_many_metrics",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -229,6 +233,35 @@ pub enum ErrorShape {
     /// InfluxDB 2's `{"code":"invalid","message":"..."}`, whose codes Telegraf and the
     /// influxdb clients know; our own code is kept in the message.
     Influx,
+    /// OTLP/HTTP's `google.rpc.Status`, protobuf-encoded (the request was protobuf).
+    OtlpProtobuf,
+    /// OTLP/HTTP's `google.rpc.Status` in OTLP JSON (the request was JSON).
+    OtlpJson,
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error (its `details` are never sent).
+#[derive(Clone, PartialEq, prost::Message, Serialize)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The gRPC code that goes with an HTTP status in an OTLP error body.
+fn grpc_code(status: StatusCode) -> i32 {
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => 3, // INVALID_ARGUMENT
+        StatusCode::REQUEST_TIMEOUT => 4, // DEADLINE_EXCEEDED
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12, // UNIMPLEMENTED
+        StatusCode::TOO_MANY_REQUESTS => 8, // RESOURCE_EXHAUSTED
+        StatusCode::UNAUTHORIZED => 16,   // UNAUTHENTICATED
+        StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
+        _ => 13,                          // INTERNAL
+    }
 }
 
 /// An error answered in the shape of the protocol that was spoken.
@@ -297,6 +330,18 @@ impl ApiError {
                     message: format!("{code}: {}", self.client_message()),
                 };
                 (status, Json(body)).into_response()
+            }
+            ErrorShape::OtlpProtobuf | ErrorShape::OtlpJson => {
+                let body = RpcStatus {
+                    code: grpc_code(status),
+                    message: format!("{code}: {}", self.client_message()),
+                };
+                if shape == ErrorShape::OtlpJson {
+                    (status, Json(body)).into_response()
+                } else {
+                    let content_type = [(header::CONTENT_TYPE, "application/x-protobuf")];
+                    (status, content_type, prost::Message::encode_to_vec(&body)).into_response()
+                }
             }
         };
         let headers = response.headers_mut();

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::IngestMetrics;
-use crate::protocols::influx;
+use crate::protocols::{influx, otlp};
 use crate::rate_limit::{ClientRateLimiter, retry_after_seconds};
 use crate::request::{self, Limits};
 
@@ -60,7 +60,7 @@ impl ConcurrencyLimit {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", post(ingest_metrics))
-        .route("/v1/metrics", post(ingest_metrics))
+        .route("/v1/metrics", post(otlp::export))
         .route("/api/v2/write", post(influx::write))
         .route("/write", post(influx::write))
         .fallback(not_found)
@@ -441,7 +441,7 @@ mod tests {
     async fn offsets_grow_per_partition() {
         let app = open_app();
         for expected_offset in 0..3 {
-            let (status, _, json) = send(&app, post("/v1/metrics", Some("team-a"), BODY)).await;
+            let (status, _, json) = send(&app, post("/metrics", Some("team-a"), BODY)).await;
             assert_eq!(status, StatusCode::ACCEPTED);
             assert_eq!(json["offset"], expected_offset);
         }

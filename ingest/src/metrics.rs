@@ -65,6 +65,8 @@ pub struct IngestMetrics {
     pub connections_closed: Family<ConnectionClosedLabel, Counter>,
     /// Influx line-protocol string fields, which hold no number to store.
     pub influx_string_fields_dropped: Counter,
+    /// OTLP data points refused within an accepted request (OTLP's partial success).
+    pub otlp_points_rejected: Counter,
 }
 
 impl Default for IngestMetrics {
@@ -79,6 +81,7 @@ impl Default for IngestMetrics {
             secret_reloads: Family::default(),
             connections_closed: Family::default(),
             influx_string_fields_dropped: Counter::default(),
+            otlp_points_rejected: Counter::default(),
         }
     }
 }
@@ -127,6 +130,11 @@ impl IngestMetrics {
             "influx_string_fields_dropped",
             "String fields of Influx line protocol, dropped because they hold no number",
             self.influx_string_fields_dropped.clone(),
+        );
+        registry.register(
+            "otlp_points_rejected",
+            "OTLP data points refused within an accepted request (reported to the client as partial success)",
+            self.otlp_points_rejected.clone(),
         );
     }
 

@@ -25,7 +25,8 @@ struct Line<'a> {
     timestamp: Option<i64>,
     tags: Tags<'a>,
     /// The series' kind when its protocol said one (`gauge`, `counter`, `histogram`,
-    /// `summary`); absent for MetricStream's own JSON, so those lines are what they always were.
+    /// `summary`, `delta_sum`, `delta_histogram`); absent for MetricStream's own JSON, so those
+    /// lines are what they always were.
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     partition: u32,

@@ -2,9 +2,11 @@
 //! own JSON (`crate::request`): the same client identity and partition, the same limits, the
 //! same promise that a 2xx means durable. Each protocol answers in its own shape.
 //!
-//! - [`influx`]: InfluxDB line protocol on `POST /api/v2/write` and `POST /write`.
+//! - [`influx`]: InfluxDB line protocol on `POST /api/v2/write` and `POST /write`;
+//! - [`otlp`]: OTLP/HTTP metrics, protobuf or JSON, on `POST /v1/metrics`.
 
 pub mod influx;
+pub mod otlp;
 
 use crate::request::Limits;
 

@@ -1,0 +1,207 @@
+//! OTLP/HTTP from the OpenTelemetry Python SDK's own exporter (protobuf, gzip; installed by
+//! `hack/tools.sh` into the clients' venv, `CLIENTS_PYTHON`) against the real ingest and
+//! consumer: both exports succeed, every sample the ingest acknowledged is in the sink exactly
+//! once, with the kinds, tags and values the OTLP mapping promises; and an OTLP JSON request with
+//! a bad point gets a partial success naming it (the Python exporter speaks only protobuf, so
+//! that request is made by hand).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use metricstream_tests::{
+    DRAIN_TIMEOUT, ReadMode, ServiceSpec, SinkLine, TestDir, http_client, read_sink, wait_for_lines,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct ClientReport {
+    results: Vec<String>,
+    started_ms: i64,
+    finished_ms: i64,
+}
+
+fn clients_python() -> String {
+    std::env::var("CLIENTS_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "CLIENTS_PYTHON is not set: run `bash hack/tools.sh install` and export the \
+             CLIENTS_PYTHON=... line it prints (make test does both)"
+        )
+    })
+}
+
+/// The values a series took in the sink, in time order.
+fn values(lines: &[&SinkLine], name: &str, extra: Option<(&str, &str)>) -> Vec<f64> {
+    let mut found: Vec<(i64, f64)> = lines
+        .iter()
+        .filter(|line| line.name == name)
+        .filter(|line| {
+            extra.is_none_or(|(key, value)| line.tags.get(key).map(String::as_str) == Some(value))
+        })
+        .map(|line| (line.timestamp.unwrap_or_default(), line.value))
+        .collect();
+    found.sort_by_key(|(timestamp, _)| *timestamp);
+    found.into_iter().map(|(_, value)| value).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs CLIENTS_PYTHON with the OpenTelemetry SDK: hack/tools.sh install (make test runs it)"]
+async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
+    let python = clients_python();
+    let dir = TestDir::new("otlp-client");
+    let tokens = dir.write_file("tokens", "otel-service=otel-s3cret\n");
+    let ingest = ServiceSpec::ingest(&dir, "ingest")
+        .env("METRICSTREAM_TOKENS_FILE", tokens)
+        .start()
+        .await;
+    let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/otlp_export.py");
+    let endpoint = format!("{}/v1/metrics", ingest.base_url());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, &endpoint, "otel-s3cret", "run-1"])
+            .output()
+    })
+    .await
+    .expect("the client's task")
+    .expect("the Python client runs");
+    assert!(
+        output.status.success(),
+        "the OTLP client failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: ClientReport =
+        serde_json::from_slice(&output.stdout).expect("the client's report is JSON");
+    assert_eq!(report.results, ["SUCCESS", "SUCCESS"], "{report:?}");
+
+    // OTLP JSON by hand: one good point, one without a value.
+    let json = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"by_hand","gauge":{"dataPoints":[
+        {"timeUnixNano":"1700000000000000000","asInt":"4"},{"timeUnixNano":"1700000000000000000"}]}}]}]}]}"#;
+    let answer = http_client(Duration::from_secs(10))
+        .post(format!("{}/v1/metrics", ingest.base_url()))
+        .header("Authorization", "Bearer otel-s3cret")
+        .header("Content-Type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .expect("the JSON export is answered");
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.expect("an OTLP JSON response");
+    let partial = &answer["partialSuccess"];
+    assert!(
+        partial["rejectedDataPoints"] == 1 || partial["rejectedDataPoints"] == "1",
+        "{answer}"
+    );
+    assert!(
+        partial["errorMessage"]
+            .as_str()
+            .is_some_and(|message| message.contains("by_hand") && message.contains("no value")),
+        "{answer}"
+    );
+
+    // Exactly what the ingest acknowledged, no more, no less.
+    let accepted = accepted_metrics(&ingest).await;
+    wait_for_lines(
+        &dir.sink_dir(),
+        accepted,
+        Duration::from_millis(100),
+        DRAIN_TIMEOUT,
+    )
+    .await;
+    consumer.terminate().await;
+    ingest.terminate().await;
+    let sink = read_sink(&dir.sink_dir(), ReadMode::Settled).expect("the sink reads");
+    assert_eq!(
+        sink.lines.len(),
+        accepted,
+        "the sink against metrics_accepted"
+    );
+    let mut seen = BTreeMap::new();
+    for line in &sink.lines {
+        assert_eq!(line.client, "otel-service", "{line:?}");
+        let key = (line.name.clone(), line.tags.clone(), line.timestamp);
+        assert!(seen.insert(key, line.value).is_none(), "twice: {line:?}");
+    }
+
+    let sdk: Vec<&SinkLine> = sink
+        .lines
+        .iter()
+        .filter(|line| line.name != "by_hand")
+        .collect();
+    for line in &sdk {
+        let timestamp = line.timestamp.unwrap_or_default();
+        assert!(
+            (report.started_ms - 1_000..=report.finished_ms + 1_000).contains(&timestamp),
+            "a timestamp outside the client's run: {line:?}"
+        );
+        assert_eq!(
+            line.tags.get("job").map(String::as_str),
+            Some("checkout"),
+            "{line:?}"
+        );
+        assert_eq!(
+            line.tags.get("instance").map(String::as_str),
+            Some("instance-1")
+        );
+        if line.name == "target_info" {
+            assert_eq!(
+                line.tags.get("host.name").map(String::as_str),
+                Some("node-a")
+            );
+            continue;
+        }
+        assert_eq!(
+            line.tags.get("otel_scope_name").map(String::as_str),
+            Some("shop.meter")
+        );
+        assert_eq!(
+            line.tags.get("run").map(String::as_str),
+            Some("run-1"),
+            "{line:?}"
+        );
+    }
+    let kind_of = |name: &str| {
+        sdk.iter()
+            .find(|line| line.name == name)
+            .and_then(|line| line.kind.clone())
+    };
+    assert_eq!(values(&sdk, "orders", None), [5.0, 12.0]);
+    assert_eq!(kind_of("orders").as_deref(), Some("counter"));
+    assert_eq!(values(&sdk, "in_flight", None), [2.0, 2.0]);
+    assert_eq!(kind_of("in_flight").as_deref(), Some("gauge"));
+    assert_eq!(values(&sdk, "latency_count", None), [2.0, 3.0]);
+    assert_eq!(values(&sdk, "latency_sum", None), [7.3, 127.3]);
+    assert_eq!(
+        values(&sdk, "latency_bucket", Some(("le", "5"))),
+        [1.0, 1.0]
+    );
+    assert_eq!(
+        values(&sdk, "latency_bucket", Some(("le", "+Inf"))),
+        [2.0, 3.0]
+    );
+    assert_eq!(kind_of("latency_bucket").as_deref(), Some("histogram"));
+    assert!(values(&sdk, "temperature", None).contains(&21.5));
+    assert_eq!(values(&sdk, "target_info", None), [1.0, 1.0]);
+    let by_hand: Vec<&SinkLine> = sink
+        .lines
+        .iter()
+        .filter(|line| line.name == "by_hand")
+        .collect();
+    assert_eq!(
+        (by_hand.len(), by_hand[0].value, by_hand[0].timestamp),
+        (1, 4.0, Some(1_700_000_000_000))
+    );
+}
+
+/// `metricstream_ingest_metrics_accepted_total` from the ingest's admin endpoint.
+async fn accepted_metrics(ingest: &metricstream_tests::Service) -> usize {
+    let (status, text) = ingest.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|line| line.strip_prefix("metricstream_ingest_metrics_accepted_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as usize)
+        .expect("metricstream_ingest_metrics_accepted_total in /metrics")
+}
