@@ -12,3 +12,4 @@ pub mod reload;
 pub mod request;
 pub mod server;
 pub mod tls;
+pub mod write;

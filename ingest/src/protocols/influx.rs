@@ -29,8 +29,8 @@ use metricstream_backend::{Metric, MetricKind};
 
 use super::check_series;
 use crate::error::{ApiError, ErrorShape, ShapedError};
-use crate::http::{AppState, admit, read_decoded_body, store, unix_millis_now};
 use crate::request::Limits;
+use crate::write::{AppState, admit, read_decoded_body, store, unix_millis_now};
 
 /// The unit of the timestamps in a request, from its `precision` parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

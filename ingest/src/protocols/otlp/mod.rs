@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 
 use crate::error::{ApiError, ErrorShape, ShapedError};
-use crate::http::{AppState, admit, read_decoded_body, store, unix_millis_now};
+use crate::write::{AppState, admit, read_decoded_body, store, unix_millis_now};
 
 /// The two encodings of OTLP/HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,117 @@
+//! The write path every endpoint shares, whatever its protocol: the state handlers hold, and
+//! the steps of a write — admit the client ([`admit`]), read and inflate the body
+//! ([`read_decoded_body`]), make the record durable ([`store`]). The router and the native API
+//! are in `crate::http`, the other protocols in `crate::protocols`; both build on this.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use metricstream_backend::partitioner::partition_for;
+use metricstream_backend::{ClientId, Offset, Partition, QueueProducer};
+use tokio::sync::Semaphore;
+
+use crate::auth::Authenticator;
+use crate::error::ApiError;
+use crate::metrics::IngestMetrics;
+use crate::rate_limit::{ClientRateLimiter, retry_after_seconds};
+use crate::request::{self, Limits};
+
+/// Everything a request handler needs, shared by all of them.
+pub struct AppState {
+    pub producer: Arc<dyn QueueProducer>,
+    pub authenticator: Authenticator,
+    pub limits: Limits,
+    /// `None` when rate limiting is off.
+    pub rate_limiter: Option<Arc<ClientRateLimiter>>,
+    pub metrics: IngestMetrics,
+    /// How long a request's whole body may take to arrive once its headers are in.
+    pub body_read_timeout: Duration,
+    /// One permit per request that may be handled at once (--max-concurrent-requests).
+    pub concurrency: ConcurrencyLimit,
+}
+
+/// The cap on requests handled at once. A request over it is refused at once (load shedding)
+/// rather than queued: waiting requests would hold their connections and memory while every
+/// one of them grows older, and the client's retry after `Retry-After` is the better queue.
+pub struct ConcurrencyLimit {
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) limit: usize,
+}
+
+impl ConcurrencyLimit {
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+}
+
+/// The first checks of every write endpoint, before any of the body is read: who the client
+/// is, and whether it is within its request rate.
+pub(crate) fn admit(state: &AppState, headers: &HeaderMap) -> Result<ClientId, ApiError> {
+    let client = state
+        .authenticator
+        .client_id(headers.get(header::AUTHORIZATION))
+        .map_err(|error| ApiError::from_auth(error, state.authenticator.expects_bearer()))?;
+    if let Some(limiter) = &state.rate_limiter {
+        limiter
+            .check(&client)
+            .map_err(|wait| ApiError::RateLimited {
+                client: client.to_string(),
+                retry_after_seconds: retry_after_seconds(wait),
+            })?;
+    }
+    Ok(client)
+}
+
+/// Reads a body within `--body-read-timeout` and `--max-body-bytes`, and inflates it (gzip)
+/// under the same cap.
+pub(crate) async fn read_decoded_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let encoding = request::content_encoding(headers)?;
+    let max_body_bytes = state.limits.max_body_bytes;
+    let raw = tokio::time::timeout(
+        state.body_read_timeout,
+        request::read_body(headers, body, max_body_bytes),
+    )
+    .await
+    .map_err(|_elapsed| ApiError::BodyReadTimeout {
+        seconds: state.body_read_timeout.as_secs(),
+    })??;
+    // Inflating, parsing and encoding run inline: each is bounded by --max-body-bytes, about a
+    // millisecond per 100 KiB, cheaper than a hop to the blocking pool.
+    request::decode_body(raw, encoding, max_body_bytes)
+}
+
+/// Appends one encoded record of `accepted` metrics to the client's partition. Returns only
+/// once the record is durable: a 2xx after it is a promise.
+pub(crate) async fn store(
+    state: &AppState,
+    client: &ClientId,
+    record: Vec<u8>,
+    accepted: usize,
+) -> Result<(Partition, Offset), ApiError> {
+    let partition = partition_for(client, state.producer.partitions());
+    let offset = state
+        .producer
+        .append(partition, Bytes::from(record))
+        .await?;
+    state.metrics.metrics_accepted.inc_by(accepted as u64);
+    Ok((partition, offset))
+}
+
+pub(crate) fn unix_millis_now() -> i64 {
+    // A clock before 1970 is a broken host; 0 keeps the request working and visibly wrong.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
