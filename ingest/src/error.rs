@@ -69,6 +69,10 @@ pub enum ApiError {
     InvalidParameter(String),
     #[error("the body is not a valid OTLP metrics export request: {0}")]
     MalformedOtlp(String),
+    #[error("the body is not a valid remote-write request: {0}")]
+    MalformedRemoteWrite(String),
+    #[error("{0}")]
+    RemoteWritePartial(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("{method} is not allowed on {path}")]
@@ -100,6 +104,8 @@ impl ApiError {
             | Self::MalformedLineProtocol(_)
             | Self::InvalidParameter(_)
             | Self::MalformedOtlp(_)
+            | Self::MalformedRemoteWrite(_)
+            | Self::RemoteWritePartial(_)
             | Self::MalformedGzip(_)
             | Self::UnreadableBody(_)
             | Self::InvalidClientId(_) => StatusCode::BAD_REQUEST,
@@ -129,6 +135,8 @@ impl ApiError {
             Self::MalformedLineProtocol(_) => "malformed_line_protocol",
             Self::InvalidParameter(_) => "invalid_parameter",
             Self::MalformedOtlp(_) => "malformed_otlp",
+            Self::MalformedRemoteWrite(_) => "malformed_remote_write",
+            Self::RemoteWritePartial(_) => "partial_write",
             Self::InvalidMetric(_) => "invalid_metric",
             Self::TooManyMetrics { .. } => "too_many_metrics",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -237,6 +245,8 @@ pub enum ErrorShape {
     OtlpProtobuf,
     /// OTLP/HTTP's `google.rpc.Status` in OTLP JSON (the request was JSON).
     OtlpJson,
+    /// Plain text, `code: message`: what remote-write senders log of an error.
+    Text,
 }
 
 /// `google.rpc.Status`, the body of an OTLP/HTTP error (its `details` are never sent).
@@ -330,6 +340,11 @@ impl ApiError {
                     message: format!("{code}: {}", self.client_message()),
                 };
                 (status, Json(body)).into_response()
+            }
+            ErrorShape::Text => {
+                let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+                let body = format!("{code}: {}\n", self.client_message());
+                (status, content_type, body).into_response()
             }
             ErrorShape::OtlpProtobuf | ErrorShape::OtlpJson => {
                 let body = RpcStatus {

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::protocols::{influx, otlp};
+use crate::protocols::{influx, otlp, remote_write};
 use crate::request;
 pub use crate::write::{AppState, ConcurrencyLimit};
 use crate::write::{admit, read_decoded_body, store, unix_millis_now};
@@ -26,6 +26,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", post(ingest_metrics))
         .route("/v1/metrics", post(otlp::export))
+        .route("/api/v1/write", post(remote_write::write))
         .route("/api/v2/write", post(influx::write))
         .route("/write", post(influx::write))
         .fallback(not_found)

@@ -67,6 +67,8 @@ pub struct IngestMetrics {
     pub influx_string_fields_dropped: Counter,
     /// OTLP data points refused within an accepted request (OTLP's partial success).
     pub otlp_points_rejected: Counter,
+    /// Remote-write samples refused while the rest of their request was stored.
+    pub remote_write_samples_rejected: Counter,
 }
 
 impl Default for IngestMetrics {
@@ -82,6 +84,7 @@ impl Default for IngestMetrics {
             connections_closed: Family::default(),
             influx_string_fields_dropped: Counter::default(),
             otlp_points_rejected: Counter::default(),
+            remote_write_samples_rejected: Counter::default(),
         }
     }
 }
@@ -135,6 +138,11 @@ impl IngestMetrics {
             "otlp_points_rejected",
             "OTLP data points refused within an accepted request (reported to the client as partial success)",
             self.otlp_points_rejected.clone(),
+        );
+        registry.register(
+            "remote_write_samples_rejected",
+            "Remote-write samples refused while the rest of their request was stored (answered 400)",
+            self.remote_write_samples_rejected.clone(),
         );
     }
 

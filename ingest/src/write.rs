@@ -76,18 +76,26 @@ pub(crate) async fn read_decoded_body(
     body: Body,
 ) -> Result<Bytes, ApiError> {
     let encoding = request::content_encoding(headers)?;
-    let max_body_bytes = state.limits.max_body_bytes;
-    let raw = tokio::time::timeout(
+    let raw = read_raw_body(state, headers, body).await?;
+    // Inflating, parsing and encoding run inline: each is bounded by --max-body-bytes, about a
+    // millisecond per 100 KiB, cheaper than a hop to the blocking pool.
+    request::decode_body(raw, encoding, state.limits.max_body_bytes)
+}
+
+/// Reads a body as sent, within `--body-read-timeout` and `--max-body-bytes`.
+pub(crate) async fn read_raw_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(
         state.body_read_timeout,
-        request::read_body(headers, body, max_body_bytes),
+        request::read_body(headers, body, state.limits.max_body_bytes),
     )
     .await
     .map_err(|_elapsed| ApiError::BodyReadTimeout {
         seconds: state.body_read_timeout.as_secs(),
-    })??;
-    // Inflating, parsing and encoding run inline: each is bounded by --max-body-bytes, about a
-    // millisecond per 100 KiB, cheaper than a hop to the blocking pool.
-    request::decode_body(raw, encoding, max_body_bytes)
+    })?
 }
 
 /// Appends one encoded record of `accepted` metrics to the client's partition. Returns only

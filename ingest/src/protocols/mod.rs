@@ -3,10 +3,12 @@
 //! same promise that a 2xx means durable. Each protocol answers in its own shape.
 //!
 //! - [`influx`]: InfluxDB line protocol on `POST /api/v2/write` and `POST /write`;
-//! - [`otlp`]: OTLP/HTTP metrics, protobuf or JSON, on `POST /v1/metrics`.
+//! - [`otlp`]: OTLP/HTTP metrics, protobuf or JSON, on `POST /v1/metrics`;
+//! - [`remote_write`]: Prometheus remote write 1.0 and 2.0 on `POST /api/v1/write`.
 
 pub mod influx;
 pub mod otlp;
+pub mod remote_write;
 
 use crate::request::Limits;
 

@@ -414,7 +414,6 @@ fn exponential_point(
 /// `index` of the positive range holds `(base^index, base^(index+1)]`, of the negative range
 /// the same magnitudes below zero; the zero bucket sits at `zero_threshold`.
 pub fn exponential_buckets(point: &ExponentialHistogramDataPoint) -> Vec<(f64, u64)> {
-    let base = 2f64.powf(2f64.powi(-point.scale));
     let indexed = |buckets: &Option<Buckets>| -> Vec<(i64, u64)> {
         buckets
             .as_ref()
@@ -428,7 +427,8 @@ pub fn exponential_buckets(point: &ExponentialHistogramDataPoint) -> Vec<(f64, u
             })
             .unwrap_or_default()
     };
-    let power = |exponent: i64| base.powf(exponent as f64);
+    // base^exponent with base = 2^(2^-scale), computed as one power of two for accuracy.
+    let power = |exponent: i64| 2f64.powf(exponent as f64 * 2f64.powi(-point.scale));
     let mut buckets = Vec::new();
     // Negative buckets, most negative first: magnitude (base^i, base^(i+1)], upper bound -base^i.
     for (index, count) in indexed(&point.negative).into_iter().rev() {
