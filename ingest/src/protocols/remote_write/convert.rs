@@ -302,6 +302,9 @@ fn classic_series(
     }
     samples.push(sample(format!("{name}_count"), count, tags.clone()));
     for sample in &samples {
+        if !sample.value.is_finite() {
+            return Err(format!("{} is not finite", sample.name));
+        }
         let tags = sample
             .tags
             .iter()

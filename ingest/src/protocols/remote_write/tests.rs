@@ -449,3 +449,82 @@ fn snappy_is_capped_before_it_is_inflated_and_bad_bodies_are_malformed() {
         ));
     }
 }
+
+/// The committed seeds of the `remote_write_decoder` fuzz target are these requests; with
+/// `WRITE_FUZZ_SEEDS=1` the test writes them instead of comparing.
+#[test]
+fn fuzz_seeds_are_current() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/remote_write_decoder"
+    );
+    let v1 = v1::WriteRequest {
+        timeseries: vec![
+            series(
+                &[("__name__", "up"), ("job", "a")],
+                vec![sample(1.0, 5), sample(f64::from_bits(STALE_NAN_BITS), 6)],
+            ),
+            v1::TimeSeries {
+                labels: vec![label("__name__", "latency")],
+                histograms: vec![Histogram {
+                    count: Some(Count::Int(3)),
+                    sum: 1.5,
+                    schema: 1,
+                    zero_count: Some(ZeroCount::Int(1)),
+                    positive_spans: vec![BucketSpan {
+                        offset: -1,
+                        length: 2,
+                    }],
+                    positive_deltas: vec![1, 0],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+        metadata: vec![v1::MetricMetadata {
+            r#type: MetricType::Gauge as i32,
+            metric_family_name: "up".to_owned(),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let v2 = v2::Request {
+        symbols: ["", "__name__", "x_total", "k", "v"]
+            .map(str::to_owned)
+            .to_vec(),
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: vec![1, 2, 3, 4],
+            samples: vec![sample(2.0, 7)],
+            metadata: Some(v2::Metadata {
+                r#type: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let snappy = |bytes: &[u8]| {
+        snap::raw::Encoder::new()
+            .compress_vec(bytes)
+            .expect("compresses")
+    };
+    for (name, pick, body) in [
+        ("v1", 0u8, v1.clone()),
+        ("v2", 1, v2.clone()),
+        ("v1-snappy", 2, snappy(&v1)),
+        ("v2-snappy", 3, snappy(&v2)),
+    ] {
+        let mut seed = vec![pick];
+        seed.extend(body);
+        let path = format!("{dir}/{name}");
+        if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::write(&path, seed).expect("write a seed");
+        } else {
+            let committed = std::fs::read(&path).expect("read a committed seed");
+            assert_eq!(
+                committed, seed,
+                "{path} is stale: rerun with WRITE_FUZZ_SEEDS=1"
+            );
+        }
+    }
+}
