@@ -7,8 +7,8 @@
 //!   ingest acknowledged (`metricstream_ingest_metrics_accepted_total`), none failed or dropped;
 //! - the sink holds each sample once, under the token's client, with Prometheus' `job` and
 //!   `instance` labels and the target's values at every scrape; with 2.0 the series carry the
-//!   kinds of their metadata (1.0 sends metadata in requests of its own, so its samples are
-//!   untyped).
+//!   kinds of their metadata (Prometheus runs with `--enable-feature=metadata-wal-records`, without
+//!   which it sends none; 1.0 sends metadata in requests of its own, so its samples are untyped).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -127,6 +127,8 @@ fn start_prometheus(
         .expect("a log file for Prometheus");
     let child = Command::new(prometheus_binary())
         .arg("--agent")
+        // Metadata reaches 2.0 requests only through the WAL, which records it with this flag.
+        .arg("--enable-feature=metadata-wal-records")
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!(
             "--storage.agent.path={}",
