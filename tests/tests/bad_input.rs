@@ -193,6 +193,14 @@ fn cases() -> Vec<Case> {
             "too_many_metrics",
         ),
         rejected("a 2 MiB body", over_the_body_limit, 413, "body_too_large"),
+        // The client is still sending when the limit is hit: it must still read its 413, not
+        // a reset connection (the rest is read and thrown away, for a bounded time).
+        rejected(
+            "a 50 MiB body",
+            vec![b' '; 50 * 1024 * 1024],
+            413,
+            "body_too_large",
+        ),
         Case {
             what: "a gzip bomb (50 MB of JSON whitespace)",
             headers: vec![

@@ -120,9 +120,11 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 }
 
 /// Most bytes of an oversized body read and thrown away before answering 413.
-const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
-/// Longest time spent throwing an oversized body away.
-const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const DISCARD_LIMIT: usize = 1024 * 1024 * 1024;
+/// Longest time spent throwing an oversized body away: what bounds the cost of a client that
+/// keeps sending. Long enough for a 50 MB body on a slow link; a client still sending after it
+/// has its connection closed.
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and drops what is left of an oversized body, within bounds, so a client still sending
 /// it receives our 413 rather than a connection reset. A body beyond the bounds is cut off.
