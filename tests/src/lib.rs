@@ -47,3 +47,38 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .build()
         .expect("building an HTTP client")
 }
+
+/// The Python of the venv with the real clients the protocol tests drive (influxdb-client, the
+/// OpenTelemetry SDK), from `CLIENTS_PYTHON` (`hack/tools.sh install` prints it; make test sets
+/// it); panics saying so when it is not set.
+pub fn clients_python() -> String {
+    std::env::var("CLIENTS_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "CLIENTS_PYTHON is not set: run `bash hack/tools.sh install` and export the \
+             CLIENTS_PYTHON=... line it prints (make test does both)"
+        )
+    })
+}
+
+/// A Python client script of `tests/clients/`, run with [`clients_python`] and `args`; its
+/// stdout, which the scripts make a JSON report. Panics with the script's stderr if it fails.
+pub async fn run_client_script(script: &str, args: Vec<String>) -> Vec<u8> {
+    let python = clients_python();
+    let path = format!("{}/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(&path)
+            .args(&args)
+            .output()
+    })
+    .await
+    .expect("the client's task")
+    .unwrap_or_else(|error| panic!("running {script}: {error}"));
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}

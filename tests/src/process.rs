@@ -355,6 +355,21 @@ impl Service {
         (status, body)
     }
 
+    /// `metricstream_ingest_metrics_accepted_total` from an ingest's admin `/metrics`: every
+    /// metric it acknowledged as durable (0 before the first).
+    pub async fn metrics_accepted(&self) -> u64 {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix("metricstream_ingest_metrics_accepted_total ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0, |value| value as u64)
+    }
+
     fn child(&self) -> &Child {
         self.child.as_ref().expect("the process handle is present")
     }

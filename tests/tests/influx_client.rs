@@ -6,11 +6,10 @@
 //! InfluxDB's `400` and error body, which the client reads as such.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, ServiceSpec, TestDir, read_sink, wait_for_lines,
+    DRAIN_TIMEOUT, ReadMode, ServiceSpec, TestDir, read_sink, run_client_script, wait_for_lines,
 };
 use serde::Deserialize;
 
@@ -34,20 +33,9 @@ struct Refusal {
     body: serde_json::Value,
 }
 
-/// The interpreter of the venv with the real clients.
-fn clients_python() -> String {
-    std::env::var("CLIENTS_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "CLIENTS_PYTHON is not set: run `bash hack/tools.sh install` and export the \
-             CLIENTS_PYTHON=... line it prints (make test does both)"
-        )
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs CLIENTS_PYTHON with influxdb-client: hack/tools.sh install (make test runs it)"]
 async fn influxdb_client_writes_arrive_in_the_sink_exactly_once() {
-    let python = clients_python();
     let dir = TestDir::new("influx-client");
     let tokens = dir.write_file("tokens", "influx-agent=influx-s3cret\n");
     let ingest = ServiceSpec::ingest(&dir, "ingest")
@@ -56,24 +44,10 @@ async fn influxdb_client_writes_arrive_in_the_sink_exactly_once() {
         .await;
     let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/influx_write.py");
-    let url = ingest.base_url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, &url, "influx-s3cret", "run-1", "250"])
-            .output()
-    })
-    .await
-    .expect("the client's task")
-    .expect("the Python client runs");
-    assert!(
-        output.status.success(),
-        "the Influx client failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let args = [ingest.base_url().as_str(), "influx-s3cret", "run-1", "250"].map(str::to_owned);
+    let stdout = run_client_script("influx_write.py", args.to_vec()).await;
     let report: ClientReport =
-        serde_json::from_slice(&output.stdout).expect("the client's report is JSON");
+        serde_json::from_slice(&stdout).expect("the client's report is JSON");
     assert_eq!(report.expected.len(), 250 * 2 + 10 * 2 + 1);
 
     let refused = report.refused.expect("the malformed write was refused");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use metricstream_tests::sink::sink_files;
-use metricstream_tests::{Binary, ReadMode, Service, ServiceSpec, TestDir, read_sink};
+use metricstream_tests::{Binary, ReadMode, ServiceSpec, TestDir, read_sink};
 
 /// Generous: `send` runs the whole default scenario in a debug build on a busy machine.
 const CLI_TIMEOUT: Duration = Duration::from_secs(180);
@@ -267,7 +267,7 @@ async fn send_for_a_duration_keeps_going_through_a_killed_ingest() {
     });
     // Kill the ingest once it has acknowledged some load, so both sides of the kill are seen.
     let started = std::time::Instant::now();
-    while accepted_metrics(&ingest).await < 100.0 {
+    while ingest.metrics_accepted().await < 100 {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the ingest acknowledged no load within 20 s"
@@ -440,18 +440,4 @@ async fn send_with_a_bearer_token_is_verified_against_the_tokens_client() {
             .all(|line| line.client == "load-tester"),
         "every metric is the token's client's"
     );
-}
-
-/// `metricstream_ingest_metrics_accepted_total` from the ingest's admin `/metrics`.
-async fn accepted_metrics(ingest: &Service) -> f64 {
-    let (status, text) = ingest.admin_get("/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix("metricstream_ingest_metrics_accepted_total")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }

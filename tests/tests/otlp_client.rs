@@ -6,11 +6,11 @@
 //! that request is made by hand).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, ServiceSpec, SinkLine, TestDir, http_client, read_sink, wait_for_lines,
+    DRAIN_TIMEOUT, ReadMode, ServiceSpec, SinkLine, TestDir, http_client, read_sink,
+    run_client_script, wait_for_lines,
 };
 use serde::Deserialize;
 
@@ -19,15 +19,6 @@ struct ClientReport {
     results: Vec<String>,
     started_ms: i64,
     finished_ms: i64,
-}
-
-fn clients_python() -> String {
-    std::env::var("CLIENTS_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "CLIENTS_PYTHON is not set: run `bash hack/tools.sh install` and export the \
-             CLIENTS_PYTHON=... line it prints (make test does both)"
-        )
-    })
 }
 
 /// The values a series took in the sink, in time order.
@@ -47,7 +38,6 @@ fn values(lines: &[&SinkLine], name: &str, extra: Option<(&str, &str)>) -> Vec<f
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs CLIENTS_PYTHON with the OpenTelemetry SDK: hack/tools.sh install (make test runs it)"]
 async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
-    let python = clients_python();
     let dir = TestDir::new("otlp-client");
     let tokens = dir.write_file("tokens", "otel-service=otel-s3cret\n");
     let ingest = ServiceSpec::ingest(&dir, "ingest")
@@ -56,24 +46,11 @@ async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
         .await;
     let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/otlp_export.py");
     let endpoint = format!("{}/v1/metrics", ingest.base_url());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, &endpoint, "otel-s3cret", "run-1"])
-            .output()
-    })
-    .await
-    .expect("the client's task")
-    .expect("the Python client runs");
-    assert!(
-        output.status.success(),
-        "the OTLP client failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let args = [endpoint.as_str(), "otel-s3cret", "run-1"].map(str::to_owned);
+    let stdout = run_client_script("otlp_export.py", args.to_vec()).await;
     let report: ClientReport =
-        serde_json::from_slice(&output.stdout).expect("the client's report is JSON");
+        serde_json::from_slice(&stdout).expect("the client's report is JSON");
     assert_eq!(report.results, ["SUCCESS", "SUCCESS"], "{report:?}");
 
     // OTLP JSON by hand: one good point, one without a value.
@@ -102,7 +79,7 @@ async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
     );
 
     // Exactly what the ingest acknowledged, no more, no less.
-    let accepted = accepted_metrics(&ingest).await;
+    let accepted = ingest.metrics_accepted().await as usize;
     wait_for_lines(
         &dir.sink_dir(),
         accepted,
@@ -193,15 +170,4 @@ async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
         (by_hand.len(), by_hand[0].value, by_hand[0].timestamp),
         (1, 4.0, Some(1_700_000_000_000))
     );
-}
-
-/// `metricstream_ingest_metrics_accepted_total` from the ingest's admin endpoint.
-async fn accepted_metrics(ingest: &metricstream_tests::Service) -> usize {
-    let (status, text) = ingest.admin_get("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|line| line.strip_prefix("metricstream_ingest_metrics_accepted_total "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as usize)
-        .expect("metricstream_ingest_metrics_accepted_total in /metrics")
 }

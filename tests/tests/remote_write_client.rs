@@ -84,6 +84,35 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
+    /// Waits until Prometheus answers `/-/ready` with 200: its web listener comes up a while
+    /// after the process starts (longer on a busy machine).
+    async fn wait_ready(&mut self, log: &std::path::Path) {
+        let client = http_client(Duration::from_secs(2));
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "Prometheus exited ({status}) before it was ready; see {}",
+                    log.display()
+                );
+            }
+            let ready = client
+                .get(format!("http://{}/-/ready", self.web))
+                .send()
+                .await
+                .is_ok_and(|response| response.status() == 200);
+            if ready {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Prometheus was not ready within 60 s; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The sum of a counter over its series on Prometheus' own /metrics.
     async fn counter(&self, name: &str) -> f64 {
         let text = http_client(Duration::from_secs(5))
@@ -104,7 +133,7 @@ impl Prometheus {
     }
 }
 
-fn start_prometheus(
+async fn start_prometheus(
     dir: &TestDir,
     target: SocketAddr,
     ingest: &Service,
@@ -123,8 +152,8 @@ fn start_prometheus(
         ingest.base_url()
     );
     let config_path = dir.write_file(&format!("prometheus-{message}.yml"), &config);
-    let log = std::fs::File::create(dir.logs_dir().join(format!("prometheus-{message}.log")))
-        .expect("a log file for Prometheus");
+    let log_path = dir.logs_dir().join(format!("prometheus-{message}.log"));
+    let log = std::fs::File::create(&log_path).expect("a log file for Prometheus");
     let child = Command::new(prometheus_binary())
         .arg("--agent")
         // Metadata reaches 2.0 requests only through the WAL, which records it with this flag.
@@ -140,16 +169,9 @@ fn start_prometheus(
         .stderr(log)
         .spawn()
         .expect("Prometheus starts");
-    Prometheus { child, web }
-}
-
-async fn accepted(ingest: &Service) -> f64 {
-    let (status, text) = ingest.admin_get("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|line| line.strip_prefix("metricstream_ingest_metrics_accepted_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
+    let mut prometheus = Prometheus { child, web };
+    prometheus.wait_ready(&log_path).await;
+    prometheus
 }
 
 async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
@@ -168,7 +190,7 @@ async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
         .expect("a target port");
     let target = listener.local_addr().expect("the target's address");
     let server = tokio::spawn(serve_target(listener));
-    let prometheus = start_prometheus(&dir, target, &ingest, message, "prom-s3cret");
+    let prometheus = start_prometheus(&dir, target, &ingest, message, "prom-s3cret").await;
 
     // A quiet moment with at least five scrapes sent: Prometheus' sent count, read twice
     // around ours, equal to what the ingest acknowledged.
@@ -183,7 +205,7 @@ async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
         let sent = prometheus
             .counter("prometheus_remote_storage_samples_total")
             .await;
-        let stored = accepted(&ingest).await;
+        let stored = ingest.metrics_accepted().await as f64;
         let sent_again = prometheus
             .counter("prometheus_remote_storage_samples_total")
             .await;
@@ -202,7 +224,7 @@ async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
     server.abort();
 
     // Everything acknowledged (by the snapshot, and whatever came after it) is in the sink once.
-    let stored = accepted(&ingest).await as usize;
+    let stored = ingest.metrics_accepted().await as usize;
     wait_for_lines(
         &dir.sink_dir(),
         stored,
