@@ -207,7 +207,7 @@ tools:
 		STRIMZI_CRDS_DIR=$$strimzi bash hack/tools.sh install --env-file $(TOOLS_ENV_FILE)
 	@$(LIB); env_has $(TOOLS_ENV_FILE) $(TOOLS_KEYS) || { echo "hack/tools.sh install did not write the seven tool paths"; exit 1; }
 
-# Prometheus, built once from the Go module proxy (hack/prometheus.sh: ~11 min cold, <0.1 s warm)
+# Prometheus, built once from the Go module proxy (hack/prometheus.sh: 4-11 min cold, <0.1 s warm)
 # and cached outside the repository; its path goes to $(PROMETHEUS_ENV_FILE) for `cargo-test`.
 prometheus:
 	@mkdir -p target; rm -f $(PROMETHEUS_ENV_FILE)
