@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use metricstream_backend::partitioner::partition_for;
-use metricstream_backend::{ClientId, Offset, Partition, QueueProducer};
+use metricstream_backend::{ClientId, Metric, Offset, Partition, QueueProducer, codec};
 use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
@@ -96,6 +96,22 @@ pub(crate) async fn read_raw_body(
     .map_err(|_elapsed| ApiError::BodyReadTimeout {
         seconds: state.body_read_timeout.as_secs(),
     })?
+}
+
+/// Encodes `metrics` as one record of `client` and makes it durable ([`store`]); with none there
+/// is nothing to make durable. Takes the metrics so they are freed once encoded.
+pub(crate) async fn store_metrics(
+    state: &AppState,
+    client: &ClientId,
+    metrics: Vec<Metric>,
+) -> Result<(), ApiError> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let accepted = metrics.len();
+    let record = codec::encode_metrics(client.as_str(), &metrics);
+    drop(metrics);
+    store(state, client, record, accepted).await.map(drop)
 }
 
 /// Appends one encoded record of `accepted` metrics to the client's partition. Returns only

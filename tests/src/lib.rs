@@ -23,7 +23,7 @@ pub use load::{
     AcknowledgedRequest, Expected, ExpectedPosition, LoadReport, LoadSpec, MetricId, Outcome,
     RunningLoad, SinkClient, gzip, quantile, request_body, run_load, start_load,
 };
-pub use process::{Binary, Service, ServiceSpec, TestDir};
+pub use process::{Binary, Service, ServiceSpec, TestDir, start_token_pipeline};
 pub use sink::{
     ReadMode, SinkContents, SinkLine, Verification, assert_settled_exactly_once, count_lines,
     read_sink, try_wait_for_sink, verify, wait_for_lines, wait_for_sink,

@@ -123,6 +123,18 @@ pub fn free_loopback_addr() -> SocketAddr {
         .expect("reading the address of a bound port")
 }
 
+/// An ingest in token mode, whose tokens file maps `token` to `client`, and a consumer, both on
+/// `dir` and ready: the pipeline the protocol tests drive with real clients.
+pub async fn start_token_pipeline(dir: &TestDir, client: &str, token: &str) -> (Service, Service) {
+    let tokens = dir.write_file("tokens", &format!("{client}={token}\n"));
+    let ingest = ServiceSpec::ingest(dir, "ingest")
+        .env("METRICSTREAM_TOKENS_FILE", tokens)
+        .start()
+        .await;
+    let consumer = ServiceSpec::consumer(dir, "consumer").start().await;
+    (ingest, consumer)
+}
+
 /// A binary of the workspace: the services a [`ServiceSpec`] runs, and the `metricstream-load`
 /// command-line tool (this crate's own binary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

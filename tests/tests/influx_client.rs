@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, ServiceSpec, TestDir, read_sink, run_client_script, wait_for_lines,
+    DRAIN_TIMEOUT, ReadMode, TestDir, read_sink, run_client_script, start_token_pipeline,
+    wait_for_lines,
 };
 use serde::Deserialize;
 
@@ -37,12 +38,7 @@ struct Refusal {
 #[ignore = "needs CLIENTS_PYTHON with influxdb-client: hack/tools.sh install (make test runs it)"]
 async fn influxdb_client_writes_arrive_in_the_sink_exactly_once() {
     let dir = TestDir::new("influx-client");
-    let tokens = dir.write_file("tokens", "influx-agent=influx-s3cret\n");
-    let ingest = ServiceSpec::ingest(&dir, "ingest")
-        .env("METRICSTREAM_TOKENS_FILE", tokens)
-        .start()
-        .await;
-    let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
+    let (ingest, consumer) = start_token_pipeline(&dir, "influx-agent", "influx-s3cret").await;
 
     let args = [ingest.base_url().as_str(), "influx-s3cret", "run-1", "250"].map(str::to_owned);
     let stdout = run_client_script("influx_write.py", args.to_vec()).await;

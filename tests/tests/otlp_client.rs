@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, ServiceSpec, SinkLine, TestDir, http_client, read_sink,
-    run_client_script, wait_for_lines,
+    DRAIN_TIMEOUT, ReadMode, SinkLine, TestDir, http_client, read_sink, run_client_script,
+    start_token_pipeline, wait_for_lines,
 };
 use serde::Deserialize;
 
@@ -39,12 +39,7 @@ fn values(lines: &[&SinkLine], name: &str, extra: Option<(&str, &str)>) -> Vec<f
 #[ignore = "needs CLIENTS_PYTHON with the OpenTelemetry SDK: hack/tools.sh install (make test runs it)"]
 async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
     let dir = TestDir::new("otlp-client");
-    let tokens = dir.write_file("tokens", "otel-service=otel-s3cret\n");
-    let ingest = ServiceSpec::ingest(&dir, "ingest")
-        .env("METRICSTREAM_TOKENS_FILE", tokens)
-        .start()
-        .await;
-    let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
+    let (ingest, consumer) = start_token_pipeline(&dir, "otel-service", "otel-s3cret").await;
 
     let endpoint = format!("{}/v1/metrics", ingest.base_url());
     let args = [endpoint.as_str(), "otel-s3cret", "run-1"].map(str::to_owned);

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use metricstream_tests::process::free_loopback_addr;
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, Service, ServiceSpec, TestDir, http_client, read_sink, wait_for_lines,
+    DRAIN_TIMEOUT, ReadMode, Service, TestDir, http_client, read_sink, start_token_pipeline,
+    wait_for_lines,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -179,12 +180,7 @@ async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
         "remote-write-{}",
         if expect_kinds { "v2" } else { "v1" }
     ));
-    let tokens = dir.write_file("tokens", "prometheus-agent=prom-s3cret\n");
-    let ingest = ServiceSpec::ingest(&dir, "ingest")
-        .env("METRICSTREAM_TOKENS_FILE", tokens)
-        .start()
-        .await;
-    let consumer = ServiceSpec::consumer(&dir, "consumer").start().await;
+    let (ingest, consumer) = start_token_pipeline(&dir, "prometheus-agent", "prom-s3cret").await;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a target port");

@@ -24,13 +24,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use influxdb_line_protocol::{FieldValue, parse_lines, split_lines};
-use metricstream_backend::codec;
 use metricstream_backend::{Metric, MetricKind};
 
 use super::check_series;
 use crate::error::{ApiError, ErrorShape, ShapedError};
 use crate::request::Limits;
-use crate::write::{AppState, admit, read_decoded_body, store, unix_millis_now};
+use crate::write::{AppState, admit, read_decoded_body, store_metrics, unix_millis_now};
 
 /// The unit of the timestamps in a request, from its `precision` parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -201,14 +200,7 @@ pub async fn write(
         .metrics
         .influx_string_fields_dropped
         .inc_by(parsed.string_fields_dropped);
-    if parsed.metrics.is_empty() {
-        // Nothing to make durable: an empty body, or only string fields.
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    let accepted = parsed.metrics.len();
-    let record = codec::encode_metrics(client.as_str(), &parsed.metrics);
-    drop(parsed);
-    store(&state, &client, record, accepted)
+    store_metrics(&state, &client, parsed.metrics)
         .await
         .map_err(shaped)?;
     Ok(StatusCode::NO_CONTENT)

@@ -262,18 +262,28 @@ fn no_recorded_value(flags: u32) -> bool {
     flags & DataPointFlags::NoRecordedValueMask as u32 != 0
 }
 
+/// The kind a point is stored as, or `None` when it is not stored: skipped ("no recorded
+/// value") or rejected (its metric's kind could not be told).
+fn point_kind(
+    out: &mut Converted,
+    context: &PointContext<'_>,
+    flags: u32,
+    kind: Result<MetricKind, String>,
+) -> Option<MetricKind> {
+    if no_recorded_value(flags) {
+        return None;
+    }
+    kind.map_err(|why| out.reject(context.name, || why)).ok()
+}
+
 fn number_point(
     out: &mut Converted,
     context: &PointContext<'_>,
     point: &NumberDataPoint,
     kind: Result<MetricKind, String>,
 ) {
-    if no_recorded_value(point.flags) {
+    let Some(kind) = point_kind(out, context, point.flags, kind) else {
         return;
-    }
-    let kind = match kind {
-        Ok(kind) => kind,
-        Err(why) => return out.reject(context.name, || why),
     };
     let value = match point.value {
         Some(NumberValue::AsDouble(value)) => value,
@@ -345,12 +355,8 @@ fn histogram_point(
     point: &HistogramDataPoint,
     kind: Result<MetricKind, String>,
 ) {
-    if no_recorded_value(point.flags) {
+    let Some(kind) = point_kind(out, context, point.flags, kind) else {
         return;
-    }
-    let kind = match kind {
-        Ok(kind) => kind,
-        Err(why) => return out.reject(context.name, || why),
     };
     let bounds = &point.explicit_bounds;
     let counts = &point.bucket_counts;
@@ -383,12 +389,8 @@ fn exponential_point(
     point: &ExponentialHistogramDataPoint,
     kind: Result<MetricKind, String>,
 ) {
-    if no_recorded_value(point.flags) {
+    let Some(kind) = point_kind(out, context, point.flags, kind) else {
         return;
-    }
-    let kind = match kind {
-        Ok(kind) => kind,
-        Err(why) => return out.reject(context.name, || why),
     };
     // OTLP allows scales -10..=20; beyond them the boundaries are not representable.
     if !(-10..=20).contains(&point.scale) {

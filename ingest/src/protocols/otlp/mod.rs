@@ -18,14 +18,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use metricstream_backend::codec;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
 
 use crate::error::{ApiError, ErrorShape, ShapedError};
-use crate::write::{AppState, admit, read_decoded_body, store, unix_millis_now};
+use crate::write::{AppState, admit, read_decoded_body, store_metrics, unix_millis_now};
 
 /// The two encodings of OTLP/HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,19 +109,15 @@ pub async fn export(
         .map_err(shaped)?;
     let request = decode_request(&body, encoding).map_err(shaped)?;
     drop(body);
-    let converted = convert::convert(&request, &state.limits, received_at_ms);
+    let mut converted = convert::convert(&request, &state.limits, received_at_ms);
     drop(request);
     state
         .metrics
         .otlp_points_rejected
         .inc_by(converted.rejected);
-    if !converted.metrics.is_empty() {
-        let accepted = converted.metrics.len();
-        let record = codec::encode_metrics(client.as_str(), &converted.metrics);
-        store(&state, &client, record, accepted)
-            .await
-            .map_err(shaped)?;
-    }
+    store_metrics(&state, &client, std::mem::take(&mut converted.metrics))
+        .await
+        .map_err(shaped)?;
     let partial_success = (converted.rejected > 0).then(|| ExportMetricsPartialSuccess {
         rejected_data_points: i64::try_from(converted.rejected).unwrap_or(i64::MAX),
         error_message: converted.first_rejection.unwrap_or_default(),

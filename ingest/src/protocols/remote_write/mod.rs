@@ -22,11 +22,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use metricstream_backend::codec;
 use prost::Message;
 
 use crate::error::{ApiError, BodyStage, ErrorShape, ShapedError};
-use crate::write::{AppState, admit, read_raw_body, store};
+use crate::write::{AppState, admit, read_raw_body, store_metrics};
 use convert::Converted;
 
 /// The two protocol versions.
@@ -136,19 +135,15 @@ pub async fn write(
         .map_err(shaped)?;
     let body = unsnappy(&compressed, state.limits.max_body_bytes).map_err(shaped)?;
     drop(compressed);
-    let converted = decode_and_convert(&body, version, &state.limits).map_err(shaped)?;
+    let mut converted = decode_and_convert(&body, version, &state.limits).map_err(shaped)?;
     drop(body);
     state
         .metrics
         .remote_write_samples_rejected
         .inc_by(converted.rejected);
-    if !converted.metrics.is_empty() {
-        let accepted = converted.metrics.len();
-        let record = codec::encode_metrics(client.as_str(), &converted.metrics);
-        store(&state, &client, record, accepted)
-            .await
-            .map_err(shaped)?;
-    }
+    store_metrics(&state, &client, std::mem::take(&mut converted.metrics))
+        .await
+        .map_err(shaped)?;
     let mut response = match &converted.first_rejection {
         None => StatusCode::NO_CONTENT.into_response(),
         Some(why) => {
