@@ -8,9 +8,13 @@
 //!   2: gzip-compressed here first, so the parser sees the rest whole, through the gzip path.
 //!
 //! Checks besides "never panics": every refusal is a 4xx; every accepted body agrees with an
-//! independent reading of the same JSON (serde_json's `Value`): the same metrics, names, values,
-//! timestamps (the receive time when absent) and tags (the last value of a repeated key), within
-//! the limits; and its queue record decodes back to exactly that.
+//! independent reading of the same JSON (the known fields as serde_json's `Value`): the same
+//! metrics, names, values, timestamps (the receive time when absent) and tags (the last value of a
+//! repeated key), within the limits; and its queue record decodes back to exactly that.
+//!
+//! The reading skips unknown fields as the service does: their content is checked for JSON syntax
+//! only, so a lone surrogate escape (`"\ud800"`) or a number beyond `f64` (`1e999`) there is
+//! accepted, although serde_json refuses both as a `Value`.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -27,7 +31,26 @@ use metricstream_backend::{ClientId, codec};
 use metricstream_ingest::config::Args;
 use metricstream_ingest::error::ApiError;
 use metricstream_ingest::request::{self, Limits};
+use serde::Deserialize;
 use serde_json::Value;
+
+/// The body as the documented API reads it, each known field as a `Value` (absent is `Null`).
+#[derive(Deserialize)]
+struct OracleRequest {
+    metrics: Vec<OracleMetric>,
+}
+
+#[derive(Deserialize)]
+struct OracleMetric {
+    #[serde(default)]
+    name: Value,
+    #[serde(default)]
+    value: Value,
+    #[serde(default)]
+    timestamp: Value,
+    #[serde(default)]
+    tags: Value,
+}
 
 /// The limits `metricstream-ingest` runs with when no flag or variable sets them.
 static LIMITS: LazyLock<Limits> = LazyLock::new(|| {
@@ -96,27 +119,26 @@ fn check_accepted(json: &Bytes, parsed: &request::ParsedMetrics<'_>, limits: &Li
     assert_eq!(batch.metrics.len(), parsed.len());
     assert!((1..=limits.max_metrics).contains(&batch.metrics.len()));
 
-    let value: Value =
-        serde_json::from_slice(json).expect("a body the parser accepted is JSON to serde_json");
-    let wire = value["metrics"]
-        .as_array()
-        .expect("an accepted body has a metrics array");
+    let oracle: OracleRequest = serde_json::from_slice(json)
+        .expect("a body the parser accepted reads as the documented request");
+    let wire = oracle.metrics;
     assert_eq!(wire.len(), batch.metrics.len());
     for (sent, stored) in wire.iter().zip(&batch.metrics) {
-        assert_eq!(sent["name"].as_str(), Some(stored.name.as_str()));
+        assert_eq!(sent.name.as_str(), Some(stored.name.as_str()));
         assert!(!stored.name.is_empty() && stored.name.len() <= limits.max_name_bytes);
-        let value = sent["value"]
+        let value = sent
+            .value
             .as_f64()
             .expect("an accepted value is a number");
         // `==`, not bits: whether `-0` keeps its sign is serde_json's business, not ours.
         assert_eq!(value, stored.value);
         assert!(stored.value.is_finite());
-        let timestamp = match &sent["timestamp"] {
+        let timestamp = match &sent.timestamp {
             Value::Null => RECEIVED_AT_MS,
             other => other.as_i64().expect("an accepted timestamp is an i64"),
         };
         assert_eq!(stored.timestamp, Some(timestamp));
-        let tags: BTreeMap<String, String> = match &sent["tags"] {
+        let tags: BTreeMap<String, String> = match &sent.tags {
             Value::Null => BTreeMap::new(),
             Value::Object(map) => map
                 .iter()
