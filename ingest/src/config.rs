@@ -44,6 +44,9 @@ pub struct Args {
     pub rate_limit: RateLimitArgs,
 
     #[command(flatten)]
+    pub client_limits: ClientLimitArgs,
+
+    #[command(flatten)]
     pub queue: FileQueueArgs,
 
     #[command(flatten)]
@@ -214,11 +217,53 @@ pub struct RateLimitArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: Option<u32>,
 
-    /// Ingest replicas sharing the rate limits: each enforces its fair share, the per-second
-    /// rate and the burst divided by this number and rounded up (never 0).
+    /// Ingest replicas sharing the rate limits (requests, and samples: --max-samples-per-second):
+    /// each enforces its fair share, the per-second rate and the burst divided by this number
+    /// and rounded up (never 0).
     #[arg(long, env = "METRICSTREAM_RATE_LIMIT_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_replicas: u32,
+}
+
+/// Per-client caps on samples and series (`crate::client_limits`), off unless given.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientLimitArgs {
+    /// Samples per second each client may store on average, across all ingest replicas (shared
+    /// like the request rate, see --rate-limit-replicas); 0 turns the cap off. A request that
+    /// does not fit is refused whole with 429 and Retry-After.
+    #[arg(long, env = "METRICSTREAM_MAX_SAMPLES_PER_SECOND", default_value_t = 0)]
+    pub max_samples_per_second: u32,
+
+    /// Samples a client may store at once above its steady rate, across all replicas; defaults
+    /// to the per-second figure. A request larger than this passes when the client's budget is
+    /// full, and the client then waits until it has paid for it.
+    #[arg(long, env = "METRICSTREAM_MAX_SAMPLES_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_samples_burst: Option<u32>,
+
+    /// Distinct series (name and tags) each client may have written within
+    /// --active-series-window; 0 turns the cap off. Samples of new series beyond it are refused
+    /// and the rest of their request stored (a partial write). Each replica enforces the whole
+    /// figure: every replica sees nearly all of a client's series.
+    #[arg(long, env = "METRICSTREAM_MAX_ACTIVE_SERIES", default_value_t = 0)]
+    pub max_active_series: u32,
+
+    /// How long a series counts as active after its last sample (suffixes s, m, h, d accepted).
+    #[arg(long, env = "METRICSTREAM_ACTIVE_SERIES_WINDOW", default_value = "1h",
+          value_parser = parse_positive_duration)]
+    pub active_series_window: Duration,
+}
+
+impl ClientLimitArgs {
+    /// The cluster-wide sample rate of each client; `None` when the cap is off.
+    pub fn sample_rate(&self) -> Option<RateLimit> {
+        RateLimit::from_flags(self.max_samples_per_second, self.max_samples_burst)
+    }
+
+    /// The series cap of each client; `None` when it is off.
+    pub fn max_active_series(&self) -> Option<std::num::NonZeroUsize> {
+        std::num::NonZeroUsize::new(usize::try_from(self.max_active_series).unwrap_or(usize::MAX))
+    }
 }
 
 /// The rate a client may sustain and the burst it may spend at once.
@@ -229,6 +274,13 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// A rate flag (0 is off) and its optional burst flag (the rate when absent).
+    fn from_flags(per_second: u32, burst: Option<u32>) -> Option<Self> {
+        let per_second = NonZeroU32::new(per_second)?;
+        let burst = burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+        Some(Self { per_second, burst })
+    }
+
     /// One replica's share of a limit that `replicas` replicas enforce together: both figures
     /// divided and rounded up, so a limit never becomes 0 (and the cluster-wide figure is never
     /// undercut, only exceeded by less than one request per replica).
@@ -246,18 +298,18 @@ impl RateLimit {
 impl RateLimitArgs {
     /// The cluster-wide limit of each client; `None` when rate limiting is off.
     pub fn rate_limit(&self) -> Option<RateLimit> {
-        let per_second = NonZeroU32::new(self.rate_limit_per_second)?;
-        let burst = self
-            .rate_limit_burst
-            .and_then(NonZeroU32::new)
-            .unwrap_or(per_second);
-        Some(RateLimit { per_second, burst })
+        RateLimit::from_flags(self.rate_limit_per_second, self.rate_limit_burst)
     }
 
     /// What this replica enforces: its share of [`Self::rate_limit`].
     pub fn replica_rate_limit(&self) -> Option<RateLimit> {
-        let replicas = NonZeroU32::new(self.rate_limit_replicas).unwrap_or(NonZeroU32::MIN);
-        self.rate_limit().map(|limit| limit.replica_share(replicas))
+        self.rate_limit()
+            .map(|limit| limit.replica_share(self.replicas()))
+    }
+
+    /// The ingest replicas sharing the limits.
+    pub fn replicas(&self) -> NonZeroU32 {
+        NonZeroU32::new(self.rate_limit_replicas).unwrap_or(NonZeroU32::MIN)
     }
 }
 

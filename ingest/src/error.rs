@@ -71,8 +71,17 @@ pub enum ApiError {
     MalformedOtlp(String),
     #[error("the body is not a valid remote-write request: {0}")]
     MalformedRemoteWrite(String),
+    /// Some of a request was stored and some refused; the message says how much of each.
     #[error("{0}")]
-    RemoteWritePartial(String),
+    PartialWrite(String),
+    #[error(
+        "client {client:?} exceeded its sample rate (--max-samples-per-second) with {samples} samples; nothing was stored, retry in {retry_after_seconds} s"
+    )]
+    SampleRateLimited {
+        client: String,
+        samples: usize,
+        retry_after_seconds: u64,
+    },
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("{method} is not allowed on {path}")]
@@ -105,7 +114,7 @@ impl ApiError {
             | Self::InvalidParameter(_)
             | Self::MalformedOtlp(_)
             | Self::MalformedRemoteWrite(_)
-            | Self::RemoteWritePartial(_)
+            | Self::PartialWrite(_)
             | Self::MalformedGzip(_)
             | Self::UnreadableBody(_)
             | Self::InvalidClientId(_) => StatusCode::BAD_REQUEST,
@@ -117,7 +126,9 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::MissingAuthorization { .. } | Self::UnknownToken => StatusCode::UNAUTHORIZED,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::SampleRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } | Self::BackendSaturated | Self::BackendUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -136,7 +147,7 @@ impl ApiError {
             Self::InvalidParameter(_) => "invalid_parameter",
             Self::MalformedOtlp(_) => "malformed_otlp",
             Self::MalformedRemoteWrite(_) => "malformed_remote_write",
-            Self::RemoteWritePartial(_) => "partial_write",
+            Self::PartialWrite(_) => "partial_write",
             Self::InvalidMetric(_) => "invalid_metric",
             Self::TooManyMetrics { .. } => "too_many_metrics",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -148,6 +159,7 @@ impl ApiError {
             Self::UnknownToken => "unknown_token",
             Self::InvalidClientId(_) => "invalid_client_id",
             Self::RateLimited { .. } => "rate_limited",
+            Self::SampleRateLimited { .. } => "sample_rate_limited",
             Self::BodyReadTimeout { .. } => "body_read_timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::BackendSaturated => "backend_saturated",
@@ -177,6 +189,10 @@ impl ApiError {
     fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             Self::RateLimited {
+                retry_after_seconds,
+                ..
+            }
+            | Self::SampleRateLimited {
                 retry_after_seconds,
                 ..
             } => Some(*retry_after_seconds),

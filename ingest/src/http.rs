@@ -19,7 +19,9 @@ use crate::error::ApiError;
 use crate::protocols::{influx, otlp, remote_write};
 use crate::request;
 pub use crate::write::{AppState, ConcurrencyLimit};
-use crate::write::{admit, read_decoded_body, store, unix_millis_now};
+use crate::write::{
+    admit, limit_series, read_decoded_body, store, take_sample_budget, unix_millis_now,
+};
 
 /// The ingest API. Unknown paths and methods get JSON errors like every other failure.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -61,13 +63,31 @@ async fn ingest_metrics(
     let client = admit(&state, &headers)?;
     request::check_content_type(&headers)?;
     let json = read_decoded_body(&state, &headers, body).await?;
-    let metrics = request::parse_metrics(&json, &state.limits, received_at_ms)?;
+    let mut metrics = request::parse_metrics(&json, &state.limits, received_at_ms)?;
+    let sent = metrics.len();
+    let refusal = limit_series(&state, &client, metrics.rows_mut());
     let accepted = metrics.len();
-    let record = metrics.encode(&client);
-    // Nothing of the body is needed while the record is made durable.
-    drop(metrics);
-    drop(json);
-    let (partition, offset) = store(&state, &client, record, accepted).await?;
+    take_sample_budget(&state, &client, accepted)?;
+    let stored = if metrics.is_empty() {
+        None
+    } else {
+        let record = metrics.encode(&client);
+        // Nothing of the body is needed while the record is made durable.
+        drop(metrics);
+        drop(json);
+        Some(store(&state, &client, record, accepted).await?)
+    };
+    if let Some(refusal) = refusal {
+        return Err(ApiError::PartialWrite(format!(
+            "{accepted} of {sent} metrics stored; {}",
+            refusal.message
+        )));
+    }
+    let Some((partition, offset)) = stored else {
+        return Err(ApiError::Internal(
+            "a parsed request held no metrics".to_owned(),
+        ));
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -230,6 +250,8 @@ mod tests {
             authenticator,
             limits: LIMITS,
             rate_limiter: rate_limit.map(|limit| Arc::new(ClientRateLimiter::new(limit))),
+            sample_budget: None,
+            active_series: None,
             metrics: metrics.clone(),
             body_read_timeout,
             concurrency: ConcurrencyLimit::new(max_concurrent_requests),

@@ -2,6 +2,7 @@
 //! that `metricstream-ingest` runs, exposed so fuzz targets and benchmarks drive the same code.
 
 pub mod auth;
+pub mod client_limits;
 pub mod config;
 pub mod error;
 pub mod http;

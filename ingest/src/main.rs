@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use metricstream_ingest::auth::{Authenticator, TokenTable};
+use metricstream_ingest::client_limits::{ActiveSeries, SampleBudget};
 use metricstream_ingest::config::Args;
 use metricstream_ingest::http::{AppState, ConcurrencyLimit};
 use metricstream_ingest::metrics::IngestMetrics;
@@ -160,11 +161,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(limiter) = &rate_limiter {
         tokio::spawn(sweep_rate_limiter(limiter.clone(), shutdown.clone()));
     }
+    let (sample_budget, active_series) = client_limits(&args, &ingest_metrics, &shutdown);
     let state = Arc::new(AppState {
         producer: producer.clone(),
         authenticator,
         limits: args.limits.limits(),
         rate_limiter,
+        sample_budget,
+        active_series,
         metrics: ingest_metrics.clone(),
         body_read_timeout: args.edge.body_read_timeout,
         concurrency: ConcurrencyLimit::new(
@@ -444,6 +448,64 @@ async fn open_producer(
             Ok(Arc::new(producer))
         }
     }
+}
+
+/// The per-client caps on samples and series, each `None` when off, with their sweeps.
+fn client_limits(
+    args: &Args,
+    metrics: &IngestMetrics,
+    shutdown: &CancellationToken,
+) -> (Option<Arc<SampleBudget>>, Option<Arc<ActiveSeries>>) {
+    let replicas = args.rate_limit.replicas();
+    let sample_budget = args.client_limits.sample_rate().map(|cluster| {
+        let replica = cluster.replica_share(replicas);
+        tracing::info!(
+            per_second = cluster.per_second,
+            burst = cluster.burst,
+            replicas,
+            replica_per_second = replica.per_second,
+            replica_burst = replica.burst,
+            "per-client sample rate: this replica enforces its share of the cluster-wide figures"
+        );
+        Arc::new(SampleBudget::new(replica))
+    });
+    let active_series = args.client_limits.max_active_series().map(|max_series| {
+        let window = args.client_limits.active_series_window;
+        tracing::info!(
+            max_series,
+            window_secs = window.as_secs(),
+            "per-client active series cap: every replica enforces the whole figure"
+        );
+        Arc::new(ActiveSeries::new(max_series, window))
+    });
+    if sample_budget.is_some() || active_series.is_some() {
+        let (budget, series, metrics, shutdown) = (
+            sample_budget.clone(),
+            active_series.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(RATE_LIMITER_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {
+                        if let Some(budget) = &budget {
+                            budget.forget_idle_clients();
+                        }
+                        if let Some(series) = &series {
+                            series.forget_quiet_series();
+                            metrics
+                                .active_series_tracked
+                                .set(i64::try_from(series.tracked_series()).unwrap_or(i64::MAX));
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    (sample_budget, active_series)
 }
 
 async fn sweep_rate_limiter(limiter: Arc<ClientRateLimiter>, shutdown: CancellationToken) {

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the ingest API, registered beside the queue's own on the admin
 //! listener's registry.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -47,6 +49,18 @@ pub struct ConnectionClosedLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLimitLabel {
+    /// The client id, or `_other` once [`MAX_LABELLED_CLIENTS`] clients have a series.
+    pub client: String,
+    /// `samples_per_second` or `active_series`.
+    pub limit: &'static str,
+}
+
+/// Clients named in the per-client counters; those after them are counted as `_other`, since
+/// in open mode any header is a client and a label per id would grow without end.
+pub const MAX_LABELLED_CLIENTS: usize = 1000;
+
 #[derive(Clone, Debug)]
 pub struct IngestMetrics {
     /// Requests answered, by HTTP status.
@@ -69,6 +83,11 @@ pub struct IngestMetrics {
     pub otlp_points_rejected: Counter,
     /// Remote-write samples refused while the rest of their request was stored.
     pub remote_write_samples_rejected: Counter,
+    /// Samples refused by a per-client cap, by client and cap.
+    pub samples_limited: Family<ClientLimitLabel, Counter>,
+    /// Series tracked for --max-active-series, over all clients.
+    pub active_series_tracked: Gauge,
+    labelled_clients: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Default for IngestMetrics {
@@ -85,6 +104,9 @@ impl Default for IngestMetrics {
             influx_string_fields_dropped: Counter::default(),
             otlp_points_rejected: Counter::default(),
             remote_write_samples_rejected: Counter::default(),
+            samples_limited: Family::default(),
+            active_series_tracked: Gauge::default(),
+            labelled_clients: Arc::default(),
         }
     }
 }
@@ -144,6 +166,36 @@ impl IngestMetrics {
             "Remote-write samples refused while the rest of their request was stored (answered 400)",
             self.remote_write_samples_rejected.clone(),
         );
+        registry.register(
+            "samples_limited",
+            "Samples refused by a per-client cap (limit=samples_per_second: answered 429; \
+             limit=active_series: the rest of the request stored), by client",
+            self.samples_limited.clone(),
+        );
+        registry.register(
+            "active_series_tracked",
+            "Series tracked for --max-active-series over all clients, quiet ones until the next sweep",
+            self.active_series_tracked.clone(),
+        );
+    }
+
+    /// Counts `samples` of `client` refused by `limit`.
+    pub fn record_samples_limited(&self, client: &str, limit: &'static str, samples: usize) {
+        let client = {
+            let mut labelled = self
+                .labelled_clients
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if labelled.contains(client) || labelled.len() < MAX_LABELLED_CLIENTS {
+                labelled.insert(client.to_owned());
+                client.to_owned()
+            } else {
+                "_other".to_owned()
+            }
+        };
+        self.samples_limited
+            .get_or_create(&ClientLimitLabel { client, limit })
+            .inc_by(samples as u64);
     }
 
     pub fn record_secret_reload(&self, kind: SecretKind, success: bool) {
@@ -197,5 +249,29 @@ mod tests {
             text.contains("metricstream_ingest_request_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn limited_samples_are_counted_per_client_up_to_a_bound_then_as_other() {
+        let metrics = IngestMetrics::default();
+        for client in 0..MAX_LABELLED_CLIENTS {
+            metrics.record_samples_limited(&format!("c{client}"), "active_series", 1);
+        }
+        metrics.record_samples_limited("c0", "samples_per_second", 2);
+        metrics.record_samples_limited("late", "active_series", 3);
+        metrics.record_samples_limited("later", "active_series", 4);
+        let count = |client: &str, limit: &'static str| {
+            metrics
+                .samples_limited
+                .get_or_create(&ClientLimitLabel {
+                    client: client.to_owned(),
+                    limit,
+                })
+                .get()
+        };
+        assert_eq!(count("c0", "active_series"), 1);
+        assert_eq!(count("c0", "samples_per_second"), 2);
+        assert_eq!(count("_other", "active_series"), 7);
+        assert_eq!(count("late", "active_series"), 0);
     }
 }

@@ -8,11 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
+use metricstream_backend::codec::EncodeMetric;
 use metricstream_backend::partitioner::partition_for;
 use metricstream_backend::{ClientId, Metric, Offset, Partition, QueueProducer, codec};
 use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
+use crate::client_limits::{ActiveSeries, Refused, SampleBudget, SeriesGate};
 use crate::error::ApiError;
 use crate::metrics::IngestMetrics;
 use crate::rate_limit::{ClientRateLimiter, retry_after_seconds};
@@ -25,6 +27,10 @@ pub struct AppState {
     pub limits: Limits,
     /// `None` when rate limiting is off.
     pub rate_limiter: Option<Arc<ClientRateLimiter>>,
+    /// Per-client samples per second (--max-samples-per-second); `None` when off.
+    pub sample_budget: Option<Arc<SampleBudget>>,
+    /// Per-client active series (--max-active-series); `None` when off.
+    pub active_series: Option<Arc<ActiveSeries>>,
     pub metrics: IngestMetrics,
     /// How long a request's whole body may take to arrive once its headers are in.
     pub body_read_timeout: Duration,
@@ -66,6 +72,93 @@ pub(crate) fn admit(state: &AppState, headers: &HeaderMap) -> Result<ClientId, A
             })?;
     }
     Ok(client)
+}
+
+/// Opens `client`'s series for one request when --max-active-series is on: the protocols that
+/// expand a point into several series admit them as one group through it.
+pub(crate) fn series_gate<'a>(state: &'a AppState, client: &ClientId) -> Option<SeriesGate<'a>> {
+    state
+        .active_series
+        .as_deref()
+        .map(|series| series.gate(client))
+}
+
+/// Admits `rows` as one group through `gate`, or all when there is none.
+pub(crate) fn admit_series<M: EncodeMetric>(gate: &mut Option<SeriesGate<'_>>, rows: &[M]) -> bool {
+    gate.as_mut().is_none_or(|gate| gate.admit(rows))
+}
+
+/// What the series cap refused of one request: how many samples (points), and why.
+pub(crate) struct SeriesRefusal {
+    pub samples: usize,
+    pub message: String,
+}
+
+/// Closes a request's series gate: counts what it refused and says so, `None` when nothing.
+pub(crate) fn series_refusal(
+    state: &AppState,
+    client: &ClientId,
+    gate: Option<SeriesGate<'_>>,
+) -> Option<SeriesRefusal> {
+    let Refused {
+        samples,
+        first_series,
+    } = gate?.finish();
+    if samples == 0 {
+        return None;
+    }
+    state
+        .metrics
+        .record_samples_limited(client.as_str(), "active_series", samples);
+    let max = state
+        .active_series
+        .as_deref()
+        .map_or(0, ActiveSeries::max_series);
+    let message = format!(
+        "{samples} samples of new series refused: client {:?} has its cap of {max} active series \
+         (--max-active-series); the first: {:?}",
+        client.as_str(),
+        first_series.unwrap_or_default()
+    );
+    Some(SeriesRefusal { samples, message })
+}
+
+/// Drops the rows of new series beyond `client`'s cap, one by one; says what was refused.
+pub(crate) fn limit_series<M: EncodeMetric>(
+    state: &AppState,
+    client: &ClientId,
+    rows: &mut Vec<M>,
+) -> Option<SeriesRefusal> {
+    let mut gate = series_gate(state, client);
+    if gate.is_some() {
+        rows.retain(|row| admit_series(&mut gate, std::slice::from_ref(row)));
+    }
+    series_refusal(state, client, gate)
+}
+
+/// Takes the `samples` a request is about to store from `client`'s budget, or refuses the
+/// request whole (429: nothing stored, so a retry duplicates nothing).
+pub(crate) fn take_sample_budget(
+    state: &AppState,
+    client: &ClientId,
+    samples: usize,
+) -> Result<(), ApiError> {
+    let Some(budget) = &state.sample_budget else {
+        return Ok(());
+    };
+    if samples == 0 {
+        return Ok(());
+    }
+    budget.take(client, samples).map_err(|wait| {
+        state
+            .metrics
+            .record_samples_limited(client.as_str(), "samples_per_second", samples);
+        ApiError::SampleRateLimited {
+            client: client.to_string(),
+            samples,
+            retry_after_seconds: retry_after_seconds(wait),
+        }
+    })
 }
 
 /// Reads a body within `--body-read-timeout` and `--max-body-bytes`, and inflates it (gzip)

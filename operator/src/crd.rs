@@ -258,6 +258,10 @@ pub struct IngestSpec {
     /// (the figures divided by `replicas`, rounded up). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Per-client caps on what a client stores: active series within an hour, and samples per
+    /// second for the whole stream (each pod enforces its share). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limits: Option<ClientLimitsSpec>,
 }
 
 impl Default for IngestSpec {
@@ -268,8 +272,28 @@ impl Default for IngestSpec {
             max_body_bytes: default_max_body_bytes(),
             tls_secret_ref: None,
             rate_limit: None,
+            client_limits: None,
         }
     }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientLimitsSpec {
+    /// Distinct series a client may write within an hour; samples of new series beyond it are
+    /// refused (a partial write), the rest stored. Each pod enforces the whole figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub max_active_series: Option<i32>,
+    /// Samples per second a client may store, across all ingest pods; a request over it is
+    /// answered 429 with Retry-After.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000000))]
+    pub samples_per_second: Option<i32>,
+    /// Samples a client may store at once above that rate; the per-second figure when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000000))]
+    pub samples_burst: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -39,6 +39,23 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An HTTP client for loopback: no proxy from the environment, bounded time per request.
+/// Asserts an OTLP JSON export response reports `rejected` data points in its partial success,
+/// with an error message holding each of `mentions`.
+pub fn assert_otlp_partial_success(response: &serde_json::Value, rejected: u64, mentions: &[&str]) {
+    let partial = &response["partialSuccess"];
+    // OTLP JSON writes 64-bit integers as strings; some encoders write numbers.
+    let count = &partial["rejectedDataPoints"];
+    assert!(
+        *count == rejected || *count == rejected.to_string().as_str(),
+        "{response}"
+    );
+    let message = partial["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        mentions.iter().all(|mention| message.contains(mention)),
+        "{response}"
+    );
+}
+
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

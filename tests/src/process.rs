@@ -382,6 +382,20 @@ impl Service {
             .map_or(0, |value| value as u64)
     }
 
+    /// Waits until `dir`'s sink holds a line for every metric this ingest acknowledged, and
+    /// returns that count.
+    pub async fn wait_for_accepted_in_sink(&self, dir: &TestDir) -> usize {
+        let accepted = self.metrics_accepted().await as usize;
+        crate::wait_for_lines(
+            &dir.sink_dir(),
+            accepted,
+            Duration::from_millis(100),
+            crate::DRAIN_TIMEOUT,
+        )
+        .await;
+        accepted
+    }
+
     fn child(&self) -> &Child {
         self.child.as_ref().expect("the process handle is present")
     }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, SinkLine, TestDir, http_client, read_sink, run_client_script,
-    start_token_pipeline, wait_for_lines,
+    ReadMode, SinkLine, TestDir, assert_otlp_partial_success, http_client, read_sink,
+    run_client_script, start_token_pipeline,
 };
 use serde::Deserialize;
 
@@ -61,27 +61,10 @@ async fn opentelemetry_sdk_exports_arrive_in_the_sink_exactly_once() {
         .expect("the JSON export is answered");
     assert_eq!(answer.status(), 200);
     let answer: serde_json::Value = answer.json().await.expect("an OTLP JSON response");
-    let partial = &answer["partialSuccess"];
-    assert!(
-        partial["rejectedDataPoints"] == 1 || partial["rejectedDataPoints"] == "1",
-        "{answer}"
-    );
-    assert!(
-        partial["errorMessage"]
-            .as_str()
-            .is_some_and(|message| message.contains("by_hand") && message.contains("no value")),
-        "{answer}"
-    );
+    assert_otlp_partial_success(&answer, 1, &["by_hand", "no value"]);
 
     // Exactly what the ingest acknowledged, no more, no less.
-    let accepted = ingest.metrics_accepted().await as usize;
-    wait_for_lines(
-        &dir.sink_dir(),
-        accepted,
-        Duration::from_millis(100),
-        DRAIN_TIMEOUT,
-    )
-    .await;
+    let accepted = ingest.wait_for_accepted_in_sink(&dir).await;
     consumer.terminate().await;
     ingest.terminate().await;
     let sink = read_sink(&dir.sink_dir(), ReadMode::Settled).expect("the sink reads");

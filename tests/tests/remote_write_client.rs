@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use metricstream_tests::process::free_loopback_addr;
 use metricstream_tests::{
-    DRAIN_TIMEOUT, ReadMode, Service, TestDir, http_client, read_sink, start_token_pipeline,
-    wait_for_lines,
+    ReadMode, Service, TestDir, http_client, read_sink, start_token_pipeline,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -220,14 +219,7 @@ async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
     server.abort();
 
     // Everything acknowledged (by the snapshot, and whatever came after it) is in the sink once.
-    let stored = ingest.metrics_accepted().await as usize;
-    wait_for_lines(
-        &dir.sink_dir(),
-        stored,
-        Duration::from_millis(100),
-        DRAIN_TIMEOUT,
-    )
-    .await;
+    let stored = ingest.wait_for_accepted_in_sink(&dir).await;
     consumer.terminate().await;
     ingest.terminate().await;
     let sink = read_sink(&dir.sink_dir(), ReadMode::Settled).expect("the sink reads");

@@ -29,7 +29,10 @@ use metricstream_backend::{Metric, MetricKind};
 use super::check_series;
 use crate::error::{ApiError, ErrorShape, ShapedError};
 use crate::request::Limits;
-use crate::write::{AppState, admit, read_decoded_body, store_metrics, unix_millis_now};
+use crate::write::{
+    AppState, admit, limit_series, read_decoded_body, store_metrics, take_sample_budget,
+    unix_millis_now,
+};
 
 /// The unit of the timestamps in a request, from its `precision` parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -193,9 +196,13 @@ pub async fn write(
     let body = read_decoded_body(&state, &headers, body)
         .await
         .map_err(shaped)?;
-    let parsed =
+    let mut parsed =
         parse_line_protocol(&body, precision, &state.limits, received_at_ms).map_err(shaped)?;
     drop(body);
+    let sent = parsed.metrics.len();
+    let refusal = limit_series(&state, &client, &mut parsed.metrics);
+    let stored = parsed.metrics.len();
+    take_sample_budget(&state, &client, stored).map_err(shaped)?;
     state
         .metrics
         .influx_string_fields_dropped
@@ -203,7 +210,14 @@ pub async fn write(
     store_metrics(&state, &client, parsed.metrics)
         .await
         .map_err(shaped)?;
-    Ok(StatusCode::NO_CONTENT)
+    match refusal {
+        // InfluxDB's partial write: the good points are stored and the answer is 400.
+        Some(refusal) => Err(shaped(ApiError::PartialWrite(format!(
+            "partial write: {stored} of {sent} points stored; {}",
+            refusal.message
+        )))),
+        None => Ok(StatusCode::NO_CONTENT),
+    }
 }
 
 #[cfg(test)]

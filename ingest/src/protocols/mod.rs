@@ -10,7 +10,18 @@ pub mod influx;
 pub mod otlp;
 pub mod remote_write;
 
+use metricstream_backend::Metric;
+
 use crate::request::Limits;
+
+/// Says whether the rows of one point (one sample, or a histogram's series) may be stored:
+/// the per-client series cap, given to the converters that expand points into rows.
+pub type SeriesAdmission<'a> = &'a mut dyn FnMut(&[Metric]) -> bool;
+
+/// The admission without a series cap: everything.
+pub fn admit_all(_rows: &[Metric]) -> bool {
+    true
+}
 
 /// Checks one series' name and tags against the request limits. The problem names the part
 /// that broke a limit; the caller says where in the request it was.

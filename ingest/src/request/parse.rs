@@ -19,13 +19,18 @@ const QUOTED_KEY_BYTES: usize = 64;
 #[derive(Debug)]
 pub struct ParsedMetrics<'a>(Vec<WireMetric<'a>>);
 
-impl ParsedMetrics<'_> {
+impl<'a> ParsedMetrics<'a> {
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The metrics, for the per-client caps to drop some.
+    pub(crate) fn rows_mut(&mut self) -> &mut Vec<WireMetric<'a>> {
+        &mut self.0
     }
 
     /// The queue record of these metrics, attributed to `client`.

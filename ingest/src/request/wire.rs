@@ -18,7 +18,7 @@ pub(super) struct IngestRequest<'a> {
 
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a metric object with `name` and `value`")]
-pub(super) struct WireMetric<'a> {
+pub(crate) struct WireMetric<'a> {
     #[serde(borrow)]
     pub(super) name: Cow<'a, str>,
     pub(super) value: f64,

@@ -13,7 +13,8 @@ use metricstream_backend::{MAX_PARTITIONS, check_group_name};
 use crate::labels::{is_dns_label, is_dns_subdomain};
 
 use crate::crd::{
-    Backend, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef, TopicManagement,
+    Backend, ClientLimitsSpec, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef,
+    TopicManagement,
 };
 
 /// Longest MetricStream name: its ingest Service `<name>-ingest` must be a 63-character DNS
@@ -131,6 +132,10 @@ pub struct IngestSettings {
     pub tls_secret: Option<String>,
     /// (requests per second, burst) for the whole stream.
     pub rate_limit: Option<(i32, Option<i32>)>,
+    /// Per-client caps: active series (per pod), and (samples per second, burst) for the whole
+    /// stream.
+    pub max_active_series: Option<i32>,
+    pub sample_rate: Option<(i32, Option<i32>)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -374,6 +379,29 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
             check_min("spec.ingest.rateLimit.burst", burst.into(), 1)?;
         }
     }
+    let client_limits = ingest.client_limits.clone().unwrap_or(ClientLimitsSpec {
+        max_active_series: None,
+        samples_per_second: None,
+        samples_burst: None,
+    });
+    for (field, value) in [
+        (
+            "spec.ingest.clientLimits.maxActiveSeries",
+            client_limits.max_active_series,
+        ),
+        (
+            "spec.ingest.clientLimits.samplesPerSecond",
+            client_limits.samples_per_second,
+        ),
+        (
+            "spec.ingest.clientLimits.samplesBurst",
+            client_limits.samples_burst,
+        ),
+    ] {
+        if let Some(value) = value {
+            check_min(field, value.into(), 1)?;
+        }
+    }
     let consumer = &spec.consumer;
     check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
     if let Err(reason) = check_group_name(&consumer.group) {
@@ -407,6 +435,10 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
                 .rate_limit
                 .as_ref()
                 .map(|limit| (limit.requests_per_second, limit.burst)),
+            max_active_series: client_limits.max_active_series,
+            sample_rate: client_limits
+                .samples_per_second
+                .map(|per_second| (per_second, client_limits.samples_burst)),
             max_body_bytes: ingest.max_body_bytes,
         },
         consumer: ConsumerSettings {

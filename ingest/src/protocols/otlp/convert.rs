@@ -40,7 +40,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     NumberDataPoint, SummaryDataPoint,
 };
 
-use crate::protocols::check_series;
+use crate::protocols::{SeriesAdmission, admit_all, check_series};
 use crate::request::Limits;
 
 type Tags = BTreeMap<String, String>;
@@ -64,13 +64,46 @@ impl Converted {
     }
 }
 
-/// Converts an export request into samples under `limits`.
+/// The conversion's output beside the series admission every point's rows pass.
+struct Output<'a> {
+    converted: Converted,
+    admit: SeriesAdmission<'a>,
+}
+
+impl std::ops::Deref for Output<'_> {
+    type Target = Converted;
+    fn deref(&self) -> &Converted {
+        &self.converted
+    }
+}
+
+impl std::ops::DerefMut for Output<'_> {
+    fn deref_mut(&mut self) -> &mut Converted {
+        &mut self.converted
+    }
+}
+
+/// Converts an export request into samples under `limits`, without a series cap.
 pub fn convert(
     request: &ExportMetricsServiceRequest,
     limits: &Limits,
     received_at_ms: i64,
 ) -> Converted {
-    let mut out = Converted::default();
+    convert_admitted(request, limits, received_at_ms, &mut admit_all)
+}
+
+/// Converts an export request into samples under `limits`, keeping the points whose rows
+/// `admit` admits (each point's rows as one group; what it refuses is its to count).
+pub fn convert_admitted(
+    request: &ExportMetricsServiceRequest,
+    limits: &Limits,
+    received_at_ms: i64,
+    admit: SeriesAdmission<'_>,
+) -> Converted {
+    let mut out = Output {
+        converted: Converted::default(),
+        admit,
+    };
     for resource_metrics in &request.resource_metrics {
         let attributes = resource_metrics
             .resource
@@ -147,7 +180,7 @@ pub fn convert(
             }
         }
     }
-    out
+    out.converted
 }
 
 /// What every point of one metric shares.
@@ -222,7 +255,7 @@ impl Sample {
 }
 
 /// Stores every sample of one data point, or rejects the point whole.
-fn push_point(out: &mut Converted, limits: &Limits, metric: &str, samples: Vec<Sample>) {
+fn push_point(out: &mut Output<'_>, limits: &Limits, metric: &str, samples: Vec<Sample>) {
     if out.metrics.len() + samples.len() > limits.max_metrics {
         let limit = limits.max_metrics;
         out.reject(metric, || {
@@ -245,16 +278,22 @@ fn push_point(out: &mut Converted, limits: &Limits, metric: &str, samples: Vec<S
             return;
         }
     }
-    out.metrics.extend(samples.into_iter().map(|sample| Metric {
-        name: sample.name,
-        value: sample.value,
-        timestamp: Some(sample.timestamp),
-        tags: sample.tags,
-        kind: sample.kind,
-    }));
+    let rows: Vec<Metric> = samples
+        .into_iter()
+        .map(|sample| Metric {
+            name: sample.name,
+            value: sample.value,
+            timestamp: Some(sample.timestamp),
+            tags: sample.tags,
+            kind: sample.kind,
+        })
+        .collect();
+    if (out.admit)(&rows) {
+        out.metrics.extend(rows);
+    }
 }
 
-fn push(out: &mut Converted, limits: &Limits, metric: &str, sample: Sample) {
+fn push(out: &mut Output<'_>, limits: &Limits, metric: &str, sample: Sample) {
     push_point(out, limits, metric, vec![sample]);
 }
 
@@ -265,7 +304,7 @@ fn no_recorded_value(flags: u32) -> bool {
 /// The kind a point is stored as, or `None` when it is not stored: skipped ("no recorded
 /// value") or rejected (its metric's kind could not be told).
 fn point_kind(
-    out: &mut Converted,
+    out: &mut Output<'_>,
     context: &PointContext<'_>,
     flags: u32,
     kind: Result<MetricKind, String>,
@@ -277,7 +316,7 @@ fn point_kind(
 }
 
 fn number_point(
-    out: &mut Converted,
+    out: &mut Output<'_>,
     context: &PointContext<'_>,
     point: &NumberDataPoint,
     kind: Result<MetricKind, String>,
@@ -350,7 +389,7 @@ fn histogram_series(
 }
 
 fn histogram_point(
-    out: &mut Converted,
+    out: &mut Output<'_>,
     context: &PointContext<'_>,
     point: &HistogramDataPoint,
     kind: Result<MetricKind, String>,
@@ -384,7 +423,7 @@ fn histogram_point(
 }
 
 fn exponential_point(
-    out: &mut Converted,
+    out: &mut Output<'_>,
     context: &PointContext<'_>,
     point: &ExponentialHistogramDataPoint,
     kind: Result<MetricKind, String>,
@@ -443,7 +482,7 @@ pub fn exponential_buckets(point: &ExponentialHistogramDataPoint) -> Vec<(f64, u
     buckets
 }
 
-fn summary_point(out: &mut Converted, context: &PointContext<'_>, point: &SummaryDataPoint) {
+fn summary_point(out: &mut Output<'_>, context: &PointContext<'_>, point: &SummaryDataPoint) {
     if no_recorded_value(point.flags) {
         return;
     }

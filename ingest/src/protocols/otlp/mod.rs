@@ -5,7 +5,9 @@
 //!
 //! Answers follow the OTLP/HTTP specification, in the request's encoding: `200` with an
 //! `ExportMetricsServiceResponse` once the stored samples are durable, whose `partial_success`
-//! counts the data points that could not be stored and says why the first was not; `400` for a
+//! counts the data points that could not be stored (invalid, or of new series over the client's
+//! --max-active-series) and says why; over --max-samples-per-second the request is refused
+//! whole with `429` and `Retry-After`, nothing stored; `400` for a
 //! body that does not decode (not retryable), `415` for another content type, `401`, `413`,
 //! `429` and `503` (the last two retryable, with `Retry-After`), each with a `google.rpc.Status`
 //! body ([`ErrorShape::OtlpProtobuf`], [`ErrorShape::OtlpJson`]).
@@ -24,7 +26,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 
 use crate::error::{ApiError, ErrorShape, ShapedError};
-use crate::write::{AppState, admit, read_decoded_body, store_metrics, unix_millis_now};
+use crate::write::{
+    AppState, admit, admit_series, read_decoded_body, series_gate, series_refusal, store_metrics,
+    take_sample_budget, unix_millis_now,
+};
 
 /// The two encodings of OTLP/HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,8 +114,14 @@ pub async fn export(
         .map_err(shaped)?;
     let request = decode_request(&body, encoding).map_err(shaped)?;
     drop(body);
-    let mut converted = convert::convert(&request, &state.limits, received_at_ms);
+    let mut gate = series_gate(&state, &client);
+    let mut converted =
+        convert::convert_admitted(&request, &state.limits, received_at_ms, &mut |rows| {
+            admit_series(&mut gate, rows)
+        });
     drop(request);
+    let limited = series_refusal(&state, &client, gate);
+    take_sample_budget(&state, &client, converted.metrics.len()).map_err(shaped)?;
     state
         .metrics
         .otlp_points_rejected
@@ -118,9 +129,18 @@ pub async fn export(
     store_metrics(&state, &client, std::mem::take(&mut converted.metrics))
         .await
         .map_err(shaped)?;
-    let partial_success = (converted.rejected > 0).then(|| ExportMetricsPartialSuccess {
-        rejected_data_points: i64::try_from(converted.rejected).unwrap_or(i64::MAX),
-        error_message: converted.first_rejection.unwrap_or_default(),
+    let limited_points = limited.as_ref().map_or(0, |refusal| refusal.samples as u64);
+    let rejected = converted.rejected + limited_points;
+    let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
+        error_message: [
+            converted.first_rejection,
+            limited.map(|refusal| refusal.message),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; "),
     });
     let response = ExportMetricsServiceResponse { partial_success };
     Ok(match encoding {

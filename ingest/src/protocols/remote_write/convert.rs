@@ -19,7 +19,8 @@
 //! - Exemplars, help and unit are not stored.
 //!
 //! What is refused is counted, with the first reason, and the rest is stored: remote write's
-//! partial write.
+//! partial write. A series admission (the per-client series cap) sees every sample's rows
+//! before they are kept, a native histogram's as one group; what it refuses is its to count.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,7 +28,7 @@ use metricstream_backend::{Metric, MetricKind};
 
 use super::proto::histogram::{Count, RESET_HINT_GAUGE, ZeroCount};
 use super::proto::{BucketSpan, Histogram, MetricType, Sample, v1, v2};
-use crate::protocols::check_series;
+use crate::protocols::{SeriesAdmission, check_series};
 use crate::request::Limits;
 
 /// Prometheus' staleness marker: `value.StaleNaN` in Prometheus' `model/value`.
@@ -62,7 +63,11 @@ impl Converted {
 }
 
 /// Converts a 1.0 request.
-pub fn convert_v1(request: &v1::WriteRequest, limits: &Limits) -> Converted {
+pub fn convert_v1(
+    request: &v1::WriteRequest,
+    limits: &Limits,
+    admit: SeriesAdmission<'_>,
+) -> Converted {
     let families: HashMap<&str, i32> = request
         .metadata
         .iter()
@@ -77,6 +82,7 @@ pub fn convert_v1(request: &v1::WriteRequest, limits: &Limits) -> Converted {
         convert_series(
             &mut out,
             limits,
+            &mut *admit,
             labels,
             |name| family_type(&families, name),
             &series.samples,
@@ -87,7 +93,7 @@ pub fn convert_v1(request: &v1::WriteRequest, limits: &Limits) -> Converted {
 }
 
 /// Converts a 2.0 request.
-pub fn convert_v2(request: &v2::Request, limits: &Limits) -> Converted {
+pub fn convert_v2(request: &v2::Request, limits: &Limits, admit: SeriesAdmission<'_>) -> Converted {
     let symbol = |reference: u32| {
         request
             .symbols
@@ -113,6 +119,7 @@ pub fn convert_v2(request: &v2::Request, limits: &Limits) -> Converted {
         convert_series(
             &mut out,
             limits,
+            &mut *admit,
             labels,
             |_| metric_type,
             &series.samples,
@@ -154,6 +161,7 @@ type Tags = BTreeMap<String, String>;
 fn convert_series<'a>(
     out: &mut Converted,
     limits: &Limits,
+    admit: SeriesAdmission<'_>,
     labels: impl Iterator<Item = Result<(&'a str, &'a str), String>>,
     metric_type: impl FnOnce(&str) -> i32,
     samples: &[Sample],
@@ -184,13 +192,17 @@ fn convert_series<'a>(
             });
             continue;
         }
-        out.metrics.push(Metric {
+        let metric = Metric {
             name: name.clone(),
             value: sample.value,
             timestamp: Some(sample.timestamp),
             tags: tags.clone(),
             kind,
-        });
+        };
+        if !admit(std::slice::from_ref(&metric)) {
+            continue;
+        }
+        out.metrics.push(metric);
         out.samples_written += 1;
     }
     for histogram in histograms {
@@ -213,6 +225,9 @@ fn convert_series<'a>(
             out.reject(1, || {
                 format!("the request holds more than {limit} samples (--max-metrics)")
             });
+            continue;
+        }
+        if !admit(&series) {
             continue;
         }
         out.metrics.extend(series);

@@ -6,9 +6,11 @@
 //!
 //! Answers, per the specifications: `204` once every sample is durable, with the
 //! `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written` headers (2.0's, sent for
-//! 1.0 too). A request with refused series or samples has the rest stored and is answered `400`
-//! with the same headers and the first reason: a sender does not retry a 4xx, and resending
-//! would not make that data acceptable. A body that does not decode is `400`; another content
+//! 1.0 too). A request with refused series or samples (invalid, or new series over the
+//! client's --max-active-series) has the rest stored and is answered `400` with the same
+//! headers and the first reason: a sender does not retry a 4xx, and resending would not make
+//! that data acceptable. Over --max-samples-per-second the request is refused whole with `429`
+//! and `Retry-After`, nothing stored, so the sender's retry duplicates nothing. A body that does not decode is `400`; another content
 //! type, proto message or content encoding is `415` (vmagent then falls back from its own
 //! protocol to this one); `401` and `413` are final; `429` and `503` carry `Retry-After` and are
 //! retried. Error bodies are plain text.
@@ -25,7 +27,11 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use crate::error::{ApiError, BodyStage, ErrorShape, ShapedError};
-use crate::write::{AppState, admit, read_raw_body, store_metrics};
+use crate::protocols::{SeriesAdmission, admit_all};
+use crate::write::{
+    AppState, admit, admit_series, read_raw_body, series_gate, series_refusal, store_metrics,
+    take_sample_budget,
+};
 use convert::Converted;
 
 /// The two protocol versions.
@@ -98,24 +104,34 @@ pub fn unsnappy(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
         .map_err(|error| ApiError::MalformedRemoteWrite(format!("snappy: {error}")))
 }
 
-/// Decodes and converts an uncompressed request of `version`.
+/// Decodes and converts an uncompressed request of `version`, without a series cap.
 pub fn decode_and_convert(
     body: &[u8],
     version: Version,
     limits: &crate::request::Limits,
+) -> Result<Converted, ApiError> {
+    decode_and_convert_admitted(body, version, limits, &mut admit_all)
+}
+
+/// Decodes and converts an uncompressed request of `version`, keeping what `admit` admits.
+pub fn decode_and_convert_admitted(
+    body: &[u8],
+    version: Version,
+    limits: &crate::request::Limits,
+    admit: SeriesAdmission<'_>,
 ) -> Result<Converted, ApiError> {
     match version {
         Version::V1 => {
             let request = proto::v1::WriteRequest::decode(body).map_err(|error| {
                 ApiError::MalformedRemoteWrite(format!("prometheus.WriteRequest: {error}"))
             })?;
-            Ok(convert::convert_v1(&request, limits))
+            Ok(convert::convert_v1(&request, limits, admit))
         }
         Version::V2 => {
             let request = proto::v2::Request::decode(body).map_err(|error| {
                 ApiError::MalformedRemoteWrite(format!("io.prometheus.write.v2.Request: {error}"))
             })?;
-            Ok(convert::convert_v2(&request, limits))
+            Ok(convert::convert_v2(&request, limits, admit))
         }
     }
 }
@@ -135,8 +151,14 @@ pub async fn write(
         .map_err(shaped)?;
     let body = unsnappy(&compressed, state.limits.max_body_bytes).map_err(shaped)?;
     drop(compressed);
-    let mut converted = decode_and_convert(&body, version, &state.limits).map_err(shaped)?;
+    let mut gate = series_gate(&state, &client);
+    let mut converted = decode_and_convert_admitted(&body, version, &state.limits, &mut |rows| {
+        admit_series(&mut gate, rows)
+    })
+    .map_err(shaped)?;
     drop(body);
+    let limited = series_refusal(&state, &client, gate).map(|refusal| refusal.message);
+    take_sample_budget(&state, &client, converted.metrics.len()).map_err(shaped)?;
     state
         .metrics
         .remote_write_samples_rejected
@@ -144,14 +166,18 @@ pub async fn write(
     store_metrics(&state, &client, std::mem::take(&mut converted.metrics))
         .await
         .map_err(shaped)?;
-    let mut response = match &converted.first_rejection {
-        None => StatusCode::NO_CONTENT.into_response(),
-        Some(why) => {
-            let message = format!(
-                "{} samples refused, the rest stored; the first: {why}",
-                converted.rejected
-            );
-            ShapedError(ErrorShape::Text, ApiError::RemoteWritePartial(message)).into_response()
+    let invalid = converted.first_rejection.as_ref().map(|why| {
+        format!(
+            "{} samples refused, the rest stored; the first: {why}",
+            converted.rejected
+        )
+    });
+    let mut response = match (invalid, limited) {
+        (None, None) => StatusCode::NO_CONTENT.into_response(),
+        (invalid, limited) => {
+            let message = [invalid, limited].into_iter().flatten().collect::<Vec<_>>();
+            ShapedError(ErrorShape::Text, ApiError::PartialWrite(message.join("; ")))
+                .into_response()
         }
     };
     let headers = response.headers_mut();

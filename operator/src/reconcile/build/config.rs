@@ -49,10 +49,25 @@ pub fn render_config(stream: &ValidatedStream) -> BTreeMap<String, String> {
         if let Some(burst) = burst {
             set("METRICSTREAM_RATE_LIMIT_BURST", burst.to_string());
         }
+    }
+    if let Some((per_second, burst)) = stream.ingest.sample_rate {
+        set(
+            "METRICSTREAM_MAX_SAMPLES_PER_SECOND",
+            per_second.to_string(),
+        );
+        if let Some(burst) = burst {
+            set("METRICSTREAM_MAX_SAMPLES_BURST", burst.to_string());
+        }
+    }
+    if stream.ingest.rate_limit.is_some() || stream.ingest.sample_rate.is_some() {
+        // The stream's figures; each pod enforces its share of them.
         set(
             "METRICSTREAM_RATE_LIMIT_REPLICAS",
             stream.ingest.replicas.max(1).to_string(),
         );
+    }
+    if let Some(max_series) = stream.ingest.max_active_series {
+        set("METRICSTREAM_MAX_ACTIVE_SERIES", max_series.to_string());
     }
     if stream.ingest.auth_secret.is_some() {
         set(

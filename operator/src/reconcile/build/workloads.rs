@@ -657,6 +657,24 @@ mod tests {
     }
 
     #[test]
+    fn client_limits_reach_the_ingest_with_the_replica_count_that_shares_them() {
+        let mut stream = file_stream();
+        stream.spec.ingest.replicas = 2;
+        stream.spec.ingest.client_limits = Some(crate::crd::ClientLimitsSpec {
+            max_active_series: Some(50_000),
+            samples_per_second: Some(100_000),
+            samples_burst: None,
+        });
+        let desired = built(&stream);
+        let env = desired.config_map.data.as_ref().expect("data");
+        assert_eq!(env["METRICSTREAM_MAX_ACTIVE_SERIES"], "50000");
+        assert_eq!(env["METRICSTREAM_MAX_SAMPLES_PER_SECOND"], "100000");
+        assert!(!env.contains_key("METRICSTREAM_MAX_SAMPLES_BURST"));
+        assert_eq!(env["METRICSTREAM_RATE_LIMIT_REPLICAS"], "2");
+        assert!(!env.contains_key("METRICSTREAM_RATE_LIMIT_PER_SECOND"));
+    }
+
+    #[test]
     fn the_tokens_secret_is_mounted_read_only_into_ingest_only() {
         let desired = built(&kafka_stream(TopicManagement::Strimzi));
         let ingest = pod_spec(deployment(&desired, "web-ingest"));
