@@ -42,10 +42,12 @@ TOOLS_ENV_FILE := target/tools.env
 TOOLS_KEYS := HELM KUBECONFORM SHELLCHECK HADOLINT KUBECONFORM_K8S_SCHEMAS KUBECONFORM_CRD_SCHEMAS CLIENTS_PYTHON
 # PROMETHEUS, the binary `prometheus` built (hack/prometheus.sh), the remote-write client of the tests.
 PROMETHEUS_ENV_FILE := target/prometheus.env
+# OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
+OTELCOL_ENV_FILE := target/otelcol.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools prometheus kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
+TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools prometheus otelcol kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`): a smoke run bounded so a
 # cold CI run stays well inside its time; run longer by hand with `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
@@ -53,7 +55,7 @@ FUZZ_SECONDS ?= 60
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean strimzi-crds tools chart-check e2e-kind e2e-kind-down e2e-local \
-	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check prometheus
+	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check prometheus otelcol
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -70,6 +72,7 @@ help:
 	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make prometheus build (or reuse) Prometheus from the Go module proxy, the remote-write client of the tests (hack/prometheus.sh)"
+	@echo "make otelcol    build (or reuse) the OpenTelemetry Collector from the Go module proxy, the OTLP JSON client of the tests (hack/otelcol.sh)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
 	@echo "make image      the runtime image without Docker from release binaries: target/image/*.tar for ctr import (hack/image.sh build)"
@@ -169,6 +172,7 @@ cargo-test:
 	fi; \
 	env_load $(TOOLS_ENV_FILE); \
 	if [[ -z "$${PROMETHEUS:-}" ]]; then env_load $(PROMETHEUS_ENV_FILE) PROMETHEUS; fi; \
+	if [[ -z "$${OTELCOL:-}" ]]; then env_load $(OTELCOL_ENV_FILE) OTELCOL; fi; \
 	if [[ -z "$${STRIMZI_CRDS_DIR:-}" ]]; then env_load $(STRIMZI_CRDS_ENV_FILE) STRIMZI_CRDS_DIR; fi; \
 	skip=(); if [[ -z "$${KUBECONFIG:-}" ]]; then skip=(--skip envtest_); fi; \
 	if [[ -n "$${KAFKA_BOOTSTRAP:-}" ]]; then \
@@ -213,6 +217,14 @@ prometheus:
 	@mkdir -p target; rm -f $(PROMETHEUS_ENV_FILE)
 	@bash hack/prometheus.sh install --env-file $(PROMETHEUS_ENV_FILE) >/dev/null
 	@$(LIB); env_has $(PROMETHEUS_ENV_FILE) PROMETHEUS || { echo "hack/prometheus.sh install did not write PROMETHEUS"; exit 1; }
+
+# The OpenTelemetry Collector, built once from the wrapper module hack/otelcol/ (hack/otelcol.sh:
+# 1-5 min cold, <0.1 s warm) and cached outside the repository; its path goes to
+# $(OTELCOL_ENV_FILE) for `cargo-test`.
+otelcol:
+	@mkdir -p target; rm -f $(OTELCOL_ENV_FILE)
+	@bash hack/otelcol.sh install --env-file $(OTELCOL_ENV_FILE) >/dev/null
+	@$(LIB); env_has $(OTELCOL_ENV_FILE) OTELCOL || { echo "hack/otelcol.sh install did not write OTELCOL"; exit 1; }
 
 # The chart's static checks alone: helm lint and template, kubeconform, shellcheck, hadolint (the
 # server-side dry run needs the control plane: make test).

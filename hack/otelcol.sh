@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The OpenTelemetry Collector, the real OTLP/HTTP JSON client of the process tests
+# (tests/tests/otlp_client.rs): the wrapper module hack/otelcol/ (the OTLP receiver and the OTLP/HTTP
+# exporter of collector v0.165.0, pinned by its go.sum) built once with the Go module proxy and
+# cached outside the repository, keyed by the module's go.mod and go.sum. The tests feed it with
+# the OpenTelemetry Python SDK and let it forward to the ingest as OTLP JSON, which no Python
+# exporter speaks.
+#
+#   hack/otelcol.sh [install] [--env-file PATH]
+#                             build if missing; the last stdout line is OTELCOL=<path>; with
+#                             --env-file, also writes it to PATH (atomically)
+#   hack/otelcol.sh version
+#
+# Environment:
+#   XDG_CACHE_HOME   the binary goes to ${XDG_CACHE_HOME:-$HOME/.cache}/metricstream/otelcol-<version>-<hash>,
+#                    Go's module and build caches to .../metricstream/go (shared with the other builds)
+# Needs: go 1.26+, flock (util-linux), sha256sum.
+#
+# Cost (measured on 2 cores): 72 s of wall time with an empty build cache and the modules
+# downloaded, a 27 MB binary; <0.1 s warm.
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OTELCOL_VERSION=0.165.0
+MODULE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/otelcol" && pwd)
+CACHE_ROOT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/metricstream
+GO_CACHE_ROOT=$CACHE_ROOT/go
+
+install() {
+  local hash dir
+  hash=$(cat "$MODULE_DIR/go.mod" "$MODULE_DIR/go.sum" "$MODULE_DIR/main.go" | sha256sum | cut -c1-12)
+  dir=$CACHE_ROOT/otelcol-$OTELCOL_VERSION-$hash
+  take_lock 8 "$CACHE_ROOT/.otelcol.lock"
+  if ! [[ -x $dir/bin/metricstream-otelcol ]]; then
+    command -v go >/dev/null || die "go (1.26+) is needed to build the OpenTelemetry Collector (first run only)"
+    local tmp t0
+    t0=$(now_ms)
+    mkdir -p "$CACHE_ROOT"
+    rm -rf "$dir.tmp"
+    mkdir -p "$dir.tmp/bin"
+    log "building the OpenTelemetry Collector v$OTELCOL_VERSION (hack/otelcol/) with $(go env GOVERSION) (first run only: 1-5 min)"
+    if ! env GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/build" GOFLAGS="-modcacherw -mod=readonly" \
+      GOWORK=off CGO_ENABLED=0 GO111MODULE=on \
+      nice -n 10 go -C "$MODULE_DIR" build -trimpath -ldflags="-s -w" \
+      -o "$dir.tmp/bin/metricstream-otelcol" . >"$dir.tmp/build.log" 2>&1; then
+      tail -n 40 "$dir.tmp/build.log" >&2
+      die "go build of the OpenTelemetry Collector failed (log above)"
+    fi
+    rm -f "$dir.tmp/build.log"
+    "$dir.tmp/bin/metricstream-otelcol" --version >/dev/null || die "the built Collector does not run"
+    tmp=$dir.tmp.old.$$
+    if [[ -e $dir ]]; then mv -T "$dir" "$tmp"; fi
+    mv -T "$dir.tmp" "$dir"
+    rm -rf "$tmp"
+    log "OpenTelemetry Collector built in $(since "$t0") s ($(du -sh "$dir" | cut -f1) in $dir)"
+  fi
+  release_lock 8
+  emit "OTELCOL=$dir/bin/metricstream-otelcol"
+}
+
+command=install
+case ${1:-} in
+  install | version)
+    command=$1
+    shift
+    ;;
+esac
+env_file_option "$@"
+case $command in
+  install) install ;;
+  version) echo "OTELCOL_VERSION=$OTELCOL_VERSION" ;;
+esac
