@@ -319,3 +319,51 @@ env_has() {
   shift
   for key in "$@"; do env_get "$file" "$key" >/dev/null || return 1; done
 }
+
+# ---- cached builds -----------------------------------------------------------------------------
+
+# stamp_ok DIR STAMP: DIR holds a finished build whose stamp is STAMP.
+stamp_ok() { [[ -f $1/stamp && $(<"$1/stamp") == "$2" ]]; }
+
+# build_cached NAME DIR STAMP FUNCTION [ARGS...]: unless DIR holds a build with this STAMP,
+# FUNCTION ARGS... builds into a temp dir beside it (its last argument), which is then renamed
+# into place: DIR only ever exists complete. Run it under the cache's lock. A script may remove
+# the temp dirs of an interrupted build on exit (TMP_DIRS); the next build removes them anyway.
+build_cached() {
+  local name=$1 dir=$2 stamp=$3
+  shift 3
+  stamp_ok "$dir" "$stamp" && return 0
+  local parent base tmp t0
+  parent=$(dirname "$dir")
+  base=$(basename "$dir")
+  mkdir -p "$parent"
+  rm -rf "$parent/.$base.tmp."* # left by an interrupted run (we hold the lock)
+  tmp=$(mktemp -d "$parent/.$base.tmp.XXXXXX")
+  TMP_DIRS+=("$tmp")
+  chmod 755 "$tmp"
+  t0=$(now_ms)
+  log "$name: not cached, building into $dir"
+  "$@" "$tmp"
+  echo "$stamp" >"$tmp/stamp"
+  if [[ -e $dir ]]; then # from other pins: move it aside, then delete it
+    mv -T "$dir" "$parent/.$base.tmp.old.$$"
+    rm -rf "$parent/.$base.tmp.old.$$"
+  fi
+  mv -T "$tmp" "$dir"
+  log "$name: done in $(since "$t0") s ($(du -sh "$dir" | cut -f1) in $dir)"
+}
+
+# go_cached LOG ARGS...: `go ARGS...` niced, with the module and build caches shared by every Go
+# build of ours ($GO_CACHE_ROOT) and no cgo; its output goes to LOG, shown (the tail) and kept
+# only when it fails.
+go_cached() {
+  local log=$1
+  shift
+  command -v go >/dev/null || die "go (1.26+) is needed for this build (first run only)"
+  if ! env GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/build" GOFLAGS="-modcacherw" \
+    GOWORK=off CGO_ENABLED=0 GO111MODULE=on nice -n 10 go "$@" >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    return 1
+  fi
+  rm -f "$log"
+}

@@ -27,34 +27,22 @@ MODULE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/otelcol" && pwd)
 CACHE_ROOT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/metricstream
 GO_CACHE_ROOT=$CACHE_ROOT/go
 
+build_otelcol() {
+  local out=$1
+  log "building the OpenTelemetry Collector v$OTELCOL_VERSION (hack/otelcol/) with $(go env GOVERSION) (first run only: 1-5 min)"
+  go_cached "$out/build.log" -C "$MODULE_DIR" build -mod=readonly -trimpath -ldflags="-s -w" \
+    -o "$out/bin/metricstream-otelcol" . ||
+    die "go build of the OpenTelemetry Collector failed (log above)"
+  "$out/bin/metricstream-otelcol" --version >/dev/null || die "the built Collector does not run"
+}
+
 install() {
   local hash dir
+  # The module's files are the pin: a change to any of them is another build.
   hash=$(cat "$MODULE_DIR/go.mod" "$MODULE_DIR/go.sum" "$MODULE_DIR/main.go" | sha256sum | cut -c1-12)
   dir=$CACHE_ROOT/otelcol-$OTELCOL_VERSION-$hash
   take_lock 8 "$CACHE_ROOT/.otelcol.lock"
-  if ! [[ -x $dir/bin/metricstream-otelcol ]]; then
-    command -v go >/dev/null || die "go (1.26+) is needed to build the OpenTelemetry Collector (first run only)"
-    local tmp t0
-    t0=$(now_ms)
-    mkdir -p "$CACHE_ROOT"
-    rm -rf "$dir.tmp"
-    mkdir -p "$dir.tmp/bin"
-    log "building the OpenTelemetry Collector v$OTELCOL_VERSION (hack/otelcol/) with $(go env GOVERSION) (first run only: 1-5 min)"
-    if ! env GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/build" GOFLAGS="-modcacherw -mod=readonly" \
-      GOWORK=off CGO_ENABLED=0 GO111MODULE=on \
-      nice -n 10 go -C "$MODULE_DIR" build -trimpath -ldflags="-s -w" \
-      -o "$dir.tmp/bin/metricstream-otelcol" . >"$dir.tmp/build.log" 2>&1; then
-      tail -n 40 "$dir.tmp/build.log" >&2
-      die "go build of the OpenTelemetry Collector failed (log above)"
-    fi
-    rm -f "$dir.tmp/build.log"
-    "$dir.tmp/bin/metricstream-otelcol" --version >/dev/null || die "the built Collector does not run"
-    tmp=$dir.tmp.old.$$
-    if [[ -e $dir ]]; then mv -T "$dir" "$tmp"; fi
-    mv -T "$dir.tmp" "$dir"
-    rm -rf "$tmp"
-    log "OpenTelemetry Collector built in $(since "$t0") s ($(du -sh "$dir" | cut -f1) in $dir)"
-  fi
+  build_cached "OpenTelemetry Collector" "$dir" "$hash" build_otelcol
   release_lock 8
   emit "OTELCOL=$dir/bin/metricstream-otelcol"
 }

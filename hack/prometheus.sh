@@ -28,34 +28,20 @@ GO_CACHE_ROOT=$CACHE_ROOT/go
 DIR=$CACHE_ROOT/prometheus-$PROMETHEUS_MODULE_VERSION
 
 
+build_prometheus() {
+  local out=$1
+  log "building Prometheus v$PROMETHEUS_MODULE_VERSION with $(go env GOVERSION) (first run only: 4-11 min)"
+  mkdir -p "$out/bin"
+  GOBIN="$out/bin" go_cached "$out/build.log" -C "$out" install -trimpath -ldflags="-s -w" \
+    "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_MODULE_VERSION" ||
+    die "go install of Prometheus failed (log above)"
+  "$out/bin/prometheus" --version >/dev/null || die "the built Prometheus does not run"
+}
+
 install() {
-  local stamp="module=github.com/prometheus/prometheus@v$PROMETHEUS_MODULE_VERSION"
   take_lock 8 "$CACHE_ROOT/.prometheus.lock"
-  if ! [[ -x $DIR/bin/prometheus && -f $DIR/stamp && $(<"$DIR/stamp") == "$stamp" ]]; then
-    command -v go >/dev/null || die "go (1.26+) is needed to build Prometheus (first run only)"
-    local tmp t0
-    t0=$(now_ms)
-    mkdir -p "$CACHE_ROOT"
-    rm -rf "$DIR.tmp"
-    mkdir -p "$DIR.tmp/bin"
-    log "building Prometheus v$PROMETHEUS_MODULE_VERSION with $(go env GOVERSION) (first run only: 4-11 min)"
-    if ! env GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/build" GOFLAGS="-modcacherw" \
-      GOWORK=off CGO_ENABLED=0 GO111MODULE=on GOBIN="$DIR.tmp/bin" \
-      nice -n 10 go -C "$DIR.tmp" install -trimpath -ldflags="-s -w" \
-      "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_MODULE_VERSION" \
-      >"$DIR.tmp/build.log" 2>&1; then
-      tail -n 40 "$DIR.tmp/build.log" >&2
-      die "go install of Prometheus failed (log above)"
-    fi
-    rm -f "$DIR.tmp/build.log"
-    "$DIR.tmp/bin/prometheus" --version >/dev/null || die "the built Prometheus does not run"
-    echo "$stamp" >"$DIR.tmp/stamp"
-    tmp=$DIR.tmp.old.$$
-    if [[ -e $DIR ]]; then mv -T "$DIR" "$tmp"; fi
-    mv -T "$DIR.tmp" "$DIR"
-    rm -rf "$tmp"
-    log "Prometheus built in $(since "$t0") s ($(du -sh "$DIR" | cut -f1) in $DIR)"
-  fi
+  build_cached "Prometheus" "$DIR" "module=github.com/prometheus/prometheus@v$PROMETHEUS_MODULE_VERSION" \
+    build_prometheus
   release_lock 8
   emit "PROMETHEUS=$DIR/bin/prometheus"
 }

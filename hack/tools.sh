@@ -162,34 +162,7 @@ cleanup() {
 
 # ---- cached builds -----------------------------------------------------------------------------
 
-stamp_ok() { [[ -f $1/stamp && $(<"$1/stamp") == "$2" ]]; }
-
-# build_cached NAME DIR STAMP FUNCTION [ARGS...]: unless DIR holds a build with this STAMP,
-# FUNCTION ARGS... builds into a temp dir beside it (its last argument), which is then renamed
-# into place: DIR only ever exists complete. Runs under the cache lock.
-build_cached() {
-  local name=$1 dir=$2 stamp=$3
-  shift 3
-  stamp_ok "$dir" "$stamp" && return 0
-  local parent base tmp t0
-  parent=$(dirname "$dir")
-  base=$(basename "$dir")
-  mkdir -p "$parent"
-  rm -rf "$parent/.$base.tmp."* # left by an interrupted run (we hold the lock)
-  tmp=$(mktemp -d "$parent/.$base.tmp.XXXXXX")
-  TMP_DIRS+=("$tmp")
-  chmod 755 "$tmp"
-  t0=$(now_ms)
-  log "$name: not cached, building into $dir"
-  "$@" "$tmp"
-  echo "$stamp" >"$tmp/stamp"
-  if [[ -e $dir ]]; then # from other pins: move it aside, then delete it
-    mv -T "$dir" "$parent/.$base.tmp.old.$$"
-    rm -rf "$parent/.$base.tmp.old.$$"
-  fi
-  mv -T "$tmp" "$dir"
-  log "$name: done in $(since "$t0") s ($(du -sh "$dir" | cut -f1) in $dir)"
-}
+# stamp_ok and build_cached are in lib.sh.
 
 # Run a command with its output in a log file, which is shown (its tail) if it fails. In its own
 # process group, waited for with `wait`: a signal to this script runs its trap at once (not after
