@@ -56,6 +56,39 @@ pub fn assert_otlp_partial_success(response: &serde_json::Value, rejected: u64, 
     );
 }
 
+/// An answer as received: status, headers and the body, as bytes and as (lossy) text.
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+    pub body: String,
+}
+
+/// POSTs `body` to `path` of `ingest` with `headers`, as a protocol client would.
+pub async fn post_raw(
+    ingest: &Service,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> RawAnswer {
+    let mut request = http_client(Duration::from_secs(30))
+        .post(format!("{}{path}", ingest.base_url()))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the ingest answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.map(Vec::from).unwrap_or_default();
+    RawAnswer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
+    }
+}
+
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

@@ -15,40 +15,25 @@ use std::time::Duration;
 
 use metricstream_ingest::protocols::remote_write::proto::{Sample, v1};
 use metricstream_tests::{
-    ReadMode, Service, ServiceSpec, TestDir, assert_otlp_partial_success, http_client, read_sink,
+    RawAnswer, ReadMode, Service, ServiceSpec, TestDir, assert_otlp_partial_success, post_raw,
+    read_sink,
 };
 use prost::Message;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 const TIMESTAMP_MS: i64 = 1_700_000_000_000;
 
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
+/// A request of `client` (open mode: the Authorization header is the client id).
 async fn post(
     ingest: &Service,
     path: &str,
     client: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
-) -> Answer {
-    let mut request = http_client(Duration::from_secs(10))
-        .post(format!("{}{path}", ingest.base_url()))
-        .header("Authorization", client)
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("the ingest answers");
-    Answer {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.text().await.expect("an answer body"),
-    }
+) -> RawAnswer {
+    let mut all = vec![("Authorization", client)];
+    all.extend_from_slice(headers);
+    post_raw(ingest, path, &all, body).await
 }
 
 fn native(names: &[&str]) -> Vec<u8> {
