@@ -30,7 +30,7 @@
 //!   `drain_secs`; for the file targets `records_per_sync` (appended records / fdatasyncs, from
 //!   the ingest's `/metrics`) and `fsync_mean_ms`.
 
-mod oha;
+pub(crate) mod oha;
 mod sink;
 
 use std::collections::BTreeMap;
@@ -349,6 +349,8 @@ impl Suite {
             duration: point.duration,
             body_path,
             authorization: CLIENT_ID.to_owned(),
+            content_type: "application/json".to_owned(),
+            headers: Vec::new(),
         })
     }
 
@@ -399,7 +401,7 @@ impl Suite {
             suite: "http".to_owned(),
             target: Target::NoopHttp.name().to_owned(),
             params: point.params(Target::NoopHttp),
-            figures: load_figures(&summary, point),
+            figures: load_figures(&summary, point.metrics_per_request, "metrics_per_sec"),
             command: load.command_line(),
         })
     }
@@ -476,12 +478,11 @@ impl Suite {
 
         let load = self.load(point, &format!("http://{listen}/metrics"))?;
         let summary = load.run(&self.oha).await?;
-        let mut figures = load_figures(&summary, point);
+        let mut figures = load_figures(&summary, point.metrics_per_request, "metrics_per_sec");
         figures.insert("rss_peak_mib".to_owned(), peak_rss_mib(ingest.pid()?)?);
         if target != Target::IngestKafka {
-            let exposition = self
-                .get_text(&format!("http://{ingest_admin}/metrics"))
-                .await?;
+            let exposition =
+                get_text(&self.http, &format!("http://{ingest_admin}/metrics")).await?;
             figures.extend(file_queue_figures(&exposition)?);
         }
         ingest.terminate(STOP_TIMEOUT).await?;
@@ -575,22 +576,22 @@ impl Suite {
             tokio::time::sleep(SINK_POLL).await;
         }
     }
+}
 
-    async fn get_text(&self, url: &str) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        if !response.status().is_success() {
-            bail!("GET {url}: {}", response.status());
-        }
-        response
-            .text()
-            .await
-            .with_context(|| format!("reading GET {url}"))
+/// The text of `GET url`, which must answer 2xx.
+pub(crate) async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    if !response.status().is_success() {
+        bail!("GET {url}: {}", response.status());
     }
+    response
+        .text()
+        .await
+        .with_context(|| format!("reading GET {url}"))
 }
 
 /// A valid request body (docs/http-api.md) of `metrics` metrics: a handful of names, each
@@ -608,14 +609,19 @@ fn request_body(metrics: u32) -> String {
     json!({ "metrics": metrics }).to_string()
 }
 
-/// The figures every target has, from oha's summary.
-fn load_figures(summary: &Summary, point: &LoadPoint) -> BTreeMap<String, f64> {
+/// The figures every target has, from oha's summary: `requests_per_sec`, `<per_sec_key>` (that
+/// × `per_request`, e.g. `metrics_per_sec`), `accepted_requests`, `errors` and the percentiles.
+pub(crate) fn load_figures(
+    summary: &Summary,
+    per_request: u32,
+    per_sec_key: &str,
+) -> BTreeMap<String, f64> {
     let requests_per_sec = summary.accepted_per_sec();
     let mut figures = BTreeMap::from([
         ("requests_per_sec".to_owned(), requests_per_sec),
         (
-            "metrics_per_sec".to_owned(),
-            requests_per_sec * f64::from(point.metrics_per_request),
+            per_sec_key.to_owned(),
+            requests_per_sec * f64::from(per_request),
         ),
         ("accepted_requests".to_owned(), summary.accepted() as f64),
         ("errors".to_owned(), summary.errors() as f64),
@@ -630,14 +636,14 @@ fn load_figures(summary: &Summary, point: &LoadPoint) -> BTreeMap<String, f64> {
         }
     }
     if summary.errors() > 0 {
-        eprintln!("http: errors: {}", summary.describe_errors());
+        eprintln!("errors: {}", summary.describe_errors());
     }
     figures
 }
 
 /// `records_per_sync` and `fsync_mean_ms` from the ingest's Prometheus exposition: the file
 /// queue's appended records against its `fdatasync` count.
-fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+pub(crate) fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>> {
     let sample = |name: &str| {
         prometheus_sample(exposition, name)
             .with_context(|| format!("no {name} in the ingest's /metrics"))
@@ -655,7 +661,7 @@ fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>>
 
 /// The sum of the samples of metric `name` (over its label sets) in a Prometheus text
 /// exposition; `None` if it has none.
-fn prometheus_sample(exposition: &str, name: &str) -> Option<f64> {
+pub(crate) fn prometheus_sample(exposition: &str, name: &str) -> Option<f64> {
     let mut total = None;
     for line in exposition.lines() {
         let Some(rest) = line.strip_prefix(name) else {
