@@ -354,20 +354,8 @@ impl Suite {
         })
     }
 
-    /// A fresh directory for one run under the work directory.
     fn run_dir(&self, target: Target) -> anyhow::Result<tempfile::TempDir> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("http-{target}-"))
-            .tempdir_in(&self.args.work_dir)
-            .with_context(|| {
-                format!(
-                    "creating a run directory in {}",
-                    self.args.work_dir.display()
-                )
-            })?;
-        std::fs::create_dir(dir.path().join("logs"))
-            .with_context(|| format!("creating {}/logs", dir.path().display()))?;
-        Ok(dir)
+        run_dir(&self.args.work_dir, &format!("http-{target}-"))
     }
 
     async fn run_point(&self, target: Target, point: &LoadPoint) -> anyhow::Result<Measurement> {
@@ -376,27 +364,18 @@ impl Suite {
             Target::NoopHttp => self.run_noop(dir.path(), point).await,
             _ => self.run_ingest(target, dir.path(), point).await,
         };
-        if self.args.keep_dirs || measured.is_err() {
-            dir.disable_cleanup(true);
-            eprintln!("http: kept {}", dir.path().display());
-        }
+        keep_dir(&mut dir, self.args.keep_dirs || measured.is_err());
         measured
     }
 
     async fn run_noop(&self, dir: &Path, point: &LoadPoint) -> anyhow::Result<Measurement> {
-        let listen = free_loopback_addr()?;
-        let mut noop = Process::spawn(
-            "noop",
-            &binary(&self.bin_dir, "metricstream-bench-noop")?,
-            &["--listen".to_owned(), listen.to_string()],
-            &[],
-            &dir.join("logs").join("noop.log"),
-        )?;
-        noop.wait_ready(&self.http, &format!("http://{listen}/healthz"))
-            .await?;
-        let load = self.load(point, &format!("http://{listen}/metrics"))?;
-        let summary = load.run(&self.oha).await?;
-        noop.terminate(STOP_TIMEOUT).await?;
+        let noop = Noop {
+            bin_dir: &self.bin_dir,
+            http: &self.http,
+            oha: &self.oha,
+            log: &dir.join("logs").join("noop.log"),
+        };
+        let (load, summary) = noop.run("/metrics", |url| self.load(point, &url)).await?;
         Ok(Measurement {
             suite: "http".to_owned(),
             target: Target::NoopHttp.name().to_owned(),
@@ -448,12 +427,7 @@ impl Suite {
             }
             Target::NoopHttp => bail!("noop-http is not an ingest target"),
         }
-        // No load balancer to wait for: stop at once (the default delay is for clusters).
-        let env = [
-            ("RUST_LOG", OsString::from("info")),
-            ("NO_COLOR", OsString::from("1")),
-            ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
-        ];
+        let env = service_env();
 
         let listen = free_loopback_addr()?;
         let ingest_admin = free_loopback_addr()?;
@@ -575,6 +549,67 @@ impl Suite {
             }
             tokio::time::sleep(SINK_POLL).await;
         }
+    }
+}
+
+/// A fresh directory for one run under `work_dir`, named `<prefix>…`, with a `logs` directory.
+pub(crate) fn run_dir(work_dir: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(work_dir)
+        .with_context(|| format!("creating a run directory in {}", work_dir.display()))?;
+    std::fs::create_dir(dir.path().join("logs"))
+        .with_context(|| format!("creating {}/logs", dir.path().display()))?;
+    Ok(dir)
+}
+
+/// Keeps a run's directory (`--keep-dirs`, or a failed run to look into) instead of deleting it.
+pub(crate) fn keep_dir(dir: &mut tempfile::TempDir, keep: bool) {
+    if keep {
+        dir.disable_cleanup(true);
+        eprintln!("kept {}", dir.path().display());
+    }
+}
+
+/// The environment of a service under test: info logs without colour, and no shutdown delay
+/// (there is no load balancer to wait for; the default delay is for clusters).
+pub(crate) fn service_env() -> [(&'static str, OsString); 3] {
+    [
+        ("RUST_LOG", OsString::from("info")),
+        ("NO_COLOR", OsString::from("1")),
+        ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
+    ]
+}
+
+/// A fresh `metricstream-bench-noop` for one oha run.
+pub(crate) struct Noop<'a> {
+    pub bin_dir: &'a Path,
+    pub http: &'a reqwest::Client,
+    pub oha: &'a Path,
+    pub log: &'a Path,
+}
+
+impl Noop<'_> {
+    /// Starts the server, runs the load `load` makes for the URL of `path` on it, stops it.
+    pub(crate) async fn run(
+        &self,
+        path: &str,
+        load: impl FnOnce(String) -> anyhow::Result<Load>,
+    ) -> anyhow::Result<(Load, Summary)> {
+        let listen = free_loopback_addr()?;
+        let mut noop = Process::spawn(
+            "noop",
+            &binary(self.bin_dir, "metricstream-bench-noop")?,
+            &["--listen".to_owned(), listen.to_string()],
+            &[],
+            self.log,
+        )?;
+        noop.wait_ready(self.http, &format!("http://{listen}/healthz"))
+            .await?;
+        let load = load(format!("http://{listen}{path}"))?;
+        let summary = load.run(self.oha).await?;
+        noop.terminate(STOP_TIMEOUT).await?;
+        Ok((load, summary))
     }
 }
 

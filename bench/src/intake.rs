@@ -30,7 +30,6 @@ pub mod bodies;
 pub mod protocol;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,7 +39,10 @@ use serde_json::{Value, json};
 
 use self::protocol::Protocol;
 use crate::http::oha::{self, Load, Mode};
-use crate::http::{file_queue_figures, get_text, load_figures, prometheus_sample};
+use crate::http::{
+    Noop, file_queue_figures, get_text, keep_dir, load_figures, prometheus_sample, run_dir,
+    service_env,
+};
 use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 
@@ -241,41 +243,27 @@ impl Suite {
     }
 
     async fn run_point(&self, target: &str, body: &Body) -> anyhow::Result<Measurement> {
-        let mut dir = tempfile::Builder::new()
-            .prefix(&format!("intake-{}-{target}-", body.protocol))
-            .tempdir_in(&self.args.work_dir)
-            .with_context(|| {
-                format!(
-                    "creating a run directory in {}",
-                    self.args.work_dir.display()
-                )
-            })?;
+        let prefix = format!("intake-{}-{target}-", body.protocol);
+        let mut dir = run_dir(&self.args.work_dir, &prefix)?;
+        let logs = dir.path().join("logs");
         let measured = if target == CEILING {
-            self.run_ceiling(dir.path(), body).await
+            self.run_ceiling(&logs, body).await
         } else {
-            self.run_ingest(dir.path(), body).await
+            self.run_ingest(dir.path(), &logs, body).await
         };
-        if self.args.keep_dirs || measured.is_err() {
-            dir.disable_cleanup(true);
-            eprintln!("intake: kept {}", dir.path().display());
-        }
+        keep_dir(&mut dir, self.args.keep_dirs || measured.is_err());
         measured
     }
 
-    async fn run_ceiling(&self, dir: &Path, body: &Body) -> anyhow::Result<Measurement> {
-        let listen = free_loopback_addr()?;
-        let mut noop = Process::spawn(
-            "noop",
-            &binary(&self.bin_dir, "metricstream-bench-noop")?,
-            &["--listen".to_owned(), listen.to_string()],
-            &[],
-            &dir.join("noop.log"),
-        )?;
-        noop.wait_ready(&self.http, &format!("http://{listen}/healthz"))
-            .await?;
-        let load = self.load(body, format!("http://{listen}/decode/{}", body.protocol));
-        let summary = load.run(&self.oha).await?;
-        noop.terminate(STOP_TIMEOUT).await?;
+    async fn run_ceiling(&self, logs: &Path, body: &Body) -> anyhow::Result<Measurement> {
+        let noop = Noop {
+            bin_dir: &self.bin_dir,
+            http: &self.http,
+            oha: &self.oha,
+            log: &logs.join("noop.log"),
+        };
+        let path = format!("/decode/{}", body.protocol);
+        let (load, summary) = noop.run(&path, |url| Ok(self.load(body, url))).await?;
         Ok(Measurement {
             suite: SUITE.to_owned(),
             target: CEILING.to_owned(),
@@ -285,7 +273,12 @@ impl Suite {
         })
     }
 
-    async fn run_ingest(&self, dir: &Path, body: &Body) -> anyhow::Result<Measurement> {
+    async fn run_ingest(
+        &self,
+        dir: &Path,
+        logs: &Path,
+        body: &Body,
+    ) -> anyhow::Result<Measurement> {
         let listen = free_loopback_addr()?;
         let admin = free_loopback_addr()?;
         let args = [
@@ -303,18 +296,13 @@ impl Suite {
             &admin.to_string(),
         ]
         .map(str::to_owned);
-        // No load balancer to wait for: stop at once (the default delay is for clusters).
-        let env = [
-            ("RUST_LOG", OsString::from("info")),
-            ("NO_COLOR", OsString::from("1")),
-            ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
-        ];
+        let env = service_env();
         let mut ingest = Process::spawn(
             "ingest",
             &binary(&self.bin_dir, "metricstream-ingest")?,
             &args,
             &env,
-            &dir.join("ingest.log"),
+            &logs.join("ingest.log"),
         )?;
         ingest
             .wait_ready(&self.http, &format!("http://{admin}/readyz"))
