@@ -95,6 +95,17 @@ impl<'a> Results<'a> {
             md,
             "## Intake protocols: ingest beside a decode-only ceiling\n"
         );
+        // The suites may run at different times (`BENCH_SUITES`): say when and where this one
+        // did; its ceilings were measured in that run, each right before its ingest run.
+        if let Some(suite) = self.suites.iter().find(|s| s.suite == SUITE) {
+            let machine = &suite.machine;
+            let _ = writeln!(
+                md,
+                "Run started {} on {} cores ({}); each protocol's ceiling ran right before its \
+                 ingest run.\n",
+                suite.started, machine.cores, machine.cpu_model
+            );
+        }
         let first = self.all.iter().copied().find(|m| m.suite == SUITE);
         if let Some(m) = first {
             let param = |key| param_i64(m, key).map_or("?".to_owned(), |v| v.to_string());
@@ -211,6 +222,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("**off by -100**"), "{md}");
+        assert!(
+            md.contains("Run started 2026-11-26T21:00:00Z on 2 cores"),
+            "{md}"
+        );
         // A miscounted sample and no OTLP run: reported, not met.
         let goal = results.intake_goal();
         assert_eq!(goal.met, Some(false), "{goal:?}");
