@@ -12,19 +12,22 @@
 //! - `ingest-file-batch`: the real `metricstream-ingest` on the file backend, `--durability
 //!   batch` (group commit), a fresh queue directory per protocol, on the protocol's endpoint.
 //!
-//! The two targets of a protocol run back to back, so a drift of the machine touches both.
+//! The two targets of a protocol run back to back, so a drift of the machine touches both, and
+//! the whole sequence runs `--rounds` times; each figure is the round with the median samples/s.
 //! Every answer must be the protocol's success status; anything else is counted in `errors`
 //! (and shown), never hidden. After an ingest run, its `metricstream_ingest_metrics_accepted_total`
 //! must equal the accepted requests × samples per request (`samples_mismatch` is the difference).
 //!
-//! Measurements (target / params / figures):
+//! Measurements (target / params / figures), one per protocol and target:
 //! - targets `decode-ceiling`, `ingest-file-batch`;
 //! - params `protocol`, `clients`, `samples_per_request`, `body_bytes`, `mode` (`max`),
-//!   `duration_secs`; a run that failed has `failed` (the error) and no figures;
-//! - figures `requests_per_sec` (successful answers per second), `samples_per_sec`, `p50_ms`,
-//!   `p99_ms`, `p999_ms`, `errors`, `accepted_requests`; for the ingest also
-//!   `metrics_accepted_total`, `samples_mismatch`, `rss_peak_mib`, `records_per_sync` and
-//!   `fsync_mean_ms`.
+//!   `duration_secs`, `rounds`; a target of which every round failed has `failed` (an error)
+//!   and no figures;
+//! - figures of the median round: `requests_per_sec` (successful answers per second),
+//!   `samples_per_sec`, `p50_ms`, `p99_ms`, `p999_ms`, `accepted_requests`; for the ingest also
+//!   `metrics_accepted_total`, `rss_peak_mib`, `records_per_sync` and `fsync_mean_ms`; over all
+//!   rounds: `samples_per_sec_min` and `_max`, `errors` (summed), `samples_mismatch` (the
+//!   largest), `failed_rounds`.
 
 pub mod bodies;
 pub mod protocol;
@@ -61,9 +64,13 @@ pub struct IntakeArgs {
     /// The protocols to measure (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Protocol::ALL)]
     protocols: Vec<Protocol>,
-    /// Seconds of load per run (one run per protocol and target).
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of load per run (one run per protocol, target and round).
+    #[arg(long, default_value_t = 5)]
     duration_secs: u64,
+    /// Rounds over every protocol and target; each figure is the round with the median
+    /// samples/s (on a machine shared with other work one round can be far off).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// A smoke run: 2 seconds per run (overrides --duration-secs).
     #[arg(long)]
     quick: bool,
@@ -112,8 +119,8 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<SuiteResults> {
     if duration.is_zero() {
         bail!("--duration-secs must be at least 1");
     }
-    if args.samples_per_request == 0 || args.clients == 0 {
-        bail!("--samples-per-request and --clients must be at least 1");
+    if args.samples_per_request == 0 || args.clients == 0 || args.rounds == 0 {
+        bail!("--samples-per-request, --clients and --rounds must be at least 1");
     }
     let bin_dir = bin_dir(args.bin_dir.as_deref())?;
     binary(&bin_dir, "metricstream-bench-noop")?;
@@ -166,23 +173,42 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<SuiteResults> {
         http,
     };
 
-    let mut measurements = Vec::new();
+    // Rounds interleave the targets and protocols, so a burst of other load on the machine
+    // lands in one round of a pair, not in every run of one target.
+    let mut runs: BTreeMap<(usize, &str), Vec<Measurement>> = BTreeMap::new();
+    let mut errors: BTreeMap<(usize, &str), String> = BTreeMap::new();
     let mut failed = Vec::new();
-    for body in &bodies {
-        for target in [CEILING, INGEST] {
-            let protocol = body.protocol;
-            eprintln!("intake: {protocol} → {target} ...");
-            let measured = suite.run_point(target, body).await;
-            match measured {
-                Ok(measurement) => {
-                    eprintln!("intake: {protocol} → {target}: {}", summarize(&measurement));
-                    measurements.push(measurement);
+    for round in 1..=suite.args.rounds {
+        for (index, body) in bodies.iter().enumerate() {
+            for target in [CEILING, INGEST] {
+                let protocol = body.protocol;
+                let what = format!("round {round}: {protocol} → {target}");
+                eprintln!("intake: {what} ...");
+                match suite.run_point(target, body).await {
+                    Ok(measurement) => {
+                        eprintln!("intake: {what}: {}", summarize(&measurement));
+                        runs.entry((index, target)).or_default().push(measurement);
+                    }
+                    Err(error) => {
+                        eprintln!("\n!!!!! intake: {what} FAILED: {error:#} !!!!!\n");
+                        failed.push(format!("{what}: {error:#}"));
+                        errors.insert((index, target), format!("{error:#}"));
+                    }
                 }
-                Err(error) => {
-                    eprintln!("\n!!!!! intake: {protocol} → {target} FAILED: {error:#} !!!!!\n");
-                    failed.push(format!("{protocol} → {target}: {error:#}"));
+            }
+        }
+    }
+    let mut measurements = Vec::new();
+    for (index, body) in bodies.iter().enumerate() {
+        for target in [CEILING, INGEST] {
+            let rounds = runs.remove(&(index, target)).unwrap_or_default();
+            let failed_rounds = suite.args.rounds as usize - rounds.len();
+            match median_round(rounds, failed_rounds) {
+                Some(measurement) => measurements.push(measurement),
+                None => {
                     let mut params = suite.params(body);
-                    params.insert("failed".to_owned(), json!(format!("{error:#}")));
+                    let error = errors.remove(&(index, target)).unwrap_or_default();
+                    params.insert("failed".to_owned(), json!(error));
                     measurements.push(Measurement {
                         suite: SUITE.to_owned(),
                         target: target.to_owned(),
@@ -341,6 +367,35 @@ impl Suite {
     }
 }
 
+/// The round with the median samples/s stands for all (the lower middle of an even count), with
+/// `samples_per_sec_min` and `_max` of all rounds, `errors` summed over them, the largest
+/// `samples_mismatch` of any, and `failed_rounds`; `None` when no round succeeded.
+fn median_round(mut rounds: Vec<Measurement>, failed_rounds: usize) -> Option<Measurement> {
+    let rate = |m: &Measurement| m.figures.get("samples_per_sec").copied().unwrap_or(0.0);
+    rounds.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let min = rate(rounds.first()?);
+    let max = rate(rounds.last()?);
+    let errors: f64 = rounds.iter().filter_map(|m| m.figures.get("errors")).sum();
+    let mismatch = rounds
+        .iter()
+        .filter_map(|m| m.figures.get("samples_mismatch").copied())
+        .max_by(|a, b| a.abs().total_cmp(&b.abs()));
+    let count = rounds.len();
+    let mut median = rounds.swap_remove((count - 1) / 2);
+    median
+        .params
+        .insert("rounds".to_owned(), json!(count + failed_rounds));
+    let figures = &mut median.figures;
+    figures.insert("samples_per_sec_min".to_owned(), min);
+    figures.insert("samples_per_sec_max".to_owned(), max);
+    figures.insert("errors".to_owned(), errors);
+    figures.insert("failed_rounds".to_owned(), failed_rounds as f64);
+    if let Some(mismatch) = mismatch {
+        figures.insert("samples_mismatch".to_owned(), mismatch);
+    }
+    Some(median)
+}
+
 /// One console line of a run's figures.
 fn summarize(measurement: &Measurement) -> String {
     let f = |name: &str| measurement.figures.get(name).copied().unwrap_or(f64::NAN);
@@ -352,4 +407,42 @@ fn summarize(measurement: &Measurement) -> String {
         f("p99_ms"),
         f("errors")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(samples_per_sec: f64, errors: f64, mismatch: f64) -> Measurement {
+        Measurement {
+            suite: SUITE.to_owned(),
+            target: INGEST.to_owned(),
+            params: BTreeMap::new(),
+            figures: BTreeMap::from([
+                ("samples_per_sec".to_owned(), samples_per_sec),
+                ("errors".to_owned(), errors),
+                ("samples_mismatch".to_owned(), mismatch),
+            ]),
+            command: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_median_round_stands_for_all_and_no_error_of_another_round_is_lost() {
+        let rounds = vec![
+            round(300.0, 0.0, 0.0),
+            round(100.0, 2.0, -5.0),
+            round(200.0, 1.0, 1.0),
+        ];
+        let median = median_round(rounds, 1).expect("a round succeeded");
+        let figure = |name: &str| median.figures[name];
+        assert_eq!(figure("samples_per_sec"), 200.0);
+        assert_eq!(figure("samples_per_sec_min"), 100.0);
+        assert_eq!(figure("samples_per_sec_max"), 300.0);
+        assert_eq!(figure("errors"), 3.0);
+        assert_eq!(figure("samples_mismatch"), -5.0);
+        assert_eq!(figure("failed_rounds"), 1.0);
+        assert_eq!(median.params["rounds"], json!(4));
+        assert!(median_round(Vec::new(), 3).is_none());
+    }
 }

@@ -66,6 +66,7 @@ impl<'a> Results<'a> {
                 self.intake(target, p).is_some_and(|m| {
                     figure(m, "samples_per_sec").is_some()
                         && figure(m, "errors") == Some(0.0)
+                        && figure(m, "failed_rounds").unwrap_or(0.0) == 0.0
                         && figure(m, "samples_mismatch").unwrap_or(0.0) == 0.0
                 })
             })
@@ -113,7 +114,8 @@ impl<'a> Results<'a> {
                 md,
                 "The same {} samples per request (`http_requests_total` with `job`, `instance`, \
                  `method`, `code`) in each protocol's encoding, {} clients in a closed loop, {} s \
-                 per run. The ceiling decodes each body with the ingest's own decoders (remote \
+                 per run, {} rounds: each figure is the round with the median samples/s, the \
+                 range over all rounds in brackets. The ceiling decodes each body with the ingest's own decoders (remote \
                  write unsnapped too) on the same HTTP stack and drops the samples; the ingest \
                  also encodes and stores them (file backend, batch durability). \"samples \
                  counted\" checks the ingest's `metricstream_ingest_metrics_accepted_total` \
@@ -121,6 +123,7 @@ impl<'a> Results<'a> {
                 param("samples_per_request"),
                 param("clients"),
                 param("duration_secs"),
+                param("rounds"),
             );
         }
         let native = self
@@ -149,21 +152,20 @@ impl<'a> Results<'a> {
                 Some(off) => format!("**off by {off:.0}**"),
                 None => "–".to_owned(),
             };
-            let failed = [ceiling, ingest]
-                .iter()
-                .flatten()
-                .any(|m| m.params.contains_key("failed"));
+            let failed = [ceiling, ingest].iter().flatten().any(|m| {
+                m.params.contains_key("failed") || figure(m, "failed_rounds").unwrap_or(0.0) > 0.0
+            });
             let _ = writeln!(
                 md,
                 "| {}{} | {} | {} | {} | {share} | {versus} | {} | {} | {} | {} | {} / {} | {counted} |",
                 protocol.display(),
-                if failed { " (**a run failed**)" } else { "" },
+                if failed { " (**a round failed**)" } else { "" },
                 ceiling
                     .or(ingest)
                     .and_then(|m| param_i64(m, "body_bytes"))
                     .map_or("–".to_owned(), |b| b.to_string()),
-                cell(ceiling, "samples_per_sec", 0),
-                cell(ingest, "samples_per_sec", 0),
+                with_range(ceiling),
+                with_range(ingest),
                 cell(ingest, "requests_per_sec", 0),
                 cell(ingest, "p50_ms", 2),
                 cell(ingest, "p99_ms", 2),
@@ -187,6 +189,23 @@ impl<'a> Results<'a> {
                 commands.join("\n")
             );
         }
+    }
+}
+
+/// Samples/s of the median round, with the range over the rounds when there were several.
+fn with_range(measurement: Option<&Measurement>) -> String {
+    let Some(m) = measurement else {
+        return "–".to_owned();
+    };
+    let Some(median) = figure(m, "samples_per_sec") else {
+        return "–".to_owned();
+    };
+    match (
+        figure(m, "samples_per_sec_min"),
+        figure(m, "samples_per_sec_max"),
+    ) {
+        (Some(min), Some(max)) if min < max => format!("{median:.0} ({min:.0}–{max:.0})"),
+        _ => format!("{median:.0}"),
     }
 }
 
@@ -218,7 +237,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| remote write 1.0 | 1234 | 500000 | 100000 | 20 % | 0.50× |"),
+            md.contains(
+                "| remote write 1.0 | 1234 | 500000 (450000–510000) | 100000 | 20 % | 0.50× |"
+            ),
             "{md}"
         );
         assert!(md.contains("**off by -100**"), "{md}");
