@@ -433,22 +433,15 @@ impl Suite {
         let ingest_admin = free_loopback_addr()?;
         let mut args = queue_args.clone();
         args.extend(ingest_args);
-        args.extend([
-            "--listen".to_owned(),
-            listen.to_string(),
-            "--admin-listen".to_owned(),
-            ingest_admin.to_string(),
-        ]);
-        let mut ingest = Process::spawn(
-            "ingest",
-            &binary(&self.bin_dir, "metricstream-ingest")?,
+        args.extend(["--listen".to_owned(), listen.to_string()]);
+        let ingest = start_ingest(
+            &self.bin_dir,
+            &self.http,
             &args,
-            &env,
+            ingest_admin,
             &dir.join("logs").join("ingest.log"),
-        )?;
-        ingest
-            .wait_ready(&self.http, &format!("http://{ingest_admin}/readyz"))
-            .await?;
+        )
+        .await?;
 
         let load = self.load(point, &format!("http://{listen}/metrics"))?;
         let summary = load.run(&self.oha).await?;
@@ -579,6 +572,30 @@ pub(crate) fn service_env() -> [(&'static str, OsString); 3] {
         ("NO_COLOR", OsString::from("1")),
         ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
     ]
+}
+
+/// Starts `metricstream-ingest` with `args`, its admin endpoint on `admin` and the
+/// [`service_env`], its output to `log`; returns once its `/readyz` answers.
+pub(crate) async fn start_ingest(
+    bin_dir: &Path,
+    http: &reqwest::Client,
+    args: &[String],
+    admin: std::net::SocketAddr,
+    log: &Path,
+) -> anyhow::Result<Process> {
+    let mut args = args.to_vec();
+    args.extend(["--admin-listen".to_owned(), admin.to_string()]);
+    let mut ingest = Process::spawn(
+        "ingest",
+        &binary(bin_dir, "metricstream-ingest")?,
+        &args,
+        &service_env(),
+        log,
+    )?;
+    ingest
+        .wait_ready(http, &format!("http://{admin}/readyz"))
+        .await?;
+    Ok(ingest)
 }
 
 /// A fresh `metricstream-bench-noop` for one oha run.

@@ -44,9 +44,9 @@ use self::protocol::Protocol;
 use crate::http::oha::{self, Load, Mode};
 use crate::http::{
     Noop, file_queue_figures, get_text, keep_dir, load_figures, prometheus_sample, run_dir,
-    service_env,
+    start_ingest,
 };
-use crate::process::{Process, bin_dir, binary, free_loopback_addr};
+use crate::process::{bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 
 pub const SUITE: &str = "intake";
@@ -318,21 +318,16 @@ impl Suite {
             "batch",
             "--listen",
             &listen.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
         ]
         .map(str::to_owned);
-        let env = service_env();
-        let mut ingest = Process::spawn(
-            "ingest",
-            &binary(&self.bin_dir, "metricstream-ingest")?,
+        let ingest = start_ingest(
+            &self.bin_dir,
+            &self.http,
             &args,
-            &env,
+            admin,
             &logs.join("ingest.log"),
-        )?;
-        ingest
-            .wait_ready(&self.http, &format!("http://{admin}/readyz"))
-            .await?;
+        )
+        .await?;
         let load = self.load(
             body,
             format!("http://{listen}{}", body.protocol.ingest_path()),
