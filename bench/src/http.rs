@@ -31,10 +31,10 @@
 //!   the ingest's `/metrics`) and `fsync_mean_ms`.
 
 pub(crate) mod oha;
+mod runs;
 mod sink;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use self::oha::{Load, Mode, Summary};
+pub(crate) use self::runs::{Noop, STOP_TIMEOUT, keep_dir, run_dir, service_env, start_ingest};
 use self::sink::SinkTail;
 use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
@@ -54,8 +55,6 @@ const PARTITIONS: u32 = 4;
 const CLIENT_ID: &str = "bench-client";
 /// The consumer group that drains a run's queue.
 const CONSUMER_GROUP: &str = "bench-drain";
-/// How long a process may take to drain and exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the sink is polled while the consumer drains.
 const SINK_POLL: Duration = Duration::from_millis(100);
 /// A drained sink must stay unchanged this long before it is counted (late duplicates).
@@ -542,91 +541,6 @@ impl Suite {
             }
             tokio::time::sleep(SINK_POLL).await;
         }
-    }
-}
-
-/// A fresh directory for one run under `work_dir`, named `<prefix>…`, with a `logs` directory.
-pub(crate) fn run_dir(work_dir: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(work_dir)
-        .with_context(|| format!("creating a run directory in {}", work_dir.display()))?;
-    std::fs::create_dir(dir.path().join("logs"))
-        .with_context(|| format!("creating {}/logs", dir.path().display()))?;
-    Ok(dir)
-}
-
-/// Keeps a run's directory (`--keep-dirs`, or a failed run to look into) instead of deleting it.
-pub(crate) fn keep_dir(dir: &mut tempfile::TempDir, keep: bool) {
-    if keep {
-        dir.disable_cleanup(true);
-        eprintln!("kept {}", dir.path().display());
-    }
-}
-
-/// The environment of a service under test: info logs without colour, and no shutdown delay
-/// (there is no load balancer to wait for; the default delay is for clusters).
-pub(crate) fn service_env() -> [(&'static str, OsString); 3] {
-    [
-        ("RUST_LOG", OsString::from("info")),
-        ("NO_COLOR", OsString::from("1")),
-        ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
-    ]
-}
-
-/// Starts `metricstream-ingest` with `args`, its admin endpoint on `admin` and the
-/// [`service_env`], its output to `log`; returns once its `/readyz` answers.
-pub(crate) async fn start_ingest(
-    bin_dir: &Path,
-    http: &reqwest::Client,
-    args: &[String],
-    admin: std::net::SocketAddr,
-    log: &Path,
-) -> anyhow::Result<Process> {
-    let mut args = args.to_vec();
-    args.extend(["--admin-listen".to_owned(), admin.to_string()]);
-    let mut ingest = Process::spawn(
-        "ingest",
-        &binary(bin_dir, "metricstream-ingest")?,
-        &args,
-        &service_env(),
-        log,
-    )?;
-    ingest
-        .wait_ready(http, &format!("http://{admin}/readyz"))
-        .await?;
-    Ok(ingest)
-}
-
-/// A fresh `metricstream-bench-noop` for one oha run.
-pub(crate) struct Noop<'a> {
-    pub bin_dir: &'a Path,
-    pub http: &'a reqwest::Client,
-    pub oha: &'a Path,
-    pub log: &'a Path,
-}
-
-impl Noop<'_> {
-    /// Starts the server, runs the load `load` makes for the URL of `path` on it, stops it.
-    pub(crate) async fn run(
-        &self,
-        path: &str,
-        load: impl FnOnce(String) -> anyhow::Result<Load>,
-    ) -> anyhow::Result<(Load, Summary)> {
-        let listen = free_loopback_addr()?;
-        let mut noop = Process::spawn(
-            "noop",
-            &binary(self.bin_dir, "metricstream-bench-noop")?,
-            &["--listen".to_owned(), listen.to_string()],
-            &[],
-            self.log,
-        )?;
-        noop.wait_ready(self.http, &format!("http://{listen}/healthz"))
-            .await?;
-        let load = load(format!("http://{listen}{path}"))?;
-        let summary = load.run(self.oha).await?;
-        noop.terminate(STOP_TIMEOUT).await?;
-        Ok((load, summary))
     }
 }
 

@@ -43,8 +43,8 @@ use serde_json::{Value, json};
 use self::protocol::Protocol;
 use crate::http::oha::{self, Load, Mode};
 use crate::http::{
-    Noop, file_queue_figures, get_text, keep_dir, load_figures, prometheus_sample, run_dir,
-    start_ingest,
+    Noop, STOP_TIMEOUT, file_queue_figures, get_text, keep_dir, load_figures, prometheus_sample,
+    run_dir, start_ingest,
 };
 use crate::process::{bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
@@ -57,7 +57,6 @@ pub const INGEST: &str = "ingest-file-batch";
 const PARTITIONS: u32 = 4;
 /// Every request's client id (open mode), so all go to one partition, as one sender's would.
 const CLIENT_ID: &str = "bench-intake";
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args, Debug, Clone)]
 pub struct IntakeArgs {
