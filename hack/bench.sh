@@ -7,7 +7,7 @@
 # exit status is non-zero if any suite failed.
 #
 # Environment:
-#   BENCH_SUITES  the suites to run (default: backend http drain operator)
+#   BENCH_SUITES  the suites to run (default: backend http intake drain operator)
 #   BENCH_QUICK   1: every suite's --quick (seconds, not minutes; the figures mean little)
 #   BENCH_OUT     where the suites write their JSON (default target/bench)
 set -euo pipefail
@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 bench=$(cargo_target_dir "$repo")/release/metricstream-bench
-suites=${BENCH_SUITES:-backend http drain operator}
+suites=${BENCH_SUITES:-backend http intake drain operator}
 out=${BENCH_OUT:-target/bench}
 quick=()
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then quick=(--quick); fi

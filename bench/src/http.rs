@@ -30,11 +30,11 @@
 //!   `drain_secs`; for the file targets `records_per_sync` (appended records / fdatasyncs, from
 //!   the ingest's `/metrics`) and `fsync_mean_ms`.
 
-mod oha;
+pub(crate) mod oha;
+mod runs;
 mod sink;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use self::oha::{Load, Mode, Summary};
+pub(crate) use self::runs::{Noop, STOP_TIMEOUT, keep_dir, run_dir, service_env, start_ingest};
 use self::sink::SinkTail;
 use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
@@ -54,8 +55,6 @@ const PARTITIONS: u32 = 4;
 const CLIENT_ID: &str = "bench-client";
 /// The consumer group that drains a run's queue.
 const CONSUMER_GROUP: &str = "bench-drain";
-/// How long a process may take to drain and exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the sink is polled while the consumer drains.
 const SINK_POLL: Duration = Duration::from_millis(100);
 /// A drained sink must stay unchanged this long before it is counted (late duplicates).
@@ -349,23 +348,13 @@ impl Suite {
             duration: point.duration,
             body_path,
             authorization: CLIENT_ID.to_owned(),
+            content_type: "application/json".to_owned(),
+            headers: Vec::new(),
         })
     }
 
-    /// A fresh directory for one run under the work directory.
     fn run_dir(&self, target: Target) -> anyhow::Result<tempfile::TempDir> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("http-{target}-"))
-            .tempdir_in(&self.args.work_dir)
-            .with_context(|| {
-                format!(
-                    "creating a run directory in {}",
-                    self.args.work_dir.display()
-                )
-            })?;
-        std::fs::create_dir(dir.path().join("logs"))
-            .with_context(|| format!("creating {}/logs", dir.path().display()))?;
-        Ok(dir)
+        run_dir(&self.args.work_dir, &format!("http-{target}-"))
     }
 
     async fn run_point(&self, target: Target, point: &LoadPoint) -> anyhow::Result<Measurement> {
@@ -374,32 +363,23 @@ impl Suite {
             Target::NoopHttp => self.run_noop(dir.path(), point).await,
             _ => self.run_ingest(target, dir.path(), point).await,
         };
-        if self.args.keep_dirs || measured.is_err() {
-            dir.disable_cleanup(true);
-            eprintln!("http: kept {}", dir.path().display());
-        }
+        keep_dir(&mut dir, self.args.keep_dirs || measured.is_err());
         measured
     }
 
     async fn run_noop(&self, dir: &Path, point: &LoadPoint) -> anyhow::Result<Measurement> {
-        let listen = free_loopback_addr()?;
-        let mut noop = Process::spawn(
-            "noop",
-            &binary(&self.bin_dir, "metricstream-bench-noop")?,
-            &["--listen".to_owned(), listen.to_string()],
-            &[],
-            &dir.join("logs").join("noop.log"),
-        )?;
-        noop.wait_ready(&self.http, &format!("http://{listen}/healthz"))
-            .await?;
-        let load = self.load(point, &format!("http://{listen}/metrics"))?;
-        let summary = load.run(&self.oha).await?;
-        noop.terminate(STOP_TIMEOUT).await?;
+        let noop = Noop {
+            bin_dir: &self.bin_dir,
+            http: &self.http,
+            oha: &self.oha,
+            log: &dir.join("logs").join("noop.log"),
+        };
+        let (load, summary) = noop.run("/metrics", |url| self.load(point, &url)).await?;
         Ok(Measurement {
             suite: "http".to_owned(),
             target: Target::NoopHttp.name().to_owned(),
             params: point.params(Target::NoopHttp),
-            figures: load_figures(&summary, point),
+            figures: load_figures(&summary, point.metrics_per_request, "metrics_per_sec"),
             command: load.command_line(),
         })
     }
@@ -446,42 +426,29 @@ impl Suite {
             }
             Target::NoopHttp => bail!("noop-http is not an ingest target"),
         }
-        // No load balancer to wait for: stop at once (the default delay is for clusters).
-        let env = [
-            ("RUST_LOG", OsString::from("info")),
-            ("NO_COLOR", OsString::from("1")),
-            ("METRICSTREAM_SHUTDOWN_DELAY", OsString::from("0")),
-        ];
+        let env = service_env();
 
         let listen = free_loopback_addr()?;
         let ingest_admin = free_loopback_addr()?;
         let mut args = queue_args.clone();
         args.extend(ingest_args);
-        args.extend([
-            "--listen".to_owned(),
-            listen.to_string(),
-            "--admin-listen".to_owned(),
-            ingest_admin.to_string(),
-        ]);
-        let mut ingest = Process::spawn(
-            "ingest",
-            &binary(&self.bin_dir, "metricstream-ingest")?,
+        args.extend(["--listen".to_owned(), listen.to_string()]);
+        let ingest = start_ingest(
+            &self.bin_dir,
+            &self.http,
             &args,
-            &env,
+            ingest_admin,
             &dir.join("logs").join("ingest.log"),
-        )?;
-        ingest
-            .wait_ready(&self.http, &format!("http://{ingest_admin}/readyz"))
-            .await?;
+        )
+        .await?;
 
         let load = self.load(point, &format!("http://{listen}/metrics"))?;
         let summary = load.run(&self.oha).await?;
-        let mut figures = load_figures(&summary, point);
+        let mut figures = load_figures(&summary, point.metrics_per_request, "metrics_per_sec");
         figures.insert("rss_peak_mib".to_owned(), peak_rss_mib(ingest.pid()?)?);
         if target != Target::IngestKafka {
-            let exposition = self
-                .get_text(&format!("http://{ingest_admin}/metrics"))
-                .await?;
+            let exposition =
+                get_text(&self.http, &format!("http://{ingest_admin}/metrics")).await?;
             figures.extend(file_queue_figures(&exposition)?);
         }
         ingest.terminate(STOP_TIMEOUT).await?;
@@ -575,22 +542,22 @@ impl Suite {
             tokio::time::sleep(SINK_POLL).await;
         }
     }
+}
 
-    async fn get_text(&self, url: &str) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        if !response.status().is_success() {
-            bail!("GET {url}: {}", response.status());
-        }
-        response
-            .text()
-            .await
-            .with_context(|| format!("reading GET {url}"))
+/// The text of `GET url`, which must answer 2xx.
+pub(crate) async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    if !response.status().is_success() {
+        bail!("GET {url}: {}", response.status());
     }
+    response
+        .text()
+        .await
+        .with_context(|| format!("reading GET {url}"))
 }
 
 /// A valid request body (docs/http-api.md) of `metrics` metrics: a handful of names, each
@@ -608,14 +575,19 @@ fn request_body(metrics: u32) -> String {
     json!({ "metrics": metrics }).to_string()
 }
 
-/// The figures every target has, from oha's summary.
-fn load_figures(summary: &Summary, point: &LoadPoint) -> BTreeMap<String, f64> {
+/// The figures every target has, from oha's summary: `requests_per_sec`, `<per_sec_key>` (that
+/// × `per_request`, e.g. `metrics_per_sec`), `accepted_requests`, `errors` and the percentiles.
+pub(crate) fn load_figures(
+    summary: &Summary,
+    per_request: u32,
+    per_sec_key: &str,
+) -> BTreeMap<String, f64> {
     let requests_per_sec = summary.accepted_per_sec();
     let mut figures = BTreeMap::from([
         ("requests_per_sec".to_owned(), requests_per_sec),
         (
-            "metrics_per_sec".to_owned(),
-            requests_per_sec * f64::from(point.metrics_per_request),
+            per_sec_key.to_owned(),
+            requests_per_sec * f64::from(per_request),
         ),
         ("accepted_requests".to_owned(), summary.accepted() as f64),
         ("errors".to_owned(), summary.errors() as f64),
@@ -630,14 +602,14 @@ fn load_figures(summary: &Summary, point: &LoadPoint) -> BTreeMap<String, f64> {
         }
     }
     if summary.errors() > 0 {
-        eprintln!("http: errors: {}", summary.describe_errors());
+        eprintln!("errors: {}", summary.describe_errors());
     }
     figures
 }
 
 /// `records_per_sync` and `fsync_mean_ms` from the ingest's Prometheus exposition: the file
 /// queue's appended records against its `fdatasync` count.
-fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+pub(crate) fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>> {
     let sample = |name: &str| {
         prometheus_sample(exposition, name)
             .with_context(|| format!("no {name} in the ingest's /metrics"))
@@ -655,7 +627,7 @@ fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>>
 
 /// The sum of the samples of metric `name` (over its label sets) in a Prometheus text
 /// exposition; `None` if it has none.
-fn prometheus_sample(exposition: &str, name: &str) -> Option<f64> {
+pub(crate) fn prometheus_sample(exposition: &str, name: &str) -> Option<f64> {
     let mut total = None;
     for line in exposition.lines() {
         let Some(rest) = line.strip_prefix(name) else {

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod drain;
 pub mod http;
+pub mod intake;
 pub mod operator;
 pub mod process;
 pub mod report;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use metricstream_bench::{backend, drain, http, operator, report, results};
+use metricstream_bench::{backend, drain, http, intake, operator, report, results};
 
 #[derive(Parser)]
 #[command(about, long_about = None)]
@@ -20,6 +20,9 @@ struct Args {
 enum Command {
     /// The HTTP suite: no-op ceiling vs ingest on both backends.
     Http(http::HttpArgs),
+    /// The intake protocols (native JSON, Influx, remote write 1.0/2.0, OTLP protobuf/JSON):
+    /// samples/s of ingest vs a decode-only ceiling of the same bodies.
+    Intake(intake::IntakeArgs),
     /// The backend ceilings: Kafka ProducerPerformance, append + fdatasync.
     Backend(backend::BackendArgs),
     /// The consumer drain of a one-million-metric backlog vs a bare read.
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let (suite, results) = match args.command {
         Command::Http(a) => ("http", runtime.block_on(http::run(a))?),
+        Command::Intake(a) => ("intake", runtime.block_on(intake::run(a))?),
         Command::Backend(a) => ("backend", runtime.block_on(backend::run(a))?),
         Command::Drain(a) => ("drain", runtime.block_on(drain::run(a))?),
         Command::Operator(a) => ("operator", runtime.block_on(operator::run(a))?),

@@ -83,6 +83,10 @@ pub struct Load {
     pub body_path: PathBuf,
     /// The `Authorization` header: the client id in open mode.
     pub authorization: String,
+    /// The body's `Content-Type`.
+    pub content_type: String,
+    /// Further headers, `Name: value` each (e.g. remote write's `Content-Encoding: snappy`).
+    pub headers: Vec<String>,
 }
 
 impl Load {
@@ -110,9 +114,14 @@ impl Load {
             "-m".to_owned(),
             "POST".to_owned(),
             "-T".to_owned(),
-            "application/json".to_owned(),
+            self.content_type.clone(),
             "-H".to_owned(),
             format!("Authorization: {}", self.authorization),
+        ]);
+        for header in &self.headers {
+            args.extend(["-H".to_owned(), header.clone()]);
+        }
+        args.extend([
             "-D".to_owned(),
             self.body_path.display().to_string(),
             self.url.clone(),
@@ -172,6 +181,10 @@ fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
 }
 
 /// What the report needs of oha's JSON summary.
@@ -235,23 +248,28 @@ impl Summary {
         })
     }
 
-    /// Requests answered `202 Accepted`.
+    /// Requests answered with a success: `202 Accepted` on `/metrics`; the other protocols
+    /// answer `200` (OTLP) or `204` (remote write, Influx). The ingest answers no other 2xx.
     pub fn accepted(&self) -> u64 {
-        self.statuses.get(&202).copied().unwrap_or(0)
+        self.statuses
+            .iter()
+            .filter(|(status, _)| is_success(**status))
+            .map(|(_, count)| count)
+            .sum()
     }
 
-    /// Requests answered with anything but 202, or not answered at all.
+    /// Requests answered with anything but a success, or not answered at all.
     pub fn errors(&self) -> u64 {
         let other_statuses: u64 = self
             .statuses
             .iter()
-            .filter(|(status, _)| **status != 202)
+            .filter(|(status, _)| !is_success(**status))
             .map(|(_, count)| count)
             .sum();
         other_statuses + self.failures.values().sum::<u64>()
     }
 
-    /// `202` answers per second of the run.
+    /// Successful answers per second of the run.
     pub fn accepted_per_sec(&self) -> f64 {
         if self.seconds > 0.0 {
             self.accepted() as f64 / self.seconds
@@ -265,7 +283,7 @@ impl Summary {
         let statuses = self
             .statuses
             .iter()
-            .filter(|(status, _)| **status != 202)
+            .filter(|(status, _)| !is_success(**status))
             .map(|(status, count)| format!("{count}× HTTP {status}"));
         let failures = self
             .failures
@@ -319,6 +337,8 @@ mod tests {
             duration: Duration::from_secs(8),
             body_path: PathBuf::from("/tmp/body 1.json"),
             authorization: "bench".to_owned(),
+            content_type: "application/json".to_owned(),
+            headers: vec!["Content-Encoding: snappy".to_owned()],
         };
         let line = load.command_line();
         assert!(
@@ -326,7 +346,10 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("-H 'Authorization: bench' -D '/tmp/body 1.json'"),
+            line.contains(
+                "-T application/json -H 'Authorization: bench' -H 'Content-Encoding: snappy' \
+                 -D '/tmp/body 1.json'"
+            ),
             "{line}"
         );
         let max = Load {

@@ -6,6 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{HTTP_TARGETS, LoadPoint, Results, figure, format_figure, param_i64, short_name};
+use crate::intake::{self, protocol::Protocol};
 use crate::results::Measurement;
 
 impl Results<'_> {
@@ -30,6 +31,17 @@ impl Results<'_> {
                     "Latency percentiles (corrected for coordinated omission), log scale".into(),
                 ));
             }
+        }
+        let protocols = self.intake_protocols();
+        if !protocols.is_empty() {
+            let file = "intake.svg";
+            self.intake_chart(&dir.join(file), &protocols)?;
+            charts.push((
+                file.to_owned(),
+                "Samples/s per intake protocol: ingest beside the ceiling that only decodes the \
+                 same body"
+                    .into(),
+            ));
         }
         let drain: Vec<(String, f64, bool)> = [
             ("bare-read-file", "bare read, file", true),
@@ -110,6 +122,29 @@ impl Results<'_> {
                 .iter()
                 .find_map(|(target, _)| param_i64(self.http(target, point)?, "rate"));
             bar_panel(area, &point.describe(rate), "requests/s", &bars)?;
+        }
+        root.present().map_err(plot_error)?;
+        Ok(())
+    }
+
+    /// One panel per protocol: the decode-only ceiling and the ingest, in samples/s.
+    fn intake_chart(&self, path: &Path, protocols: &[Protocol]) -> anyhow::Result<()> {
+        let columns = 3;
+        let rows = protocols.len().div_ceil(columns);
+        let root = SVGBackend::new(path, (1100, 300 * rows as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        for (area, &protocol) in root.split_evenly((rows, columns)).iter().zip(protocols) {
+            let bars: Vec<(String, f64, bool)> = [
+                (intake::CEILING, "decode only (ceiling)", true),
+                (intake::INGEST, "ingest → file, batch", false),
+            ]
+            .iter()
+            .filter_map(|(target, name, ceiling)| {
+                let m = self.intake(target, protocol)?;
+                Some(((*name).to_owned(), figure(m, "samples_per_sec")?, *ceiling))
+            })
+            .collect();
+            bar_panel(area, protocol.display(), "samples/s", &bars)?;
         }
         root.present().map_err(plot_error)?;
         Ok(())

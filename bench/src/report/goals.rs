@@ -191,6 +191,7 @@ impl Results<'_> {
             },
             met: (counted > 0).then_some(lost == 0.0 && duplicates == 0.0),
         });
+        goals.push(self.intake_goal());
         goals
     }
 }

@@ -52,6 +52,7 @@ impl Results<'_> {
             let _ = writeln!(md, "{}\n", analysis.trim_end());
         }
         self.http_tables(&mut md);
+        self.intake_table(&mut md);
         self.backend_ratios(&mut md);
         self.table(&mut md, "backend", "Backend ceilings");
         self.table(&mut md, "drain", "Consumer drain");
@@ -272,7 +273,12 @@ mod tests {
         let names: Vec<&str> = charts.iter().map(|(file, _)| file.as_str()).collect();
         assert_eq!(
             names,
-            ["http-throughput.svg", "http-latency.svg", "drain.svg"]
+            [
+                "http-throughput.svg",
+                "http-latency.svg",
+                "intake.svg",
+                "drain.svg"
+            ]
         );
         let svg = fs::read_to_string(dir.path().join("http-throughput.svg")).expect("an SVG");
         assert!(

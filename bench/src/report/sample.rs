@@ -32,6 +32,11 @@ fn suite(name: &str, measurements: Vec<Measurement>) -> SuiteResults {
     }
 }
 
+/// The params of an intake measurement of `protocol`.
+fn intake(protocol: &str) -> Value {
+    json!({"protocol": protocol, "clients": 20, "samples_per_request": 100, "body_bytes": 1234, "mode": "max", "duration_secs": 10, "rounds": 3})
+}
+
 pub(super) fn sample() -> Vec<SuiteResults> {
     let point = |clients: i64, mode: &str| json!({"clients": clients, "metrics_per_request": 100, "mode": mode, "rate": 1000});
     vec![
@@ -67,6 +72,35 @@ pub(super) fn sample() -> Vec<SuiteResults> {
                     "ingest-file-batch",
                     point(20, "rate"),
                     json!({"requests_per_sec": 1000.0, "p50_ms": 2.0, "p99_ms": 12.5, "p999_ms": 20.0}),
+                ),
+            ],
+        ),
+        suite(
+            "intake",
+            vec![
+                measurement(
+                    "intake",
+                    "decode-ceiling",
+                    intake("native-json"),
+                    json!({"samples_per_sec": 400000.0, "requests_per_sec": 4000.0, "errors": 0.0, "p99_ms": 9.0}),
+                ),
+                measurement(
+                    "intake",
+                    "ingest-file-batch",
+                    intake("native-json"),
+                    json!({"samples_per_sec": 200000.0, "requests_per_sec": 2000.0, "errors": 0.0, "samples_mismatch": 0.0, "p50_ms": 8.0, "p99_ms": 20.0}),
+                ),
+                measurement(
+                    "intake",
+                    "decode-ceiling",
+                    intake("remote-write-1"),
+                    json!({"samples_per_sec": 500000.0, "samples_per_sec_min": 450000.0, "samples_per_sec_max": 510000.0, "requests_per_sec": 5000.0, "errors": 0.0}),
+                ),
+                measurement(
+                    "intake",
+                    "ingest-file-batch",
+                    intake("remote-write-1"),
+                    json!({"samples_per_sec": 100000.0, "requests_per_sec": 1000.0, "errors": 0.0, "samples_mismatch": -100.0}),
                 ),
             ],
         ),
