@@ -44,6 +44,9 @@ TOOLS_KEYS := HELM KUBECONFORM SHELLCHECK HADOLINT KUBECONFORM_K8S_SCHEMAS KUBEC
 PROMETHEUS_ENV_FILE := target/prometheus.env
 # OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
 OTELCOL_ENV_FILE := target/otelcol.env
+# VICTORIAMETRICS, the VictoriaMetrics single-node server built (hack/victoriametrics.sh), the store
+# of the coming remote-write sink's tests (not in TEST_STEPS yet).
+VICTORIAMETRICS_ENV_FILE := target/victoriametrics.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
 # The steps of `make test`, in order.
@@ -55,7 +58,8 @@ FUZZ_SECONDS ?= 60
 .DEFAULT_GOAL := help
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean strimzi-crds tools chart-check e2e-kind e2e-kind-down e2e-local \
-	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check prometheus otelcol
+	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check prometheus otelcol \
+	victoriametrics
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -73,6 +77,7 @@ help:
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make prometheus build (or reuse) Prometheus from the Go module proxy, the remote-write client of the tests (hack/prometheus.sh)"
 	@echo "make otelcol    build (or reuse) the OpenTelemetry Collector from the Go module proxy, the OTLP JSON client of the tests (hack/otelcol.sh)"
+	@echo "make victoriametrics  build (or reuse) VictoriaMetrics single-node from the Go module proxy, not in make test yet (hack/victoriametrics.sh)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
 	@echo "make image      the runtime image without Docker from release binaries: target/image/*.tar for ctr import (hack/image.sh build)"
@@ -225,6 +230,14 @@ otelcol:
 	@mkdir -p target; rm -f $(OTELCOL_ENV_FILE)
 	@bash hack/otelcol.sh install --env-file $(OTELCOL_ENV_FILE) >/dev/null
 	@$(LIB); env_has $(OTELCOL_ENV_FILE) OTELCOL || { echo "hack/otelcol.sh install did not write OTELCOL"; exit 1; }
+
+# VictoriaMetrics single-node, built once from the Go module proxy (hack/victoriametrics.sh: ~1 min
+# cold, <0.1 s warm) and cached outside the repository; its path goes to
+# $(VICTORIAMETRICS_ENV_FILE). Not a step of `make test`: nothing uses it yet.
+victoriametrics:
+	@mkdir -p target; rm -f $(VICTORIAMETRICS_ENV_FILE)
+	@bash hack/victoriametrics.sh install --env-file $(VICTORIAMETRICS_ENV_FILE) >/dev/null
+	@$(LIB); env_has $(VICTORIAMETRICS_ENV_FILE) VICTORIAMETRICS || { echo "hack/victoriametrics.sh install did not write VICTORIAMETRICS"; exit 1; }
 
 # The chart's static checks alone: helm lint and template, kubeconform, shellcheck, hadolint (the
 # server-side dry run needs the control plane: make test).
