@@ -1,6 +1,6 @@
 //! `metricstream-bench-noop`: the no-op HTTP ceiling of the HTTP suite. It serves the ingest's
 //! API surface with the same stack (axum on a multi-threaded tokio runtime) but does no work:
-//! `POST /metrics` (and `/v1/metrics`) reads the whole body and answers `202` with a tiny fixed
+//! `POST /metrics` reads the whole body and answers `202` with a tiny fixed
 //! JSON body. Whatever the ingest achieves is measured as a share of what this achieves under
 //! the same load generator on the same machine.
 //!
@@ -110,7 +110,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let app = Router::new()
         .route("/metrics", post(accept))
-        .route("/v1/metrics", post(accept))
         .route("/decode/{protocol}", post(decode))
         .route("/healthz", get(|| async { "ok\n" }));
     let listener = tokio::net::TcpListener::bind(args.listen)
