@@ -2,7 +2,8 @@
 //!
 //! It owns the record model ([`model`]) and its checksummed binary encoding ([`codec`]), the
 //! partitioner both backends use ([`partitioner`]), the traits a queue backend implements
-//! ([`queue`]), and the durable partitioned file queue ([`file`]).
+//! ([`queue`]), the durable partitioned file queue ([`file`]), and the Prometheus remote-write
+//! messages ([`remote_write_proto`]) the ingest decodes and the consumer's remote-write sink sends.
 
 pub mod codec;
 pub mod file;
@@ -11,6 +12,7 @@ pub mod kafka;
 pub mod model;
 pub mod partitioner;
 pub mod queue;
+pub mod remote_write_proto;
 
 pub use model::{ClientId, Metric, MetricBatch, MetricKind, Offset, Partition};
 pub use queue::{

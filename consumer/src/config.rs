@@ -23,8 +23,38 @@ pub struct Config {
           value_parser = parse_group)]
     pub group: String,
 
+    /// Where metrics go: `file` (JSON Lines files in --sink-dir) or `remote-write` (a
+    /// time-series store at --sink-url, over Prometheus remote write 1.0).
+    #[arg(long, env = "METRICSTREAM_SINK", value_enum, default_value_t = SinkKind::File)]
+    pub sink: SinkKind,
+
+    /// The remote-write endpoint of the store (`--sink remote-write` only), e.g.
+    /// http://victoriametrics:8428/api/v1/write. http:// only so far.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_URL",
+        required_if_eq("sink", "remote-write")
+    )]
+    pub sink_url: Option<String>,
+
+    /// A file holding a bearer token sent with every remote-write request
+    /// (`Authorization: Bearer <token>`); read once at startup, surrounding whitespace trimmed.
+    #[arg(long, env = "METRICSTREAM_SINK_BEARER_TOKEN_FILE")]
+    pub sink_bearer_token_file: Option<PathBuf>,
+
+    /// Most samples in one remote-write request; a batch is sent as several requests if needed.
+    #[arg(long, env = "METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sink_max_samples_per_request: u32,
+
+    /// Deadline of one remote-write request (connect, send, answer), in milliseconds.
+    #[arg(long, env = "METRICSTREAM_SINK_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub sink_timeout_ms: u64,
+
     /// Directory of the JSON Lines sink: one partition-NNNN.jsonl file per partition, and
-    /// quarantine/ for the raw bytes of records that fail to decode. Created if missing.
+    /// quarantine/ for the raw bytes of records that fail to decode. Created if missing. The
+    /// remote-write sink keeps quarantine/ and dead-letters/ here.
     #[arg(long, env = "METRICSTREAM_SINK_DIR", default_value = "sink")]
     pub sink_dir: PathBuf,
 
@@ -62,6 +92,19 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
     }
+
+    pub fn sink_timeout(&self) -> Duration {
+        Duration::from_millis(self.sink_timeout_ms)
+    }
+}
+
+/// The sinks `--sink` chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    /// JSON Lines files, one per partition, in --sink-dir.
+    File,
+    /// A time-series store over Prometheus remote write 1.0.
+    RemoteWrite,
 }
 
 /// A group name becomes a directory name in the file queue (and a group id in Kafka), so it is
@@ -91,6 +134,43 @@ mod tests {
         assert_eq!(config.poll_wait(), Duration::from_millis(200));
         assert_eq!(config.shutdown_timeout(), Duration::from_secs(30));
         assert_eq!(config.common.partitions, 4);
+        assert_eq!(config.sink, SinkKind::File);
+        assert_eq!(config.sink_url, None);
+        assert_eq!(config.sink_max_samples_per_request, 5000);
+        assert_eq!(config.sink_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn the_remote_write_sink_needs_a_url() {
+        assert!(
+            Config::try_parse_from(["metricstream-consumer", "--sink", "remote-write"]).is_err()
+        );
+        let config = Config::try_parse_from([
+            "metricstream-consumer",
+            "--sink",
+            "remote-write",
+            "--sink-url",
+            "http://vm:8428/api/v1/write",
+            "--sink-bearer-token-file",
+            "/run/token",
+            "--sink-max-samples-per-request",
+            "100",
+        ])
+        .expect("flags parse");
+        assert_eq!(config.sink, SinkKind::RemoteWrite);
+        assert_eq!(
+            config.sink_url.as_deref(),
+            Some("http://vm:8428/api/v1/write")
+        );
+        assert_eq!(
+            config.sink_bearer_token_file,
+            Some(PathBuf::from("/run/token"))
+        );
+        assert_eq!(config.sink_max_samples_per_request, 100);
+        assert!(
+            Config::try_parse_from(["metricstream-consumer", "--sink", "kafka"]).is_err(),
+            "unknown sinks are refused"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `metricstream-consumer`: reads a MetricStream queue as a member of a consumer group and writes
-//! every metric to the JSON Lines sink, committing offsets only after the sink is durable.
+//! every metric to its sink (JSON Lines files, or a time-series store over remote write),
+//! committing offsets only after the sink holds them durably.
 //!
 //! This file owns startup and shutdown; the loop itself is in [`pipeline`], the sink in
 //! [`sink`].
@@ -23,10 +24,10 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
-use crate::metrics::{ConsumerMetrics, LagGauges};
+use crate::metrics::{ConsumerMetrics, LagGauges, RemoteWriteMetrics};
 use crate::pipeline::{Pipeline, PipelineSettings, Stopped};
-use crate::sink::JsonlSink;
-use metricstream_consumer::config::Config;
+use crate::sink::{JsonlSink, RemoteWriteSettings, RemoteWriteSink, Sink};
+use metricstream_consumer::config::{Config, SinkKind};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -75,6 +76,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.common.backend == BackendKind::Kafka {
         kafka_metrics.register(&mut registry);
     }
+    let remote_write_metrics = RemoteWriteMetrics::default();
+    if config.sink == SinkKind::RemoteWrite {
+        remote_write_metrics.register(&mut registry);
+    }
 
     let health = Arc::new(Health::default());
     let readiness: Readiness = {
@@ -94,6 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let outcome = consume(
         &config,
         metrics,
+        remote_write_metrics,
         queue_metrics,
         kafka_metrics,
         health,
@@ -110,17 +116,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
 async fn consume(
     config: &Config,
     metrics: ConsumerMetrics,
+    remote_write_metrics: RemoteWriteMetrics,
     queue_metrics: FileQueueMetrics,
     kafka_metrics: KafkaMetrics,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let lag_family = queue_metrics.consumer_lag.clone();
-    let sink_dir = config.sink_dir.clone();
-    let sink = tokio::task::spawn_blocking(move || JsonlSink::open(sink_dir))
-        .await
-        .context("opening the sink panicked")?
-        .with_context(|| format!("opening the sink in {}", config.sink_dir.display()))?;
+    let sink = open_sink(config, remote_write_metrics).await?;
 
     let open = async {
         let consumer: Box<dyn QueueConsumer> = match config.common.backend {
@@ -169,7 +172,9 @@ async fn consume(
     tracing::info!(
         backend = ?config.common.backend,
         group = %config.group,
-        sink_dir = %sink.dir().display(),
+        sink = ?config.sink,
+        sink_dir = %config.sink_dir.display(),
+        sink_url = config.sink_url.as_deref().unwrap_or(""),
         max_batch_records = config.max_batch_records,
         max_batch_bytes = config.max_batch_bytes,
         poll_wait_ms = config.poll_wait_ms,
@@ -210,4 +215,54 @@ async fn consume(
         ),
     }
     Ok(())
+}
+
+/// Opens the sink `--sink` names (its directory is created if missing; nothing is sent yet).
+async fn open_sink(
+    config: &Config,
+    remote_write_metrics: RemoteWriteMetrics,
+) -> anyhow::Result<Box<dyn Sink>> {
+    let sink_dir = config.sink_dir.clone();
+    match config.sink {
+        SinkKind::File => {
+            let sink = tokio::task::spawn_blocking(move || JsonlSink::open(sink_dir))
+                .await
+                .context("opening the sink panicked")?
+                .with_context(|| format!("opening the sink in {}", config.sink_dir.display()))?;
+            tracing::info!(dir = %sink.dir().display(), "JSON Lines sink ready");
+            Ok(Box::new(sink))
+        }
+        SinkKind::RemoteWrite => {
+            let url = config
+                .sink_url
+                .clone()
+                .context("--sink remote-write needs --sink-url")?;
+            let bearer_token = match &config.sink_bearer_token_file {
+                Some(path) => {
+                    let token = tokio::fs::read_to_string(path).await.with_context(|| {
+                        format!("reading the bearer token file {}", path.display())
+                    })?;
+                    let token = token.trim().to_owned();
+                    anyhow::ensure!(!token.is_empty(), "{} holds no token", path.display());
+                    Some(token)
+                }
+                None => None,
+            };
+            let settings = RemoteWriteSettings {
+                url,
+                bearer_token,
+                max_samples_per_request: config.sink_max_samples_per_request as usize,
+                request_timeout: config.sink_timeout(),
+            };
+            let runtime = tokio::runtime::Handle::current();
+            let sink = tokio::task::spawn_blocking(move || {
+                RemoteWriteSink::open(sink_dir, &settings, runtime, remote_write_metrics)
+            })
+            .await
+            .context("opening the sink panicked")?
+            .context("opening the remote-write sink")?;
+            tracing::info!(url = sink.url(), dir = %sink.dir().display(), "remote-write sink ready");
+            Ok(Box::new(sink))
+        }
+    }
 }

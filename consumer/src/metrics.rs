@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use metricstream_backend::Partition;
 use metricstream_backend::file::PartitionLabel;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -86,6 +87,83 @@ impl ConsumerMetrics {
     }
 }
 
+/// How one remote-write request ended (the `outcome` label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// The remote-write sink's metrics, registered (beside [`ConsumerMetrics`]) only when that sink
+/// is selected.
+#[derive(Clone, Debug)]
+pub struct RemoteWriteMetrics {
+    /// Requests by outcome: `success` (2xx), `retryable` (5xx, 429, 408), `rejected` (any other
+    /// status: its samples were dead-lettered) and `network_error` (no answer).
+    pub requests: Family<OutcomeLabel, Counter>,
+    /// Samples the store acknowledged with a 2xx (a replayed batch counts again).
+    pub samples_sent: Counter,
+    /// Samples written to the dead-letter files instead of the store.
+    pub dead_lettered: Counter,
+    /// Time from sending one request to its answer (or failure).
+    pub request_seconds: Histogram,
+}
+
+impl Default for RemoteWriteMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            samples_sent: Counter::default(),
+            dead_lettered: Counter::default(),
+            request_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+        }
+    }
+}
+
+impl RemoteWriteMetrics {
+    pub const SUCCESS: &'static str = "success";
+    pub const RETRYABLE: &'static str = "retryable";
+    pub const REJECTED: &'static str = "rejected";
+    pub const NETWORK_ERROR: &'static str = "network_error";
+
+    pub fn request(&self, outcome: &'static str) {
+        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Registers every metric under the `metricstream_consumer_` prefix (counters get `_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("metricstream_consumer");
+        // Every outcome shows from the start, at zero, so alerts need no `absent()`.
+        for outcome in [
+            Self::SUCCESS,
+            Self::RETRYABLE,
+            Self::REJECTED,
+            Self::NETWORK_ERROR,
+        ] {
+            let _ = self.requests.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "remote_write_requests",
+            "Remote-write requests sent to the store, by outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "remote_write_samples_sent",
+            "Samples the store acknowledged with a 2xx (replays count again)",
+            self.samples_sent.clone(),
+        );
+        registry.register(
+            "dead_lettered_samples",
+            "Samples written to the dead-letter files instead of the store",
+            self.dead_lettered.clone(),
+        );
+        registry.register(
+            "remote_write_request_seconds",
+            "Time from sending one remote-write request to its answer",
+            self.request_seconds.clone(),
+        );
+    }
+}
+
 /// Keeps a per-partition lag gauge family (the queue's `consumer_lag_records`) equal to what
 /// [`QueueConsumer::lag`](metricstream_backend::QueueConsumer::lag) reports, dropping the series
 /// of partitions this consumer no longer owns so that a handed-over partition is not reported by
@@ -147,6 +225,25 @@ mod tests {
                 text.contains(&format!("{name} 0")),
                 "{name} missing:\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn remote_write_metrics_carry_the_documented_names() {
+        let metrics = RemoteWriteMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.request(RemoteWriteMetrics::SUCCESS);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for line in [
+            r#"metricstream_consumer_remote_write_requests_total{outcome="success"} 1"#,
+            r#"metricstream_consumer_remote_write_requests_total{outcome="rejected"} 0"#,
+            "metricstream_consumer_remote_write_samples_sent_total 0",
+            "metricstream_consumer_dead_lettered_samples_total 0",
+            "metricstream_consumer_remote_write_request_seconds_count 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
         }
     }
 

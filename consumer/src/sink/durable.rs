@@ -4,7 +4,9 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use metricstream_backend::{Offset, Partition};
 
 use super::{SinkError, io_error};
 
@@ -46,4 +48,28 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(io_error(format!("syncing the directory {}", dir.display())))
+}
+
+/// Stores the raw payload of a record that failed to decode under `<sink_dir>/quarantine/`,
+/// durably, one file per record named by its position: a re-delivered corrupt record overwrites
+/// its own copy instead of piling up duplicates. Every sink quarantines this way.
+pub(super) fn quarantine_payload(
+    sink_dir: &Path,
+    partition: Partition,
+    offset: Offset,
+    payload: &[u8],
+) -> Result<PathBuf, SinkError> {
+    let dir = sink_dir.join("quarantine");
+    create_dir_durably(&dir)?;
+    let name = format!("partition-{:04}-offset-{:020}.bin", partition.0, offset.0);
+    let path = dir.join(&name);
+    let temp = dir.join(format!("{name}.tmp"));
+    write_file_durably(&temp, payload)?;
+    std::fs::rename(&temp, &path).map_err(io_error(format!(
+        "renaming {} to {}",
+        temp.display(),
+        path.display()
+    )))?;
+    sync_dir(&dir)?;
+    Ok(path)
 }

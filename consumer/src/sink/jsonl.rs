@@ -10,7 +10,7 @@ use metricstream_backend::{Offset, Partition};
 
 #[cfg(test)]
 use super::Position;
-use super::durable::{create_dir_durably, open_or_create, sync_dir, write_file_durably};
+use super::durable::{create_dir_durably, open_or_create, quarantine_payload, sync_dir};
 use super::partition_file::PartitionFile;
 use super::recover::recover_tail;
 use super::{Sink, SinkError, SinkRecord, WriteStats, io_error};
@@ -18,8 +18,6 @@ use super::{Sink, SinkError, SinkRecord, WriteStats, io_error};
 /// Lines are read back from the end of a file in chunks of this size, so finding the watermark
 /// costs the length of the last line or two, however large the file.
 const TAIL_CHUNK_BYTES: usize = 64 * 1024;
-
-const QUARANTINE_DIR: &str = "quarantine";
 
 /// The JSON Lines sink. See the module documentation for the format and its guarantees.
 pub struct JsonlSink {
@@ -170,21 +168,7 @@ impl Sink for JsonlSink {
         offset: Offset,
         payload: &[u8],
     ) -> Result<PathBuf, SinkError> {
-        let dir = self.dir.join(QUARANTINE_DIR);
-        create_dir_durably(&dir)?;
-        // One file per record, named by its position: a re-delivered corrupt record overwrites
-        // its own copy instead of piling up duplicates.
-        let name = format!("partition-{:04}-offset-{:020}.bin", partition.0, offset.0);
-        let path = dir.join(&name);
-        let temp = dir.join(format!("{name}.tmp"));
-        write_file_durably(&temp, payload)?;
-        std::fs::rename(&temp, &path).map_err(io_error(format!(
-            "renaming {} to {}",
-            temp.display(),
-            path.display()
-        )))?;
-        sync_dir(&dir)?;
-        Ok(path)
+        quarantine_payload(&self.dir, partition, offset, payload)
     }
 }
 

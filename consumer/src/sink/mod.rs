@@ -1,3 +1,7 @@
+//! Where consumed metrics go: the [`Sink`] interface and its two implementations, the JSON Lines
+//! files described below (`--sink file`, the default) and a time-series store over Prometheus
+//! remote write (`--sink remote-write`, [`RemoteWriteSink`] in `remote_write`).
+//!
 //! The default sink: JSON Lines files, one per partition, written idempotently.
 //!
 //! ```text
@@ -29,12 +33,14 @@
 //! errors); the JSON Lines implementation lives in its children:
 //! `jsonl` (the sink itself: partitions, batches, quarantine), `partition_file` (one partition's
 //! file: formatting lines, appending, syncing, rolling back), `recover` (reading the watermark
-//! back and cutting a torn tail) and `durable` (file-system calls that make entries durable).
+//! back and cutting a torn tail) and `durable` (file-system calls that make entries durable, and
+//! the quarantine both sinks share).
 
 mod durable;
 mod jsonl;
 mod partition_file;
 mod recover;
+mod remote_write;
 #[cfg(test)]
 mod test_support;
 
@@ -46,6 +52,7 @@ use metricstream_backend::codec;
 use metricstream_backend::{Offset, Partition};
 
 pub use jsonl::JsonlSink;
+pub use remote_write::{RemoteWriteSettings, RemoteWriteSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -67,6 +74,10 @@ pub enum SinkError {
         offset: Offset,
         error: codec::CodecError,
     },
+    /// The time-series store did not take a request (after the sink's own retries), or the
+    /// remote-write sink is misconfigured.
+    #[error("{0}")]
+    Store(String),
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SinkError {
@@ -138,4 +149,28 @@ pub trait Sink: Send + 'static {
         offset: Offset,
         payload: &[u8],
     ) -> Result<PathBuf, SinkError>;
+}
+
+/// A sink chosen at startup (`--sink`).
+impl Sink for Box<dyn Sink> {
+    fn assign(&mut self, partition: Partition) -> Result<(), SinkError> {
+        (**self).assign(partition)
+    }
+
+    fn revoke(&mut self, partition: Partition) {
+        (**self).revoke(partition)
+    }
+
+    fn write_batch(&mut self, records: &[SinkRecord]) -> Result<WriteStats, SinkError> {
+        (**self).write_batch(records)
+    }
+
+    fn quarantine(
+        &mut self,
+        partition: Partition,
+        offset: Offset,
+        payload: &[u8],
+    ) -> Result<PathBuf, SinkError> {
+        (**self).quarantine(partition, offset, payload)
+    }
 }

@@ -16,7 +16,7 @@
 //! retried. Error bodies are plain text.
 
 pub mod convert;
-pub mod proto;
+pub use metricstream_backend::remote_write_proto as proto;
 
 use std::sync::Arc;
 

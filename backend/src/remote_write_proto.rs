@@ -1,8 +1,8 @@
 //! The remote-write messages, as prost types written from the specifications' own `.proto`
 //! files (Prometheus' `prompb/types.proto` and `remote.proto` for 1.0,
 //! `prompb/io/prometheus/write/v2/types.proto` for 2.0): field numbers and types as there, the
-//! gogoproto options (Go code generation only) left out. Only decoding is needed; the tests
-//! encode with the same types.
+//! gogoproto options (Go code generation only) left out. The ingest decodes them (its remote
+//! write endpoint); the consumer's remote-write sink encodes 1.0 requests with them.
 
 /// Remote write 1.0: `prometheus.WriteRequest`.
 pub mod v1 {

@@ -1,0 +1,310 @@
+//! Metrics as remote-write 1.0 series, gathered into requests of a bounded number of samples
+//! and encoded as a snappy-compressed `prometheus.WriteRequest`. Pure: no I/O.
+
+use metricstream_backend::codec::{self, MetricRef};
+use metricstream_backend::remote_write_proto::{Sample, v1};
+use metricstream_backend::{Offset, Partition};
+use prost::Message;
+
+use crate::sink::{SinkError, SinkRecord};
+
+/// The label Prometheus keeps a series' metric name in.
+pub(super) const NAME_LABEL: &str = "__name__";
+
+/// Where a sample came from: enough to dead-letter it recognisably.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Origin {
+    pub(super) partition: Partition,
+    pub(super) offset: Offset,
+    /// The metric's position within its record.
+    pub(super) index: u64,
+    pub(super) client: String,
+}
+
+/// One metric as a series with one sample: `__name__` = the name, every tag a label (sorted by
+/// name, as remote write requires), the timestamp in milliseconds and the value. `None` when the
+/// metric has no timestamp: sending "now" instead would make a replay a second sample.
+pub(super) fn to_series(metric: &MetricRef<'_, '_>) -> Option<v1::TimeSeries> {
+    let timestamp = metric.timestamp?;
+    let mut labels = Vec::with_capacity(metric.tags.len() + 1);
+    labels.push(v1::Label {
+        name: NAME_LABEL.to_owned(),
+        value: metric.name.to_owned(),
+    });
+    // A tag called `__name__` cannot be a label beside the name; the name wins.
+    labels.extend(
+        metric
+            .tags
+            .iter()
+            .filter(|(key, _)| *key != NAME_LABEL)
+            .map(|(key, value)| v1::Label {
+                name: (*key).to_owned(),
+                value: (*value).to_owned(),
+            }),
+    );
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(v1::TimeSeries {
+        labels,
+        samples: vec![Sample {
+            value: metric.value,
+            timestamp,
+        }],
+        ..v1::TimeSeries::default()
+    })
+}
+
+/// The samples of one request being gathered, each with its origin.
+#[derive(Debug, Default)]
+pub(super) struct PendingRequest {
+    pub(super) series: Vec<v1::TimeSeries>,
+    pub(super) origins: Vec<Origin>,
+}
+
+impl PendingRequest {
+    pub(super) fn push(&mut self, series: v1::TimeSeries, origin: Origin) {
+        self.series.push(series);
+        self.origins.push(origin);
+    }
+
+    /// Samples held (every series holds one).
+    pub(super) fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The request body: the series as a `prometheus.WriteRequest`, snappy block-compressed.
+    /// The series are moved into the message and back, not copied.
+    pub(super) fn encode(&mut self) -> Result<Vec<u8>, snap::Error> {
+        let request = v1::WriteRequest {
+            timeseries: std::mem::take(&mut self.series),
+            metadata: Vec::new(),
+        };
+        let body = request.encode_to_vec();
+        self.series = request.timeseries;
+        snap::raw::Encoder::new().compress_vec(&body)
+    }
+
+    /// Hands over what was gathered and starts afresh.
+    fn take(&mut self) -> Self {
+        std::mem::take(self)
+    }
+}
+
+/// Walks `records` in order, converting every metric and handing requests of at most `max`
+/// samples to `send` as they fill (the last one may be smaller); a metric without a timestamp
+/// goes to `unsendable` instead. Stops at the first error of either.
+pub(super) fn gather_requests(
+    records: &[SinkRecord],
+    max: usize,
+    mut send: impl FnMut(PendingRequest) -> Result<(), SinkError>,
+    mut unsendable: impl FnMut(Origin, &MetricRef<'_, '_>) -> Result<(), SinkError>,
+) -> Result<(), SinkError> {
+    let max = max.max(1);
+    let mut request = PendingRequest::default();
+    for record in records {
+        let batch = codec::decode_ref(&record.payload).map_err(|error| SinkError::Corrupt {
+            partition: record.partition,
+            offset: record.offset,
+            error,
+        })?;
+        for (index, metric) in batch.metrics().enumerate() {
+            let origin = Origin {
+                partition: record.partition,
+                offset: record.offset,
+                index: index as u64,
+                client: batch.client.to_owned(),
+            };
+            match to_series(&metric) {
+                Some(series) => request.push(series, origin),
+                None => unsendable(origin, &metric)?,
+            }
+            if request.len() >= max {
+                send(request.take())?;
+            }
+        }
+    }
+    if !request.is_empty() {
+        send(request)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind};
+
+    use super::*;
+
+    fn metric(name: &str, timestamp: Option<i64>, tags: &[(&str, &str)]) -> Metric {
+        Metric {
+            name: name.to_owned(),
+            value: 1.25,
+            timestamp,
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            kind: MetricKind::Gauge,
+        }
+    }
+
+    fn converted(metric: Metric) -> Option<v1::TimeSeries> {
+        let payload = codec::encode(&MetricBatch {
+            client: ClientId::new("c"),
+            metrics: vec![metric],
+        });
+        let batch = codec::decode_ref(&payload).expect("decodes");
+        let first = batch.metrics().next().expect("one metric");
+        to_series(&first)
+    }
+
+    fn label(name: &str, value: &str) -> v1::Label {
+        v1::Label {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_metric_becomes_one_series_with_sorted_labels_and_one_sample() {
+        let series = converted(metric(
+            "cpu",
+            Some(1_700_000_000_123),
+            &[("host", "a"), ("Zone", "eu"), ("_x", "1")],
+        ))
+        .expect("has a timestamp");
+        // Byte order: upper case sorts before `_`, which sorts before lower case.
+        assert_eq!(
+            series.labels,
+            vec![
+                label("Zone", "eu"),
+                label("__name__", "cpu"),
+                label("_x", "1"),
+                label("host", "a"),
+            ]
+        );
+        assert_eq!(
+            series.samples,
+            vec![Sample {
+                value: 1.25,
+                timestamp: 1_700_000_000_123
+            }]
+        );
+    }
+
+    #[test]
+    fn a_tag_named_like_the_name_label_does_not_override_the_name() {
+        let series =
+            converted(metric("cpu", Some(1), &[("__name__", "other")])).expect("has a timestamp");
+        assert_eq!(series.labels, vec![label("__name__", "cpu")]);
+    }
+
+    #[test]
+    fn a_metric_without_a_timestamp_is_not_converted() {
+        assert_eq!(converted(metric("cpu", None, &[])), None);
+    }
+
+    fn record(offset: u64, metrics: Vec<Metric>) -> SinkRecord {
+        SinkRecord::encode(
+            Partition(3),
+            Offset(offset),
+            &MetricBatch {
+                client: ClientId::new("c"),
+                metrics,
+            },
+        )
+    }
+
+    /// The requests `gather_requests` makes, as `(offset, index)` lists, and the unsendable ones.
+    fn gathered(records: &[SinkRecord], max: usize) -> (Vec<Vec<(u64, u64)>>, Vec<(u64, u64)>) {
+        let mut requests = Vec::new();
+        let mut unsendable = Vec::new();
+        gather_requests(
+            records,
+            max,
+            |request| {
+                assert_eq!(request.series.len(), request.origins.len());
+                requests.push(
+                    request
+                        .origins
+                        .iter()
+                        .map(|o| (o.offset.0, o.index))
+                        .collect(),
+                );
+                Ok(())
+            },
+            |origin, _| {
+                unsendable.push((origin.offset.0, origin.index));
+                Ok(())
+            },
+        )
+        .expect("gathers");
+        (requests, unsendable)
+    }
+
+    #[test]
+    fn requests_hold_at_most_the_maximum_across_records_in_order() {
+        let three = |ts| vec![metric("m", ts, &[]); 3];
+        let records = [record(10, three(Some(1))), record(11, three(Some(2)))];
+        let (requests, unsendable) = gathered(&records, 4);
+        assert_eq!(
+            requests,
+            vec![
+                vec![(10, 0), (10, 1), (10, 2), (11, 0)],
+                vec![(11, 1), (11, 2)],
+            ]
+        );
+        assert!(unsendable.is_empty());
+        let (requests, _) = gathered(&records, 6);
+        assert_eq!(requests.len(), 1);
+        let (requests, _) = gathered(&records, 0);
+        assert_eq!(requests.len(), 6, "a maximum of 0 is taken as 1");
+        assert!(gathered(&[], 4).0.is_empty(), "no samples, no request");
+    }
+
+    #[test]
+    fn metrics_without_a_timestamp_are_set_aside() {
+        let records = [record(
+            5,
+            vec![metric("m", Some(1), &[]), metric("m", None, &[])],
+        )];
+        let (requests, unsendable) = gathered(&records, 10);
+        assert_eq!(requests, vec![vec![(5, 0)]]);
+        assert_eq!(unsendable, vec![(5, 1)]);
+    }
+
+    #[test]
+    fn an_undecodable_record_is_an_error() {
+        let mut bad = record(1, vec![metric("m", Some(1), &[])]);
+        bad.payload = bytes::Bytes::from_static(b"\x01garbage");
+        let result = gather_requests(&[bad], 10, |_| Ok(()), |_, _| Ok(()));
+        assert!(
+            matches!(result, Err(SinkError::Corrupt { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn the_body_is_a_snappy_write_request_and_keeps_the_series() {
+        let mut request = PendingRequest::default();
+        let series = converted(metric("cpu", Some(7), &[("host", "a")])).expect("converts");
+        let origin = Origin {
+            partition: Partition(1),
+            offset: Offset(2),
+            index: 3,
+            client: "c".to_owned(),
+        };
+        request.push(series.clone(), origin);
+        let body = request.encode().expect("compresses");
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body)
+            .expect("snappy block");
+        let decoded = v1::WriteRequest::decode(raw.as_slice()).expect("protobuf");
+        assert_eq!(decoded.timeseries, vec![series.clone()]);
+        assert_eq!(request.series, vec![series]);
+        assert_eq!(request.len(), 1);
+    }
+}
