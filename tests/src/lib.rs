@@ -4,7 +4,8 @@
 //! loopback ports and temporary directories ([`process`]), drives them with concurrent HTTP
 //! clients whose every metric is uniquely identifiable ([`load`]), and reads the JSON Lines sink
 //! back to prove that every acknowledged metric arrived exactly once ([`sink`]). [`kafka`] names
-//! the shared test broker and runs private ones for tests that stop a broker.
+//! the shared test broker and runs private ones for tests that stop a broker. [`victoriametrics`]
+//! runs the time-series store the remote-write sink writes to and reads it back.
 //!
 //! The `metricstream-load` binary (`src/bin/metricstream-load.rs`) puts [`load`] and [`sink`]
 //! behind a command line, for end-to-end runs against a deployed pipeline.
@@ -18,6 +19,7 @@ pub mod kafka;
 pub mod load;
 pub mod process;
 pub mod sink;
+pub mod victoriametrics;
 
 pub use load::{
     AcknowledgedRequest, Expected, ExpectedPosition, LoadReport, LoadSpec, MetricId, Outcome,

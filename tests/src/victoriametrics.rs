@@ -1,0 +1,160 @@
+//! VictoriaMetrics single-node (built by `hack/victoriametrics.sh`; `VICTORIAMETRICS` names the
+//! binary) as the store the remote-write sink writes to, and reading its samples back through
+//! `/api/v1/export`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::http_client;
+use crate::process::free_loopback_addr;
+
+pub fn victoriametrics_binary() -> String {
+    std::env::var("VICTORIAMETRICS").unwrap_or_else(|_| {
+        panic!(
+            "VICTORIAMETRICS is not set: run `bash hack/victoriametrics.sh install` and export \
+             the VICTORIAMETRICS=... line it prints (make test does both)"
+        )
+    })
+}
+
+/// One series of an export: its labels (`__name__` included) and its samples.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ExportedSeries {
+    pub metric: BTreeMap<String, String>,
+    pub values: Vec<f64>,
+    pub timestamps: Vec<i64>,
+}
+
+/// A running VictoriaMetrics, killed (SIGKILL) when dropped.
+pub struct VictoriaMetrics {
+    child: Child,
+    pub listen: SocketAddr,
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl VictoriaMetrics {
+    /// Starts VictoriaMetrics on a free loopback port with its data in `dir/victoriametrics`,
+    /// its log in `logs_dir`, and the flags the sink needs:
+    /// `-dedup.minScrapeInterval=1ms`, so that a replayed sample is kept once, and
+    /// `-retentionPeriod=100y`, because the load's timestamps are from 2023 and samples older
+    /// than the retention (1 month by default) are dropped silently, with a 2xx.
+    pub async fn start(dir: &Path, logs_dir: &Path) -> Self {
+        Self::start_with(dir, logs_dir, "victoriametrics", true).await
+    }
+
+    /// [`VictoriaMetrics::start`], named `name` (its data directory and log), with or without
+    /// deduplication.
+    pub async fn start_with(dir: &Path, logs_dir: &Path, name: &str, dedup: bool) -> Self {
+        let listen = free_loopback_addr();
+        let log_path = logs_dir.join(format!("{name}.log"));
+        let log = File::create(&log_path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", log_path.display()));
+        let log_for_stdout = log.try_clone().expect("duplicating the log handle");
+        let mut command = Command::new(victoriametrics_binary());
+        if dedup {
+            command.arg("-dedup.minScrapeInterval=1ms");
+        }
+        let child = command
+            .arg(format!("-storageDataPath={}", dir.join(name).display()))
+            .arg(format!("-httpListenAddr={listen}"))
+            .arg("-retentionPeriod=100y")
+            .arg("-loggerLevel=WARN")
+            .stdin(Stdio::null())
+            .stdout(log_for_stdout)
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting VictoriaMetrics: {error}"));
+        let mut store = Self { child, listen };
+        store.wait_healthy(&log_path).await;
+        store
+    }
+
+    async fn wait_healthy(&mut self, log: &Path) {
+        let client = http_client(Duration::from_secs(2));
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "VictoriaMetrics exited ({status}) during startup; see {}",
+                    log.display()
+                );
+            }
+            let healthy = client
+                .get(format!("http://{}/health", self.listen))
+                .send()
+                .await
+                .is_ok_and(|response| response.status() == 200);
+            if healthy {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "VictoriaMetrics was not healthy within 30 s; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The remote-write endpoint.
+    pub fn write_url(&self) -> String {
+        format!("http://{}/api/v1/write", self.listen)
+    }
+
+    /// Makes pending samples searchable, then exports every series `selector` matches.
+    pub async fn export(&self, selector: &str) -> Vec<ExportedSeries> {
+        let client = http_client(Duration::from_secs(30));
+        let flushed = client
+            .get(format!("http://{}/internal/force_flush", self.listen))
+            .send()
+            .await
+            .expect("GET /internal/force_flush");
+        assert!(flushed.status().is_success(), "force_flush: {flushed:?}");
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://{}/api/v1/export", self.listen),
+            [("match[]", selector)],
+        )
+        .expect("the export URL");
+        let response = client.get(url).send().await.expect("GET /api/v1/export");
+        assert!(response.status().is_success(), "export: {response:?}");
+        let text = response.text().await.expect("reading the export");
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|error| panic!("export line {line:?}: {error}"))
+            })
+            .collect()
+    }
+
+    /// Exports `selector` until it holds at least `samples` samples or `timeout` passes (new
+    /// samples take a moment to show even after a flush); returns the last export.
+    pub async fn wait_for_samples(
+        &self,
+        selector: &str,
+        samples: usize,
+        timeout: Duration,
+    ) -> Vec<ExportedSeries> {
+        let started = Instant::now();
+        loop {
+            let series = self.export(selector).await;
+            let held: usize = series.iter().map(|s| s.values.len()).sum();
+            if held >= samples || started.elapsed() > timeout {
+                return series;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
