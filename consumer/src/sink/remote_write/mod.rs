@@ -17,6 +17,8 @@
 mod dead_letter;
 mod delivery;
 mod series;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

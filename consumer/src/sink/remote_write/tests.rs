@@ -1,0 +1,279 @@
+//! The sink against a scripted HTTP server on loopback: retries, `Retry-After`, dead letters,
+//! request splitting and the headers sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metricstream_backend::remote_write_proto::v1;
+use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind, Offset, Partition};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// One request as the server saw it: its head (request line and headers) and body.
+#[derive(Clone, Debug)]
+struct Seen {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn samples(&self) -> usize {
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&self.body)
+            .expect("a snappy body");
+        v1::WriteRequest::decode(raw.as_slice())
+            .expect("a WriteRequest")
+            .timeseries
+            .len()
+    }
+}
+
+/// Answers each request with the next of `script` (`(status, extra header lines, body)`), the
+/// last one for ever after, one request per connection.
+async fn serve(script: Vec<(u16, &'static str, &'static str)>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!(
+        "http://{}/api/v1/write",
+        listener.local_addr().expect("addr")
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let mut answered = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut data = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let head_end = loop {
+                if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break 0,
+                    Ok(read) => data.extend_from_slice(&buffer[..read]),
+                }
+            };
+            if head_end == 0 {
+                continue;
+            }
+            let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while data.len() < head_end + length {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => data.extend_from_slice(&buffer[..read]),
+                }
+            }
+            log.lock().expect("lock").push(Seen {
+                head,
+                body: data[head_end..].to_vec(),
+            });
+            let (status, headers, body) = script[answered.min(script.len() - 1)];
+            answered += 1;
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    metrics: RemoteWriteMetrics,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            dir: tempfile::tempdir().expect("tempdir"),
+            metrics: RemoteWriteMetrics::default(),
+        }
+    }
+
+    fn sink(&self, url: &str, max_samples: usize) -> RemoteWriteSink {
+        let settings = RemoteWriteSettings {
+            url: url.to_owned(),
+            bearer_token: Some("secret".to_owned()),
+            max_samples_per_request: max_samples,
+            request_timeout: Duration::from_secs(5),
+        };
+        let mut sink = RemoteWriteSink::open(
+            self.dir.path(),
+            &settings,
+            self.runtime.handle().clone(),
+            self.metrics.clone(),
+        )
+        .expect("opens");
+        sink.retry.first_backoff = Duration::from_millis(1);
+        sink.retry.max_backoff = Duration::from_millis(4);
+        sink
+    }
+
+    fn dead_letters(&self, partition: u32) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dead_letter::path(self.dir.path(), Partition(partition)))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("json"))
+            .collect()
+    }
+}
+
+fn records(metrics: usize, timestamp: Option<i64>) -> Vec<SinkRecord> {
+    let metric = |i: usize| Metric {
+        name: "cpu".to_owned(),
+        value: i as f64,
+        timestamp,
+        tags: [("i".to_owned(), i.to_string())].into(),
+        kind: MetricKind::Gauge,
+    };
+    vec![SinkRecord::encode(
+        Partition(1),
+        Offset(7),
+        &MetricBatch {
+            client: ClientId::new("demo"),
+            metrics: (0..metrics).map(metric).collect(),
+        },
+    )]
+}
+
+#[test]
+fn server_errors_are_retried_and_the_batch_succeeds_once_stored() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![
+        (503, "", "busy"),
+        (429, "Retry-After: 0\r\n", "slow down"),
+        (204, "", ""),
+    ]));
+    let mut sink = fixture.sink(&url, 100);
+    let stats = sink.write_batch(&records(3, Some(5))).expect("stored");
+    assert_eq!(stats.written, 3);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3, "two failures, then success");
+    assert!(
+        seen.iter().all(|s| s.body == seen[0].body),
+        "the same body each time"
+    );
+    let head = seen[0].head.to_ascii_lowercase();
+    for header in [
+        "content-type: application/x-protobuf",
+        "content-encoding: snappy",
+        "x-prometheus-remote-write-version: 0.1.0",
+        "authorization: bearer secret",
+    ] {
+        assert!(head.contains(header), "{header} missing:\n{head}");
+    }
+    assert!(head.starts_with("post /api/v1/write "), "{head}");
+    assert_eq!(fixture.metrics.samples_sent.get(), 3);
+    assert!(fixture.dead_letters(1).is_empty());
+}
+
+#[test]
+fn a_store_that_keeps_failing_fails_the_batch_after_the_attempts() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![(500, "", "down")]));
+    let mut sink = fixture.sink(&url, 100);
+    let error = sink.write_batch(&records(2, Some(5))).expect_err("fails");
+    assert!(error.to_string().contains("status 500: down"), "{error}");
+    assert_eq!(seen.lock().expect("lock").len(), 4);
+    assert_eq!(fixture.metrics.samples_sent.get(), 0);
+}
+
+#[test]
+fn no_answer_at_all_is_retried_then_fails_the_batch() {
+    let fixture = Fixture::new();
+    // A port nothing listens on: bound, read, released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut sink = fixture.sink(&format!("http://127.0.0.1:{port}/api/v1/write"), 100);
+    assert!(sink.write_batch(&records(1, Some(5))).is_err());
+}
+
+#[test]
+fn a_final_refusal_dead_letters_the_samples_and_moves_on() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture
+        .runtime
+        .block_on(serve(vec![(400, "", "label name \"i\" is bad")]));
+    let mut sink = fixture.sink(&url, 100);
+    let stats = sink.write_batch(&records(2, Some(5))).expect("done");
+    assert_eq!(stats.written, 0);
+    assert_eq!(seen.lock().expect("lock").len(), 1, "a 400 is not retried");
+    let lines = fixture.dead_letters(1);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["status"], 400);
+    assert_eq!(lines[1]["reason"], "label name \"i\" is bad");
+    assert_eq!(lines[1]["offset"], 7);
+    assert_eq!(lines[1]["index"], 1);
+    assert_eq!(lines[1]["tags"]["i"], "1");
+    assert_eq!(fixture.metrics.dead_lettered.get(), 2);
+}
+
+#[test]
+fn a_batch_is_split_into_requests_of_the_maximum_size() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![(200, "", "")]));
+    let mut sink = fixture.sink(&url, 2);
+    let stats = sink.write_batch(&records(5, Some(5))).expect("stored");
+    assert_eq!(stats.written, 5);
+    let sizes: Vec<usize> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(Seen::samples)
+        .collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+}
+
+#[test]
+fn metrics_without_a_timestamp_are_dead_lettered_not_sent() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![(200, "", "")]));
+    let mut sink = fixture.sink(&url, 100);
+    let stats = sink.write_batch(&records(2, None)).expect("done");
+    assert_eq!(stats.written, 0);
+    assert!(seen.lock().expect("lock").is_empty());
+    let lines = fixture.dead_letters(1);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["status"], serde_json::Value::Null);
+    assert_eq!(lines[0]["reason"], "the metric has no timestamp");
+}
+
+#[test]
+fn only_http_urls_are_accepted() {
+    let fixture = Fixture::new();
+    for url in ["https://vm:8428/api/v1/write", "not a url"] {
+        let settings = RemoteWriteSettings {
+            url: url.to_owned(),
+            bearer_token: None,
+            max_samples_per_request: 1,
+            request_timeout: Duration::from_secs(1),
+        };
+        let opened = RemoteWriteSink::open(
+            fixture.dir.path(),
+            &settings,
+            fixture.runtime.handle().clone(),
+            fixture.metrics.clone(),
+        );
+        assert!(opened.is_err(), "{url} accepted");
+    }
+}
