@@ -45,12 +45,12 @@ PROMETHEUS_ENV_FILE := target/prometheus.env
 # OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
 OTELCOL_ENV_FILE := target/otelcol.env
 # VICTORIAMETRICS, the VictoriaMetrics single-node server built (hack/victoriametrics.sh), the store
-# of the coming remote-write sink's tests (not in TEST_STEPS yet).
+# the remote-write sink's tests write to (tests/tests/remote_write_sink.rs).
 VICTORIAMETRICS_ENV_FILE := target/victoriametrics.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools prometheus otelcol kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
+TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools prometheus otelcol victoriametrics kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`): a smoke run bounded so a
 # cold CI run stays well inside its time; run longer by hand with `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
@@ -77,7 +77,7 @@ help:
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
 	@echo "make prometheus build (or reuse) Prometheus from the Go module proxy, the remote-write client of the tests (hack/prometheus.sh)"
 	@echo "make otelcol    build (or reuse) the OpenTelemetry Collector from the Go module proxy, the OTLP JSON client of the tests (hack/otelcol.sh)"
-	@echo "make victoriametrics  build (or reuse) VictoriaMetrics single-node from the Go module proxy, not in make test yet (hack/victoriametrics.sh)"
+	@echo "make victoriametrics  build (or reuse) VictoriaMetrics single-node from the Go module proxy, the store of the remote-write sink's tests (hack/victoriametrics.sh)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
 	@echo "make image      the runtime image without Docker from release binaries: target/image/*.tar for ctr import (hack/image.sh build)"
@@ -178,6 +178,7 @@ cargo-test:
 	env_load $(TOOLS_ENV_FILE); \
 	if [[ -z "$${PROMETHEUS:-}" ]]; then env_load $(PROMETHEUS_ENV_FILE) PROMETHEUS; fi; \
 	if [[ -z "$${OTELCOL:-}" ]]; then env_load $(OTELCOL_ENV_FILE) OTELCOL; fi; \
+	if [[ -z "$${VICTORIAMETRICS:-}" ]]; then env_load $(VICTORIAMETRICS_ENV_FILE) VICTORIAMETRICS; fi; \
 	if [[ -z "$${STRIMZI_CRDS_DIR:-}" ]]; then env_load $(STRIMZI_CRDS_ENV_FILE) STRIMZI_CRDS_DIR; fi; \
 	skip=(); if [[ -z "$${KUBECONFIG:-}" ]]; then skip=(--skip envtest_); fi; \
 	if [[ -n "$${KAFKA_BOOTSTRAP:-}" ]]; then \
@@ -233,7 +234,7 @@ otelcol:
 
 # VictoriaMetrics single-node, built once from the Go module proxy (hack/victoriametrics.sh: ~1 min
 # cold, <0.1 s warm) and cached outside the repository; its path goes to
-# $(VICTORIAMETRICS_ENV_FILE). Not a step of `make test`: nothing uses it yet.
+# $(VICTORIAMETRICS_ENV_FILE) for `cargo-test` (the remote-write sink's tests).
 victoriametrics:
 	@mkdir -p target; rm -f $(VICTORIAMETRICS_ENV_FILE)
 	@bash hack/victoriametrics.sh install --env-file $(VICTORIAMETRICS_ENV_FILE) >/dev/null

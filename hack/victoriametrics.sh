@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # VictoriaMetrics single-node (the `victoria-metrics` server), the time-series store the
-# remote-write sink's tests are to write into and read back from (its export API): built once with
+# remote-write sink's tests write into and read back from (its export API): built once with
 # `go install` from the Go module proxy (module github.com/VictoriaMetrics/VictoriaMetrics, package
-# app/victoria-metrics, pure Go: no cgo) and cached outside the repository by version. Not used by
-# `make test` yet.
+# app/victoria-metrics, pure Go: no cgo) and cached outside the repository by version. `make test`
+# runs `install` (its `victoriametrics` step) for tests/tests/remote_write_sink.rs.
 #
 #   hack/victoriametrics.sh [install] [--env-file PATH]
 #                             build if missing; the last stdout line is VICTORIAMETRICS=<path>;

@@ -115,6 +115,42 @@ fn print_log_tails(logs_dir: &Path) {
     eprintln!("===== end of logs =====");
 }
 
+/// Waits until `url` answers 200, polling every 100 ms, for a third-party server (Prometheus,
+/// VictoriaMetrics) started as `child` whose listener comes up a while after the process starts.
+/// Panics, naming `what` and its log, if the process exits first or `timeout` passes.
+pub async fn wait_for_http_ok(
+    child: &mut Child,
+    url: &str,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+) {
+    let client = http_client(Duration::from_secs(2));
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before it was ready; see {}",
+                log.display()
+            );
+        }
+        let ready = client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == 200);
+        if ready {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{what} was not ready within {timeout:?} ({url}); see {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A loopback address no one listens on right now (bind port 0, read it, let it go).
 pub fn free_loopback_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::http_client;
-use crate::process::free_loopback_addr;
+use crate::process::{free_loopback_addr, wait_for_http_ok};
 
 pub fn victoriametrics_binary() -> String {
     std::env::var("VICTORIAMETRICS").unwrap_or_else(|_| {
@@ -82,30 +82,15 @@ impl VictoriaMetrics {
     }
 
     async fn wait_healthy(&mut self, log: &Path) {
-        let client = http_client(Duration::from_secs(2));
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "VictoriaMetrics exited ({status}) during startup; see {}",
-                    log.display()
-                );
-            }
-            let healthy = client
-                .get(format!("http://{}/health", self.listen))
-                .send()
-                .await
-                .is_ok_and(|response| response.status() == 200);
-            if healthy {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "VictoriaMetrics was not healthy within 30 s; see {}",
-                log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = format!("http://{}/health", self.listen);
+        wait_for_http_ok(
+            &mut self.child,
+            &url,
+            "VictoriaMetrics",
+            log,
+            Duration::from_secs(30),
+        )
+        .await;
     }
 
     /// The remote-write endpoint.

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metricstream_tests::process::free_loopback_addr;
+use metricstream_tests::process::{free_loopback_addr, wait_for_http_ok};
 use metricstream_tests::{
     ReadMode, Service, TestDir, http_client, read_sink, start_token_pipeline,
 };
@@ -87,30 +87,15 @@ impl Prometheus {
     /// Waits until Prometheus answers `/-/ready` with 200: its web listener comes up a while
     /// after the process starts (longer on a busy machine).
     async fn wait_ready(&mut self, log: &std::path::Path) {
-        let client = http_client(Duration::from_secs(2));
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "Prometheus exited ({status}) before it was ready; see {}",
-                    log.display()
-                );
-            }
-            let ready = client
-                .get(format!("http://{}/-/ready", self.web))
-                .send()
-                .await
-                .is_ok_and(|response| response.status() == 200);
-            if ready {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "Prometheus was not ready within 60 s; see {}",
-                log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = format!("http://{}/-/ready", self.web);
+        wait_for_http_ok(
+            &mut self.child,
+            &url,
+            "Prometheus",
+            log,
+            Duration::from_secs(60),
+        )
+        .await;
     }
 
     /// The sum of a counter over its series on Prometheus' own /metrics.

@@ -104,6 +104,16 @@ pub struct SinkRecord {
 }
 
 impl SinkRecord {
+    /// The record's metrics, borrowed from its payload; a payload that does not decode (which
+    /// the pipeline has ruled out before the sink sees it) is [`SinkError::Corrupt`].
+    pub fn decode(&self) -> Result<codec::BatchRef<'_>, SinkError> {
+        codec::decode_ref(&self.payload).map_err(|error| SinkError::Corrupt {
+            partition: self.partition,
+            offset: self.offset,
+            error,
+        })
+    }
+
     #[cfg(test)]
     pub fn encode(
         partition: Partition,

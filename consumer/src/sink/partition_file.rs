@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use metricstream_backend::{MetricKind, codec};
+use metricstream_backend::MetricKind;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -136,11 +136,7 @@ impl PartitionFile {
             appended: false,
         };
         for record in records {
-            let batch = codec::decode_ref(&record.payload).map_err(|error| SinkError::Corrupt {
-                partition: record.partition,
-                offset: record.offset,
-                error,
-            })?;
+            let batch = record.decode()?;
             for (index, metric) in batch.metrics().enumerate() {
                 let position = Position {
                     offset: record.offset,

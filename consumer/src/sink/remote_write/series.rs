@@ -1,7 +1,7 @@
 //! Metrics as remote-write 1.0 series, gathered into requests of a bounded number of samples
 //! and encoded as a snappy-compressed `prometheus.WriteRequest`. Pure: no I/O.
 
-use metricstream_backend::codec::{self, MetricRef};
+use metricstream_backend::codec::MetricRef;
 use metricstream_backend::remote_write_proto::{Sample, v1};
 use metricstream_backend::{Offset, Partition};
 use prost::Message;
@@ -105,11 +105,7 @@ pub(super) fn gather_requests(
     let max = max.max(1);
     let mut request = PendingRequest::default();
     for record in records {
-        let batch = codec::decode_ref(&record.payload).map_err(|error| SinkError::Corrupt {
-            partition: record.partition,
-            offset: record.offset,
-            error,
-        })?;
+        let batch = record.decode()?;
         for (index, metric) in batch.metrics().enumerate() {
             let origin = Origin {
                 partition: record.partition,
@@ -134,6 +130,7 @@ pub(super) fn gather_requests(
 
 #[cfg(test)]
 mod tests {
+    use metricstream_backend::codec;
     use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind};
 
     use super::*;
@@ -218,8 +215,11 @@ mod tests {
         )
     }
 
-    /// The requests `gather_requests` makes, as `(offset, index)` lists, and the unsendable ones.
-    fn gathered(records: &[SinkRecord], max: usize) -> (Vec<Vec<(u64, u64)>>, Vec<(u64, u64)>) {
+    /// Metrics by `(offset, index)`.
+    type Positions = Vec<(u64, u64)>;
+
+    /// The requests `gather_requests` makes, as position lists, and the unsendable metrics.
+    fn gathered(records: &[SinkRecord], max: usize) -> (Vec<Positions>, Positions) {
         let mut requests = Vec::new();
         let mut unsendable = Vec::new();
         gather_requests(
