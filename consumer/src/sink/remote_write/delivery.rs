@@ -16,18 +16,22 @@ const MAX_REASON_BYTES: usize = 1024;
 pub(super) enum StatusClass {
     /// 2xx: stored.
     Success,
-    /// 5xx, 429 (too many requests), 408 (request timeout) and anything outside 2xx–5xx: the
-    /// store may take the same request later.
+    /// 5xx, 429 (too many requests), 408 (request timeout), anything outside 2xx–5xx, and the
+    /// 4xx that say the sink is set up wrong rather than the data being bad (401, 403, 404,
+    /// 405, 407, 415, 421: credentials, URL, protocol): the store may take the same request
+    /// later, once it is back or fixed. Unlike a sender without a queue, the sink can wait —
+    /// the queue holds the data, lag and `/readyz` show the trouble — where dead-lettering
+    /// every sample over a wrong token or URL would not help anyone.
     Retryable,
-    /// Any other 4xx: the store will never take these samples (malformed, too large, not found,
-    /// unauthorised...). Retrying would block the partition for ever.
+    /// Any other 4xx: the store will never take these samples (malformed, out of order, too
+    /// large...). Retrying would block the partition for ever.
     Rejected,
 }
 
 pub(super) fn classify(status: u16) -> StatusClass {
     match status {
         200..=299 => StatusClass::Success,
-        408 | 429 => StatusClass::Retryable,
+        408 | 429 | 401 | 403 | 404 | 405 | 407 | 415 | 421 => StatusClass::Retryable,
         400..=499 => StatusClass::Rejected,
         _ => StatusClass::Retryable,
     }
@@ -247,14 +251,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_are_classified_like_prometheus_does() {
+    fn statuses_are_retried_unless_the_data_is_refused() {
         for status in [200, 202, 204] {
             assert_eq!(classify(status), StatusClass::Success, "{status}");
         }
-        for status in [500, 502, 503, 504, 429, 408, 302, 100] {
+        for status in [500, 502, 503, 504, 429, 408, 302, 100, 401, 403, 404, 415] {
             assert_eq!(classify(status), StatusClass::Retryable, "{status}");
         }
-        for status in [400, 401, 403, 404, 409, 413, 415, 422] {
+        for status in [400, 409, 413, 422] {
             assert_eq!(classify(status), StatusClass::Rejected, "{status}");
         }
     }

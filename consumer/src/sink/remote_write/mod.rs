@@ -3,9 +3,9 @@
 //!
 //! Each [`Sink::write_batch`] converts the batch's metrics to one-sample series (`series`),
 //! sends them in requests of at most `--sink-max-samples-per-request` samples, one after another,
-//! and returns `Ok` only once every request got a 2xx. A 5xx, 429 or 408 answer, or no answer,
-//! is retried here a few times (`delivery`: exponential backoff with jitter, or the store's
-//! `Retry-After`, capped); if the request still fails, the batch fails and the pipeline retries
+//! and returns `Ok` only once every request got a 2xx. A 5xx, 429 or 408 answer, a 4xx that
+//! means the sink is set up wrong (401, 403, 404, ...), or no answer is retried here a few times
+//! (`delivery`: exponential backoff with jitter, or the store's `Retry-After`, capped); if the request still fails, the batch fails and the pipeline retries
 //! it from its first request, committing nothing meanwhile. Any other 4xx is final: its samples
 //! go to the dead-letter files (`dead_letter`) and the batch goes on.
 //!
