@@ -249,6 +249,20 @@ ENV_FILE=
 
 # env_file_option ARGS...: a command's arguments: `--env-file PATH` (or --env-file=PATH) sets
 # ENV_FILE (made absolute); anything else is an error (usage).
+# run_command "$@": a tool script's entry point. The first argument names the command when the
+# script defines `cmd_<it>` (e.g. `cmd_install`, `cmd_version`); otherwise the command is
+# `install` and every argument is an option. The options (--env-file) are read, then the command
+# runs.
+run_command() {
+  local command=install
+  if (($# > 0)) && declare -F "cmd_$1" >/dev/null; then
+    command=$1
+    shift
+  fi
+  env_file_option "$@"
+  "cmd_$command"
+}
+
 env_file_option() {
   while (($# > 0)); do
     case $1 in

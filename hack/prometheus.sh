@@ -38,7 +38,7 @@ build_prometheus() {
   "$out/bin/prometheus" --version >/dev/null || die "the built Prometheus does not run"
 }
 
-install() {
+cmd_install() {
   take_lock 8 "$CACHE_ROOT/.prometheus.lock"
   build_cached "Prometheus" "$DIR" "module=github.com/prometheus/prometheus@v$PROMETHEUS_MODULE_VERSION" \
     build_prometheus
@@ -46,15 +46,6 @@ install() {
   emit "PROMETHEUS=$DIR/bin/prometheus"
 }
 
-command=install
-case ${1:-} in
-  install | version)
-    command=$1
-    shift
-    ;;
-esac
-env_file_option "$@"
-case $command in
-  install) install ;;
-  version) echo "PROMETHEUS_MODULE_VERSION=$PROMETHEUS_MODULE_VERSION" ;;
-esac
+cmd_version() { echo "PROMETHEUS_MODULE_VERSION=$PROMETHEUS_MODULE_VERSION"; }
+
+run_command "$@"

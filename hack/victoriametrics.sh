@@ -49,7 +49,7 @@ build_victoriametrics() {
   "$out/bin/victoria-metrics" -version >/dev/null || die "the built VictoriaMetrics does not run"
 }
 
-install() {
+cmd_install() {
   take_lock 8 "$CACHE_ROOT/.victoriametrics.lock"
   build_cached "VictoriaMetrics" "$DIR" "module=$MODULE/app/victoria-metrics@v$VICTORIAMETRICS_VERSION" \
     build_victoriametrics
@@ -95,9 +95,9 @@ smoke_exported() {
     $SMOKE_OUT == *"\"timestamps\":[$SMOKE_TS]"* ]]
 }
 
-smoke() {
+cmd_smoke() {
   command -v curl >/dev/null || die "smoke needs curl"
-  install >/dev/null
+  cmd_install >/dev/null
   local port base t0 t1 ts
   t0=$(now_ms)
   port=$(pick_port VICTORIAMETRICS_SMOKE_PORT 18428)
@@ -130,16 +130,6 @@ smoke() {
   log "smoke: ok in $(since "$t0") s (port $port): imported, flushed and exported one sample, stopped cleanly"
 }
 
-command=install
-case ${1:-} in
-  install | version | smoke)
-    command=$1
-    shift
-    ;;
-esac
-env_file_option "$@"
-case $command in
-  install) install ;;
-  version) echo "VICTORIAMETRICS_VERSION=$VICTORIAMETRICS_VERSION" ;;
-  smoke) smoke ;;
-esac
+cmd_version() { echo "VICTORIAMETRICS_VERSION=$VICTORIAMETRICS_VERSION"; }
+
+run_command "$@"

@@ -212,7 +212,16 @@ impl ActiveSeries {
     /// Keeps the metrics whose series `client` may write, one by one, dropping the others (in
     /// order).
     pub fn retain<M: EncodeMetric>(&self, client: &ClientId, metrics: &mut Vec<M>) -> Refused {
-        let mut gate = self.gate(client);
+        self.retain_at(client, metrics, self.started.elapsed().as_secs())
+    }
+
+    fn retain_at<M: EncodeMetric>(
+        &self,
+        client: &ClientId,
+        metrics: &mut Vec<M>,
+        now: u64,
+    ) -> Refused {
+        let mut gate = self.gate_at(client, now);
         metrics.retain(|metric| gate.admit(std::slice::from_ref(metric)));
         gate.finish()
     }
@@ -232,7 +241,10 @@ impl ActiveSeries {
 
     /// Drops every client's quiet series, and clients left with none.
     pub fn forget_quiet_series(&self) {
-        let now = self.started.elapsed().as_secs();
+        self.forget_quiet_series_at(self.started.elapsed().as_secs());
+    }
+
+    fn forget_quiet_series_at(&self, now: u64) {
         lock(&self.clients).retain(|_, series| {
             let mut series = lock(series);
             self.sweep(&mut series, now);
@@ -302,17 +314,6 @@ mod tests {
         }
     }
 
-    fn retain_at(
-        series: &ActiveSeries,
-        client: &ClientId,
-        metrics: &mut Vec<Metric>,
-        now: u64,
-    ) -> Refused {
-        let mut gate = series.gate_at(client, now);
-        metrics.retain(|metric| gate.admit(std::slice::from_ref(metric)));
-        gate.finish()
-    }
-
     fn names(metrics: &[Metric]) -> Vec<&str> {
         metrics.iter().map(|metric| metric.name.as_str()).collect()
     }
@@ -358,10 +359,7 @@ mod tests {
         let series = ActiveSeries::new(NonZeroUsize::new(2).expect("2"), Duration::from_secs(3600));
         let client = ClientId::new("a");
         let mut first = vec![sample("up", &[("job", "a")]), sample("up", &[("job", "b")])];
-        assert_eq!(
-            retain_at(&series, &client, &mut first, 0),
-            Refused::default()
-        );
+        assert_eq!(series.retain_at(&client, &mut first, 0), Refused::default());
         assert_eq!(first.len(), 2);
 
         let mut second = vec![
@@ -370,7 +368,7 @@ mod tests {
             sample("down", &[]),
             sample("up", &[("job", "b")]),
         ];
-        let refused = retain_at(&series, &client, &mut second, 10);
+        let refused = series.retain_at(&client, &mut second, 10);
         assert_eq!(
             refused,
             Refused {
@@ -384,7 +382,7 @@ mod tests {
         // Another client has its own cap.
         let mut other = vec![sample("down", &[])];
         assert_eq!(
-            retain_at(&series, &ClientId::new("b"), &mut other, 10),
+            series.retain_at(&ClientId::new("b"), &mut other, 10),
             Refused::default()
         );
     }
@@ -393,7 +391,7 @@ mod tests {
     fn the_same_new_series_twice_in_one_request_counts_once() {
         let series = ActiveSeries::new(NonZeroUsize::MIN, Duration::from_secs(3600));
         let mut metrics = vec![sample("up", &[]), sample("up", &[]), sample("other", &[])];
-        let refused = retain_at(&series, &ClientId::new("a"), &mut metrics, 0);
+        let refused = series.retain_at(&ClientId::new("a"), &mut metrics, 0);
         assert_eq!(refused.samples, 1);
         assert_eq!(names(&metrics), ["up", "up"]);
     }
@@ -428,26 +426,30 @@ mod tests {
         let series = ActiveSeries::new(NonZeroUsize::MIN, Duration::from_secs(3600));
         let client = ClientId::new("a");
         assert_eq!(
-            retain_at(&series, &client, &mut vec![sample("old", &[])], 0),
+            series.retain_at(&client, &mut vec![sample("old", &[])], 0),
             Refused::default()
         );
         // Seen again at 1800 s: still active at 3600 + 1799.
         assert_eq!(
-            retain_at(&series, &client, &mut vec![sample("old", &[])], 1800),
+            series.retain_at(&client, &mut vec![sample("old", &[])], 1800),
             Refused::default()
         );
         assert_eq!(
-            retain_at(&series, &client, &mut vec![sample("new", &[])], 5399).samples,
+            series
+                .retain_at(&client, &mut vec![sample("new", &[])], 5399)
+                .samples,
             1
         );
         // Quiet for the whole window, but a client at its cap is swept at most once a minute
         // (window / 60): the refusal at 5399 s swept, the next sweep is due at 5459 s.
         assert_eq!(
-            retain_at(&series, &client, &mut vec![sample("new", &[])], 5458).samples,
+            series
+                .retain_at(&client, &mut vec![sample("new", &[])], 5458)
+                .samples,
             1
         );
         assert_eq!(
-            retain_at(&series, &client, &mut vec![sample("new", &[])], 5459),
+            series.retain_at(&client, &mut vec![sample("new", &[])], 5459),
             Refused::default()
         );
         assert_eq!(series.tracked_series(), 1);
@@ -473,10 +475,11 @@ mod tests {
     #[test]
     fn forgetting_quiet_series_drops_clients_left_with_none() {
         let series = ActiveSeries::new(NonZeroUsize::MIN, Duration::from_secs(1));
-        let _ = retain_at(&series, &ClientId::new("a"), &mut vec![sample("x", &[])], 0);
+        let _ = series.retain_at(&ClientId::new("a"), &mut vec![sample("x", &[])], 0);
         assert_eq!(series.tracked_series(), 1);
-        std::thread::sleep(Duration::from_millis(1100));
-        series.forget_quiet_series();
+        series.forget_quiet_series_at(0);
+        assert_eq!(series.tracked_series(), 1, "seen this second: still active");
+        series.forget_quiet_series_at(1);
         assert_eq!(series.tracked_series(), 0);
         assert!(lock(&series.clients).is_empty());
     }

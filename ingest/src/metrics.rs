@@ -186,7 +186,9 @@ impl IngestMetrics {
                 .labelled_clients
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if labelled.contains(client) || labelled.len() < MAX_LABELLED_CLIENTS {
+            if labelled.contains(client) {
+                client.to_owned()
+            } else if labelled.len() < MAX_LABELLED_CLIENTS {
                 labelled.insert(client.to_owned());
                 client.to_owned()
             } else {

@@ -100,10 +100,28 @@ pub(crate) fn series_refusal(
     client: &ClientId,
     gate: Option<SeriesGate<'_>>,
 ) -> Option<SeriesRefusal> {
+    describe_refusal(state, client, gate?.finish())
+}
+
+/// Drops the rows of new series beyond `client`'s cap, one by one; says what was refused.
+pub(crate) fn limit_series<M: EncodeMetric>(
+    state: &AppState,
+    client: &ClientId,
+    rows: &mut Vec<M>,
+) -> Option<SeriesRefusal> {
+    let refused = state.active_series.as_deref()?.retain(client, rows);
+    describe_refusal(state, client, refused)
+}
+
+fn describe_refusal(
+    state: &AppState,
+    client: &ClientId,
+    refused: Refused,
+) -> Option<SeriesRefusal> {
     let Refused {
         samples,
         first_series,
-    } = gate?.finish();
+    } = refused;
     if samples == 0 {
         return None;
     }
@@ -121,19 +139,6 @@ pub(crate) fn series_refusal(
         first_series.unwrap_or_default()
     );
     Some(SeriesRefusal { samples, message })
-}
-
-/// Drops the rows of new series beyond `client`'s cap, one by one; says what was refused.
-pub(crate) fn limit_series<M: EncodeMetric>(
-    state: &AppState,
-    client: &ClientId,
-    rows: &mut Vec<M>,
-) -> Option<SeriesRefusal> {
-    let mut gate = series_gate(state, client);
-    if gate.is_some() {
-        rows.retain(|row| admit_series(&mut gate, std::slice::from_ref(row)));
-    }
-    series_refusal(state, client, gate)
 }
 
 /// Takes the `samples` a request is about to store from `client`'s budget, or refuses the
