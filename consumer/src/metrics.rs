@@ -106,6 +106,17 @@ pub struct RemoteWriteMetrics {
     pub dead_lettered: Counter,
     /// Time from sending one request to its answer (or failure).
     pub request_seconds: Histogram,
+    /// 1 for the circuit breaker's current state (`closed`, `open`, `half_open`), 0 for the
+    /// others.
+    pub circuit_state: Family<StateLabel, Gauge>,
+    /// Changes of the circuit's state, by the state entered.
+    pub circuit_transitions: Family<StateLabel, Counter>,
+}
+
+/// A state of the sink's circuit breaker (the `state` label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 impl Default for RemoteWriteMetrics {
@@ -115,6 +126,8 @@ impl Default for RemoteWriteMetrics {
             samples_sent: Counter::default(),
             dead_lettered: Counter::default(),
             request_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            circuit_state: Family::default(),
+            circuit_transitions: Family::default(),
         }
     }
 }
@@ -127,6 +140,22 @@ impl RemoteWriteMetrics {
 
     pub fn request(&self, outcome: &'static str) {
         self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Shows `current` as the circuit's state; `entered` counts a transition into it.
+    pub fn circuit(&self, states: &[&'static str], current: &'static str, entered: bool) {
+        for &state in states {
+            self.circuit_state
+                .get_or_create(&StateLabel { state })
+                .set(i64::from(state == current));
+            // Every state shows from the start, at zero.
+            let transitions = self
+                .circuit_transitions
+                .get_or_create(&StateLabel { state });
+            if entered && state == current {
+                transitions.inc();
+            }
+        }
     }
 
     /// Registers every metric under the `metricstream_consumer_` prefix (counters get `_total`).
@@ -155,6 +184,16 @@ impl RemoteWriteMetrics {
             "dead_lettered_samples",
             "Samples written to the dead-letter files instead of the store",
             self.dead_lettered.clone(),
+        );
+        registry.register(
+            "remote_write_circuit_state",
+            "1 for the remote-write circuit breaker's current state (closed, open, half_open)",
+            self.circuit_state.clone(),
+        );
+        registry.register(
+            "remote_write_circuit_transitions",
+            "Changes of the remote-write circuit breaker's state, by the state entered",
+            self.circuit_transitions.clone(),
         );
         registry.register(
             "remote_write_request_seconds",

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,30 @@ pub fn victoriametrics_binary() -> String {
     })
 }
 
+/// Runs the binary with the flags [`VictoriaMetrics::start`] explains, appending to `log_path`.
+fn spawn(listen: SocketAddr, data_dir: &Path, log_path: &Path, dedup: bool) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", log_path.display()));
+    let log_for_stdout = log.try_clone().expect("duplicating the log handle");
+    let mut command = Command::new(victoriametrics_binary());
+    if dedup {
+        command.arg("-dedup.minScrapeInterval=1ms");
+    }
+    command
+        .arg(format!("-storageDataPath={}", data_dir.display()))
+        .arg(format!("-httpListenAddr={listen}"))
+        .arg("-retentionPeriod=100y")
+        .arg("-loggerLevel=WARN")
+        .stdin(Stdio::null())
+        .stdout(log_for_stdout)
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting VictoriaMetrics: {error}"))
+}
+
 /// One series of an export: its labels (`__name__` included) and its samples.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ExportedSeries {
@@ -35,6 +59,9 @@ pub struct ExportedSeries {
 pub struct VictoriaMetrics {
     child: Child,
     pub listen: SocketAddr,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    dedup: bool,
 }
 
 impl Drop for VictoriaMetrics {
@@ -58,36 +85,52 @@ impl VictoriaMetrics {
     /// deduplication.
     pub async fn start_with(dir: &Path, logs_dir: &Path, name: &str, dedup: bool) -> Self {
         let listen = free_loopback_addr();
+        let data_dir = dir.join(name);
         let log_path = logs_dir.join(format!("{name}.log"));
-        let log = File::create(&log_path)
-            .unwrap_or_else(|error| panic!("creating {}: {error}", log_path.display()));
-        let log_for_stdout = log.try_clone().expect("duplicating the log handle");
-        let mut command = Command::new(victoriametrics_binary());
-        if dedup {
-            command.arg("-dedup.minScrapeInterval=1ms");
-        }
-        let child = command
-            .arg(format!("-storageDataPath={}", dir.join(name).display()))
-            .arg(format!("-httpListenAddr={listen}"))
-            .arg("-retentionPeriod=100y")
-            .arg("-loggerLevel=WARN")
-            .stdin(Stdio::null())
-            .stdout(log_for_stdout)
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting VictoriaMetrics: {error}"));
-        let mut store = Self { child, listen };
-        store.wait_healthy(&log_path).await;
+        let child = spawn(listen, &data_dir, &log_path, dedup);
+        let mut store = Self {
+            child,
+            listen,
+            data_dir,
+            log_path,
+            dedup,
+        };
+        store.wait_healthy().await;
         store
     }
 
-    async fn wait_healthy(&mut self, log: &Path) {
+    /// Stops the store the way an operator would (SIGTERM: it flushes what it acknowledged) and
+    /// waits for it to exit.
+    pub fn stop(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: `kill` with a pid of a child this struct has not reaped yet.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(
+            sent,
+            0,
+            "SIGTERM to VictoriaMetrics: {}",
+            std::io::Error::last_os_error()
+        );
+        let status = self.child.wait().expect("waiting for VictoriaMetrics");
+        assert!(
+            status.success(),
+            "VictoriaMetrics exited with {status} after SIGTERM"
+        );
+    }
+
+    /// Starts the store again on the same address and data (after [`VictoriaMetrics::stop`]).
+    pub async fn restart(&mut self) {
+        self.child = spawn(self.listen, &self.data_dir, &self.log_path, self.dedup);
+        self.wait_healthy().await;
+    }
+
+    async fn wait_healthy(&mut self) {
         let url = format!("http://{}/health", self.listen);
         wait_for_http_ok(
             &mut self.child,
             &url,
             "VictoriaMetrics",
-            log,
+            &self.log_path,
             Duration::from_secs(30),
         )
         .await;

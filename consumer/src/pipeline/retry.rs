@@ -65,7 +65,10 @@ impl<S: Sink> SinkRunner<S> {
                         return Ok(None);
                     }
                     tracing::error!(%error, "{what} failed; retrying without committing");
-                    pause(backoff.next_delay(), shutdown).await;
+                    // A sink that knows when trying again makes sense (its circuit breaker's
+                    // next probe) is retried then, neither sooner nor later.
+                    let delay = error.retry_in().unwrap_or_else(|| backoff.next_delay());
+                    pause(delay, shutdown).await;
                 }
             }
         }

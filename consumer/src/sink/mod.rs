@@ -46,6 +46,7 @@ mod test_support;
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use metricstream_backend::codec;
@@ -78,6 +79,20 @@ pub enum SinkError {
     /// remote-write sink is misconfigured.
     #[error("{0}")]
     Store(String),
+    /// The store is failing and the sink's circuit breaker holds requests back: nothing is sent
+    /// until `retry_in` has passed (the next probe), so retrying sooner only fails again.
+    #[error("{reason}")]
+    StoreUnavailable { reason: String, retry_in: Duration },
+}
+
+impl SinkError {
+    /// How long retrying is pointless, when the sink knows.
+    pub fn retry_in(&self) -> Option<Duration> {
+        match self {
+            Self::StoreUnavailable { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        }
+    }
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SinkError {

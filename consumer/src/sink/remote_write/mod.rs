@@ -5,15 +5,18 @@
 //! sends them in requests of at most `--sink-max-samples-per-request` samples, one after another,
 //! and returns `Ok` only once every request got a 2xx. A 5xx, 429 or 408 answer, a 4xx that
 //! means the sink is set up wrong (401, 403, 404, ...), or no answer is retried here a few times
-//! (`delivery`: exponential backoff with jitter, or the store's `Retry-After`, capped); if the request still fails, the batch fails and the pipeline retries
-//! it from its first request, committing nothing meanwhile. Any other 4xx is final: its samples
-//! go to the dead-letter files (`dead_letter`) and the batch goes on.
+//! (`delivery`: exponential backoff with jitter, or the store's `Retry-After`, capped); if the
+//! request still fails, the batch fails and the pipeline retries it from its first request,
+//! committing nothing meanwhile. A few failed attempts in a row open the circuit breaker
+//! (`circuit`): nothing is sent until its next probe, and the pipeline waits for that. Any other
+//! 4xx is final: its samples go to the dead-letter files (`dead_letter`) and the batch goes on.
 //!
 //! The sink keeps no watermark: a batch replayed after a crash (or a failed later request) is
 //! sent again, sample for sample, and the store must keep an identical sample once.
 //! VictoriaMetrics does so only with `-dedup.minScrapeInterval` set (1ms is enough); Prometheus
 //! drops an identical duplicate silently. See docs/sink.md.
 
+mod circuit;
 mod dead_letter;
 mod delivery;
 mod series;
@@ -21,7 +24,7 @@ mod series;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metricstream_backend::{Offset, Partition};
@@ -30,6 +33,7 @@ use serde_json::Value;
 use super::durable::{create_dir_durably, quarantine_payload};
 use super::{Sink, SinkError, SinkRecord, WriteStats};
 use crate::metrics::RemoteWriteMetrics;
+use circuit::{Circuit, CircuitPolicy, CircuitState, Transition};
 use dead_letter::Refusal;
 use delivery::{Answer, Endpoint, RetryPolicy, random_unit};
 use series::{PendingRequest, gather_requests};
@@ -54,6 +58,9 @@ pub struct RemoteWriteSink {
     runtime: tokio::runtime::Handle,
     max_samples: usize,
     retry: RetryPolicy,
+    circuit: Circuit,
+    /// Why the last attempt failed, for the error the circuit gives while open.
+    last_failure: String,
     metrics: RemoteWriteMetrics,
 }
 
@@ -83,6 +90,8 @@ impl RemoteWriteSink {
             .timeout(settings.request_timeout)
             .build()
             .map_err(|error| SinkError::Store(format!("building the HTTP client: {error}")))?;
+        let states = CircuitState::ALL.map(CircuitState::name);
+        metrics.circuit(&states, CircuitState::Closed.name(), false);
         Ok(Self {
             dir,
             endpoint: Endpoint {
@@ -96,6 +105,8 @@ impl RemoteWriteSink {
             runtime,
             max_samples: settings.max_samples_per_request.max(1),
             retry: RetryPolicy::default(),
+            circuit: Circuit::new(CircuitPolicy::default(), Instant::now()),
+            last_failure: String::new(),
             metrics,
         })
     }
@@ -109,8 +120,9 @@ impl RemoteWriteSink {
     }
 
     /// Sends one request until the store takes it (`Ok(true)`), refuses it for good
-    /// (`Ok(false)`: its samples are dead-lettered), or the retries run out (`Err`).
-    fn deliver(&self, request: &mut PendingRequest) -> Result<bool, SinkError> {
+    /// (`Ok(false)`: its samples are dead-lettered), the retries run out (`Err`), or the circuit
+    /// is or becomes open (`Err` with the wait until its next probe).
+    fn deliver(&mut self, request: &mut PendingRequest) -> Result<bool, SinkError> {
         let body =
             Bytes::from(request.encode().map_err(|error| {
                 SinkError::Store(format!("snappy compression failed: {error}"))
@@ -118,15 +130,27 @@ impl RemoteWriteSink {
         let samples = request.len() as u64;
         let mut retry = 0;
         loop {
+            match self.circuit.permit(Instant::now()) {
+                Ok(transition) => self.note(transition),
+                Err(wait) => return Err(self.unavailable(wait)),
+            }
             let answer = self
                 .runtime
                 .block_on(self.endpoint.post(body.clone(), &self.metrics));
-            let (retry_after, failure) = match answer {
+            // `counts`: whether the failure counts towards opening the circuit. A 429 comes
+            // from a store that works but wants fewer requests: its `Retry-After` paces the
+            // sink instead.
+            let (retry_after, failure, counts) = match answer {
                 Answer::Success => {
+                    let transition = self.circuit.succeeded();
+                    self.note(transition);
                     self.metrics.samples_sent.inc_by(samples);
                     return Ok(true);
                 }
                 Answer::Rejected { status, reason } => {
+                    // The store works; it refuses these samples.
+                    let transition = self.circuit.succeeded();
+                    self.note(transition);
                     tracing::error!(
                         status,
                         %reason,
@@ -146,23 +170,79 @@ impl RemoteWriteSink {
                     status,
                     retry_after,
                     reason,
-                } => (retry_after, format!("status {status}: {reason}")),
-                Answer::Network(error) => (None, error),
+                } => (
+                    retry_after,
+                    format!("status {status}: {reason}"),
+                    status != 429,
+                ),
+                Answer::Network(error) => (None, error, true),
             };
+            self.last_failure = failure;
+            if counts {
+                let transition = self.circuit.failed(Instant::now());
+                self.note(transition);
+                if let Some(Transition { wait, .. }) =
+                    transition.filter(|t| t.to == CircuitState::Open)
+                {
+                    return Err(self.unavailable(wait));
+                }
+            }
             retry += 1;
             if retry >= self.retry.attempts {
                 return Err(SinkError::Store(format!(
-                    "sending {samples} samples to {} failed {retry} times, last: {failure}",
-                    self.endpoint.url
+                    "sending {samples} samples to {} failed {retry} times, last: {}",
+                    self.endpoint.url, self.last_failure
                 )));
             }
             let wait = self.retry.delay(retry - 1, retry_after, random_unit());
             tracing::warn!(
-                %failure,
+                failure = %self.last_failure,
                 wait_ms = wait.as_millis() as u64,
                 "a remote-write request failed; retrying it"
             );
             std::thread::sleep(wait);
+        }
+    }
+
+    /// The error for a request the open circuit holds back.
+    fn unavailable(&self, wait: Duration) -> SinkError {
+        let open_for = self
+            .circuit
+            .opened_at()
+            .map(|since| since.elapsed().as_secs())
+            .unwrap_or_default();
+        SinkError::StoreUnavailable {
+            reason: format!(
+                "the store at {} is failing: circuit open for {open_for} s, next probe in {} ms; \
+                 last failure: {}",
+                self.endpoint.url,
+                wait.as_millis(),
+                self.last_failure
+            ),
+            retry_in: wait,
+        }
+    }
+
+    /// Logs and counts a change of the circuit's state.
+    fn note(&self, transition: Option<Transition>) {
+        let Some(Transition { from, to, wait }) = transition else {
+            return;
+        };
+        let states = CircuitState::ALL.map(CircuitState::name);
+        self.metrics.circuit(&states, to.name(), true);
+        match to {
+            CircuitState::Open => tracing::warn!(
+                from = from.name(),
+                wait_ms = wait.as_millis() as u64,
+                last_failure = %self.last_failure,
+                "circuit open: the store is failing; no request until the next probe"
+            ),
+            CircuitState::HalfOpen => {
+                tracing::info!("circuit half-open: probing the store with the next request")
+            }
+            CircuitState::Closed => {
+                tracing::info!("circuit closed: the store takes requests again")
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! request splitting and the headers sent.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metricstream_backend::remote_write_proto::v1;
 use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind, Offset, Partition};
@@ -124,7 +124,24 @@ impl Fixture {
         .expect("opens");
         sink.retry.first_backoff = Duration::from_millis(1);
         sink.retry.max_backoff = Duration::from_millis(4);
+        sink.circuit = Circuit::new(
+            CircuitPolicy {
+                failures_to_open: 3,
+                first_open: Duration::from_millis(50),
+                max_open: Duration::from_millis(100),
+            },
+            Instant::now(),
+        );
         sink
+    }
+
+    /// The circuit-state gauge's value per state, and the transitions into each.
+    fn circuit(&self, state: &'static str) -> (i64, u64) {
+        let label = crate::metrics::StateLabel { state };
+        (
+            self.metrics.circuit_state.get_or_create(&label).get(),
+            self.metrics.circuit_transitions.get_or_create(&label).get(),
+        )
     }
 
     fn dead_letters(&self, partition: u32) -> Vec<serde_json::Value> {
@@ -186,13 +203,73 @@ fn server_errors_are_retried_and_the_batch_succeeds_once_stored() {
 }
 
 #[test]
-fn a_store_that_keeps_failing_fails_the_batch_after_the_attempts() {
+fn a_failing_store_opens_the_circuit_which_probes_and_closes_once_the_store_is_back() {
     let fixture = Fixture::new();
-    let (url, seen) = fixture.runtime.block_on(serve(vec![(500, "", "down")]));
+    let (url, seen) = fixture.runtime.block_on(serve(vec![
+        (500, "", "down"),
+        (503, "", "down"),
+        (500, "", "down"),
+        (502, "", "still down"),
+        (204, "", ""),
+    ]));
+    let requests = || seen.lock().expect("lock").len();
+    let mut sink = fixture.sink(&url, 100);
+    assert_eq!(fixture.circuit("closed"), (1, 0));
+
+    let error = sink.write_batch(&records(2, Some(5))).expect_err("fails");
+    assert_eq!(requests(), 3, "three failures in a row open the circuit");
+    let text = error.to_string();
+    assert!(
+        text.contains("circuit open") && text.contains("status 500: down"),
+        "{text}"
+    );
+    let wait = error.retry_in().expect("the wait until the probe");
+    assert!(wait <= Duration::from_millis(50), "{wait:?}");
+    assert_eq!(fixture.circuit("open"), (1, 1));
+    assert_eq!(fixture.circuit("closed"), (0, 0));
+
+    let held = sink
+        .write_batch(&records(2, Some(5)))
+        .expect_err("held back");
+    assert!(held.retry_in().is_some(), "{held}");
+    assert_eq!(requests(), 3, "nothing is sent while the circuit is open");
+
+    std::thread::sleep(wait);
+    let reopened = sink
+        .write_batch(&records(2, Some(5)))
+        .expect_err("probe fails");
+    assert_eq!(requests(), 4, "one probe");
+    assert!(reopened.to_string().contains("still down"), "{reopened}");
+    let longer = reopened.retry_in().expect("a wait");
+    assert!(longer > wait, "{longer:?} after {wait:?}: the wait doubles");
+    assert_eq!(fixture.circuit("half_open"), (0, 1));
+    assert_eq!(fixture.circuit("open"), (1, 2));
+
+    std::thread::sleep(longer);
+    let stats = sink.write_batch(&records(2, Some(5))).expect("stored");
+    assert_eq!(stats.written, 2);
+    assert_eq!(requests(), 5);
+    assert_eq!(fixture.circuit("closed"), (1, 1));
+    assert_eq!(fixture.circuit("half_open"), (0, 2));
+    assert_eq!(fixture.metrics.samples_sent.get(), 2);
+}
+
+#[test]
+fn a_throttling_store_is_retried_but_does_not_open_the_circuit() {
+    let fixture = Fixture::new();
+    let (url, seen) =
+        fixture
+            .runtime
+            .block_on(serve(vec![(429, "Retry-After: 0\r\n", "slow down")]));
     let mut sink = fixture.sink(&url, 100);
     let error = sink.write_batch(&records(2, Some(5))).expect_err("fails");
-    assert!(error.to_string().contains("status 500: down"), "{error}");
-    assert_eq!(seen.lock().expect("lock").len(), 4);
+    assert_eq!(error.retry_in(), None, "{error}");
+    assert!(
+        error.to_string().contains("status 429: slow down"),
+        "{error}"
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 4, "every attempt");
+    assert_eq!(fixture.circuit("closed"), (1, 0));
     assert_eq!(fixture.metrics.samples_sent.get(), 0);
 }
 
