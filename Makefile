@@ -40,7 +40,8 @@ STRIMZI_CRDS_FIND = $(MAKE) --no-print-directory strimzi-crds || \
 # hack/e2e.sh reads HELM from it too).
 TOOLS_ENV_FILE := target/tools.env
 TOOLS_KEYS := HELM KUBECONFORM SHELLCHECK HADOLINT KUBECONFORM_K8S_SCHEMAS KUBECONFORM_CRD_SCHEMAS CLIENTS_PYTHON
-# PROMETHEUS, the binary `prometheus` built (hack/prometheus.sh), the remote-write client of the tests.
+# PROMETHEUS, the binary `prometheus` built (hack/prometheus.sh): the remote-write client of the
+# tests and the remote-write sink's second store (tests/tests/remote_write_sink.rs).
 PROMETHEUS_ENV_FILE := target/prometheus.env
 # OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
 OTELCOL_ENV_FILE := target/otelcol.env
@@ -75,7 +76,7 @@ help:
 	@echo "make strimzi-crds  generate (or reuse) Strimzi's CRDs from its Maven Central artifacts (hack/strimzi-crds.sh)"
 	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
-	@echo "make prometheus build (or reuse) Prometheus from the Go module proxy, the remote-write client of the tests (hack/prometheus.sh)"
+	@echo "make prometheus build (or reuse) Prometheus from the Go module proxy, the remote-write client and a store of the tests (hack/prometheus.sh)"
 	@echo "make otelcol    build (or reuse) the OpenTelemetry Collector from the Go module proxy, the OTLP JSON client of the tests (hack/otelcol.sh)"
 	@echo "make victoriametrics  build (or reuse) VictoriaMetrics single-node from the Go module proxy, the store of the remote-write sink's tests (hack/victoriametrics.sh)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"

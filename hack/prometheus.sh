@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Prometheus, the real remote-write sender of the process tests (tests/tests/remote_write_client.rs):
+# Prometheus, the real remote-write sender of the process tests (tests/tests/remote_write_client.rs)
+# and the second store of the remote-write sink's tests (tests/tests/remote_write_sink.rs):
 # built once with `go install` from the Go module proxy (module github.com/prometheus/prometheus,
 # whose v0.316.0 is Prometheus 3.x; no web UI assets, which agent mode does not serve) and cached
 # outside the repository by version. The tests run it in agent mode (--agent), scraping a local
-# target and remote-writing with protocol 1.0 and 2.0.
+# target and remote-writing with protocol 1.0 and 2.0, and as a store with its remote-write
+# receiver on (--web.enable-remote-write-receiver; tests/src/prometheus.rs).
 #
 #   hack/prometheus.sh [install] [--env-file PATH]
 #                             build if missing; the last stdout line is PROMETHEUS=<path>; with

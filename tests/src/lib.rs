@@ -5,7 +5,8 @@
 //! clients whose every metric is uniquely identifiable ([`load`]), and reads the JSON Lines sink
 //! back to prove that every acknowledged metric arrived exactly once ([`sink`]). [`kafka`] names
 //! the shared test broker and runs private ones for tests that stop a broker. [`victoriametrics`]
-//! runs the time-series store the remote-write sink writes to and reads it back.
+//! and [`prometheus`] run the time-series stores the remote-write sink writes to and read them
+//! back ([`prometheus`] also runs Prometheus as a remote-write client).
 //!
 //! The `metricstream-load` binary (`src/bin/metricstream-load.rs`) puts [`load`] and [`sink`]
 //! behind a command line, for end-to-end runs against a deployed pipeline.
@@ -18,7 +19,9 @@
 pub mod kafka;
 pub mod load;
 pub mod process;
+pub mod prometheus;
 pub mod sink;
+pub mod store;
 pub mod victoriametrics;
 
 pub use load::{

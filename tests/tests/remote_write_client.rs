@@ -12,13 +12,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metricstream_tests::process::{free_loopback_addr, wait_for_http_ok};
-use metricstream_tests::{
-    ReadMode, Service, TestDir, http_client, read_sink, start_token_pipeline,
-};
+use metricstream_tests::prometheus::Prometheus;
+use metricstream_tests::{ReadMode, Service, TestDir, read_sink, start_token_pipeline};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -35,15 +32,6 @@ demo_latency_seconds_bucket{le=\"+Inf\"} 4
 demo_latency_seconds_sum 2.5
 demo_latency_seconds_count 4
 ";
-
-fn prometheus_binary() -> String {
-    std::env::var("PROMETHEUS").unwrap_or_else(|_| {
-        panic!(
-            "PROMETHEUS is not set: run `bash hack/prometheus.sh install` and export the \
-             PROMETHEUS=... line it prints (make test does both)"
-        )
-    })
-}
 
 /// Serves [`EXPOSITION`] to every request on `listener`, one response per connection.
 async fn serve_target(listener: TcpListener) {
@@ -70,54 +58,6 @@ async fn serve_target(listener: TcpListener) {
     }
 }
 
-/// A Prometheus agent that is stopped (SIGKILL) when dropped.
-struct Prometheus {
-    child: Child,
-    web: SocketAddr,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// Waits until Prometheus answers `/-/ready` with 200: its web listener comes up a while
-    /// after the process starts (longer on a busy machine).
-    async fn wait_ready(&mut self, log: &std::path::Path) {
-        let url = format!("http://{}/-/ready", self.web);
-        wait_for_http_ok(
-            &mut self.child,
-            &url,
-            "Prometheus",
-            log,
-            Duration::from_secs(60),
-        )
-        .await;
-    }
-
-    /// The sum of a counter over its series on Prometheus' own /metrics.
-    async fn counter(&self, name: &str) -> f64 {
-        let text = http_client(Duration::from_secs(5))
-            .get(format!("http://{}/metrics", self.web))
-            .send()
-            .await
-            .expect("Prometheus answers /metrics")
-            .text()
-            .await
-            .expect("a text body");
-        text.lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
 async fn start_prometheus(
     dir: &TestDir,
     target: SocketAddr,
@@ -125,7 +65,6 @@ async fn start_prometheus(
     message: &str,
     token: &str,
 ) -> Prometheus {
-    let web = free_loopback_addr();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 500ms\n\
          scrape_configs:\n  - job_name: demo\n    fallback_scrape_protocol: PrometheusText0.0.4\n\
@@ -137,26 +76,17 @@ async fn start_prometheus(
         ingest.base_url()
     );
     let config_path = dir.write_file(&format!("prometheus-{message}.yml"), &config);
-    let log_path = dir.logs_dir().join(format!("prometheus-{message}.log"));
-    let log = std::fs::File::create(&log_path).expect("a log file for Prometheus");
-    let child = Command::new(prometheus_binary())
-        .arg("--agent")
+    let args = [
+        "--agent".to_owned(),
         // Metadata reaches 2.0 requests only through the WAL, which records it with this flag.
-        .arg("--enable-feature=metadata-wal-records")
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
+        "--enable-feature=metadata-wal-records".to_owned(),
+        format!("--config.file={}", config_path.display()),
+        format!(
             "--storage.agent.path={}",
             dir.path().join(format!("wal-{message}")).display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("the log"))
-        .stderr(log)
-        .spawn()
-        .expect("Prometheus starts");
-    let mut prometheus = Prometheus { child, web };
-    prometheus.wait_ready(&log_path).await;
-    prometheus
+        ),
+    ];
+    Prometheus::spawn(&dir.logs_dir(), &format!("prometheus-{message}"), &args).await
 }
 
 async fn prometheus_remote_writes(message: &str, expect_kinds: bool) {
