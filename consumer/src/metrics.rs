@@ -104,6 +104,9 @@ pub struct RemoteWriteMetrics {
     pub samples_sent: Counter,
     /// Samples written to the dead-letter files instead of the store.
     pub dead_lettered: Counter,
+    /// Requests the store refused whole that were split in halves to single out the refused
+    /// samples.
+    pub refused_request_splits: Counter,
     /// Time from sending one request to its answer (or failure).
     pub request_seconds: Histogram,
     /// 1 for the circuit breaker's current state (`closed`, `open`, `half_open`), 0 for the
@@ -125,6 +128,7 @@ impl Default for RemoteWriteMetrics {
             requests: Family::default(),
             samples_sent: Counter::default(),
             dead_lettered: Counter::default(),
+            refused_request_splits: Counter::default(),
             request_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
             circuit_state: Family::default(),
             circuit_transitions: Family::default(),
@@ -184,6 +188,12 @@ impl RemoteWriteMetrics {
             "dead_lettered_samples",
             "Samples written to the dead-letter files instead of the store",
             self.dead_lettered.clone(),
+        );
+        registry.register(
+            "remote_write_refused_request_splits",
+            "Requests the store refused whole that were split in halves to single out the \
+             refused samples",
+            self.refused_request_splits.clone(),
         );
         registry.register(
             "remote_write_circuit_state",

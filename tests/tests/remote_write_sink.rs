@@ -659,16 +659,14 @@ async fn a_replayed_older_sample_is_a_dead_letter_in_prometheus_unless_it_has_an
     }
 }
 
-/// KNOWN SINK BUG, failing until the sink isolates the refused samples of a request (e.g. by
-/// splitting a refused request and sending the halves again): Prometheus answers a remote-write
-/// 1.0 request holding one sample it refuses with a 400 and stores none of the request (rolled
-/// back, see the test above), and the sink dead-letters every sample of that request with the
-/// reason of the one, so good samples that share a request with a bad one never reach the store.
-/// Here one ingest request (one record, so one remote-write request) holds nine good metrics and
-/// one more than 10 minutes ahead of Prometheus' clock.
+/// Prometheus answers a remote-write 1.0 request holding one sample it refuses with a 400 and
+/// stores none of the request (rolled back, see the test above); the sink splits a refused
+/// request until only the refused samples are left, so good samples that share a request with a
+/// bad one still reach the store. Here one ingest request (one record, so one remote-write
+/// request) holds nine good metrics and one more than 10 minutes ahead of Prometheus' clock.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs PROMETHEUS: hack/prometheus.sh install (make test runs it)"]
-async fn known_sink_bug_good_samples_sharing_a_request_with_a_refused_one_reach_prometheus() {
+async fn good_samples_sharing_a_request_with_a_refused_one_reach_prometheus() {
     let pipeline = Pipeline::start(
         "remote-write-refused-neighbours",
         Backend::File,

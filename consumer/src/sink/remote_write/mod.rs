@@ -9,12 +9,15 @@
 //! request still fails, the batch fails and the pipeline retries it from its first request,
 //! committing nothing meanwhile. A few failed attempts in a row open the circuit breaker
 //! (`circuit`): nothing is sent until its next probe, and the pipeline waits for that. Any other
-//! 4xx is final: its samples go to the dead-letter files (`dead_letter`) and the batch goes on.
+//! 4xx is final: the request is split in halves until only the refused samples are left (a
+//! store may refuse a request whole for one bad sample); those go to the dead-letter files
+//! (`dead_letter`) and the batch goes on.
 //!
 //! The sink keeps no watermark: a batch replayed after a crash (or a failed later request) is
 //! sent again, sample for sample, and the store must keep an identical sample once.
 //! VictoriaMetrics does so only with `-dedup.minScrapeInterval` set (1ms is enough); Prometheus
-//! drops an identical duplicate silently. See docs/sink.md.
+//! keeps a series' newest sample once, and an older replayed one only with
+//! `out_of_order_time_window` set. See docs/sink.md.
 
 mod circuit;
 mod dead_letter;
@@ -37,6 +40,11 @@ use circuit::{Circuit, CircuitPolicy, CircuitState, Transition};
 use dead_letter::Refusal;
 use delivery::{Answer, Endpoint, RetryPolicy, random_unit};
 use series::{PendingRequest, gather_requests};
+
+/// The most extra requests one refused request may be split into (see
+/// [`RemoteWriteSink::deliver`]): enough to single out about a dozen bad samples among 5,000,
+/// and a bound on what a request of nothing but bad samples costs.
+const MAX_SPLITS_PER_REQUEST: u32 = 128;
 
 /// How to reach the store.
 #[derive(Clone, Debug)]
@@ -119,10 +127,19 @@ impl RemoteWriteSink {
         self.endpoint.url.as_str()
     }
 
-    /// Sends one request until the store takes it (`Ok(true)`), refuses it for good
-    /// (`Ok(false)`: its samples are dead-lettered), the retries run out (`Err`), or the circuit
-    /// is or becomes open (`Err` with the wait until its next probe).
-    fn deliver(&mut self, request: &mut PendingRequest) -> Result<bool, SinkError> {
+    /// Sends one request until the store takes it or refuses it for good, and returns how many
+    /// of its samples it stored; the refused ones are dead-lettered. `Err` when the retries run
+    /// out or the circuit is or becomes open (with the wait until its next probe).
+    ///
+    /// A store may refuse a request whole for one bad sample (Prometheus rolls the request back
+    /// and answers 400), so a refused request of several samples is split in halves and each
+    /// sent again, down to the samples actually refused — at most `splits_left` more requests
+    /// for the original one; past that a refused part is dead-lettered whole.
+    fn deliver(
+        &mut self,
+        mut request: PendingRequest,
+        splits_left: &mut u32,
+    ) -> Result<u64, SinkError> {
         let body =
             Bytes::from(request.encode().map_err(|error| {
                 SinkError::Store(format!("snappy compression failed: {error}"))
@@ -145,26 +162,48 @@ impl RemoteWriteSink {
                     let transition = self.circuit.succeeded();
                     self.note(transition);
                     self.metrics.samples_sent.inc_by(samples);
-                    return Ok(true);
+                    return Ok(samples);
                 }
                 Answer::Rejected { status, reason } => {
-                    // The store works; it refuses these samples.
+                    // The store works; it refuses (some of) these samples.
                     let transition = self.circuit.succeeded();
                     self.note(transition);
+                    if samples > 1 && *splits_left >= 2 {
+                        *splits_left -= 2;
+                        tracing::debug!(
+                            status,
+                            %reason,
+                            samples,
+                            "the store refused a request; sending its halves apart"
+                        );
+                        self.metrics.refused_request_splits.inc();
+                        let (first, second) = request.split();
+                        let stored = self.deliver(first, splits_left)?;
+                        return Ok(stored + self.deliver(second, splits_left)?);
+                    }
                     tracing::error!(
                         status,
                         %reason,
                         samples,
-                        "the store refused a request for good; its samples go to the dead letters"
+                        "the store refused samples for good; they go to the dead letters"
                     );
+                    let reason = if samples > 1 {
+                        format!(
+                            "{reason} (refused with {} other samples in one request, not split \
+                             further)",
+                            samples - 1
+                        )
+                    } else {
+                        reason
+                    };
                     self.dead_letter(
-                        request,
+                        &request,
                         &Refusal {
                             status: Some(status),
                             reason,
                         },
                     )?;
-                    return Ok(false);
+                    return Ok(0);
                 }
                 Answer::Retryable {
                     status,
@@ -277,10 +316,9 @@ impl Sink for RemoteWriteSink {
         gather_requests(
             records,
             self.max_samples,
-            |mut request| {
-                if self.deliver(&mut request)? {
-                    stats.written += request.len() as u64;
-                }
+            |request| {
+                let mut splits_left = MAX_SPLITS_PER_REQUEST;
+                stats.written += self.deliver(request, &mut splits_left)?;
                 Ok(())
             },
             |origin, metric| {

@@ -87,6 +87,15 @@ impl PendingRequest {
         snap::raw::Encoder::new().compress_vec(&body)
     }
 
+    /// The request cut in two halves in order (the first holds the odd sample), to find which
+    /// samples a store refused when it refuses a request whole.
+    pub(super) fn split(mut self) -> (Self, Self) {
+        let at = self.len().div_ceil(2);
+        let series = self.series.split_off(at);
+        let origins = self.origins.split_off(at);
+        (self, Self { series, origins })
+    }
+
     /// Hands over what was gathered and starts afresh.
     fn take(&mut self) -> Self {
         std::mem::take(self)
@@ -243,6 +252,27 @@ mod tests {
         )
         .expect("gathers");
         (requests, unsendable)
+    }
+
+    #[test]
+    fn a_request_splits_into_halves_in_order() {
+        let mut request = PendingRequest::default();
+        for index in 0..5 {
+            let origin = Origin {
+                partition: Partition(0),
+                offset: Offset(1),
+                index,
+                client: "c".to_owned(),
+            };
+            request.push(v1::TimeSeries::default(), origin);
+        }
+        let (first, second) = request.split();
+        let indexes = |r: &PendingRequest| r.origins.iter().map(|o| o.index).collect::<Vec<_>>();
+        assert_eq!(
+            (indexes(&first), indexes(&second)),
+            (vec![0, 1, 2], vec![3, 4])
+        );
+        assert_eq!((first.series.len(), second.series.len()), (3, 2));
     }
 
     #[test]

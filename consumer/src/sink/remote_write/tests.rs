@@ -294,7 +294,11 @@ fn a_final_refusal_dead_letters_the_samples_and_moves_on() {
     let mut sink = fixture.sink(&url, 100);
     let stats = sink.write_batch(&records(2, Some(5))).expect("done");
     assert_eq!(stats.written, 0);
-    assert_eq!(seen.lock().expect("lock").len(), 1, "a 400 is not retried");
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        3,
+        "a 400 is not retried, but its halves are sent apart"
+    );
     let lines = fixture.dead_letters(1);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["status"], 400);
@@ -303,6 +307,61 @@ fn a_final_refusal_dead_letters_the_samples_and_moves_on() {
     assert_eq!(lines[1]["index"], 1);
     assert_eq!(lines[1]["tags"]["i"], "1");
     assert_eq!(fixture.metrics.dead_lettered.get(), 2);
+}
+
+#[test]
+fn a_request_refused_whole_is_split_until_only_the_refused_samples_are_dead_letters() {
+    let fixture = Fixture::new();
+    // [0 1 2 3] refused whole; [0 1] stored; [2 3] refused; [2] stored; [3] refused.
+    let (url, seen) = fixture.runtime.block_on(serve(vec![
+        (400, "", "out of bounds"),
+        (204, "", ""),
+        (400, "", "out of bounds"),
+        (204, "", ""),
+        (400, "", "out of bounds"),
+    ]));
+    let mut sink = fixture.sink(&url, 100);
+    let stats = sink.write_batch(&records(4, Some(5))).expect("done");
+    assert_eq!(stats.written, 3);
+    let sizes: Vec<usize> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(Seen::samples)
+        .collect();
+    assert_eq!(sizes, vec![4, 2, 2, 1, 1]);
+    let lines = fixture.dead_letters(1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["index"], 3);
+    assert_eq!(lines[0]["reason"], "out of bounds");
+    assert_eq!(fixture.metrics.refused_request_splits.get(), 2);
+    assert_eq!(fixture.metrics.samples_sent.get(), 3);
+}
+
+#[test]
+fn splitting_a_refused_request_stops_at_its_budget() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![(400, "", "too old")]));
+    let mut sink = fixture.sink(&url, 1000);
+    let stats = sink.write_batch(&records(300, Some(5))).expect("done");
+    assert_eq!(stats.written, 0);
+    let requests = seen.lock().expect("lock").len() as u32;
+    assert_eq!(
+        requests,
+        1 + MAX_SPLITS_PER_REQUEST,
+        "the budget bounds the requests"
+    );
+    let lines = fixture.dead_letters(1);
+    assert_eq!(lines.len(), 300, "every sample once");
+    let unsplit = lines
+        .iter()
+        .filter(|line| {
+            line["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not split further"))
+        })
+        .count();
+    assert!(unsplit > 0 && unsplit < 300, "{unsplit}");
 }
 
 #[test]
