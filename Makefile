@@ -46,7 +46,7 @@ PROMETHEUS_ENV_FILE := target/prometheus.env
 # OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
 OTELCOL_ENV_FILE := target/otelcol.env
 # VICTORIAMETRICS, the VictoriaMetrics single-node server built (hack/victoriametrics.sh), the store
-# the remote-write sink's tests write to (tests/tests/remote_write_sink.rs).
+# the remote-write sink's tests write to (tests/tests/remote_write_sink.rs, sink_outage.rs).
 VICTORIAMETRICS_ENV_FILE := target/victoriametrics.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env

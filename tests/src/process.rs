@@ -403,6 +403,17 @@ impl Service {
         (status, body)
     }
 
+    /// The value of one sample of the service's admin `/metrics`, named exactly as printed
+    /// (`name` or `name{label="value"}`); panics when it is missing.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{series} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from {}'s /metrics:\n{text}", self.label))
+    }
+
     /// `metricstream_ingest_metrics_accepted_total` from an ingest's admin `/metrics`: every
     /// metric it acknowledged as durable (0 before the first).
     pub async fn metrics_accepted(&self) -> u64 {

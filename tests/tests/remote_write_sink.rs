@@ -120,16 +120,6 @@ impl Pipeline {
     }
 }
 
-/// A counter (or unlabelled sample) of the consumer's /metrics.
-async fn consumer_metric(consumer: &Service, name: &str) -> f64 {
-    let (status, text) = consumer.admin_get("/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from the consumer's /metrics:\n{text}"))
-}
-
 const SAMPLES_SENT: &str = "metricstream_consumer_remote_write_samples_sent_total";
 const DEAD_LETTERED: &str = "metricstream_consumer_dead_lettered_samples_total";
 
@@ -167,13 +157,13 @@ async fn load_lands_exactly_once(backend: Backend, store: StoreKind) {
         build_kind()
     );
 
-    let sent = consumer_metric(&consumer, SAMPLES_SENT).await;
+    let sent = consumer.metric(SAMPLES_SENT).await;
     assert_eq!(
         sent,
         expected.len() as f64,
         "no batch was sent twice without a crash"
     );
-    assert_eq!(consumer_metric(&consumer, DEAD_LETTERED).await, 0.0);
+    assert_eq!(consumer.metric(DEAD_LETTERED).await, 0.0);
     assert!(!pipeline.dir.sink_dir().join("dead-letters").exists());
     consumer.terminate().await;
     pipeline.ingest.terminate().await;
@@ -213,7 +203,7 @@ async fn killed_consumer_replays_without_duplicates(backend: Backend, store: Sto
     let load = start_load(pipeline.load_spec().pause(Duration::from_millis(20)));
     let deadline = Instant::now() + Duration::from_secs(60);
     let sent_before_kill = loop {
-        let sent = consumer_metric(&consumer, SAMPLES_SENT).await;
+        let sent = consumer.metric(SAMPLES_SENT).await;
         if sent >= 1000.0 {
             break sent;
         }
@@ -240,7 +230,7 @@ async fn killed_consumer_replays_without_duplicates(backend: Backend, store: Sto
 
     let expected = report.expected();
     pipeline.assert_store_holds_exactly(&expected).await;
-    let sent_after_restart = consumer_metric(&consumer, SAMPLES_SENT).await;
+    let sent_after_restart = consumer.metric(SAMPLES_SENT).await;
     // At least: the first process may have sent more between the reading and the kill.
     println!(
         "samples sent: at least {sent_before_kill} before the kill, {sent_after_restart} after \
@@ -431,10 +421,7 @@ async fn refused_samples_are_dead_letters_and_the_rest_flows(backend: Backend) {
             "{letter:?} should give the reason {reason:?}"
         );
     }
-    assert_eq!(
-        consumer_metric(&consumer, DEAD_LETTERED).await,
-        refused.len() as f64
-    );
+    assert_eq!(consumer.metric(DEAD_LETTERED).await, refused.len() as f64);
     println!(
         "{backend:?} backend, Prometheus: {} samples stored once, {} refused ones dead letters, \
          e.g. {:?}",
@@ -625,8 +612,8 @@ async fn a_replayed_older_sample_is_a_dead_letter_in_prometheus_unless_it_has_an
         post_metrics(&ingest, "replayer", vec![metric(&id, 1.0, t1)]).await;
         let settled = Instant::now() + Duration::from_secs(30);
         loop {
-            let sent = consumer_metric(&consumer, SAMPLES_SENT).await;
-            let dead = consumer_metric(&consumer, DEAD_LETTERED).await;
+            let sent = consumer.metric(SAMPLES_SENT).await;
+            let dead = consumer.metric(DEAD_LETTERED).await;
             if sent + dead >= 3.0 {
                 break;
             }

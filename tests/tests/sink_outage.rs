@@ -6,13 +6,11 @@
 //! CPU, and what was acknowledged but not yet stored grows; once the store is back the circuit
 //! closes, the backlog drains, and every acknowledged metric is in the store exactly once.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use metricstream_tests::victoriametrics::{ExportedSeries, VictoriaMetrics};
-use metricstream_tests::{
-    DRAIN_TIMEOUT, Expected, LoadSpec, MetricId, Service, ServiceSpec, TestDir, start_load,
-};
+use metricstream_tests::store::assert_exactly_once_in_store;
+use metricstream_tests::victoriametrics::VictoriaMetrics;
+use metricstream_tests::{DRAIN_TIMEOUT, LoadSpec, Service, ServiceSpec, TestDir, start_load};
 
 /// How long the store is down, as the issue asks.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -54,66 +52,12 @@ fn rss_bytes(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// The value of one sample (exact name and labels, as printed) of a service's /metrics.
-async fn sample(service: &Service, series: &str) -> f64 {
-    let (status, text) = service.admin_get("/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{series} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "{series} missing from {}'s /metrics:\n{text}",
-                service.label()
-            )
-        })
-}
-
 /// Metrics acknowledged by the ingest and not yet written to the store by the consumer.
 async fn backlog(ingest: &Service, consumer: &Service) -> f64 {
     ingest.metrics_accepted().await as f64
-        - sample(consumer, "metricstream_consumer_metrics_written_total").await
-}
-
-/// Every expected metric once in `series` with its value and timestamp, and nothing else.
-fn assert_exactly_once(series: &[ExportedSeries], expected: &Expected) {
-    let mut problems = Vec::new();
-    let mut seen = HashSet::new();
-    for exported in series {
-        let name = exported.metric.get("__name__").map_or("", String::as_str);
-        let Some(id) = MetricId::from_tags(name, &exported.metric) else {
-            problems.push(format!(
-                "a series the load did not send: {:?}",
-                exported.metric
-            ));
-            continue;
-        };
-        if exported.values != [id.value()] || exported.timestamps != [id.timestamp()] {
-            problems.push(format!(
-                "{id:?}: values {:?} at {:?}",
-                exported.values, exported.timestamps
-            ));
-        }
-        if !expected.metrics.contains_key(&id) || !seen.insert(id.clone()) {
-            problems.push(format!("{id:?} unacknowledged or exported twice"));
-        }
-    }
-    let missing = expected
-        .metrics
-        .keys()
-        .filter(|id| !seen.contains(*id))
-        .count();
-    if missing > 0 {
-        problems.push(format!(
-            "{missing} acknowledged metrics are not in the store"
-        ));
-    }
-    assert!(
-        problems.is_empty(),
-        "{} problems (the first 20): {:#?}",
-        problems.len(),
-        &problems[..problems.len().min(20)]
-    );
+        - consumer
+            .metric("metricstream_consumer_metrics_written_total")
+            .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,11 +107,9 @@ async fn a_store_stopped_for_30_s_under_load_loses_nothing_and_costs_no_cpu_whil
         tokio::time::sleep(Duration::from_millis(1000)).await;
         max_rss = max_rss.max(rss_bytes(consumer.pid()));
         scrapes += 1;
-        if sample(
-            &consumer,
-            r#"metricstream_consumer_remote_write_circuit_state{state="open"}"#,
-        )
-        .await
+        if consumer
+            .metric(r#"metricstream_consumer_remote_write_circuit_state{state="open"}"#)
+            .await
             == 1.0
         {
             open_seen += 1;
@@ -176,11 +118,9 @@ async fn a_store_stopped_for_30_s_under_load_loses_nothing_and_costs_no_cpu_whil
     let window = window_started.elapsed().as_secs_f64();
     let cpu_share = (cpu_seconds(consumer.pid()) - cpu_before) / window;
     let backlog_at_end = backlog(&ingest, &consumer).await;
-    let transitions_open = sample(
-        &consumer,
-        r#"metricstream_consumer_remote_write_circuit_transitions_total{state="open"}"#,
-    )
-    .await;
+    let transitions_open = consumer
+        .metric(r#"metricstream_consumer_remote_write_circuit_transitions_total{state="open"}"#)
+        .await;
 
     store.restart().await;
     let restarted = Instant::now();
@@ -192,7 +132,7 @@ async fn a_store_stopped_for_30_s_under_load_loses_nothing_and_costs_no_cpu_whil
         .wait_for_samples(r#"{__name__="m"}"#, expected.len(), DRAIN_TIMEOUT)
         .await;
     let drained = restarted.elapsed();
-    assert_exactly_once(&series, &expected);
+    assert_exactly_once_in_store(&series, &expected);
     let backlog_after = backlog(&ingest, &consumer).await;
     let (ready, body) = consumer.admin_get("/readyz").await;
     max_rss = max_rss.max(rss_bytes(consumer.pid()));
@@ -225,11 +165,9 @@ async fn a_store_stopped_for_30_s_under_load_loses_nothing_and_costs_no_cpu_whil
     assert_eq!(backlog_after, 0.0, "the backlog did not drain");
     assert_eq!(ready, 200, "the consumer is not ready again: {body}");
     assert_eq!(
-        sample(
-            &consumer,
-            r#"metricstream_consumer_remote_write_circuit_state{state="closed"}"#
-        )
-        .await,
+        consumer
+            .metric(r#"metricstream_consumer_remote_write_circuit_state{state="closed"}"#)
+            .await,
         1.0
     );
     assert!(max_rss < MAX_RSS_BYTES, "consumer RSS {max_rss} bytes");
