@@ -29,7 +29,7 @@ pub struct Config {
     pub sink: SinkKind,
 
     /// The remote-write endpoint of the store (`--sink remote-write` only), e.g.
-    /// http://victoriametrics:8428/api/v1/write. http:// only so far.
+    /// http://victoriametrics:8428/api/v1/write or https://vm.example:8428/api/v1/write.
     #[arg(
         long,
         env = "METRICSTREAM_SINK_URL",
@@ -38,9 +38,54 @@ pub struct Config {
     pub sink_url: Option<String>,
 
     /// A file holding a bearer token sent with every remote-write request
-    /// (`Authorization: Bearer <token>`); read once at startup, surrounding whitespace trimmed.
-    #[arg(long, env = "METRICSTREAM_SINK_BEARER_TOKEN_FILE")]
+    /// (`Authorization: Bearer <token>`), surrounding whitespace trimmed. Re-read when the file
+    /// changes (a rotated Kubernetes Secret is used without a restart); if it cannot be read,
+    /// the last token is kept. Not with basic auth.
+    #[arg(long, env = "METRICSTREAM_SINK_BEARER_TOKEN_FILE",
+          conflicts_with_all = ["sink_basic_auth_username", "sink_basic_auth_password_file"])]
     pub sink_bearer_token_file: Option<PathBuf>,
+
+    /// The user name of HTTP basic auth to the store (no ':'); needs
+    /// --sink-basic-auth-password-file.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_BASIC_AUTH_USERNAME",
+        requires = "sink_basic_auth_password_file"
+    )]
+    pub sink_basic_auth_username: Option<String>,
+
+    /// A file holding the password of HTTP basic auth to the store, surrounding whitespace
+    /// trimmed; re-read when it changes, like --sink-bearer-token-file.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_BASIC_AUTH_PASSWORD_FILE",
+        requires = "sink_basic_auth_username"
+    )]
+    pub sink_basic_auth_password_file: Option<PathBuf>,
+
+    /// A PEM file of CA certificates for an https:// --sink-url: the store's certificate must
+    /// chain to one of these, and the system's CA certificates are not used (as with
+    /// Prometheus' `tls_config.ca_file`). Without it, the system's CA certificates. Read at
+    /// startup.
+    #[arg(long, env = "METRICSTREAM_SINK_CA_FILE")]
+    pub sink_ca_file: Option<PathBuf>,
+
+    /// A PEM certificate (chain) presented to an https:// store that asks for client
+    /// certificates (mutual TLS); needs --sink-client-key-file. Read at startup.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_CLIENT_CERT_FILE",
+        requires = "sink_client_key_file"
+    )]
+    pub sink_client_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --sink-client-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_CLIENT_KEY_FILE",
+        requires = "sink_client_cert_file"
+    )]
+    pub sink_client_key_file: Option<PathBuf>,
 
     /// Most samples in one remote-write request; a batch is sent as several requests if needed.
     #[arg(long, env = "METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", default_value_t = 5000,

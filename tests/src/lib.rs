@@ -91,9 +91,16 @@ pub async fn post_raw(
     }
 }
 
+/// A reqwest client builder (no proxy) that can be built: the workspace's reqwest has rustls
+/// without a crypto provider, so ring is installed as the process's default first.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // An `Err` says a provider is installed already (an earlier call): fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+    http_client_builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .build()

@@ -14,11 +14,14 @@
 //! VictoriaMetrics does so only with `-dedup.minScrapeInterval` set (1ms is enough); Prometheus
 //! drops an identical duplicate silently. See docs/sink.md.
 
+mod credentials;
 mod dead_letter;
 mod delivery;
+mod endpoint;
 mod series;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,16 +34,23 @@ use super::durable::{create_dir_durably, quarantine_payload};
 use super::{Sink, SinkError, SinkRecord, WriteStats};
 use crate::metrics::RemoteWriteMetrics;
 use dead_letter::Refusal;
-use delivery::{Answer, Endpoint, RetryPolicy, random_unit};
+use delivery::{Answer, RetryPolicy, random_unit};
+use endpoint::Endpoint;
 use series::{PendingRequest, gather_requests};
 
-/// How to reach the store.
+pub use credentials::AuthSettings;
+pub use tls::{ClientIdentityFiles, TlsSettings};
+
+/// How to reach the store. Names the files that hold secrets, never their contents.
 #[derive(Clone, Debug)]
 pub struct RemoteWriteSettings {
-    /// The remote-write endpoint (VictoriaMetrics: `http://host:8428/api/v1/write`).
+    /// The remote-write endpoint (VictoriaMetrics: `http://host:8428/api/v1/write`, or
+    /// `https://...`).
     pub url: String,
-    /// Sent as `Authorization: Bearer <token>` with every request.
-    pub bearer_token: Option<String>,
+    /// The credentials sent with every request, if any.
+    pub auth: Option<AuthSettings>,
+    /// CA and client certificate files for an `https://` URL.
+    pub tls: TlsSettings,
     pub max_samples_per_request: usize,
     /// The deadline of one request (connecting, sending, reading the answer).
     pub request_timeout: Duration,
@@ -59,7 +69,8 @@ pub struct RemoteWriteSink {
 
 impl RemoteWriteSink {
     /// A sink sending to `settings.url`, keeping quarantined records and dead letters under
-    /// `dir` (created if missing). Makes no request yet.
+    /// `dir` (created if missing). Reads the credential and TLS files (an unusable one is an
+    /// error naming its flag); makes no request yet.
     pub fn open(
         dir: impl Into<PathBuf>,
         settings: &RemoteWriteSettings,
@@ -68,31 +79,9 @@ impl RemoteWriteSink {
     ) -> Result<Self, SinkError> {
         let dir = dir.into();
         create_dir_durably(&dir)?;
-        let url = reqwest::Url::parse(&settings.url).map_err(|error| {
-            SinkError::Store(format!(
-                "--sink-url {:?} is not a URL: {error}",
-                settings.url
-            ))
-        })?;
-        if url.scheme() != "http" {
-            return Err(SinkError::Store(format!(
-                "--sink-url {url}: only http:// is supported so far"
-            )));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .build()
-            .map_err(|error| SinkError::Store(format!("building the HTTP client: {error}")))?;
         Ok(Self {
             dir,
-            endpoint: Endpoint {
-                client,
-                url,
-                authorization: settings
-                    .bearer_token
-                    .as_ref()
-                    .map(|token| format!("Bearer {token}")),
-            },
+            endpoint: Endpoint::open(settings)?,
             runtime,
             max_samples: settings.max_samples_per_request.max(1),
             retry: RetryPolicy::default(),
