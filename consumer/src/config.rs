@@ -219,6 +219,72 @@ mod tests {
     }
 
     #[test]
+    fn basic_auth_and_a_bearer_token_exclude_each_other_and_pairs_go_together() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "metricstream-consumer",
+                "--sink",
+                "remote-write",
+                "--sink-url",
+                "https://vm:8428/api/v1/write",
+            ];
+            argv.extend_from_slice(extra);
+            Config::try_parse_from(argv)
+        };
+        let config = parse(&[
+            "--sink-basic-auth-username",
+            "writer",
+            "--sink-basic-auth-password-file",
+            "/run/password",
+            "--sink-ca-file",
+            "/run/ca.pem",
+            "--sink-client-cert-file",
+            "/run/tls.crt",
+            "--sink-client-key-file",
+            "/run/tls.key",
+        ])
+        .expect("flags parse");
+        assert_eq!(config.sink_basic_auth_username.as_deref(), Some("writer"));
+        assert_eq!(
+            config.sink_basic_auth_password_file,
+            Some(PathBuf::from("/run/password"))
+        );
+        assert_eq!(config.sink_ca_file, Some(PathBuf::from("/run/ca.pem")));
+        assert_eq!(
+            config.sink_client_cert_file,
+            Some(PathBuf::from("/run/tls.crt"))
+        );
+        assert_eq!(
+            config.sink_client_key_file,
+            Some(PathBuf::from("/run/tls.key"))
+        );
+        for refused in [
+            &[
+                "--sink-bearer-token-file",
+                "/run/token",
+                "--sink-basic-auth-username",
+                "writer",
+                "--sink-basic-auth-password-file",
+                "/run/password",
+            ][..],
+            &["--sink-basic-auth-username", "writer"],
+            &["--sink-basic-auth-password-file", "/run/password"],
+            &["--sink-client-cert-file", "/run/tls.crt"],
+            &["--sink-client-key-file", "/run/tls.key"],
+        ] {
+            let error = parse(refused).expect_err("refused");
+            assert!(
+                matches!(
+                    error.kind(),
+                    clap::error::ErrorKind::ArgumentConflict
+                        | clap::error::ErrorKind::MissingRequiredArgument
+                ),
+                "{refused:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn flags_override_defaults() {
         let config = Config::try_parse_from([
             "metricstream-consumer",

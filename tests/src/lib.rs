@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod load;
 pub mod process;
 pub mod sink;
+pub mod test_ca;
 pub mod victoriametrics;
 
 pub use load::{

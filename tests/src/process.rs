@@ -126,6 +126,18 @@ pub async fn wait_for_http_ok(
     timeout: Duration,
 ) {
     let client = http_client(Duration::from_secs(2));
+    wait_for_http_ok_with(|| client.get(url), child, url, what, log, timeout).await;
+}
+
+/// [`wait_for_http_ok`] with requests `request` makes (a client with a CA, credentials).
+pub async fn wait_for_http_ok_with(
+    request: impl Fn() -> reqwest::RequestBuilder,
+    child: &mut Child,
+    url: &str,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+) {
     let started = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -134,8 +146,7 @@ pub async fn wait_for_http_ok(
                 log.display()
             );
         }
-        let ready = client
-            .get(url)
+        let ready = request()
             .send()
             .await
             .is_ok_and(|response| response.status() == 200);
@@ -401,6 +412,16 @@ impl Service {
             .await
             .unwrap_or_else(|error| panic!("reading GET {url} ({}): {error}", self.label));
         (status, body)
+    }
+
+    /// A counter (or unlabelled sample) of the admin `/metrics`; panics if it is missing.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {}'s /metrics:\n{text}", self.label))
     }
 
     /// `metricstream_ingest_metrics_accepted_total` from an ingest's admin `/metrics`: every

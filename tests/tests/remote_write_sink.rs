@@ -10,17 +10,14 @@
 //! - the requirement itself: one remote-write request sent twice is kept once with
 //!   `-dedup.minScrapeInterval=1ms`, and twice without it.
 
-use std::collections::HashSet;
-
 use metricstream_backend::remote_write_proto::{Sample, v1};
 use metricstream_tests::http_client;
 use prost::Message;
 use std::time::{Duration, Instant};
 
-use metricstream_tests::victoriametrics::{ExportedSeries, VictoriaMetrics};
+use metricstream_tests::victoriametrics::{VictoriaMetrics, assert_exactly_once_in_store};
 use metricstream_tests::{
-    DRAIN_TIMEOUT, Expected, LoadSpec, MetricId, Service, ServiceSpec, TestDir, run_load,
-    start_load,
+    DRAIN_TIMEOUT, LoadSpec, Service, ServiceSpec, TestDir, run_load, start_load,
 };
 
 const CLIENTS: usize = 20;
@@ -34,68 +31,6 @@ fn consumer_spec(dir: &TestDir, store: &VictoriaMetrics) -> ServiceSpec {
         .env("METRICSTREAM_SINK_URL", store.write_url())
         // Several requests per batch, so a batch can fail (or be killed) half sent.
         .env("METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", "500")
-}
-
-/// A counter (or unlabelled sample) of the consumer's /metrics.
-async fn consumer_metric(consumer: &Service, name: &str) -> f64 {
-    let (status, text) = consumer.admin_get("/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from the consumer's /metrics:\n{text}"))
-}
-
-/// Every expected metric once in `series`, with exactly its labels, value and timestamp, and no
-/// other series.
-fn assert_exactly_once_in_store(series: &[ExportedSeries], expected: &Expected) {
-    let mut problems = Vec::new();
-    let mut seen = HashSet::new();
-    for exported in series {
-        let name = exported.metric.get("__name__").map_or("", String::as_str);
-        let Some(id) = MetricId::from_tags(name, &exported.metric) else {
-            problems.push(format!(
-                "a series the load did not send: {:?}",
-                exported.metric
-            ));
-            continue;
-        };
-        let labels: Vec<&str> = exported.metric.keys().map(String::as_str).collect();
-        if labels != ["__name__", "client", "i", "seq"] {
-            problems.push(format!("{id:?} has the labels {labels:?}"));
-        }
-        if exported.values != [id.value()] || exported.timestamps != [id.timestamp()] {
-            problems.push(format!(
-                "{id:?}: values {:?} at {:?}, expected [{}] at [{}]",
-                exported.values,
-                exported.timestamps,
-                id.value(),
-                id.timestamp()
-            ));
-        }
-        if !expected.metrics.contains_key(&id) {
-            problems.push(format!("{id:?} is in the store but was not acknowledged"));
-        }
-        if !seen.insert(id.clone()) {
-            problems.push(format!("{id:?} is exported as two series"));
-        }
-    }
-    let missing = expected
-        .metrics
-        .keys()
-        .filter(|id| !seen.contains(*id))
-        .count();
-    if missing > 0 {
-        problems.push(format!(
-            "{missing} acknowledged metrics are not in the store"
-        ));
-    }
-    assert!(
-        problems.is_empty(),
-        "{} problems (the first 20): {:#?}",
-        problems.len(),
-        &problems[..problems.len().min(20)]
-    );
 }
 
 fn load_spec(ingest: &Service) -> LoadSpec {
@@ -142,21 +77,17 @@ async fn twenty_clients_fifty_requests_land_in_victoriametrics_exactly_once() {
     );
     assert_exactly_once_in_store(&series, &expected);
 
-    let sent = consumer_metric(
-        &consumer,
-        "metricstream_consumer_remote_write_samples_sent_total",
-    )
-    .await;
+    let sent = consumer
+        .metric("metricstream_consumer_remote_write_samples_sent_total")
+        .await;
     assert_eq!(
         sent,
         expected.len() as f64,
         "no batch was sent twice without a crash"
     );
-    let dead = consumer_metric(
-        &consumer,
-        "metricstream_consumer_dead_lettered_samples_total",
-    )
-    .await;
+    let dead = consumer
+        .metric("metricstream_consumer_dead_lettered_samples_total")
+        .await;
     assert_eq!(dead, 0.0);
     assert!(!dir.sink_dir().join("dead-letters").exists());
     consumer.terminate().await;
@@ -176,11 +107,9 @@ async fn a_consumer_killed_mid_load_replays_into_victoriametrics_without_duplica
     let load = start_load(load_spec(&ingest).pause(Duration::from_millis(20)));
     let deadline = Instant::now() + Duration::from_secs(60);
     let sent_before_kill = loop {
-        let sent = consumer_metric(
-            &consumer,
-            "metricstream_consumer_remote_write_samples_sent_total",
-        )
-        .await;
+        let sent = consumer
+            .metric("metricstream_consumer_remote_write_samples_sent_total")
+            .await;
         if sent >= 1000.0 {
             break sent;
         }
@@ -209,11 +138,9 @@ async fn a_consumer_killed_mid_load_replays_into_victoriametrics_without_duplica
         .wait_for_samples(SELECTOR, expected.len(), DRAIN_TIMEOUT)
         .await;
     assert_exactly_once_in_store(&series, &expected);
-    let sent_after_restart = consumer_metric(
-        &consumer,
-        "metricstream_consumer_remote_write_samples_sent_total",
-    )
-    .await;
+    let sent_after_restart = consumer
+        .metric("metricstream_consumer_remote_write_samples_sent_total")
+        .await;
     // At least: the first process may have sent more between the reading and the kill.
     println!(
         "samples sent: at least {sent_before_kill} before the kill, {sent_after_restart} after \
