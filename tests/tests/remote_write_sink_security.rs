@@ -25,6 +25,24 @@ const SELECTOR: &str = r#"{__name__="m"}"#;
 const USERNAME: &str = "metricstream-writer";
 const PASSWORD: &str = "store-password-3f9c1d";
 
+/// VictoriaMetrics (with deduplication) serving HTTPS with a certificate `tls` signs and/or
+/// requiring basic auth.
+async fn start_store(
+    dir: &TestDir,
+    tls: Option<&TestCa>,
+    basic_auth: Option<(&str, &str)>,
+) -> VictoriaMetrics {
+    let security = Security { tls, basic_auth };
+    VictoriaMetrics::start_secured(
+        dir.path(),
+        &dir.logs_dir(),
+        "victoriametrics",
+        true,
+        &security,
+    )
+    .await
+}
+
 /// A consumer writing to `store`; `extra` adds or overrides its environment.
 fn consumer_spec(dir: &TestDir, store: &VictoriaMetrics, extra: &[(&str, &Path)]) -> ServiceSpec {
     let mut spec = ServiceSpec::consumer(dir, "consumer")
@@ -79,17 +97,7 @@ fn replace_file(path: &Path, contents: &str) {
 async fn https_and_basic_auth_deliver_every_sample_once() {
     let dir = TestDir::new("remote-write-https");
     let ca = TestCa::new("MetricStream store CA");
-    let store = VictoriaMetrics::start_secured(
-        dir.path(),
-        &dir.logs_dir(),
-        "victoriametrics",
-        true,
-        &Security {
-            tls: Some(&ca),
-            basic_auth: Some((USERNAME, PASSWORD)),
-        },
-    )
-    .await;
+    let store = start_store(&dir, Some(&ca), Some((USERNAME, PASSWORD))).await;
     assert!(store.write_url().starts_with("https://127.0.0.1:"));
     let ca_file = dir.write_file("store-ca.pem", &ca.cert_pem);
     let password_file = dir.write_file("password", &format!("{PASSWORD}\n"));
@@ -125,17 +133,7 @@ async fn https_and_basic_auth_deliver_every_sample_once() {
 async fn a_store_certificate_of_another_ca_gets_nothing_and_nothing_is_committed() {
     let dir = TestDir::new("remote-write-wrong-ca");
     let ca = TestCa::new("MetricStream store CA");
-    let store = VictoriaMetrics::start_secured(
-        dir.path(),
-        &dir.logs_dir(),
-        "victoriametrics",
-        true,
-        &Security {
-            tls: Some(&ca),
-            basic_auth: None,
-        },
-    )
-    .await;
+    let store = start_store(&dir, Some(&ca), None).await;
     let other_ca = TestCa::new("Some other CA");
     let wrong_ca_file = dir.write_file("other-ca.pem", &other_ca.cert_pem);
     let ingest = ServiceSpec::ingest(&dir, "ingest").start().await;
@@ -188,17 +186,7 @@ async fn a_store_certificate_of_another_ca_gets_nothing_and_nothing_is_committed
 #[ignore = "needs VICTORIAMETRICS: hack/victoriametrics.sh install (make test runs it)"]
 async fn a_wrong_password_is_retried_until_the_rotated_file_fixes_it_without_a_restart() {
     let dir = TestDir::new("remote-write-wrong-password");
-    let store = VictoriaMetrics::start_secured(
-        dir.path(),
-        &dir.logs_dir(),
-        "victoriametrics",
-        true,
-        &Security {
-            tls: None,
-            basic_auth: Some((USERNAME, PASSWORD)),
-        },
-    )
-    .await;
+    let store = start_store(&dir, None, Some((USERNAME, PASSWORD))).await;
     let password_file = dir.write_file("password", "an-old-password\n");
     let ingest = ServiceSpec::ingest(&dir, "ingest").start().await;
     let mut consumer = consumer_spec(

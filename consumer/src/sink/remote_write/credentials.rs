@@ -250,6 +250,29 @@ mod tests {
     }
 
     #[test]
+    fn a_kubernetes_secret_update_is_seen_through_its_symlinks() {
+        // A Secret volume: `token` -> `..data/token`, `..data` -> a timestamped directory; an
+        // update writes a new directory and renames a new `..data` link over the old one.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let version = |name: &str, token: &str| {
+            std::fs::create_dir(dir.path().join(name)).expect("mkdir");
+            std::fs::write(dir.path().join(name).join("token"), token).expect("write");
+        };
+        version("..2026_01", "first");
+        std::os::unix::fs::symlink("..2026_01", dir.path().join("..data")).expect("link");
+        std::os::unix::fs::symlink("..data/token", dir.path().join("token")).expect("link");
+        let file =
+            SecretFile::open("--sink-bearer-token-file", dir.path().join("token")).expect("opens");
+        assert_eq!(file.current().0, "first");
+
+        version("..2026_02", "fresh");
+        std::os::unix::fs::symlink("..2026_02", dir.path().join("..data_tmp")).expect("link");
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).expect("swap");
+        std::fs::remove_dir_all(dir.path().join("..2026_01")).expect("old version removed");
+        assert_eq!(file.current().0, "fresh");
+    }
+
+    #[test]
     fn a_refused_secret_is_read_again_even_if_the_file_looks_the_same() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("password");

@@ -35,13 +35,13 @@ impl Endpoint {
         let builder = reqwest::Client::builder().timeout(settings.request_timeout);
         let builder = match url.scheme() {
             "https" => builder.tls_backend_preconfigured(tls::client_config(&settings.tls)?),
-            // TLS files for a plain-text store are a mistake that would send the credentials in
-            // clear, not something to ignore.
             // reqwest has no provider of its own (see the workspace's Cargo.toml), so even a
             // plain-text client gets a config: one that trusts nothing, for an https:// redirect.
             "http" if settings.tls.is_empty() => {
                 builder.tls_backend_preconfigured(tls::trusting_nothing()?)
             }
+            // TLS files for a plain-text store are a mistake that would send the credentials in
+            // clear, not something to ignore.
             "http" => {
                 return Err(SinkError::Store(format!(
                     "--sink-url {url} is http://, but TLS files (--sink-ca-file, \

@@ -13,6 +13,10 @@
 //! sent again, sample for sample, and the store must keep an identical sample once.
 //! VictoriaMetrics does so only with `-dedup.minScrapeInterval` set (1ms is enough); Prometheus
 //! drops an identical duplicate silently. See docs/sink.md.
+//!
+//! The HTTP client (`endpoint`) is built at startup: TLS for an `https://` URL (`tls`: the
+//! `--sink-ca-file` CAs or the system's, a client certificate) and the credentials
+//! (`credentials`: a bearer token or basic auth, their files re-read when they change).
 
 mod credentials;
 mod dead_letter;
