@@ -39,8 +39,8 @@ pub struct Config {
 
     /// A file holding a bearer token sent with every remote-write request
     /// (`Authorization: Bearer <token>`), surrounding whitespace trimmed. Re-read when the file
-    /// changes (a rotated Kubernetes Secret is used without a restart); if it cannot be read,
-    /// the last token is kept. Not with basic auth.
+    /// changes (a rotated Kubernetes Secret is used without a restart); if it then cannot be
+    /// read, the last token is kept. Not with basic auth.
     #[arg(long, env = "METRICSTREAM_SINK_BEARER_TOKEN_FILE",
           conflicts_with_all = ["sink_basic_auth_username", "sink_basic_auth_password_file"])]
     pub sink_bearer_token_file: Option<PathBuf>,
