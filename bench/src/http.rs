@@ -223,8 +223,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<SuiteResults> {
             .with_context(|| format!("writing {}", path.display()))?;
         bodies.insert(metrics, path);
     }
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = metricstream_tests::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .context("building an HTTP client")?;

@@ -156,8 +156,7 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<SuiteResults> {
             bytes: bytes.len(),
         });
     }
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = metricstream_tests::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .context("building an HTTP client")?;

@@ -29,7 +29,7 @@ pub struct Config {
     pub sink: SinkKind,
 
     /// The remote-write endpoint of the store (`--sink remote-write` only), e.g.
-    /// http://victoriametrics:8428/api/v1/write. http:// only so far.
+    /// http://victoriametrics:8428/api/v1/write or https://vm.example:8428/api/v1/write.
     #[arg(
         long,
         env = "METRICSTREAM_SINK_URL",
@@ -38,9 +38,54 @@ pub struct Config {
     pub sink_url: Option<String>,
 
     /// A file holding a bearer token sent with every remote-write request
-    /// (`Authorization: Bearer <token>`); read once at startup, surrounding whitespace trimmed.
-    #[arg(long, env = "METRICSTREAM_SINK_BEARER_TOKEN_FILE")]
+    /// (`Authorization: Bearer <token>`), surrounding whitespace trimmed. Re-read when the file
+    /// changes (a rotated Kubernetes Secret is used without a restart); if it then cannot be
+    /// read, the last token is kept. Not with basic auth.
+    #[arg(long, env = "METRICSTREAM_SINK_BEARER_TOKEN_FILE",
+          conflicts_with_all = ["sink_basic_auth_username", "sink_basic_auth_password_file"])]
     pub sink_bearer_token_file: Option<PathBuf>,
+
+    /// The user name of HTTP basic auth to the store (no ':'); needs
+    /// --sink-basic-auth-password-file.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_BASIC_AUTH_USERNAME",
+        requires = "sink_basic_auth_password_file"
+    )]
+    pub sink_basic_auth_username: Option<String>,
+
+    /// A file holding the password of HTTP basic auth to the store, surrounding whitespace
+    /// trimmed; re-read when it changes, like --sink-bearer-token-file.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_BASIC_AUTH_PASSWORD_FILE",
+        requires = "sink_basic_auth_username"
+    )]
+    pub sink_basic_auth_password_file: Option<PathBuf>,
+
+    /// A PEM file of CA certificates for an https:// --sink-url: the store's certificate must
+    /// chain to one of these, and the system's CA certificates are not used (as with
+    /// Prometheus' `tls_config.ca_file`). Without it, the system's CA certificates. Read at
+    /// startup.
+    #[arg(long, env = "METRICSTREAM_SINK_CA_FILE")]
+    pub sink_ca_file: Option<PathBuf>,
+
+    /// A PEM certificate (chain) presented to an https:// store that asks for client
+    /// certificates (mutual TLS); needs --sink-client-key-file. Read at startup.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_CLIENT_CERT_FILE",
+        requires = "sink_client_key_file"
+    )]
+    pub sink_client_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --sink-client-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_CLIENT_KEY_FILE",
+        requires = "sink_client_cert_file"
+    )]
+    pub sink_client_key_file: Option<PathBuf>,
 
     /// Most samples in one remote-write request; a batch is sent as several requests if needed.
     #[arg(long, env = "METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", default_value_t = 5000,
@@ -171,6 +216,72 @@ mod tests {
             Config::try_parse_from(["metricstream-consumer", "--sink", "kafka"]).is_err(),
             "unknown sinks are refused"
         );
+    }
+
+    #[test]
+    fn basic_auth_and_a_bearer_token_exclude_each_other_and_pairs_go_together() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "metricstream-consumer",
+                "--sink",
+                "remote-write",
+                "--sink-url",
+                "https://vm:8428/api/v1/write",
+            ];
+            argv.extend_from_slice(extra);
+            Config::try_parse_from(argv)
+        };
+        let config = parse(&[
+            "--sink-basic-auth-username",
+            "writer",
+            "--sink-basic-auth-password-file",
+            "/run/password",
+            "--sink-ca-file",
+            "/run/ca.pem",
+            "--sink-client-cert-file",
+            "/run/tls.crt",
+            "--sink-client-key-file",
+            "/run/tls.key",
+        ])
+        .expect("flags parse");
+        assert_eq!(config.sink_basic_auth_username.as_deref(), Some("writer"));
+        assert_eq!(
+            config.sink_basic_auth_password_file,
+            Some(PathBuf::from("/run/password"))
+        );
+        assert_eq!(config.sink_ca_file, Some(PathBuf::from("/run/ca.pem")));
+        assert_eq!(
+            config.sink_client_cert_file,
+            Some(PathBuf::from("/run/tls.crt"))
+        );
+        assert_eq!(
+            config.sink_client_key_file,
+            Some(PathBuf::from("/run/tls.key"))
+        );
+        for refused in [
+            &[
+                "--sink-bearer-token-file",
+                "/run/token",
+                "--sink-basic-auth-username",
+                "writer",
+                "--sink-basic-auth-password-file",
+                "/run/password",
+            ][..],
+            &["--sink-basic-auth-username", "writer"],
+            &["--sink-basic-auth-password-file", "/run/password"],
+            &["--sink-client-cert-file", "/run/tls.crt"],
+            &["--sink-client-key-file", "/run/tls.key"],
+        ] {
+            let error = parse(refused).expect_err("refused");
+            assert!(
+                matches!(
+                    error.kind(),
+                    clap::error::ErrorKind::ArgumentConflict
+                        | clap::error::ErrorKind::MissingRequiredArgument
+                ),
+                "{refused:?}: {error}"
+            );
+        }
     }
 
     #[test]

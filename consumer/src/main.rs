@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::health::Health;
 use crate::metrics::{ConsumerMetrics, LagGauges, RemoteWriteMetrics};
 use crate::pipeline::{Pipeline, PipelineSettings, Stopped};
-use crate::sink::{JsonlSink, RemoteWriteSettings, RemoteWriteSink, Sink};
+use crate::sink::{
+    AuthSettings, ClientIdentityFiles, JsonlSink, RemoteWriteSettings, RemoteWriteSink, Sink,
+    TlsSettings,
+};
 use metricstream_consumer::config::{Config, SinkKind};
 
 fn main() -> ExitCode {
@@ -237,20 +240,34 @@ async fn open_sink(
                 .sink_url
                 .clone()
                 .context("--sink remote-write needs --sink-url")?;
-            let bearer_token = match &config.sink_bearer_token_file {
-                Some(path) => {
-                    let token = tokio::fs::read_to_string(path).await.with_context(|| {
-                        format!("reading the bearer token file {}", path.display())
-                    })?;
-                    let token = token.trim().to_owned();
-                    anyhow::ensure!(!token.is_empty(), "{} holds no token", path.display());
-                    Some(token)
-                }
-                None => None,
+            // clap makes the two kinds exclusive, and each basic-auth flag require the other.
+            let auth = match (
+                &config.sink_bearer_token_file,
+                &config.sink_basic_auth_username,
+                &config.sink_basic_auth_password_file,
+            ) {
+                (Some(path), _, _) => Some(AuthSettings::BearerTokenFile(path.clone())),
+                (None, Some(username), Some(password_file)) => Some(AuthSettings::Basic {
+                    username: username.clone(),
+                    password_file: password_file.clone(),
+                }),
+                _ => None,
             };
+            let client_identity =
+                match (&config.sink_client_cert_file, &config.sink_client_key_file) {
+                    (Some(cert_file), Some(key_file)) => Some(ClientIdentityFiles {
+                        cert_file: cert_file.clone(),
+                        key_file: key_file.clone(),
+                    }),
+                    _ => None,
+                };
             let settings = RemoteWriteSettings {
                 url,
-                bearer_token,
+                auth,
+                tls: TlsSettings {
+                    ca_file: config.sink_ca_file.clone(),
+                    client_identity,
+                },
                 max_samples_per_request: config.sink_max_samples_per_request as usize,
                 request_timeout: config.sink_timeout(),
             };

@@ -22,6 +22,7 @@ pub mod process;
 pub mod prometheus;
 pub mod sink;
 pub mod store;
+pub mod test_ca;
 pub mod victoriametrics;
 
 pub use load::{
@@ -94,9 +95,16 @@ pub async fn post_raw(
     }
 }
 
+/// A reqwest client builder (no proxy) that can be built: the workspace's reqwest has rustls
+/// without a crypto provider, so ring is installed as the process's default first.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // An `Err` says a provider is installed already (an earlier call): fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+    http_client_builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .build()

@@ -126,6 +126,18 @@ pub async fn wait_for_http_ok(
     timeout: Duration,
 ) {
     let client = http_client(Duration::from_secs(2));
+    wait_for_http_ok_with(|| client.get(url), child, url, what, log, timeout).await;
+}
+
+/// [`wait_for_http_ok`] with requests `request` makes (a client with a CA, credentials).
+pub async fn wait_for_http_ok_with(
+    request: impl Fn() -> reqwest::RequestBuilder,
+    child: &mut Child,
+    url: &str,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+) {
     let started = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -134,8 +146,7 @@ pub async fn wait_for_http_ok(
                 log.display()
             );
         }
-        let ready = client
-            .get(url)
+        let ready = request()
             .send()
             .await
             .is_ok_and(|response| response.status() == 200);

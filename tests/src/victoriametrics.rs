@@ -7,12 +7,14 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::http_client;
-use crate::process::{free_loopback_addr, wait_for_http_ok};
+use crate::process::{free_loopback_addr, wait_for_http_ok_with};
+use crate::test_ca::TestCa;
+use crate::http_client_builder;
 
 pub fn victoriametrics_binary() -> String {
     std::env::var("VICTORIAMETRICS").unwrap_or_else(|_| {
@@ -21,30 +23,6 @@ pub fn victoriametrics_binary() -> String {
              the VICTORIAMETRICS=... line it prints (make test does both)"
         )
     })
-}
-
-/// Runs the binary with the flags [`VictoriaMetrics::start`] explains, appending to `log_path`.
-fn spawn(listen: SocketAddr, data_dir: &Path, log_path: &Path, dedup: bool) -> Child {
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .unwrap_or_else(|error| panic!("opening {}: {error}", log_path.display()));
-    let log_for_stdout = log.try_clone().expect("duplicating the log handle");
-    let mut command = Command::new(victoriametrics_binary());
-    if dedup {
-        command.arg("-dedup.minScrapeInterval=1ms");
-    }
-    command
-        .arg(format!("-storageDataPath={}", data_dir.display()))
-        .arg(format!("-httpListenAddr={listen}"))
-        .arg("-retentionPeriod=100y")
-        .arg("-loggerLevel=WARN")
-        .stdin(Stdio::null())
-        .stdout(log_for_stdout)
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|error| panic!("starting VictoriaMetrics: {error}"))
 }
 
 /// One series of an export: its labels (`__name__` included) and its samples.
@@ -59,9 +37,20 @@ pub struct ExportedSeries {
 pub struct VictoriaMetrics {
     child: Child,
     pub listen: SocketAddr,
-    data_dir: PathBuf,
+    /// The client config that trusts its certificate, when it serves HTTPS.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    basic_auth: Option<(String, String)>,
+    /// Its command-line arguments and log, to start it again the same way.
+    args: Vec<String>,
     log_path: PathBuf,
-    dedup: bool,
+}
+
+/// How a store started with [`VictoriaMetrics::start_secured`] is reached.
+pub struct Security<'a> {
+    /// Serve HTTPS (`-tls`) with a certificate for 127.0.0.1 this CA signs.
+    pub tls: Option<&'a TestCa>,
+    /// Require HTTP basic auth (`-httpAuth.username`, `-httpAuth.password`) on every endpoint.
+    pub basic_auth: Option<(&'a str, &'a str)>,
 }
 
 impl Drop for VictoriaMetrics {
@@ -84,16 +73,55 @@ impl VictoriaMetrics {
     /// [`VictoriaMetrics::start`], named `name` (its data directory and log), with or without
     /// deduplication.
     pub async fn start_with(dir: &Path, logs_dir: &Path, name: &str, dedup: bool) -> Self {
+        let open = Security {
+            tls: None,
+            basic_auth: None,
+        };
+        Self::start_secured(dir, logs_dir, name, dedup, &open).await
+    }
+
+    /// [`VictoriaMetrics::start_with`], serving HTTPS and/or requiring basic auth.
+    pub async fn start_secured(
+        dir: &Path,
+        logs_dir: &Path,
+        name: &str,
+        dedup: bool,
+        security: &Security<'_>,
+    ) -> Self {
         let listen = free_loopback_addr();
-        let data_dir = dir.join(name);
         let log_path = logs_dir.join(format!("{name}.log"));
-        let child = spawn(listen, &data_dir, &log_path, dedup);
+        let mut args = Vec::new();
+        if dedup {
+            args.push("-dedup.minScrapeInterval=1ms".to_owned());
+        }
+        if let Some(ca) = security.tls {
+            let cert = ca.issue(&["127.0.0.1"]);
+            let cert_file = dir.join(format!("{name}.crt"));
+            let key_file = dir.join(format!("{name}.key"));
+            std::fs::write(&cert_file, &cert.cert_pem).expect("writing the store's certificate");
+            std::fs::write(&key_file, &cert.key_pem).expect("writing the store's key");
+            args.push("-tls".to_owned());
+            args.push(format!("-tlsCertFile={}", cert_file.display()));
+            args.push(format!("-tlsKeyFile={}", key_file.display()));
+        }
+        if let Some((username, password)) = security.basic_auth {
+            args.push(format!("-httpAuth.username={username}"));
+            args.push(format!("-httpAuth.password={password}"));
+        }
+        args.push(format!("-storageDataPath={}", dir.join(name).display()));
+        args.push(format!("-httpListenAddr={listen}"));
+        args.push("-retentionPeriod=100y".to_owned());
+        args.push("-loggerLevel=WARN".to_owned());
+        let child = spawn(&args, &log_path);
         let mut store = Self {
             child,
             listen,
-            data_dir,
+            tls: security.tls.map(|ca| Arc::new(ca.client_config())),
+            basic_auth: security
+                .basic_auth
+                .map(|(username, password)| (username.to_owned(), password.to_owned())),
+            args,
             log_path,
-            dedup,
         };
         store.wait_healthy().await;
         store
@@ -118,44 +146,77 @@ impl VictoriaMetrics {
         );
     }
 
-    /// Starts the store again on the same address and data (after [`VictoriaMetrics::stop`]).
+    /// Starts the store again on the same address, data and flags (after
+    /// [`VictoriaMetrics::stop`]).
     pub async fn restart(&mut self) {
-        self.child = spawn(self.listen, &self.data_dir, &self.log_path, self.dedup);
+        self.child = spawn(&self.args, &self.log_path);
         self.wait_healthy().await;
     }
 
     async fn wait_healthy(&mut self) {
-        let url = format!("http://{}/health", self.listen);
-        wait_for_http_ok(
+        let log = self.log_path.clone();
+        let log = log.as_path();
+        let url = self.url("/health");
+        let client = self.client(Duration::from_secs(2));
+        let request = {
+            let (url, basic_auth) = (url.clone(), self.basic_auth.clone());
+            move || with_credentials(client.get(&url), basic_auth.as_ref())
+        };
+        wait_for_http_ok_with(
+            request,
             &mut self.child,
             &url,
             "VictoriaMetrics",
-            &self.log_path,
+            log,
             Duration::from_secs(30),
         )
         .await;
     }
 
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.listen)
+    }
+
+    /// A client that trusts the store's certificate (if it serves HTTPS).
+    fn client(&self, timeout: Duration) -> reqwest::Client {
+        let builder = http_client_builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5));
+        let builder = match &self.tls {
+            Some(config) => builder.tls_backend_preconfigured((**config).clone()),
+            None => builder,
+        };
+        builder.build().expect("building an HTTP client")
+    }
+
+    /// `GET url` with the store's credentials, if it requires any.
+    fn get(&self, client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        with_credentials(client.get(url), self.basic_auth.as_ref())
+    }
+
     /// The remote-write endpoint.
     pub fn write_url(&self) -> String {
-        format!("http://{}/api/v1/write", self.listen)
+        self.url("/api/v1/write")
     }
 
     /// Makes pending samples searchable, then exports every series `selector` matches.
     pub async fn export(&self, selector: &str) -> Vec<ExportedSeries> {
-        let client = http_client(Duration::from_secs(30));
-        let flushed = client
-            .get(format!("http://{}/internal/force_flush", self.listen))
+        let client = self.client(Duration::from_secs(30));
+        let flushed = self
+            .get(&client, self.url("/internal/force_flush"))
             .send()
             .await
             .expect("GET /internal/force_flush");
         assert!(flushed.status().is_success(), "force_flush: {flushed:?}");
-        let url = reqwest::Url::parse_with_params(
-            &format!("http://{}/api/v1/export", self.listen),
-            [("match[]", selector)],
-        )
-        .expect("the export URL");
-        let response = client.get(url).send().await.expect("GET /api/v1/export");
+        let url =
+            reqwest::Url::parse_with_params(&self.url("/api/v1/export"), [("match[]", selector)])
+                .expect("the export URL");
+        let response = self
+            .get(&client, url)
+            .send()
+            .await
+            .expect("GET /api/v1/export");
         assert!(response.status().is_success(), "export: {response:?}");
         let text = response.text().await.expect("reading the export");
         text.lines()
@@ -185,4 +246,31 @@ impl VictoriaMetrics {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+fn with_credentials(
+    request: reqwest::RequestBuilder,
+    basic_auth: Option<&(String, String)>,
+) -> reqwest::RequestBuilder {
+    match basic_auth {
+        Some((username, password)) => request.basic_auth(username, Some(password)),
+        None => request,
+    }
+}
+
+/// Runs the binary with `args`, appending to `log_path`.
+fn spawn(args: &[String], log_path: &Path) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", log_path.display()));
+    let log_for_stdout = log.try_clone().expect("duplicating the log handle");
+    Command::new(victoriametrics_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_for_stdout)
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting VictoriaMetrics: {error}"))
 }

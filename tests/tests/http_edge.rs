@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metricstream_tests::test_ca::TestCa;
 use metricstream_tests::{Service, ServiceSpec, TestDir, http_client, request_body};
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -166,63 +166,16 @@ async fn tokens_are_reloaded_when_the_secret_changes() {
     }
 }
 
-/// A test CA and server certificates it signs for `SERVER_NAME`.
-struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    cert_pem: String,
-}
-
 const SERVER_NAME: &str = "ingest.test";
 
-/// A server certificate and its key, PEM.
-struct ServerCert {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
+struct TlsConnection {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
 }
 
-impl TestCa {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "MetricStream test CA");
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self {
-            issuer: rcgen::Issuer::new(params, key),
-            cert_pem: cert.pem(),
-        }
-    }
-
-    fn server_cert(&self) -> ServerCert {
-        let params =
-            rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()]).expect("server params");
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("signing the server certificate");
-        ServerCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
+impl TlsConnection {
     /// Opens a TLS connection to `addr` as `SERVER_NAME`, trusting only this CA.
-    async fn connect(&self, addr: SocketAddr) -> TlsConnection {
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
-            .expect("CA PEM");
-        roots.add(ca).expect("adding the CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    async fn connect(ca: &TestCa, addr: SocketAddr) -> Self {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config()));
         let tcp = TcpStream::connect(addr).await.expect("connecting");
         let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("server name");
         let stream = connector
@@ -231,13 +184,7 @@ impl TestCa {
             .expect("the TLS handshake succeeds");
         TlsConnection { stream }
     }
-}
 
-struct TlsConnection {
-    stream: tokio_rustls::client::TlsStream<TcpStream>,
-}
-
-impl TlsConnection {
     /// The certificate the server presented on this connection.
     fn peer_certificate(&self) -> Vec<u8> {
         self.stream
@@ -258,8 +205,8 @@ impl TlsConnection {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
     let dir = TestDir::new("edge-tls");
-    let ca = TestCa::new();
-    let first = ca.server_cert();
+    let ca = TestCa::new("MetricStream test CA");
+    let first = ca.issue(&[SERVER_NAME]);
     let mut secret = SecretDir::new(
         &dir,
         "tls",
@@ -272,7 +219,7 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
     let ingest = spec.start().await;
     let addr = ingest.listen.expect("an ingest listener");
 
-    let mut kept_alive = ca.connect(addr).await;
+    let mut kept_alive = TlsConnection::connect(&ca, addr).await;
     assert_eq!(kept_alive.post().await, 202);
     assert_eq!(
         kept_alive.peer_certificate(),
@@ -290,15 +237,15 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
         .await;
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
 
-    let second = ca.server_cert();
+    let second = ca.issue(&[SERVER_NAME]);
     secret.update(&[("tls.crt", &second.cert_pem), ("tls.key", &second.key_pem)]);
     eventually(
         "a new connection sees the new certificate",
         RELOAD_WITHIN,
-        || async { ca.connect(addr).await.peer_certificate() == second.der },
+        || async { TlsConnection::connect(&ca, addr).await.peer_certificate() == second.der },
     )
     .await;
-    let mut fresh = ca.connect(addr).await;
+    let mut fresh = TlsConnection::connect(&ca, addr).await;
     assert_eq!(fresh.post().await, 202);
 
     // The connection made before the swap is still open, on the certificate it negotiated.
@@ -306,7 +253,7 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
     assert_eq!(kept_alive.peer_certificate(), first.der);
 
     // A mismatched pair is refused and the current certificate stays.
-    let third = ca.server_cert();
+    let third = ca.issue(&[SERVER_NAME]);
     secret.update(&[("tls.crt", &third.cert_pem), ("tls.key", &first.key_pem)]);
     let failures = r#"metricstream_ingest_secret_reloads_total{secret="tls",outcome="failure"}"#;
     eventually(
@@ -315,7 +262,7 @@ async fn tls_serves_and_reloads_its_certificate_without_dropping_connections() {
         || async { metric_value(&ingest, failures).await == 1.0 },
     )
     .await;
-    let mut after_failure = ca.connect(addr).await;
+    let mut after_failure = TlsConnection::connect(&ca, addr).await;
     assert_eq!(after_failure.peer_certificate(), second.der);
     assert_eq!(after_failure.post().await, 202);
     assert_eq!(fresh.post().await, 202);
@@ -704,8 +651,8 @@ async fn each_replica_enforces_its_share_of_the_rate_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_the_log_even_at_debug() {
     let dir = TestDir::new("edge-no-secret-logged");
-    let ca = TestCa::new();
-    let cert = ca.server_cert();
+    let ca = TestCa::new("MetricStream test CA");
+    let cert = ca.issue(&[SERVER_NAME]);
     let mut tokens = SecretDir::new(&dir, "tokens", &[("tokens", &format!("alpha={TOKEN_A}\n"))]);
     let tls = SecretDir::new(
         &dir,
@@ -721,7 +668,7 @@ async fn no_secret_reaches_the_log_even_at_debug() {
         .start()
         .await;
     let addr = ingest.listen.expect("an ingest listener");
-    let mut connection = ca.connect(addr).await;
+    let mut connection = TlsConnection::connect(&ca, addr).await;
     let bearer = |token: &str| format!("Bearer {token}");
     assert_eq!(
         post_on(&mut connection.stream, &bearer(TOKEN_A)).await.0,

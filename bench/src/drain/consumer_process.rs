@@ -97,8 +97,7 @@ impl ConsumerProcess {
             process,
             pid,
             admin,
-            client: reqwest::Client::builder()
-                .no_proxy()
+            client: metricstream_tests::http_client_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .context("building an HTTP client")?,

@@ -53,7 +53,9 @@ use metricstream_backend::codec;
 use metricstream_backend::{Offset, Partition};
 
 pub use jsonl::JsonlSink;
-pub use remote_write::{RemoteWriteSettings, RemoteWriteSink};
+pub use remote_write::{
+    AuthSettings, ClientIdentityFiles, RemoteWriteSettings, RemoteWriteSink, TlsSettings,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -1,15 +1,8 @@
-//! Sending one request to the store: which answers are retried, how long to wait before the
-//! next attempt (exponential backoff with jitter, or the store's `Retry-After`), and the HTTP
-//! call itself.
+//! Which answers of the store are retried, and how long to wait before the next attempt
+//! (exponential backoff with jitter, or the store's `Retry-After`). The HTTP call itself is in
+//! `endpoint`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-
-use crate::metrics::RemoteWriteMetrics;
-
-/// The most of a store's error answer kept (for logs and dead letters).
-const MAX_REASON_BYTES: usize = 1024;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a status means for the request's samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,95 +148,6 @@ pub(super) fn random_unit() -> f64 {
             .unwrap_or_default(),
     );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Where and how requests go.
-pub(super) struct Endpoint {
-    pub(super) client: reqwest::Client,
-    pub(super) url: reqwest::Url,
-    /// The whole `Authorization` value (`Bearer <token>`), if any.
-    pub(super) authorization: Option<String>,
-}
-
-impl Endpoint {
-    /// Posts one snappy-compressed remote-write 1.0 body and classifies the answer, counting
-    /// the request by outcome and timing it.
-    pub(super) async fn post(&self, body: Bytes, metrics: &RemoteWriteMetrics) -> Answer {
-        let started = Instant::now();
-        let answer = self.attempt(body).await;
-        metrics
-            .request_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.request(match answer {
-            Answer::Success => RemoteWriteMetrics::SUCCESS,
-            Answer::Retryable { .. } => RemoteWriteMetrics::RETRYABLE,
-            Answer::Rejected { .. } => RemoteWriteMetrics::REJECTED,
-            Answer::Network(_) => RemoteWriteMetrics::NETWORK_ERROR,
-        });
-        answer
-    }
-
-    async fn attempt(&self, body: Bytes) -> Answer {
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body);
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
-        }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Answer::Network(error_chain(&error)),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("Retry-After")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        // The answer is read (a bounded part of it) so the connection can be reused.
-        let mut reason = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_REASON_BYTES.saturating_sub(reason.len());
-                    reason.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(None) => break,
-                Err(error) if classify(status) == StatusClass::Success => {
-                    // Stored, whatever happened to the rest of the answer.
-                    tracing::debug!(error = %error_chain(&error), "reading a 2xx answer failed");
-                    break;
-                }
-                Err(error) => return Answer::Network(error_chain(&error)),
-            }
-        }
-        let reason = String::from_utf8_lossy(&reason).trim().to_owned();
-        match classify(status) {
-            StatusClass::Success => Answer::Success,
-            StatusClass::Retryable => Answer::Retryable {
-                status,
-                retry_after,
-                reason,
-            },
-            StatusClass::Rejected => Answer::Rejected { status, reason },
-        }
-    }
-}
-
-/// An error with its sources, on one line (reqwest's own message alone says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

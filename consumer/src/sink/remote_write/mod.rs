@@ -19,12 +19,20 @@
 //! keeps a series' newest sample once, and an older replayed one only with
 //! `out_of_order_time_window` set. See docs/sink.md.
 
+//!
+//! The HTTP client (`endpoint`) is built at startup: TLS for an `https://` URL (`tls`: the
+//! `--sink-ca-file` CAs or the system's, a client certificate) and the credentials
+//! (`credentials`: a bearer token or basic auth, their files re-read when they change).
+
 mod circuit;
+mod credentials;
 mod dead_letter;
 mod delivery;
+mod endpoint;
 mod series;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,7 +46,8 @@ use super::{Sink, SinkError, SinkRecord, WriteStats};
 use crate::metrics::RemoteWriteMetrics;
 use circuit::{Circuit, CircuitPolicy, CircuitState, Transition};
 use dead_letter::Refusal;
-use delivery::{Answer, Endpoint, RetryPolicy, random_unit};
+use delivery::{Answer, RetryPolicy, random_unit};
+use endpoint::Endpoint;
 use series::{PendingRequest, gather_requests};
 
 /// The most extra requests one refused request may be split into (see
@@ -46,13 +55,19 @@ use series::{PendingRequest, gather_requests};
 /// and a bound on what a request of nothing but bad samples costs.
 const MAX_SPLITS_PER_REQUEST: u32 = 128;
 
-/// How to reach the store.
+pub use credentials::AuthSettings;
+pub use tls::{ClientIdentityFiles, TlsSettings};
+
+/// How to reach the store. Names the files that hold secrets, never their contents.
 #[derive(Clone, Debug)]
 pub struct RemoteWriteSettings {
-    /// The remote-write endpoint (VictoriaMetrics: `http://host:8428/api/v1/write`).
+    /// The remote-write endpoint (VictoriaMetrics: `http://host:8428/api/v1/write`, or
+    /// `https://...`).
     pub url: String,
-    /// Sent as `Authorization: Bearer <token>` with every request.
-    pub bearer_token: Option<String>,
+    /// The credentials sent with every request, if any.
+    pub auth: Option<AuthSettings>,
+    /// CA and client certificate files for an `https://` URL.
+    pub tls: TlsSettings,
     pub max_samples_per_request: usize,
     /// The deadline of one request (connecting, sending, reading the answer).
     pub request_timeout: Duration,
@@ -74,7 +89,8 @@ pub struct RemoteWriteSink {
 
 impl RemoteWriteSink {
     /// A sink sending to `settings.url`, keeping quarantined records and dead letters under
-    /// `dir` (created if missing). Makes no request yet.
+    /// `dir` (created if missing). Reads the credential and TLS files (an unusable one is an
+    /// error naming its flag); makes no request yet.
     pub fn open(
         dir: impl Into<PathBuf>,
         settings: &RemoteWriteSettings,
@@ -83,33 +99,11 @@ impl RemoteWriteSink {
     ) -> Result<Self, SinkError> {
         let dir = dir.into();
         create_dir_durably(&dir)?;
-        let url = reqwest::Url::parse(&settings.url).map_err(|error| {
-            SinkError::Store(format!(
-                "--sink-url {:?} is not a URL: {error}",
-                settings.url
-            ))
-        })?;
-        if url.scheme() != "http" {
-            return Err(SinkError::Store(format!(
-                "--sink-url {url}: only http:// is supported so far"
-            )));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .build()
-            .map_err(|error| SinkError::Store(format!("building the HTTP client: {error}")))?;
         let states = CircuitState::ALL.map(CircuitState::name);
         metrics.circuit(&states, CircuitState::Closed.name(), false);
         Ok(Self {
             dir,
-            endpoint: Endpoint {
-                client,
-                url,
-                authorization: settings
-                    .bearer_token
-                    .as_ref()
-                    .map(|token| format!("Bearer {token}")),
-            },
+            endpoint: Endpoint::open(settings)?,
             runtime,
             max_samples: settings.max_samples_per_request.max(1),
             retry: RetryPolicy::default(),
