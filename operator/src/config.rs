@@ -90,6 +90,11 @@ pub struct PostureSettings {
         value_parser = parse_label_selector
     )]
     pub metrics_namespace_selector: LabelSelector,
+
+    /// The operator's own namespace (`--lease-namespace`, i.e. POD_NAMESPACE), admitted to the
+    /// consumers' admin port: the operator reads their /readyz for the SinkAvailable condition.
+    #[arg(skip)]
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for PostureSettings {
@@ -97,6 +102,7 @@ impl Default for PostureSettings {
         Self {
             network_policies: true,
             metrics_namespace_selector: LabelSelector::default(),
+            operator_namespace: None,
         }
     }
 }
