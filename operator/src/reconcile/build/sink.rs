@@ -6,9 +6,8 @@
 //! remote write it holds `quarantine/` and `dead-letters/`, which are data and must survive a
 //! restart (an emptyDir would not).
 
-use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::EnvVar;
 
-use super::workloads::secret_volume;
 use crate::reconcile::validate::{SinkPlan, ValidatedStream};
 
 /// Where the remote-write sink's bearer-token Secret is mounted, and the file it holds.
@@ -49,23 +48,28 @@ pub(super) fn sink_env(stream: &ValidatedStream) -> Vec<EnvVar> {
         .collect()
 }
 
-/// The Secrets the consumer's sink reads, as volumes and their read-only mounts.
-pub(super) fn sink_secret_volumes(stream: &ValidatedStream) -> Vec<(Volume, VolumeMount)> {
+/// One key of a Secret the sink reads, as the file the consumer finds it in.
+pub(super) struct SecretFile {
+    pub volume: &'static str,
+    pub secret: String,
+    pub key: String,
+    pub mount_path: &'static str,
+    pub file: &'static str,
+}
+
+/// The Secrets the consumer's sink reads (mounted read-only by `workloads`).
+pub(super) fn sink_secret_files(stream: &ValidatedStream) -> Vec<SecretFile> {
     let SinkPlan::RemoteWrite(plan) = &stream.consumer.sink else {
         return Vec::new();
     };
     plan.bearer_token
         .iter()
-        .map(|(secret, key)| {
-            (
-                secret_volume("sink-token", secret, key, SINK_TOKEN_FILE),
-                VolumeMount {
-                    name: "sink-token".into(),
-                    mount_path: SINK_TOKEN_MOUNT.into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-            )
+        .map(|(secret, key)| SecretFile {
+            volume: "sink-token",
+            secret: secret.clone(),
+            key: key.clone(),
+            mount_path: SINK_TOKEN_MOUNT,
+            file: SINK_TOKEN_FILE,
         })
         .collect()
 }

@@ -97,9 +97,19 @@ pub(super) fn workload(
     }
     if role == Role::Consumer {
         claim("sink", Desired::sink_pvc_name(&stream.name), SINK_MOUNT);
-        for (volume, mount) in sink::sink_secret_volumes(stream) {
-            volumes.push(volume);
-            mounts.push(mount);
+        for file in sink::sink_secret_files(stream) {
+            volumes.push(secret_volume(
+                file.volume,
+                &file.secret,
+                &file.key,
+                file.file,
+            ));
+            mounts.push(VolumeMount {
+                name: file.volume.into(),
+                mount_path: file.mount_path.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
         }
     }
     if role == Role::Ingest
