@@ -312,7 +312,9 @@ pub struct RunArgs {
     )]
     pub lease_name: String,
 
-    /// Namespace of the leader-election Lease (the operator's own namespace in a cluster).
+    /// The operator's own namespace (in a cluster, from the pod): where the leader-election
+    /// Lease lives, and the namespace the consumers' NetworkPolicy admits to their admin port,
+    /// whose /readyz the operator reads for SinkAvailable.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
 
