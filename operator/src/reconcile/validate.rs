@@ -700,6 +700,11 @@ mod tests {
                 InvalidSpec::BadGroup("..".into(), "must not be '.' or '..'".into()),
             ),
             (
+                "a remote-write sink without its settings",
+                |s| s.spec.consumer.sink.type_ = crate::crd::SinkType::RemoteWrite,
+                InvalidSpec::Sink(InvalidSink::MissingRemoteWrite),
+            ),
+            (
                 "an image with spaces",
                 |s| s.spec.image = Some("my image".into()),
                 InvalidSpec::BadReference {
