@@ -90,6 +90,11 @@ pub struct PostureSettings {
         value_parser = parse_label_selector
     )]
     pub metrics_namespace_selector: LabelSelector,
+
+    /// The operator's own namespace (`--lease-namespace`, i.e. POD_NAMESPACE), admitted to the
+    /// consumers' admin port: the operator reads their /readyz for the SinkAvailable condition.
+    #[arg(skip)]
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for PostureSettings {
@@ -97,6 +102,7 @@ impl Default for PostureSettings {
         Self {
             network_policies: true,
             metrics_namespace_selector: LabelSelector::default(),
+            operator_namespace: None,
         }
     }
 }
@@ -306,7 +312,9 @@ pub struct RunArgs {
     )]
     pub lease_name: String,
 
-    /// Namespace of the leader-election Lease (the operator's own namespace in a cluster).
+    /// The operator's own namespace (in a cluster, from the pod): where the leader-election
+    /// Lease lives, and the namespace the consumers' NetworkPolicy admits to their admin port,
+    /// whose /readyz the operator reads for SinkAvailable.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
 

@@ -20,6 +20,7 @@ use kube::{Client, Resource};
 
 use crate::config::WorkloadDefaults;
 use crate::metrics::Metrics;
+use crate::reconcile::sink_probe::SinkProbe;
 use crate::reconcile::skip::Mark;
 use crate::topics::TopicAdmin;
 
@@ -38,6 +39,8 @@ pub struct Context {
     pub strimzi_installed: bool,
     pub metrics: Arc<Metrics>,
     pub topics: Arc<dyn TopicAdmin>,
+    /// Asks the consumer pods how their sink does.
+    pub sink_probe: SinkProbe,
     /// Consecutive failures per stream (namespace, name); reset on success.
     failures: Mutex<HashMap<(String, String), u32>>,
     pub pruned: PruneLog,
@@ -46,6 +49,14 @@ pub struct Context {
     /// The watch caches of the children of the running controller. Without them (before the
     /// controller runs) every child is applied.
     children: Mutex<Option<Arc<ChildStores>>>,
+}
+
+/// What the operator talks to besides the API server.
+pub struct OutsideClients {
+    /// Kafka, for admin-API and external topics.
+    pub topics: Arc<dyn TopicAdmin>,
+    /// The consumer pods' admin ports.
+    pub sink_probe: SinkProbe,
 }
 
 /// The watch caches of what the operator manages: Deployments (metadata and status, no spec),
@@ -70,7 +81,7 @@ impl Context {
         resync: Duration,
         strimzi_installed: bool,
         metrics: Arc<Metrics>,
-        topics: Arc<dyn TopicAdmin>,
+        clients: OutsideClients,
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -79,7 +90,8 @@ impl Context {
             resync,
             strimzi_installed,
             metrics,
-            topics,
+            topics: clients.topics,
+            sink_probe: clients.sink_probe,
             failures: Mutex::default(),
             pruned: PruneLog::default(),
             applied: ApplyLog::default(),

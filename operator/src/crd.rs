@@ -151,7 +151,8 @@ pub struct KafkaTlsSpec {
 pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The key in the Secret's data; `ca.crt` for a CA, `password` for a password by default.
+    /// The key in the Secret's data; by default `ca.crt` for a CA, `password` for a password,
+    /// `token` for a bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
@@ -337,12 +338,18 @@ pub struct ConsumerSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1024))]
     pub replicas: i32,
-    /// Size of the sink's PersistentVolumeClaim (JSON Lines files).
+    /// Size of the sink's PersistentVolumeClaim: the JSON Lines files of the file sink; with the
+    /// remoteWrite sink, the records that fail to decode and the dead letters (data too: the
+    /// volume survives restarts).
     #[serde(default = "default_sink_storage")]
     pub sink_storage: String,
     /// StorageClass of the sink's volume; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Where the consumers write the metrics: JSON Lines files on the sink's volume (`file`,
+    /// the default) or a time-series store over Prometheus remote write (`remoteWrite`).
+    #[serde(default)]
+    pub sink: SinkSpec,
 }
 
 impl Default for ConsumerSpec {
@@ -352,8 +359,93 @@ impl Default for ConsumerSpec {
             replicas: 1,
             sink_storage: default_sink_storage(),
             storage_class_name: None,
+            sink: SinkSpec::default(),
         }
     }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type != 'remoteWrite' || has(self.remoteWrite)")
+        .message("consumer.sink.remoteWrite is required when consumer.sink.type is remoteWrite"),
+    validation = Rule::new("self.type == 'remoteWrite' || !has(self.remoteWrite)")
+        .message("consumer.sink.remoteWrite may only be set when consumer.sink.type is remoteWrite"),
+)]
+pub struct SinkSpec {
+    /// `file` (JSON Lines files on the sink's volume) or `remoteWrite` (a time-series store;
+    /// the sink's volume then keeps only the records that fail to decode and the dead letters).
+    #[serde(rename = "type", default)]
+    pub type_: SinkType,
+    /// The store (with type remoteWrite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<RemoteWriteSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SinkType {
+    #[default]
+    File,
+    RemoteWrite,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.url.matches('^https?://[^/?#]+')")
+        .message("consumer.sink.remoteWrite.url must be an http:// or https:// URL with a host, e.g. http://victoriametrics:8428/api/v1/write"),
+    validation = Rule::new("!has(self.bearerTokenSecretRef) || !has(self.basicAuth)")
+        .message("consumer.sink.remoteWrite.bearerTokenSecretRef and basicAuth are exclusive: a request carries one Authorization header"),
+)]
+pub struct RemoteWriteSpec {
+    /// The store's remote-write endpoint, e.g. `http://victoriametrics:8428/api/v1/write`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Secret in this namespace holding a bearer token sent with every request (key `token`
+    /// by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// HTTP basic authentication; exclusive with bearerTokenSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthSpec>,
+    /// TLS to the store (https:// URLs): the CA that signed its certificate. The system trust
+    /// store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RemoteWriteTlsSpec>,
+    /// Most samples in one request; a batch is sent as several requests if needed.
+    #[serde(default = "default_max_samples_per_request")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_samples_per_request: i32,
+    /// Deadline of one request (connect, send, answer), in seconds.
+    #[serde(default = "default_remote_write_timeout")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuthSpec {
+    #[schemars(length(min = 1, max = 253))]
+    pub username: String,
+    /// Secret in this namespace holding the password (key `password` by default).
+    pub password_secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteWriteTlsSpec {
+    /// Secret in this namespace holding the PEM CA (key `ca.crt` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_max_samples_per_request() -> i32 {
+    5000
+}
+
+fn default_remote_write_timeout() -> i32 {
+    30
 }
 
 fn default_group() -> String {
@@ -378,7 +470,7 @@ pub struct MetricStreamStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `BackendReady`, `IngestAvailable`, `ConsumerAvailable`.
+    /// `Ready`, `BackendReady`, `IngestAvailable`, `ConsumerAvailable`, `SinkAvailable`.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -12,11 +12,12 @@ use kube::core::GroupVersionKind;
 use kube::runtime::events::Reporter;
 use kube::{Client, CustomResourceExt};
 use metricstream_operator::config::RunArgs;
-use metricstream_operator::context::Context;
+use metricstream_operator::context::{Context, OutsideClients};
 use metricstream_operator::controller;
 use metricstream_operator::crd::MetricStream;
 use metricstream_operator::leader::{LeaderElector, LeaseSettings};
 use metricstream_operator::metrics::Metrics;
+use metricstream_operator::reconcile::sink_probe::SinkProbe;
 use metricstream_operator::topics::KafkaTopicAdmin;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -110,17 +111,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| format!("metricstream-operator-{}", std::process::id()));
+    let mut workload = args.workload.clone();
+    // The namespace the operator runs in (the chart sets POD_NAMESPACE): admitted to the
+    // consumers' admin port, whose /readyz feeds SinkAvailable.
+    workload.posture.operator_namespace = Some(args.lease_namespace.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         Reporter {
             controller: "metricstream-operator".into(),
             instance: Some(identity.clone()),
         },
-        args.workload.clone(),
+        workload,
         args.resync(),
         strimzi_installed,
         metrics,
-        Arc::new(KafkaTopicAdmin),
+        OutsideClients {
+            topics: Arc::new(KafkaTopicAdmin),
+            sink_probe: SinkProbe::new()
+                .context("building the HTTP client that asks the consumers")?,
+        },
     ));
 
     let outcome = if args.leader_election {

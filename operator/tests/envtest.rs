@@ -863,6 +863,199 @@ async fn envtest_cel_rules_hold_and_partition_growth_rolls_the_workloads() {
     env.assert_operator_running();
 }
 
+/// A stream whose consumers write over remote write: the API server refuses wrong sink
+/// combinations with the CRD's messages; a right one gives the consumers (and only them) the
+/// sink's environment and the token's Secret, keeps the sink volume (dead letters), and a
+/// `SinkAvailable` condition that says why it cannot tell (no kubelet, so no consumer runs).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_a_remote_write_sink_reaches_the_consumers_and_cel_refuses_bad_sinks() {
+    let mut env = Env::start("sink", false).await;
+    let with_sink = |sink: Value| {
+        let mut spec = file_spec(2);
+        spec["consumer"] = json!({ "sink": sink });
+        spec
+    };
+    let refused = [
+        (
+            json!({ "type": "file", "remoteWrite": { "url": "http://vm:8428/api/v1/write" } }),
+            "remoteWrite may only be set when consumer.sink.type is remoteWrite",
+        ),
+        (
+            json!({ "type": "remoteWrite" }),
+            "consumer.sink.remoteWrite is required when consumer.sink.type is remoteWrite",
+        ),
+        (
+            json!({ "type": "remoteWrite", "remoteWrite": { "url": "vm:8428/api/v1/write" } }),
+            "url must be an http:// or https:// URL",
+        ),
+        (
+            json!({ "type": "remoteWrite", "remoteWrite": {
+                "url": "http://vm:8428/api/v1/write",
+                "bearerTokenSecretRef": { "name": "vm-token" },
+                "basicAuth": { "username": "u", "passwordSecretRef": { "name": "vm-password" } },
+            } }),
+            "bearerTokenSecretRef and basicAuth are exclusive",
+        ),
+    ];
+    for (index, (sink, words)) in refused.into_iter().enumerate() {
+        let invalid: MetricStream = serde_json::from_value(json!({
+            "apiVersion": "metricstream.dev/v1alpha1",
+            "kind": "MetricStream",
+            "metadata": { "name": format!("bad-{index}"), "namespace": env.ns },
+            "spec": with_sink(sink.clone()),
+        }))
+        .expect("a MetricStream");
+        match env.streams().create(&PostParams::default(), &invalid).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{sink}: {status:?}");
+                assert!(status.message.contains(words), "{sink}: {status:?}");
+            }
+            other => panic!("sink {sink} was not refused: {other:?}"),
+        }
+    }
+
+    env.create_stream(
+        "rw",
+        with_sink(json!({ "type": "remoteWrite", "remoteWrite": {
+            "url": "http://victoriametrics.monitoring:8428/api/v1/write",
+            "bearerTokenSecretRef": { "name": "vm-token" },
+            "timeoutSeconds": 5,
+        } })),
+    )
+    .await;
+    let consumer: Deployment = env.child("rw-consumer").await;
+    let ingest: Deployment = env.child("rw-ingest").await;
+    let _sink_volume: PersistentVolumeClaim = env.child("rw-sink").await;
+    let pod = |deployment: &Deployment| {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("a pod template")
+    };
+    let consumer_pod = pod(&consumer);
+    let container = &consumer_pod.containers[0];
+    let env_vars: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|var| (var.name.clone(), var.value.clone().unwrap_or_default()))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("METRICSTREAM_SINK", "remote-write"),
+        (
+            "METRICSTREAM_SINK_URL",
+            "http://victoriametrics.monitoring:8428/api/v1/write",
+        ),
+        (
+            "METRICSTREAM_SINK_BEARER_TOKEN_FILE",
+            "/etc/metricstream/sink-token/token",
+        ),
+        ("METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", "5000"),
+        ("METRICSTREAM_SINK_TIMEOUT_MS", "5000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(env_vars, expected);
+    let token_volume = consumer_pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "sink-token")
+        .and_then(|v| v.secret.clone())
+        .expect("the token's Secret volume");
+    assert_eq!(token_volume.secret_name.as_deref(), Some("vm-token"));
+    let items: Vec<(String, String)> = token_volume
+        .items
+        .iter()
+        .flatten()
+        .map(|item| (item.key.clone(), item.path.clone()))
+        .collect();
+    assert_eq!(items, [("token".to_owned(), "token".to_owned())]);
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "sink-token")
+        .expect("the token's mount");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/metricstream/sink-token", Some(true))
+    );
+    assert!(
+        consumer_pod.volumes.iter().flatten().any(|v| v
+            .persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str())
+            == Some("rw-sink")),
+        "the consumers keep the sink volume for quarantine and dead letters"
+    );
+    let ingest_pod = pod(&ingest);
+    assert_eq!(
+        ingest_pod.containers[0].env, None,
+        "the ingest gets no sink setting"
+    );
+    assert!(
+        ingest_pod
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != "sink-token")
+    );
+
+    let stream = env
+        .stream_until("rw", "SinkAvailable for the current generation", |s| {
+            observed(s) && condition(s, "SinkAvailable").is_some()
+        })
+        .await;
+    let sink = condition(&stream, "SinkAvailable").expect("SinkAvailable");
+    assert_eq!(
+        (sink.status.as_str(), sink.reason.as_str()),
+        ("Unknown", "NoConsumerRunning"),
+        "no kubelet, so no consumer can tell: {sink:?}"
+    );
+
+    // A changed token reference rolls the consumers (their pod template changes).
+    env.merge_spec(
+        "rw",
+        json!({ "consumer": { "sink": { "remoteWrite": {
+            "bearerTokenSecretRef": { "name": "vm-token-2", "key": "bearer" },
+        } } } }),
+    )
+    .await
+    .expect("changing the token reference");
+    let deployments: Api<Deployment> = env.api();
+    eventually("the consumer to mount vm-token-2", || {
+        let deployments = deployments.clone();
+        async move {
+            let consumer = deployments.get("rw-consumer").await.ok()?;
+            let template = consumer.spec?.template.spec?;
+            template
+                .volumes?
+                .iter()
+                .any(|v| {
+                    v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("vm-token-2")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Scaled to zero, nothing can report: the condition says so.
+    env.merge_spec("rw", json!({ "consumer": { "replicas": 0 } }))
+        .await
+        .expect("scaling the consumers to zero");
+    env.stream_until("rw", "SinkAvailable Unknown/NoConsumers", |s| {
+        observed(s)
+            && condition(s, "SinkAvailable")
+                .is_some_and(|c| c.status == "Unknown" && c.reason == "NoConsumers")
+    })
+    .await;
+    env.assert_operator_running();
+}
+
 /// `topicManagement: admin` creates and grows the topic on the real broker; with
 /// deletionPolicy Delete, deleting the stream deletes the topic and releases the finalizer.
 #[tokio::test(flavor = "multi_thread")]
@@ -1443,8 +1636,14 @@ where
 #[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
 async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
     let selector = "kubernetes.io/metadata.name in (monitoring,observability)";
-    let mut env =
-        Env::start_with("posture", true, &["--metrics-namespace-selector", selector]).await;
+    // The operator's own namespace (POD_NAMESPACE in a cluster) may read the consumers' /readyz.
+    let flags = [
+        "--metrics-namespace-selector",
+        selector,
+        "--lease-namespace",
+        "metricstream-system",
+    ];
+    let mut env = Env::start_with("posture", true, &flags).await;
     let kafka_ns = env.extra_namespace("kafka").await;
     let created = env
         .create_stream(
@@ -1488,10 +1687,17 @@ async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
         [(vec![8080], None), (vec![9090], scrapers.clone())],
         "ingest: its port from anywhere, the admin port from the scrapers"
     );
+    let mut scrapers_and_operator = scrapers.clone().expect("peers");
+    scrapers_and_operator
+        .as_array_mut()
+        .expect("a list")
+        .push(json!({ "namespaceSelector": {
+            "matchLabels": { "kubernetes.io/metadata.name": "metricstream-system" },
+        } }));
     assert_eq!(
         policy_rules(&consumer_policy),
-        [(vec![9090], scrapers.clone())],
-        "consumer: only the admin port, from the scrapers"
+        [(vec![9090], Some(scrapers_and_operator.clone()))],
+        "consumer: only the admin port, from the scrapers and the operator (SinkAvailable)"
     );
     let ingest: Deployment = env.child("pst-ingest").await;
     let pod_labels = ingest
@@ -1570,13 +1776,14 @@ async fn envtest_network_policies_and_budgets_are_owned_repaired_and_pruned() {
         .expect("loosening the budget");
     let policies: Api<NetworkPolicy> = env.api();
     {
-        let (policies, budgets, scrapers) = (&policies, &budgets, &scrapers);
+        let consumer_sources = Some(scrapers_and_operator.clone());
+        let (policies, budgets, consumer_sources) = (&policies, &budgets, &consumer_sources);
         eventually("the policy and the budget to be reverted", || async move {
             let policy = policies.get("pst-consumer").await.ok()?;
             let budget = budgets.get("pst-ingest").await.ok()?;
             let max = budget.spec?.max_unavailable;
             let one = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1);
-            (policy_rules(&policy) == [(vec![9090], scrapers.clone())] && max == Some(one))
+            (policy_rules(&policy) == [(vec![9090], consumer_sources.clone())] && max == Some(one))
                 .then_some(())
         })
         .await;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::http_client_builder;
 use crate::process::{free_loopback_addr, wait_for_http_ok_with};
 use crate::test_ca::TestCa;
-use crate::http_client_builder;
 
 pub fn victoriametrics_binary() -> String {
     std::env::var("VICTORIAMETRICS").unwrap_or_else(|_| {

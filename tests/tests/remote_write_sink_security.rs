@@ -13,11 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use metricstream_tests::test_ca::TestCa;
 use metricstream_tests::store::assert_exactly_once_in_store;
-use metricstream_tests::victoriametrics::{
-    Security, VictoriaMetrics,
-};
+use metricstream_tests::test_ca::TestCa;
+use metricstream_tests::victoriametrics::{Security, VictoriaMetrics};
 use metricstream_tests::{
     DRAIN_TIMEOUT, Expected, LoadSpec, Service, ServiceSpec, TestDir, run_load,
 };

@@ -7,7 +7,8 @@
 //! dropped and the workload runs on its default. Nothing else would notice.
 //!
 //! The workloads are built by the operator's pure build step (`validate` → `build`), exactly as
-//! a reconcile would, for a file-backed and two Kafka-backed (SASL over TLS) streams. The
+//! a reconcile would, for a file-backed and two Kafka-backed (SASL over TLS) streams, and one
+//! whose consumers write to a store over remote write with a bearer token. The
 //! ConfigMap is shared by the ingest and the consumer (`envFrom`), so a key in it must be
 //! declared by at least one workload that receives it; a key in a container's own `env` must be
 //! declared by that container's workload. Each container's environment is then parsed for real
@@ -22,9 +23,10 @@ use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use metricstream_operator::config::WorkloadDefaults;
 use metricstream_operator::crd::{
-    Backend, ConsumerSpec, DeletionPolicy, FileSpec, IngestSpec, KafkaAuthenticationSpec,
-    KafkaSpec, KafkaTlsSpec, MetricStream, MetricStreamSpec, RateLimitSpec, SaslType, SecretKeyRef,
-    SecretRef, StrimziRef, TopicManagement,
+    Backend, BasicAuthSpec, ConsumerSpec, DeletionPolicy, FileSpec, IngestSpec,
+    KafkaAuthenticationSpec, KafkaSpec, KafkaTlsSpec, MetricStream, MetricStreamSpec,
+    RateLimitSpec, RemoteWriteSpec, RemoteWriteTlsSpec, SaslType, SecretKeyRef, SecretRef,
+    SinkSpec, SinkType, StrimziRef, TopicManagement,
 };
 use metricstream_operator::reconcile::build::{CopiedCredentials, Desired, build};
 use metricstream_operator::reconcile::validate::validate;
@@ -164,8 +166,54 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
             image: None,
         })
     };
+    let mut remote_write = kafka(TopicManagement::Admin, None);
+    remote_write.spec.consumer.sink = SinkSpec {
+        type_: SinkType::RemoteWrite,
+        remote_write: Some(RemoteWriteSpec {
+            url: "http://victoriametrics.monitoring:8428/api/v1/write".into(),
+            bearer_token_secret_ref: Some(SecretKeyRef {
+                name: "vm-token".into(),
+                key: None,
+            }),
+            basic_auth: None,
+            tls: None,
+            max_samples_per_request: 2000,
+            timeout_seconds: 600,
+        }),
+    };
+    let mut secured_remote_write = kafka(TopicManagement::Admin, None);
+    secured_remote_write.spec.consumer.sink = SinkSpec {
+        type_: SinkType::RemoteWrite,
+        remote_write: Some(RemoteWriteSpec {
+            url: "https://victoriametrics.monitoring:8428/api/v1/write".into(),
+            bearer_token_secret_ref: None,
+            basic_auth: Some(BasicAuthSpec {
+                username: "writer".into(),
+                password_secret_ref: SecretKeyRef {
+                    name: "vm-auth".into(),
+                    key: None,
+                },
+            }),
+            tls: Some(RemoteWriteTlsSpec {
+                ca_secret_ref: Some(SecretKeyRef {
+                    name: "vm-ca".into(),
+                    key: Some("ca.pem".into()),
+                }),
+            }),
+            max_samples_per_request: 5000,
+            timeout_seconds: 30,
+        }),
+    };
     vec![
         ("file backend", file),
+        (
+            "kafka backend, remote-write sink with a bearer token",
+            remote_write,
+        ),
+        (
+            "kafka backend, remote-write sink over https with basic auth and a CA",
+            secured_remote_write,
+        ),
         (
             "kafka backend, admin topic, SASL_SSL",
             kafka(TopicManagement::Admin, None),

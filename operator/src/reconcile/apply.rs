@@ -225,21 +225,30 @@ pub async fn apply_all(
     // The workloads' pods, from the watch cache (none without one: the status then says only
     // what the Deployments say).
     let pods = stores.map(|s| s.pods.state()).unwrap_or_default();
-    let observe = |name: String, component: &str, wanted: i32| {
+    let pods_of = |component: &str| {
         let selector = labels::selector(&stream.name, component);
-        let pods = pods.iter().map(|pod| pod.as_ref()).filter(|pod| {
-            pod.metadata.namespace.as_deref() == Some(stream.namespace.as_str())
-                && selector
-                    .iter()
-                    .all(|(key, value)| pod.labels().get(key) == Some(value))
-        });
+        pods.iter()
+            .map(|pod| pod.as_ref())
+            .filter(|pod| {
+                pod.metadata.namespace.as_deref() == Some(stream.namespace.as_str())
+                    && selector
+                        .iter()
+                        .all(|(key, value)| pod.labels().get(key) == Some(value))
+            })
+            .collect::<Vec<_>>()
+    };
+    let observe = |name: String, component: &str, wanted: i32| {
         WorkloadObservation::of(
             &name,
             wanted,
             children.deployments.iter().find(|d| d.name_any() == name),
-            pods,
+            pods_of(component),
         )
     };
+    let sink = ctx
+        .sink_probe
+        .observe(stream.consumer.replicas, &pods_of(COMPONENT_CONSUMER))
+        .await;
     Ok(Applied {
         observed: Observed {
             backend,
@@ -254,6 +263,7 @@ pub async fn apply_all(
                 COMPONENT_CONSUMER,
                 stream.consumer.replicas,
             ),
+            sink,
         },
         topic_change,
         topic_error,

@@ -6,7 +6,8 @@ use kube::api::ObjectMeta;
 
 use crate::crd::{
     Backend, ConsumerSpec, DeletionPolicy, FileSpec, IngestSpec, KafkaSpec, MetricStream,
-    MetricStreamSpec, SecretRef, StrimziRef, TopicManagement,
+    MetricStreamSpec, RemoteWriteSpec, SecretKeyRef, SecretRef, SinkSpec, SinkType, StrimziRef,
+    TopicManagement,
 };
 
 fn stream(spec: MetricStreamSpec) -> MetricStream {
@@ -69,4 +70,25 @@ pub fn kafka_stream(management: TopicManagement) -> MetricStream {
         deletion_policy: DeletionPolicy::Retain,
         image: None,
     })
+}
+
+/// `web` in `apps`: Kafka backend (admin topic), its consumers writing to VictoriaMetrics over
+/// remote write with a bearer token (Secret `vm-token`, key `bearer`).
+pub fn remote_write_stream() -> MetricStream {
+    let mut stream = kafka_stream(TopicManagement::Admin);
+    stream.spec.consumer.sink = SinkSpec {
+        type_: SinkType::RemoteWrite,
+        remote_write: Some(RemoteWriteSpec {
+            url: "http://victoriametrics.monitoring:8428/api/v1/write".into(),
+            bearer_token_secret_ref: Some(SecretKeyRef {
+                name: "vm-token".into(),
+                key: Some("bearer".into()),
+            }),
+            basic_auth: None,
+            tls: None,
+            max_samples_per_request: 2000,
+            timeout_seconds: 10,
+        }),
+    };
+    stream
 }

@@ -17,6 +17,7 @@ pub mod diagnose;
 pub mod finalizer;
 pub mod kinds;
 pub mod prune;
+pub mod sink_probe;
 pub mod skip;
 pub mod status;
 pub mod termination;

@@ -12,6 +12,9 @@ use metricstream_backend::{MAX_PARTITIONS, check_group_name};
 
 use crate::labels::{is_dns_label, is_dns_subdomain};
 
+mod sink;
+pub use sink::{DEFAULT_TOKEN_KEY, InvalidSink, RemoteWritePlan, SinkPlan};
+
 use crate::crd::{
     Backend, ClientLimitsSpec, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef,
     TopicManagement,
@@ -144,6 +147,7 @@ pub struct ConsumerSettings {
     pub replicas: i32,
     pub sink_storage: String,
     pub storage_class: Option<String>,
+    pub sink: SinkPlan,
 }
 
 impl ValidatedStream {
@@ -205,6 +209,8 @@ pub enum InvalidSpec {
         "spec.kafka.authentication cannot be set with spec.kafka.strimzi.createUser: the operator authenticates the user it creates"
     )]
     AuthenticationWithCreatedUser,
+    #[error(transparent)]
+    Sink(#[from] InvalidSink),
 }
 
 fn security_plan(
@@ -411,6 +417,7 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
     if let Some(class) = &consumer.storage_class_name {
         check_reference("spec.consumer.storageClassName", class)?;
     }
+    let sink = sink::sink_plan(&consumer.sink, is_dns_subdomain)?;
     if let Some(image) = &spec.image
         && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
     {
@@ -446,6 +453,7 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
             replicas: consumer.replicas,
             sink_storage: consumer.sink_storage.clone(),
             storage_class: consumer.storage_class_name.clone(),
+            sink,
         },
         deletion_policy: spec.deletion_policy,
         image: spec.image.clone(),
@@ -690,6 +698,11 @@ mod tests {
                 "a consumer group naming the queue's parent directory",
                 |s| s.spec.consumer.group = "..".into(),
                 InvalidSpec::BadGroup("..".into(), "must not be '.' or '..'".into()),
+            ),
+            (
+                "a remote-write sink without its settings",
+                |s| s.spec.consumer.sink.type_ = crate::crd::SinkType::RemoteWrite,
+                InvalidSpec::Sink(InvalidSink::MissingRemoteWrite),
             ),
             (
                 "an image with spaces",

@@ -45,6 +45,7 @@ mod config;
 mod copied_credentials;
 mod kafka;
 mod network;
+mod sink;
 #[cfg(test)]
 mod tests;
 mod workloads;
@@ -55,6 +56,7 @@ pub use copied_credentials::{CopiedCredentials, credentials_to_copy};
 use kafka::{credentials_copy, kafka_topic, kafka_user};
 pub use kafka::{credentials_hash, credentials_secret};
 use network::{disruption_budget, ingest_service, network_policy};
+pub use sink::{SINK_TOKEN_FILE, SINK_TOKEN_MOUNT};
 use workloads::{pvc, workload};
 
 use super::validate::{

@@ -47,6 +47,9 @@ pub(super) fn ingest_service(stream: &ValidatedStream) -> Service {
     }
 }
 
+/// The label the API server sets on every namespace, holding its name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 pub(super) fn tcp_port(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
@@ -71,11 +74,24 @@ pub(super) fn network_policy(
             ports: Some(vec![tcp_port(INGEST_PORT)]),
         });
     }
-    ingress.push(NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(defaults.posture.metrics_namespace_selector.clone()),
+    let mut admin_sources = vec![NetworkPolicyPeer {
+        namespace_selector: Some(defaults.posture.metrics_namespace_selector.clone()),
+        ..Default::default()
+    }];
+    // The operator reads the consumers' /readyz (the SinkAvailable condition).
+    if role == Role::Consumer
+        && let Some(namespace) = &defaults.posture.operator_namespace
+    {
+        admin_sources.push(NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some([(NAMESPACE_NAME_LABEL.to_owned(), namespace.clone())].into()),
+                match_expressions: None,
+            }),
             ..Default::default()
-        }]),
+        });
+    }
+    ingress.push(NetworkPolicyIngressRule {
+        from: Some(admin_sources),
         ports: Some(vec![tcp_port(ADMIN_PORT)]),
     });
     NetworkPolicy {
@@ -253,6 +269,43 @@ mod tests {
         assert!(
             desired.network_policies.is_empty(),
             "switched off: none (and prune removes old ones)"
+        );
+    }
+
+    #[test]
+    fn the_operator_namespace_may_read_the_consumers_readiness_only() {
+        let mut defaults = WorkloadDefaults::default();
+        defaults.posture.metrics_namespace_selector =
+            crate::config::parse_label_selector("kubernetes.io/metadata.name=monitoring")
+                .expect("valid");
+        defaults.posture.operator_namespace = Some("metricstream-system".into());
+        let desired = build(
+            &validate(&file_stream()).expect("valid"),
+            &defaults,
+            &CopiedCredentials::NotNeeded,
+        );
+        let sources = |name: &str| {
+            let rules = network_policy(&desired, name)
+                .ingress
+                .clone()
+                .expect("rules");
+            let admin = rules.last().expect("the admin rule").clone();
+            assert_eq!(ports(&admin), [(ADMIN_PORT, "TCP".to_owned())]);
+            serde_json::to_value(admin.from).expect("json")
+        };
+        assert_eq!(
+            sources("web-consumer"),
+            serde_json::json!([
+                { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "monitoring" } } },
+                { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "metricstream-system" } } },
+            ])
+        );
+        assert_eq!(
+            sources("web-ingest"),
+            serde_json::json!([
+                { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "monitoring" } } },
+            ]),
+            "the operator reads only the consumers"
         );
     }
 

@@ -13,7 +13,7 @@ use crate::config::WorkloadDefaults;
 use crate::crd::{MetricStream, TopicManagement};
 use crate::labels;
 
-use crate::reconcile::fixtures::{file_stream, kafka_stream};
+use crate::reconcile::fixtures::{file_stream, kafka_stream, remote_write_stream};
 use crate::reconcile::validate::validate;
 
 pub fn built(stream: &MetricStream) -> Desired {
@@ -170,4 +170,20 @@ fn snapshot_of_a_kafka_backed_stream_with_copied_credentials() {
         "the copies make a Secret"
     );
     insta::assert_yaml_snapshot!("kafka_backed_stream", desired_set(&desired));
+}
+
+/// The whole desired set of a Kafka-backed stream whose consumers write to a store over remote
+/// write with a bearer token: the sink settings in the consumer's own env, the token's Secret
+/// mounted, the sink volume kept for quarantine and dead letters, and the operator's namespace
+/// admitted to the consumers' admin port (it reads their /readyz for SinkAvailable).
+#[test]
+fn snapshot_of_a_remote_write_backed_stream() {
+    let mut defaults = WorkloadDefaults::default();
+    defaults.posture.operator_namespace = Some("metricstream-system".into());
+    let desired = build(
+        &validate(&remote_write_stream()).expect("valid"),
+        &defaults,
+        &CopiedCredentials::NotNeeded,
+    );
+    insta::assert_yaml_snapshot!("remote_write_backed_stream", desired_set(&desired));
 }

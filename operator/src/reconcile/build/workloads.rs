@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{
     ADMIN_PORT, COMPONENT_CONSUMER, CREDENTIALS_CA_KEY, CREDENTIALS_PASSWORD_KEY, DATA_MOUNT,
     Desired, INGEST_PORT, INGEST_TLS_MOUNT, KAFKA_CA_MOUNT, KAFKA_SASL_MOUNT, RUN_AS_USER, Role,
-    SINK_MOUNT, TOKENS_KEY, TOKENS_MOUNT, metadata,
+    SINK_MOUNT, TOKENS_KEY, TOKENS_MOUNT, metadata, sink,
 };
 use crate::config::WorkloadDefaults;
 use crate::crd::DeletionPolicy;
@@ -97,6 +97,20 @@ pub(super) fn workload(
     }
     if role == Role::Consumer {
         claim("sink", Desired::sink_pvc_name(&stream.name), SINK_MOUNT);
+        for file in sink::sink_secret_files(stream) {
+            volumes.push(secret_volume(
+                file.volume,
+                &file.secret,
+                &file.key,
+                file.file,
+            ));
+            mounts.push(VolumeMount {
+                name: file.volume.into(),
+                mount_path: file.mount_path.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
     }
     if role == Role::Ingest
         && let Some(secret) = &stream.ingest.auth_secret
@@ -238,6 +252,10 @@ pub(super) fn workload(
                 .unwrap_or_else(|| defaults.workload_image.clone()),
         ),
         command: Some(vec![binary.into()]),
+        env: match role {
+            Role::Consumer => Some(sink::sink_env(stream)).filter(|env| !env.is_empty()),
+            Role::Ingest => None,
+        },
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: Desired::config_map_name(&stream.name),

@@ -32,6 +32,16 @@ impl Draft {
         }
     }
 
+    /// A condition the operator cannot decide, with why.
+    pub(super) fn unknown(type_: &'static str, reason: &str, message: String) -> Self {
+        Self {
+            type_,
+            status: "Unknown",
+            reason: reason.to_owned(),
+            message,
+        }
+    }
+
     /// Keeps the old `lastTransitionTime` when the status is unchanged.
     pub(super) fn into_condition(
         self,

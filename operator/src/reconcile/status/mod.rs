@@ -1,7 +1,10 @@
 //! Status (pure): what the operator observed → the MetricStream's status, told truthfully.
 //!
 //! Conditions `BackendReady`, `IngestAvailable`, `ConsumerAvailable`, and `Ready` (all three),
-//! each with a reason, a message and the generation it describes. A condition whose status did
+//! each with a reason, a message and the generation it describes; and `SinkAvailable`, what the
+//! consumers say of their sink ([`sink`]). `Ready` leaves it out: a failing sink makes the
+//! consumers unready, which `ConsumerAvailable` already counts, and `SinkAvailable` is
+//! `Unknown` wherever the operator cannot reach the pods (run outside the cluster). A condition whose status did
 //! not change keeps its `lastTransitionTime`, and [`needs_write`] ignores that field, so an
 //! unchanged world produces no status write and no reconcile storm.
 //!
@@ -19,10 +22,12 @@ use crate::crd::MetricStreamStatus;
 use crate::strimzi::KafkaTopic;
 
 mod conditions;
+mod sink;
 #[cfg(test)]
 mod tests;
 
 use conditions::{Draft, backend_condition, upsert, workload_condition};
+pub use sink::{ConsumerReport, SINK_AVAILABLE, SinkObservation};
 
 pub const READY: &str = "Ready";
 pub const BACKEND_READY: &str = "BackendReady";
@@ -37,6 +42,8 @@ pub struct Observed {
     pub credentials_pending: Option<String>,
     pub ingest: WorkloadObservation,
     pub consumer: WorkloadObservation,
+    /// What the consumer pods said of their sink.
+    pub sink: SinkObservation,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,7 +185,8 @@ pub fn compute(
     };
 
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let conditions = [ready, backend, ingest, consumer]
+    let sink = sink::sink_condition(&observed.sink);
+    let conditions = [ready, backend, ingest, consumer, sink]
         .into_iter()
         .map(|draft| draft.into_condition(generation, old_conditions, now))
         .collect();

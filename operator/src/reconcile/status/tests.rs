@@ -28,6 +28,7 @@ fn observed(backend: BackendObservation, ingest: i32, consumer: i32) -> Observed
         credentials_pending: None,
         ingest: workload("web-ingest", 1, ingest),
         consumer: workload("web-consumer", 1, consumer),
+        sink: SinkObservation::default(),
     }
 }
 
