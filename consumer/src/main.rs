@@ -126,7 +126,7 @@ async fn consume(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let lag_family = queue_metrics.consumer_lag.clone();
-    let sink = open_sink(config, remote_write_metrics).await?;
+    let sink = open_sink(config, remote_write_metrics, shutdown.clone()).await?;
 
     let open = async {
         let consumer: Box<dyn QueueConsumer> = match config.common.backend {
@@ -224,6 +224,7 @@ async fn consume(
 async fn open_sink(
     config: &Config,
     remote_write_metrics: RemoteWriteMetrics,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<Box<dyn Sink>> {
     let sink_dir = config.sink_dir.clone();
     match config.sink {
@@ -273,7 +274,7 @@ async fn open_sink(
             };
             let runtime = tokio::runtime::Handle::current();
             let sink = tokio::task::spawn_blocking(move || {
-                RemoteWriteSink::open(sink_dir, &settings, runtime, remote_write_metrics)
+                RemoteWriteSink::open(sink_dir, &settings, runtime, remote_write_metrics, shutdown)
             })
             .await
             .context("opening the sink panicked")?

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use metricstream_backend::{Offset, Partition};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::durable::{create_dir_durably, quarantine_payload};
 use super::{Sink, SinkError, SinkRecord, WriteStats};
@@ -57,6 +58,10 @@ const MAX_SPLITS_PER_REQUEST: u32 = 128;
 
 pub use credentials::AuthSettings;
 pub use tls::{ClientIdentityFiles, TlsSettings};
+
+/// How long a request in flight may still take once shutdown is asked for (the consumer's
+/// `--shutdown-timeout` is 30 s by default).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How to reach the store. Names the files that hold secrets, never their contents.
 #[derive(Clone, Debug)]
@@ -82,6 +87,10 @@ pub struct RemoteWriteSink {
     max_samples: usize,
     retry: RetryPolicy,
     circuit: Circuit,
+    /// Cancelled when the consumer shuts down: no more retries, and a request in flight gets
+    /// `shutdown_grace` more to finish.
+    shutdown: CancellationToken,
+    shutdown_grace: Duration,
     /// Why the last attempt failed, for the error the circuit gives while open.
     last_failure: String,
     metrics: RemoteWriteMetrics,
@@ -96,6 +105,7 @@ impl RemoteWriteSink {
         settings: &RemoteWriteSettings,
         runtime: tokio::runtime::Handle,
         metrics: RemoteWriteMetrics,
+        shutdown: CancellationToken,
     ) -> Result<Self, SinkError> {
         let dir = dir.into();
         create_dir_durably(&dir)?;
@@ -108,6 +118,8 @@ impl RemoteWriteSink {
             max_samples: settings.max_samples_per_request.max(1),
             retry: RetryPolicy::default(),
             circuit: Circuit::new(CircuitPolicy::default(), Instant::now()),
+            shutdown,
+            shutdown_grace: SHUTDOWN_GRACE,
             last_failure: String::new(),
             metrics,
         })
@@ -145,9 +157,15 @@ impl RemoteWriteSink {
                 Ok(transition) => self.note(transition),
                 Err(wait) => return Err(self.unavailable(wait)),
             }
-            let answer = self
-                .runtime
-                .block_on(self.endpoint.post(body.clone(), &self.metrics));
+            let Some(answer) = self.runtime.block_on(self.until_shutdown_grace(
+                self.endpoint.post(body.clone(), &self.metrics),
+                self.shutdown_grace,
+            )) else {
+                return Err(self.shutting_down(&format!(
+                    "a request was still unanswered {} ms after the shutdown signal",
+                    self.shutdown_grace.as_millis()
+                )));
+            };
             // `counts`: whether the failure counts towards opening the circuit. A 429 comes
             // from a store that works but wants fewer requests: its `Retry-After` paces the
             // sink instead.
@@ -220,6 +238,9 @@ impl RemoteWriteSink {
                     return Err(self.unavailable(wait));
                 }
             }
+            if self.shutdown.is_cancelled() {
+                return Err(self.shutting_down(&self.last_failure));
+            }
             retry += 1;
             if retry >= self.retry.attempts {
                 return Err(SinkError::Store(format!(
@@ -233,8 +254,40 @@ impl RemoteWriteSink {
                 wait_ms = wait.as_millis() as u64,
                 "a remote-write request failed; retrying it"
             );
-            std::thread::sleep(wait);
+            let slept = self.runtime.block_on(self.until_shutdown_grace(
+                // Made inside the runtime: a timer needs one when it is created.
+                async move { tokio::time::sleep(wait).await },
+                Duration::ZERO,
+            ));
+            if slept.is_none() {
+                return Err(self.shutting_down(&self.last_failure));
+            }
         }
+    }
+
+    /// Runs `future` until it ends (`Some`) or `grace` has passed since shutdown was asked for
+    /// (`None`): a failing store must not hold the consumer past its shutdown timeout, and the
+    /// batch, uncommitted, is re-delivered to the next consumer anyway.
+    async fn until_shutdown_grace<T>(
+        &self,
+        future: impl std::future::Future<Output = T>,
+        grace: Duration,
+    ) -> Option<T> {
+        tokio::select! {
+            value = future => Some(value),
+            () = async {
+                self.shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => None,
+        }
+    }
+
+    fn shutting_down(&self, last_failure: &str) -> SinkError {
+        SinkError::Store(format!(
+            "shutting down: giving up on the store at {} for now (the batch stays uncommitted); \
+             last failure: {last_failure}",
+            self.endpoint.url
+        ))
     }
 
     /// The error for a request the open circuit holds back.

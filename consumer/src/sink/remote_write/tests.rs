@@ -9,6 +9,7 @@ use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind, Offset, Pa
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 
@@ -122,6 +123,7 @@ struct Fixture {
     runtime: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
     metrics: RemoteWriteMetrics,
+    shutdown: CancellationToken,
 }
 
 impl Fixture {
@@ -134,6 +136,7 @@ impl Fixture {
                 .expect("runtime"),
             dir: tempfile::tempdir().expect("tempdir"),
             metrics: RemoteWriteMetrics::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -156,6 +159,7 @@ impl Fixture {
             &settings,
             self.runtime.handle().clone(),
             self.metrics.clone(),
+            self.shutdown.clone(),
         )?;
         sink.retry.first_backoff = Duration::from_millis(1);
         sink.retry.max_backoff = Duration::from_millis(4);
@@ -397,6 +401,73 @@ fn splitting_a_refused_request_stops_at_its_budget() {
         })
         .count();
     assert!(unsplit > 0 && unsplit < 300, "{unsplit}");
+}
+
+/// Cancels `shutdown` after `delay`, from another thread (the sink blocks the test's).
+fn shut_down_after(shutdown: &CancellationToken, delay: Duration) {
+    let shutdown = shutdown.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        shutdown.cancel();
+    });
+}
+
+#[test]
+fn shutdown_cuts_a_request_the_store_never_answers_after_the_grace() {
+    let fixture = Fixture::new();
+    // A store that takes connections and never answers.
+    let listener = fixture
+        .runtime
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("binds");
+    let url = format!(
+        "http://{}/api/v1/write",
+        listener.local_addr().expect("addr")
+    );
+    fixture.runtime.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut sink = fixture.sink(&url, 100);
+    sink.shutdown_grace = Duration::from_millis(100);
+    shut_down_after(&fixture.shutdown, Duration::from_millis(200));
+    let started = Instant::now();
+    let error = sink
+        .write_batch(&records(2, Some(5)))
+        .expect_err("given up");
+    let took = started.elapsed();
+    assert!(error.to_string().contains("shutting down"), "{error}");
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}, the request deadline is 5 s"
+    );
+}
+
+#[test]
+fn shutdown_stops_the_retries_of_a_failing_store() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![(503, "", "busy")]));
+    let mut sink = fixture.sink(&url, 100);
+    sink.retry.first_backoff = Duration::from_secs(20);
+    sink.retry.max_backoff = Duration::from_secs(20);
+    shut_down_after(&fixture.shutdown, Duration::from_millis(200));
+    let started = Instant::now();
+    let error = sink
+        .write_batch(&records(2, Some(5)))
+        .expect_err("given up");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?} for a retry",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("status 503: busy"), "{error}");
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        1,
+        "no retry after the signal"
+    );
 }
 
 #[test]
