@@ -25,6 +25,19 @@ pub enum Source<'a> {
     Kafka { bootstrap: &'a str, topic: &'a str },
 }
 
+/// Where the consumer writes.
+pub enum Sink<'a> {
+    /// JSON Lines files in `dir` (`--sink file`).
+    File { dir: &'a Path },
+    /// A store's remote-write endpoint `url` (`--sink remote-write`) in requests of at most
+    /// `max_samples_per_request` samples; `dir` keeps the quarantine and the dead letters.
+    RemoteWrite {
+        dir: &'a Path,
+        url: &'a str,
+        max_samples_per_request: u32,
+    },
+}
+
 pub struct ConsumerProcess {
     process: Process,
     pid: u32,
@@ -47,16 +60,21 @@ pub struct Progress {
     /// JSON Lines and fdatasync) and the batches it took.
     pub sink_write_seconds: f64,
     pub sink_batches: f64,
+    /// `metricstream_consumer_dead_lettered_samples_total` (the remote-write sink).
+    pub dead_lettered: f64,
+    /// `metricstream_consumer_remote_write_samples_sent_total`: samples the store acknowledged,
+    /// a resent request's again.
+    pub samples_sent: f64,
 }
 
 impl ConsumerProcess {
-    /// Starts the consumer of `group` on `source` with `partitions`, writing `sink_dir`, its
+    /// Starts the consumer of `group` on `source` with `partitions`, writing to `sink`, its
     /// output in `log_path`. `max_batch_records` sets `--max-batch-records` when given.
     pub fn spawn(
         source: &Source<'_>,
         partitions: u32,
         group: &str,
-        sink_dir: &Path,
+        sink: &Sink<'_>,
         log_path: &Path,
         max_batch_records: Option<u32>,
     ) -> anyhow::Result<Self> {
@@ -65,7 +83,6 @@ impl ConsumerProcess {
         let mut env: Vec<(&str, OsString)> = vec![
             ("METRICSTREAM_PARTITIONS", partitions.to_string().into()),
             ("METRICSTREAM_GROUP", group.into()),
-            ("METRICSTREAM_SINK_DIR", sink_dir.into()),
             ("METRICSTREAM_ADMIN_LISTEN", admin.to_string().into()),
             ("METRICSTREAM_LOG_FORMAT", "text".into()),
             ("RUST_LOG", "info".into()),
@@ -81,6 +98,22 @@ impl ConsumerProcess {
                 env.push(("METRICSTREAM_KAFKA_BROKERS", (*bootstrap).into()));
                 env.push(("METRICSTREAM_TOPIC", (*topic).into()));
             }
+        }
+        match sink {
+            Sink::File { dir } => env.push(("METRICSTREAM_SINK_DIR", (*dir).into())),
+            Sink::RemoteWrite {
+                dir,
+                url,
+                max_samples_per_request,
+            } => env.extend([
+                ("METRICSTREAM_SINK_DIR", (*dir).into()),
+                ("METRICSTREAM_SINK", "remote-write".into()),
+                ("METRICSTREAM_SINK_URL", (*url).into()),
+                (
+                    "METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST",
+                    max_samples_per_request.to_string().into(),
+                ),
+            ]),
         }
         let mut args = Vec::new();
         if let Some(records) = max_batch_records {
@@ -166,6 +199,8 @@ fn parse_progress(text: &str) -> Progress {
         duplicates_skipped: value("metricstream_consumer_duplicates_skipped_total"),
         sink_write_seconds: value("metricstream_consumer_sink_write_seconds_sum"),
         sink_batches: value("metricstream_consumer_sink_write_seconds_count"),
+        dead_lettered: value("metricstream_consumer_dead_lettered_samples_total"),
+        samples_sent: value("metricstream_consumer_remote_write_samples_sent_total"),
     }
 }
 
