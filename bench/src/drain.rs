@@ -42,8 +42,6 @@ use consumer_process::{ConsumerProcess, Sink, Source};
 use fill::{fill_file, fill_kafka};
 use read::{bare_read_file, bare_read_kafka, queue_read};
 
-/// How often the consumer's `/metrics` is read during a drain.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 /// Records per poll of the in-process queue read: the consumer's default `--max-batch-records`.
 const QUEUE_READ_BATCH: usize = 2048;
 
@@ -421,26 +419,7 @@ async fn drain_with_consumer(
         &log_path,
         max_batch_records,
     )?;
-    let mut first_records: Option<Instant> = None;
-    let progress = loop {
-        process.check_running()?;
-        let progress = process.progress().await;
-        if let Some(progress) = progress {
-            if first_records.is_none() && progress.records > 0.0 {
-                first_records = Some(Instant::now());
-            }
-            if progress.metrics_written >= expected {
-                break progress;
-            }
-        }
-        anyhow::ensure!(
-            spawned.elapsed() < timeout,
-            "the consumer wrote {} of {expected} metrics within {timeout:?}; log: {}",
-            progress.map_or(0.0, |p| p.metrics_written),
-            log_path.display()
-        );
-        tokio::time::sleep(PROGRESS_INTERVAL).await;
-    };
+    let (progress, first_records) = process.wait_written(expected, spawned, timeout).await?;
     let done = Instant::now();
     let rss_peak_mib = peak_rss_mib(process.pid())?;
     let command = process.command.clone();

@@ -48,8 +48,6 @@ use direct::{Requests, encode_requests, send_all};
 use victoriametrics::VictoriaMetrics;
 
 const SUITE: &str = "drain-store";
-/// How often the consumer's `/metrics` is read during a drain.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 /// The series every backlog sample belongs to (`cpu{host,region}`).
 const SELECTOR: &str = "{__name__=\"cpu\"}";
 /// How long the flushed samples may take to show in an export.
@@ -317,26 +315,10 @@ async fn drain_with_consumer(
         &log_path,
         None,
     )?;
-    let mut first_records: Option<Instant> = None;
-    let progress = loop {
-        process.check_running()?;
-        let progress = process.progress().await;
-        if let Some(progress) = progress {
-            if first_records.is_none() && progress.records > 0.0 {
-                first_records = Some(Instant::now());
-            }
-            if progress.metrics_written >= expected as f64 {
-                break progress;
-            }
-        }
-        anyhow::ensure!(
-            spawned.elapsed() < timeout,
-            "the consumer stored {} of {expected} samples within {timeout:?}; log: {}",
-            progress.map_or(0.0, |p| p.metrics_written),
-            log_path.display()
-        );
-        tokio::time::sleep(PROGRESS_INTERVAL).await;
-    };
+    let (progress, first_records) = process
+        .wait_written(expected as f64, spawned, timeout)
+        .await
+        .context("the consumer's drain into the store")?;
     store
         .wait_rows_added(expected as f64, timeout.saturating_sub(spawned.elapsed()))
         .await?;

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metricstream_tests::process::free_loopback_addr;
@@ -18,6 +18,8 @@ use crate::process::Process;
 
 /// How long the consumer may take to exit after SIGTERM (it finishes its batch first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the consumer's `/metrics` is read during a drain.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Where the consumer reads from.
 pub enum Source<'a> {
@@ -161,6 +163,37 @@ impl ConsumerProcess {
         let url = format!("http://{}/metrics", self.admin);
         let text = self.client.get(&url).send().await.ok()?.text().await.ok()?;
         Some(parse_progress(&text))
+    }
+
+    /// Reads the counters every [`PROGRESS_INTERVAL`] until `metrics_written` reaches
+    /// `expected`; returns them and when the first records were polled (`None` if that was
+    /// never seen). Fails if the process exits, or `timeout` after `spawned`.
+    pub async fn wait_written(
+        &mut self,
+        expected: f64,
+        spawned: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<(Progress, Option<Instant>)> {
+        let mut first_records: Option<Instant> = None;
+        loop {
+            self.check_running()?;
+            let progress = self.progress().await;
+            if let Some(progress) = progress {
+                if first_records.is_none() && progress.records > 0.0 {
+                    first_records = Some(Instant::now());
+                }
+                if progress.metrics_written >= expected {
+                    return Ok((progress, first_records));
+                }
+            }
+            anyhow::ensure!(
+                spawned.elapsed() < timeout,
+                "the consumer wrote {} of {expected} metrics within {timeout:?}; log: {}",
+                progress.map_or(0.0, |p| p.metrics_written),
+                self.process.log_path().display()
+            );
+            tokio::time::sleep(PROGRESS_INTERVAL).await;
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
