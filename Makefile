@@ -46,7 +46,8 @@ PROMETHEUS_ENV_FILE := target/prometheus.env
 # OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
 OTELCOL_ENV_FILE := target/otelcol.env
 # VICTORIAMETRICS, the VictoriaMetrics single-node server built (hack/victoriametrics.sh), the store
-# the remote-write sink's tests write to (tests/tests/remote_write_sink.rs, sink_outage.rs).
+# the remote-write sink's tests (tests/tests/remote_write_sink.rs, sink_outage.rs) and `make bench`
+# write to.
 VICTORIAMETRICS_ENV_FILE := target/victoriametrics.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
@@ -235,7 +236,8 @@ otelcol:
 
 # VictoriaMetrics single-node, built once from the Go module proxy (hack/victoriametrics.sh: ~1 min
 # cold, <0.1 s warm) and cached outside the repository; its path goes to
-# $(VICTORIAMETRICS_ENV_FILE) for `cargo-test` (the remote-write sink's tests).
+# $(VICTORIAMETRICS_ENV_FILE) for `cargo-test` (the remote-write sink's tests) and `bench-suites`
+# (the drain-store suite).
 victoriametrics:
 	@mkdir -p target; rm -f $(VICTORIAMETRICS_ENV_FILE)
 	@bash hack/victoriametrics.sh install --env-file $(VICTORIAMETRICS_ENV_FILE) >/dev/null
@@ -247,10 +249,11 @@ chart-check: tools
 	@$(LIB); env_load $(TOOLS_ENV_FILE); \
 		$(CARGO) test -p metricstream-operator --test chart --test crd_in_sync -- --include-ignored --skip envtest_
 
-# The benchmarks (bench/, hack/bench.sh): release binaries, the local broker and control plane
-# (started here unless already running, stopped again if started here), oha (hack/oha.sh,
-# cached), every suite, then the report. BENCH_QUICK=1 for a smoke run.
-BENCH_STEPS := release kafka-up envtest-up bench-suites envtest-down kafka-down
+# The benchmarks (bench/, hack/bench.sh): release binaries, VictoriaMetrics (the drain-store
+# suite's store), the local broker and control plane (started here unless already running,
+# stopped again if started here), oha (hack/oha.sh, cached), every suite, then the report.
+# BENCH_QUICK=1 for a smoke run.
+BENCH_STEPS := release victoriametrics kafka-up envtest-up bench-suites envtest-down kafka-down
 
 bench:
 	@failed=0; \
@@ -267,6 +270,7 @@ bench-suites:
 	env_load $(ENVTEST_ENV_FILE) KUBECONFIG; \
 	env_has $(OHA_ENV_FILE) OHA || { echo "hack/oha.sh wrote no OHA"; exit 1; }; \
 	env_load $(OHA_ENV_FILE) OHA; \
+	env_load $(VICTORIAMETRICS_ENV_FILE) VICTORIAMETRICS; \
 	bash hack/bench.sh
 
 # The chaos run (hack/chaos.sh): release binaries, then per backend (CHAOS_BACKENDS, default

@@ -23,7 +23,7 @@
 //! does `seconds`. `total_seconds` runs from the start of the process.
 
 pub mod consumer_process;
-mod fill;
+pub(crate) mod fill;
 mod read;
 pub mod sink_check;
 
@@ -38,12 +38,10 @@ use serde_json::{Value, json};
 
 use crate::backend::tools::{self, kafka_bootstrap, this_command_line};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
-use consumer_process::{ConsumerProcess, Source};
+use consumer_process::{ConsumerProcess, Sink, Source};
 use fill::{fill_file, fill_kafka};
 use read::{bare_read_file, bare_read_kafka, queue_read};
 
-/// How often the consumer's `/metrics` is read during a drain.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 /// Records per poll of the in-process queue read: the consumer's default `--max-batch-records`.
 const QUEUE_READ_BATCH: usize = 2048;
 
@@ -101,12 +99,12 @@ pub struct DrainArgs {
 }
 
 /// The backlog as filled: where it is and every record's `(partition, offset)`.
-struct Backlog {
+pub(crate) struct Backlog {
     backend: DrainBackend,
     queue: Queue,
-    records: Vec<(u32, u64)>,
-    metrics_per_record: u32,
-    partitions: u32,
+    pub(crate) records: Vec<(u32, u64)>,
+    pub(crate) metrics_per_record: u32,
+    pub(crate) partitions: u32,
 }
 
 enum Queue {
@@ -115,11 +113,11 @@ enum Queue {
 }
 
 impl Backlog {
-    fn metrics(&self) -> u64 {
+    pub(crate) fn metrics(&self) -> u64 {
         self.records.len() as u64 * u64::from(self.metrics_per_record)
     }
 
-    fn params(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn params(&self) -> BTreeMap<String, Value> {
         BTreeMap::from([
             ("metrics".to_owned(), json!(self.metrics())),
             ("records".to_owned(), json!(self.records.len())),
@@ -131,7 +129,7 @@ impl Backlog {
         ])
     }
 
-    fn source(&self) -> Source<'_> {
+    pub(crate) fn source(&self) -> Source<'_> {
         match &self.queue {
             Queue::File { data_dir } => Source::File { data_dir },
             Queue::Kafka { settings } => Source::Kafka {
@@ -417,30 +415,11 @@ async fn drain_with_consumer(
         &backlog.source(),
         backlog.partitions,
         &group,
-        &sink_dir,
+        &Sink::File { dir: &sink_dir },
         &log_path,
         max_batch_records,
     )?;
-    let mut first_records: Option<Instant> = None;
-    let progress = loop {
-        process.check_running()?;
-        let progress = process.progress().await;
-        if let Some(progress) = progress {
-            if first_records.is_none() && progress.records > 0.0 {
-                first_records = Some(Instant::now());
-            }
-            if progress.metrics_written >= expected {
-                break progress;
-            }
-        }
-        anyhow::ensure!(
-            spawned.elapsed() < timeout,
-            "the consumer wrote {} of {expected} metrics within {timeout:?}; log: {}",
-            progress.map_or(0.0, |p| p.metrics_written),
-            log_path.display()
-        );
-        tokio::time::sleep(PROGRESS_INTERVAL).await;
-    };
+    let (progress, first_records) = process.wait_written(expected, spawned, timeout).await?;
     let done = Instant::now();
     let rss_peak_mib = peak_rss_mib(process.pid())?;
     let command = process.command.clone();

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod drain;
+pub mod drain_store;
 pub mod http;
 pub mod intake;
 pub mod operator;

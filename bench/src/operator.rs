@@ -11,7 +11,7 @@
 
 mod cluster;
 mod process;
-mod procfs;
+pub(crate) mod procfs;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

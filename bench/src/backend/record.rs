@@ -35,6 +35,22 @@ pub fn representative_batch(client: &str, metrics: u32, seq: u64) -> MetricBatch
     }
 }
 
+/// [`representative_batch`] as a store sees it: every metric a distinct sample. Each record is
+/// one scrape at its own millisecond (the fixed timestamp plus `seq`) of `metrics` series, told
+/// apart by `host` (`host-00`, `host-01`, ...), so a store that keeps one sample per series and
+/// millisecond (VictoriaMetrics with `-dedup.minScrapeInterval=1ms`) keeps them all.
+pub fn scrape_batch(client: &str, metrics: u32, seq: u64) -> MetricBatch {
+    let mut batch = representative_batch(client, metrics, seq);
+    let timestamp = TIMESTAMP_MS.saturating_add(i64::try_from(seq).unwrap_or(i64::MAX));
+    for (index, metric) in batch.metrics.iter_mut().enumerate() {
+        metric.timestamp = Some(timestamp);
+        metric
+            .tags
+            .insert("host".to_owned(), format!("host-{index:02}"));
+    }
+    batch
+}
+
 /// A client id of the benchmarks' fixed length (`bench-client-NNN`).
 pub fn client_name(number: u32) -> String {
     format!("bench-client-{number:03}")
@@ -78,6 +94,34 @@ mod tests {
         // The size does not depend on which record of a run it is.
         let other = codec::encode(&representative_batch(&client_name(7), 100, 9_999)).len();
         assert_eq!(other, hundred);
+    }
+
+    #[test]
+    fn a_scrape_batch_has_one_sample_per_series_and_its_own_millisecond() {
+        let first = scrape_batch(&client_name(0), 150, 0);
+        let second = scrape_batch(&client_name(0), 150, 1);
+        let hosts: std::collections::BTreeSet<&str> = first
+            .metrics
+            .iter()
+            .map(|metric| metric.tags["host"].as_str())
+            .collect();
+        assert_eq!(
+            hosts.len(),
+            150,
+            "every metric of a record is its own series"
+        );
+        assert!(
+            first
+                .metrics
+                .iter()
+                .all(|m| m.timestamp == Some(TIMESTAMP_MS))
+        );
+        assert!(
+            second
+                .metrics
+                .iter()
+                .all(|m| m.timestamp == Some(TIMESTAMP_MS + 1))
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use metricstream_bench::{backend, drain, http, intake, operator, report, results};
+use metricstream_bench::{backend, drain, drain_store, http, intake, operator, report, results};
 
 #[derive(Parser)]
 #[command(about, long_about = None)]
@@ -27,6 +27,9 @@ enum Command {
     Backend(backend::BackendArgs),
     /// The consumer drain of a one-million-metric backlog vs a bare read.
     Drain(drain::DrainArgs),
+    /// The consumer drain into a fresh VictoriaMetrics (`--sink remote-write`) vs the store's
+    /// own ingestion of the same samples. Needs VICTORIAMETRICS.
+    DrainStore(drain_store::DrainStoreArgs),
     /// The operator with 1, 100 and 500 MetricStreams.
     Operator(operator::OperatorArgs),
     /// Render BENCHMARKS.md and the charts from the suites' results.
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::Intake(a) => ("intake", runtime.block_on(intake::run(a))?),
         Command::Backend(a) => ("backend", runtime.block_on(backend::run(a))?),
         Command::Drain(a) => ("drain", runtime.block_on(drain::run(a))?),
+        Command::DrainStore(a) => ("drain-store", runtime.block_on(drain_store::run(a))?),
         Command::Operator(a) => ("operator", runtime.block_on(operator::run(a))?),
         Command::Report(a) => {
             runtime.block_on(report::run(a))?;

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metricstream_tests::process::free_loopback_addr;
@@ -18,11 +18,26 @@ use crate::process::Process;
 
 /// How long the consumer may take to exit after SIGTERM (it finishes its batch first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the consumer's `/metrics` is read during a drain.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Where the consumer reads from.
 pub enum Source<'a> {
     File { data_dir: &'a Path },
     Kafka { bootstrap: &'a str, topic: &'a str },
+}
+
+/// Where the consumer writes.
+pub enum Sink<'a> {
+    /// JSON Lines files in `dir` (`--sink file`).
+    File { dir: &'a Path },
+    /// A store's remote-write endpoint `url` (`--sink remote-write`) in requests of at most
+    /// `max_samples_per_request` samples; `dir` keeps the quarantine and the dead letters.
+    RemoteWrite {
+        dir: &'a Path,
+        url: &'a str,
+        max_samples_per_request: u32,
+    },
 }
 
 pub struct ConsumerProcess {
@@ -47,16 +62,21 @@ pub struct Progress {
     /// JSON Lines and fdatasync) and the batches it took.
     pub sink_write_seconds: f64,
     pub sink_batches: f64,
+    /// `metricstream_consumer_dead_lettered_samples_total` (the remote-write sink).
+    pub dead_lettered: f64,
+    /// `metricstream_consumer_remote_write_samples_sent_total`: samples the store acknowledged,
+    /// a resent request's again.
+    pub samples_sent: f64,
 }
 
 impl ConsumerProcess {
-    /// Starts the consumer of `group` on `source` with `partitions`, writing `sink_dir`, its
+    /// Starts the consumer of `group` on `source` with `partitions`, writing to `sink`, its
     /// output in `log_path`. `max_batch_records` sets `--max-batch-records` when given.
     pub fn spawn(
         source: &Source<'_>,
         partitions: u32,
         group: &str,
-        sink_dir: &Path,
+        sink: &Sink<'_>,
         log_path: &Path,
         max_batch_records: Option<u32>,
     ) -> anyhow::Result<Self> {
@@ -65,7 +85,6 @@ impl ConsumerProcess {
         let mut env: Vec<(&str, OsString)> = vec![
             ("METRICSTREAM_PARTITIONS", partitions.to_string().into()),
             ("METRICSTREAM_GROUP", group.into()),
-            ("METRICSTREAM_SINK_DIR", sink_dir.into()),
             ("METRICSTREAM_ADMIN_LISTEN", admin.to_string().into()),
             ("METRICSTREAM_LOG_FORMAT", "text".into()),
             ("RUST_LOG", "info".into()),
@@ -81,6 +100,22 @@ impl ConsumerProcess {
                 env.push(("METRICSTREAM_KAFKA_BROKERS", (*bootstrap).into()));
                 env.push(("METRICSTREAM_TOPIC", (*topic).into()));
             }
+        }
+        match sink {
+            Sink::File { dir } => env.push(("METRICSTREAM_SINK_DIR", (*dir).into())),
+            Sink::RemoteWrite {
+                dir,
+                url,
+                max_samples_per_request,
+            } => env.extend([
+                ("METRICSTREAM_SINK_DIR", (*dir).into()),
+                ("METRICSTREAM_SINK", "remote-write".into()),
+                ("METRICSTREAM_SINK_URL", (*url).into()),
+                (
+                    "METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST",
+                    max_samples_per_request.to_string().into(),
+                ),
+            ]),
         }
         let mut args = Vec::new();
         if let Some(records) = max_batch_records {
@@ -129,6 +164,37 @@ impl ConsumerProcess {
         Some(parse_progress(&text))
     }
 
+    /// Reads the counters every [`PROGRESS_INTERVAL`] until `metrics_written` reaches
+    /// `expected`; returns them and when the first records were polled (`None` if that was
+    /// never seen). Fails if the process exits, or `timeout` after `spawned`.
+    pub async fn wait_written(
+        &mut self,
+        expected: f64,
+        spawned: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<(Progress, Option<Instant>)> {
+        let mut first_records: Option<Instant> = None;
+        loop {
+            self.check_running()?;
+            let progress = self.progress().await;
+            if let Some(progress) = progress {
+                if first_records.is_none() && progress.records > 0.0 {
+                    first_records = Some(Instant::now());
+                }
+                if progress.metrics_written >= expected {
+                    return Ok((progress, first_records));
+                }
+            }
+            anyhow::ensure!(
+                spawned.elapsed() < timeout,
+                "the consumer wrote {} of {expected} metrics within {timeout:?}; log: {}",
+                progress.map_or(0.0, |p| p.metrics_written),
+                self.process.log_path().display()
+            );
+            tokio::time::sleep(PROGRESS_INTERVAL).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
     pub async fn terminate(self) -> anyhow::Result<()> {
         let log_path = self.process.log_path().to_path_buf();
@@ -165,6 +231,8 @@ fn parse_progress(text: &str) -> Progress {
         duplicates_skipped: value("metricstream_consumer_duplicates_skipped_total"),
         sink_write_seconds: value("metricstream_consumer_sink_write_seconds_sum"),
         sink_batches: value("metricstream_consumer_sink_write_seconds_count"),
+        dead_lettered: value("metricstream_consumer_dead_lettered_samples_total"),
+        samples_sent: value("metricstream_consumer_remote_write_samples_sent_total"),
     }
 }
 

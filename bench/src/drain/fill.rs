@@ -10,27 +10,31 @@ use metricstream_backend::file::{FileProducer, FileQueueConfig, FileQueueMetrics
 use metricstream_backend::kafka::{
     KafkaMetrics, KafkaProducer, KafkaSettings, ProducerTuning, admin,
 };
-use metricstream_backend::{Offset, Partition, QueueProducer, codec};
+use metricstream_backend::{MetricBatch, Offset, Partition, QueueProducer, codec};
 
 use super::{Backlog, DrainBackend, Queue};
 use crate::backend::record::{client_per_partition, representative_batch};
 
+/// Makes record `seq` of `metrics` metrics from `client`, e.g. [`representative_batch`].
+pub(crate) type MakeBatch = fn(&str, u32, u64) -> MetricBatch;
+
 /// Appends in flight while filling the backlog.
 const FILL_CONCURRENCY: usize = 256;
 
-/// Appends `records` representative records round-robin over the partitions (each through a
-/// client that hashes to it) and returns every record's `(partition, offset)`.
+/// Appends `records` records made by `make_batch` round-robin over the partitions (each through
+/// a client that hashes to it) and returns every record's `(partition, offset)`.
 async fn fill<P: QueueProducer>(
     producer: &P,
     partitions: u32,
     records: u64,
     metrics_per_record: u32,
+    make_batch: MakeBatch,
 ) -> anyhow::Result<Vec<(u32, u64)>> {
     let clients = client_per_partition(partitions);
     futures::stream::iter(0..records)
         .map(|seq| {
             let partition = (seq % u64::from(partitions)) as u32;
-            let batch = representative_batch(&clients[partition as usize], metrics_per_record, seq);
+            let batch = make_batch(&clients[partition as usize], metrics_per_record, seq);
             let payload = Bytes::from(codec::encode(&batch));
             async move {
                 producer
@@ -45,11 +49,30 @@ async fn fill<P: QueueProducer>(
         .await
 }
 
+/// A file-queue backlog of [`representative_batch`] records.
 pub(super) async fn fill_file(
     data_dir: &Path,
     partitions: u32,
     records: u64,
     metrics_per_record: u32,
+) -> anyhow::Result<Backlog> {
+    fill_file_with(
+        data_dir,
+        partitions,
+        records,
+        metrics_per_record,
+        representative_batch,
+    )
+    .await
+}
+
+/// A file-queue backlog of records made by `make_batch`.
+pub(crate) async fn fill_file_with(
+    data_dir: &Path,
+    partitions: u32,
+    records: u64,
+    metrics_per_record: u32,
+    make_batch: MakeBatch,
 ) -> anyhow::Result<Backlog> {
     // Group commit, as the ingest's default: the backlog is durable (no dirty pages left for
     // the drain to flush) and still written quickly.
@@ -59,7 +82,14 @@ pub(super) async fn fill_file(
     )
     .await
     .with_context(|| format!("opening the file queue in {}", data_dir.display()))?;
-    let filled = fill(&producer, partitions, records, metrics_per_record).await;
+    let filled = fill(
+        &producer,
+        partitions,
+        records,
+        metrics_per_record,
+        make_batch,
+    )
+    .await;
     producer.close().await;
     Ok(Backlog {
         backend: DrainBackend::File,
@@ -97,7 +127,14 @@ pub(super) async fn fill_kafka(
         )
         .await
         .with_context(|| format!("opening a producer on {}", settings.topic))?;
-        let filled = fill(&producer, partitions, records, metrics_per_record).await;
+        let filled = fill(
+            &producer,
+            partitions,
+            records,
+            metrics_per_record,
+            representative_batch,
+        )
+        .await;
         producer.close().await;
         filled
     }

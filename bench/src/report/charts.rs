@@ -71,6 +71,23 @@ impl Results<'_> {
                 "Consumer drain beside a bare read of the same data".into(),
             ));
         }
+        let store = self.store_bars();
+        if !store.is_empty() {
+            let file = "drain-store.svg";
+            bar_chart_file(
+                &dir.join(file),
+                (700, 400),
+                "Draining into VictoriaMetrics",
+                "samples/s",
+                &store,
+            )?;
+            charts.push((
+                file.to_owned(),
+                "Consumer drain into VictoriaMetrics beside the store ingesting the same samples \
+                 sent straight to it"
+                    .into(),
+            ));
+        }
         let operator: Vec<(String, f64, bool)> = {
             let mut runs: Vec<&Measurement> = self.of("operator", "operator").collect();
             runs.sort_by_key(|m| param_i64(m, "streams"));

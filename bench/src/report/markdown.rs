@@ -56,6 +56,7 @@ impl Results<'_> {
         self.backend_ratios(&mut md);
         self.table(&mut md, "backend", "Backend ceilings");
         self.table(&mut md, "drain", "Consumer drain");
+        self.store_section(&mut md);
         self.table(&mut md, "operator", "Operator");
         md
     }
@@ -201,7 +202,7 @@ impl Results<'_> {
     }
 
     /// A generic table of a suite: one row per measurement, one column per figure.
-    fn table(&self, md: &mut String, suite: &str, title: &str) {
+    pub(super) fn table(&self, md: &mut String, suite: &str, title: &str) {
         let rows: Vec<&Measurement> = self
             .all
             .iter()
@@ -277,7 +278,8 @@ mod tests {
                 "http-throughput.svg",
                 "http-latency.svg",
                 "intake.svg",
-                "drain.svg"
+                "drain.svg",
+                "drain-store.svg"
             ]
         );
         let svg = fs::read_to_string(dir.path().join("http-throughput.svg")).expect("an SVG");

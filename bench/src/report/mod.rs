@@ -3,10 +3,12 @@
 //!
 //! This module owns the run (reading the suites, writing the report) and the queries over the
 //! measurements ([`Results`]); its children render them: `goals` (the targets and their
-//! verdicts), `markdown` (BENCHMARKS.md), `intake` (the intake protocols' table and target) and
-//! `charts` (the SVG charts).
+//! verdicts), `markdown` (BENCHMARKS.md), `intake` (the intake protocols' table and target),
+//! `drain_store` (the drain into a store beside the store's own ceiling) and `charts` (the SVG
+//! charts).
 
 mod charts;
+mod drain_store;
 mod goals;
 mod intake;
 mod markdown;
@@ -40,7 +42,14 @@ pub struct ReportArgs {
     pub analysis: PathBuf,
 }
 
-const SUITES: [&str; 5] = ["http", "intake", "backend", "drain", "operator"];
+const SUITES: [&str; 6] = [
+    "http",
+    "intake",
+    "backend",
+    "drain",
+    "drain-store",
+    "operator",
+];
 const REPORT_DIR: &str = "bench/report";
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {

@@ -121,5 +121,28 @@ pub(super) fn sample() -> Vec<SuiteResults> {
                 ),
             ],
         ),
+        suite(
+            "drain-store",
+            vec![
+                measurement(
+                    "drain-store",
+                    "remote-write-victoriametrics",
+                    json!({"metrics": 1000000, "concurrency": 4}),
+                    json!({"metrics_per_sec": 800000.0, "store_cpu_seconds": 1.5}),
+                ),
+                measurement(
+                    "drain-store",
+                    "consumer-victoriametrics",
+                    json!({"metrics": 1000000}),
+                    json!({"metrics_per_sec": 200000.0, "store_cpu_seconds": 3.0}),
+                ),
+                measurement(
+                    "drain-store",
+                    "remote-write-victoriametrics",
+                    json!({"metrics": 1000000, "concurrency": 1}),
+                    json!({"metrics_per_sec": 400000.0, "store_cpu_seconds": 2.0}),
+                ),
+            ],
+        ),
     ]
 }
