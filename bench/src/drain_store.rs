@@ -8,7 +8,8 @@
 //!    `backend::record::scrape_batch`), so the store keeps all of them. Not measured.
 //! 2. `consumer-victoriametrics`: a fresh VictoriaMetrics (`-dedup.minScrapeInterval=1ms
 //!    -retentionPeriod=100y`, as docs/sink.md requires), then the consumer on a fresh group with
-//!    `--sink remote-write --sink-max-samples-per-request <n>`. Timed from the first records
+//!    `--sink remote-write --sink-max-samples-per-request <n> --sink-concurrency <c>`, for each
+//!    `--consumer-concurrency` (1 and the default 4). Timed from the first records
 //!    polled until the store holds every sample: its own `vm_rows_added_to_storage_total`
 //!    reaches the backlog's samples (checked once the consumer's `metrics_written_total` does:
 //!    the store adds a request's rows before answering it), and a `/internal/force_flush` has
@@ -72,6 +73,10 @@ pub struct DrainStoreArgs {
     /// sends them, and the partition count).
     #[arg(long, value_delimiter = ',')]
     pub direct_concurrency: Vec<usize>,
+    /// The consumer's `--sink-concurrency`, one measurement each (default: 1 and 4, the
+    /// consumer's default).
+    #[arg(long, value_delimiter = ',')]
+    pub consumer_concurrency: Vec<u32>,
     /// Where the queue, the stores' data and the logs go (default: a scratch directory under
     /// the cargo target directory, removed afterwards).
     #[arg(long)]
@@ -177,6 +182,17 @@ pub async fn run(args: DrainStoreArgs) -> anyhow::Result<SuiteResults> {
         concurrencies = vec![1, args.partitions as usize];
     }
     concurrencies.dedup();
+    let mut consumer_concurrencies = args.consumer_concurrency.clone();
+    if consumer_concurrencies.is_empty() {
+        consumer_concurrencies = vec![1, 4];
+    }
+    consumer_concurrencies.dedup();
+    anyhow::ensure!(
+        consumer_concurrencies
+            .iter()
+            .all(|&c| (1..=64).contains(&c)),
+        "--consumer-concurrency must be in 1..=64"
+    );
     anyhow::ensure!(
         concurrencies.iter().all(|&c| c > 0),
         "--direct-concurrency must be positive"
@@ -214,19 +230,31 @@ pub async fn run(args: DrainStoreArgs) -> anyhow::Result<SuiteResults> {
         filled.elapsed().as_secs_f64()
     );
 
-    // runs[0]: the consumer's rounds; runs[1 + i]: the direct load's at concurrencies[i].
-    let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); 1 + concurrencies.len()];
+    // runs[c]: the consumer's rounds at consumer_concurrencies[c]; after them, the direct
+    // load's at each of concurrencies.
+    let consumers = consumer_concurrencies.len();
+    let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); consumers + concurrencies.len()];
     for round in 1..=rounds {
         let dir = scratch.path().join(format!("round-{round}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let drained = drain_with_consumer(&backlog, &dir, args.samples_per_request, timeout)
+        for (index, &concurrency) in consumer_concurrencies.iter().enumerate() {
+            let drained = drain_with_consumer(
+                &backlog,
+                &dir.join(format!("consumer-{concurrency}")),
+                args.samples_per_request,
+                concurrency,
+                timeout,
+            )
             .await
-            .with_context(|| format!("round {round}: the consumer's drain"))?;
-        eprintln!(
-            "{SUITE}: round {round}: {}",
-            crate::backend::summary(&drained)
-        );
-        runs[0].push(drained);
+            .with_context(|| {
+                format!("round {round}: the consumer's drain, {concurrency} in flight")
+            })?;
+            eprintln!(
+                "{SUITE}: round {round}: {}",
+                crate::backend::summary(&drained)
+            );
+            runs[index].push(drained);
+        }
         for (index, &concurrency) in concurrencies.iter().enumerate() {
             let loaded = direct_load(
                 &backlog,
@@ -242,7 +270,7 @@ pub async fn run(args: DrainStoreArgs) -> anyhow::Result<SuiteResults> {
                 "{SUITE}: round {round}: {}",
                 crate::backend::summary(&loaded)
             );
-            runs[1 + index].push(loaded);
+            runs[consumers + index].push(loaded);
         }
     }
     let measurements: Vec<Measurement> = runs.into_iter().filter_map(median_round).collect();
@@ -291,8 +319,10 @@ async fn drain_with_consumer(
     backlog: &Backlog,
     scratch: &Path,
     samples_per_request: u32,
+    concurrency: u32,
     timeout: Duration,
 ) -> anyhow::Result<Measurement> {
+    std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let mut store = VictoriaMetrics::start(
         &scratch.join("store-consumer"),
         &scratch.join("victoriametrics-consumer.log"),
@@ -311,6 +341,7 @@ async fn drain_with_consumer(
             dir: &scratch.join("sink"),
             url: &url,
             max_samples_per_request: samples_per_request,
+            concurrency,
         },
         &log_path,
         None,
@@ -331,7 +362,7 @@ async fn drain_with_consumer(
     let mut figures = window.close(&store, expected).await?;
     let final_progress = process.progress().await.unwrap_or(progress);
     let command = format!(
-        "{} (the remote-write sink: one request at a time; into {})",
+        "{} (the remote-write sink: {concurrency} request(s) in flight; into {})",
         process.command, store.command
     );
     process.terminate().await?;
@@ -353,7 +384,11 @@ async fn drain_with_consumer(
     Ok(Measurement {
         suite: SUITE.to_owned(),
         target: "consumer-victoriametrics".to_owned(),
-        params: params(backlog, samples_per_request),
+        params: {
+            let mut params = params(backlog, samples_per_request);
+            params.insert("concurrency".to_owned(), json!(concurrency));
+            params
+        },
         figures,
         command,
     })

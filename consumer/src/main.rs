@@ -270,6 +270,7 @@ async fn open_sink(
                     client_identity,
                 },
                 max_samples_per_request: config.sink_max_samples_per_request as usize,
+                concurrency: config.sink_concurrency as usize,
                 request_timeout: config.sink_timeout(),
             };
             let runtime = tokio::runtime::Handle::current();

@@ -37,6 +37,8 @@ pub enum Sink<'a> {
         dir: &'a Path,
         url: &'a str,
         max_samples_per_request: u32,
+        /// Requests in flight (`--sink-concurrency`).
+        concurrency: u32,
     },
 }
 
@@ -107,7 +109,12 @@ impl ConsumerProcess {
                 dir,
                 url,
                 max_samples_per_request,
+                concurrency,
             } => env.extend([
+                (
+                    "METRICSTREAM_SINK_CONCURRENCY",
+                    concurrency.to_string().into(),
+                ),
                 ("METRICSTREAM_SINK_DIR", (*dir).into()),
                 ("METRICSTREAM_SINK", "remote-write".into()),
                 ("METRICSTREAM_SINK_URL", (*url).into()),

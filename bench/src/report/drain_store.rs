@@ -13,9 +13,19 @@ const DIRECT: &str = "remote-write-victoriametrics";
 impl<'a> Results<'a> {
     /// The direct loads, by concurrency.
     fn store_ceilings(&self) -> Vec<&'a Measurement> {
-        let mut ceilings: Vec<&Measurement> = self.of(SUITE, DIRECT).collect();
-        ceilings.sort_by_key(|m| param_i64(m, "concurrency"));
-        ceilings
+        self.by_concurrency(DIRECT)
+    }
+
+    /// The consumer's drains, by its `--sink-concurrency` (a run without the parameter was the
+    /// one-at-a-time sink).
+    fn store_consumers(&self) -> Vec<&'a Measurement> {
+        self.by_concurrency(CONSUMER)
+    }
+
+    fn by_concurrency(&self, target: &str) -> Vec<&'a Measurement> {
+        let mut runs: Vec<&Measurement> = self.of(SUITE, target).collect();
+        runs.sort_by_key(|m| concurrency(m));
+        runs
     }
 
     /// The chart's bars: samples/s of each direct load (ceilings), then the consumer's.
@@ -28,9 +38,9 @@ impl<'a> Results<'a> {
                 true,
             ))
         });
-        let consumer = self.of(SUITE, CONSUMER).filter_map(|m| {
+        let consumer = self.store_consumers().into_iter().filter_map(|m| {
             Some((
-                "consumer → store".to_owned(),
+                format!("consumer → store, {} in flight", concurrency(m)),
                 figure(m, "metrics_per_sec")?,
                 false,
             ))
@@ -39,15 +49,16 @@ impl<'a> Results<'a> {
     }
 
     pub(super) fn store_section(&self, md: &mut String) {
-        let Some(consumer) = self.of(SUITE, CONSUMER).next() else {
+        let consumers = self.store_consumers();
+        if consumers.is_empty() {
             self.table(md, SUITE, "Consumer drain into VictoriaMetrics");
             return;
-        };
+        }
         let _ = writeln!(md, "## Consumer drain into VictoriaMetrics\n");
         let _ = writeln!(
             md,
-            "The consumer (`--sink remote-write`, one request at a time) drains a filled file \
-             queue into a fresh VictoriaMetrics; the ceiling is the same samples sent straight \
+            "The consumer (`--sink remote-write`, `--sink-concurrency` requests in flight) drains a \
+             filled file queue into a fresh VictoriaMetrics; the ceiling is the same samples sent straight \
              to a fresh VictoriaMetrics by the benchmark, in requests of the same size, encoded \
              beforehand. Both are timed until the store holds every sample: its own count of \
              added rows reaches them and a forced flush has made them searchable (the \
@@ -56,26 +67,29 @@ impl<'a> Results<'a> {
         );
         let _ = writeln!(
             md,
-            "| ceiling | ceiling samples/s | consumer samples/s | share | store CPU s: ceiling / with the consumer |\n|---|---|---|---|---|"
+            "| consumer | ceiling | ceiling samples/s | consumer samples/s | share | store CPU s: ceiling / with the consumer |\n|---|---|---|---|---|---|"
         );
-        let consumer_rate = figure(consumer, "metrics_per_sec").unwrap_or(0.0);
         let cell = |m: &Measurement, key: &str| {
             figure(m, key).map_or("–".to_owned(), |value| format!("{value:.1}"))
         };
-        for ceiling in self.store_ceilings() {
-            let rate = figure(ceiling, "metrics_per_sec").unwrap_or(0.0);
-            let share = if rate > 0.0 {
-                format!("{:.0} %", consumer_rate / rate * 100.0)
-            } else {
-                "–".to_owned()
-            };
-            let _ = writeln!(
-                md,
-                "| direct remote write, {} in flight | {rate:.0} | {consumer_rate:.0} | {share} | {} / {} |",
-                param_i64(ceiling, "concurrency").unwrap_or(0),
-                cell(ceiling, "store_cpu_seconds"),
-                cell(consumer, "store_cpu_seconds"),
-            );
+        for consumer in consumers {
+            let consumer_rate = figure(consumer, "metrics_per_sec").unwrap_or(0.0);
+            for ceiling in self.store_ceilings() {
+                let rate = figure(ceiling, "metrics_per_sec").unwrap_or(0.0);
+                let share = if rate > 0.0 {
+                    format!("{:.0} %", consumer_rate / rate * 100.0)
+                } else {
+                    "–".to_owned()
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} in flight | direct remote write, {} in flight | {rate:.0} | {consumer_rate:.0} | {share} | {} / {} |",
+                    concurrency(consumer),
+                    concurrency(ceiling),
+                    cell(ceiling, "store_cpu_seconds"),
+                    cell(consumer, "store_cpu_seconds"),
+                );
+            }
         }
         let _ = writeln!(md);
         self.table(
@@ -84,6 +98,11 @@ impl<'a> Results<'a> {
             "Consumer drain into VictoriaMetrics: every figure",
         );
     }
+}
+
+/// Requests in flight of a run (1 when not recorded: the first consumer runs sent one at a time).
+fn concurrency(measurement: &Measurement) -> i64 {
+    param_i64(measurement, "concurrency").unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -99,11 +118,16 @@ mod tests {
         results.store_section(&mut md);
         assert!(
             md.contains(
-                "| direct remote write, 1 in flight | 400000 | 200000 | 50 % | 2.0 / 3.0 |"
+                "| 1 in flight | direct remote write, 1 in flight | 400000 | 200000 | 50 % | 2.0 / 3.0 |"
             ),
             "{md}"
         );
-        assert!(md.contains("| direct remote write, 4 in flight | 800000 | 200000 | 25 % |"));
+        assert!(md.contains(
+            "| 1 in flight | direct remote write, 4 in flight | 800000 | 200000 | 25 % |"
+        ));
+        assert!(md.contains(
+            "| 4 in flight | direct remote write, 4 in flight | 800000 | 400000 | 50 % |"
+        ));
         assert!(md.contains("## Consumer drain into VictoriaMetrics: every figure"));
         let bars: Vec<String> = results
             .store_bars()
@@ -115,7 +139,8 @@ mod tests {
             [
                 "store alone, 1 in flight",
                 "store alone, 4 in flight",
-                "consumer → store"
+                "consumer → store, 1 in flight",
+                "consumer → store, 4 in flight"
             ]
         );
     }

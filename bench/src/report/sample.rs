@@ -138,6 +138,12 @@ pub(super) fn sample() -> Vec<SuiteResults> {
                 ),
                 measurement(
                     "drain-store",
+                    "consumer-victoriametrics",
+                    json!({"metrics": 1000000, "concurrency": 4}),
+                    json!({"metrics_per_sec": 400000.0, "store_cpu_seconds": 3.0}),
+                ),
+                measurement(
+                    "drain-store",
                     "remote-write-victoriametrics",
                     json!({"metrics": 1000000, "concurrency": 1}),
                     json!({"metrics_per_sec": 400000.0, "store_cpu_seconds": 2.0}),

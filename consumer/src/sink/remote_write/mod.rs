@@ -30,11 +30,13 @@ mod dead_letter;
 mod delivery;
 mod endpoint;
 mod series;
+mod shards;
 #[cfg(test)]
 mod tests;
 mod tls;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,7 +51,7 @@ use circuit::{Circuit, CircuitPolicy, CircuitState, Transition};
 use dead_letter::Refusal;
 use delivery::{Answer, RetryPolicy, random_unit};
 use endpoint::Endpoint;
-use series::{PendingRequest, gather_requests};
+use series::PendingRequest;
 
 /// The most extra requests one refused request may be split into (see
 /// [`RemoteWriteSink::deliver`]): enough to single out about a dozen bad samples among 5,000,
@@ -74,6 +76,8 @@ pub struct RemoteWriteSettings {
     /// CA and client certificate files for an `https://` URL.
     pub tls: TlsSettings,
     pub max_samples_per_request: usize,
+    /// Requests in flight at once (`--sink-concurrency`).
+    pub concurrency: usize,
     /// The deadline of one request (connecting, sending, reading the answer).
     pub request_timeout: Duration,
 }
@@ -86,14 +90,23 @@ pub struct RemoteWriteSink {
     runtime: tokio::runtime::Handle,
     max_samples: usize,
     retry: RetryPolicy,
-    circuit: Circuit,
+    /// Requests sent at once, each to its own shard of the series (see `shards`).
+    concurrency: usize,
+    /// The circuit breaker and the last failure, shared by the shards' senders.
+    breaker: Mutex<Breaker>,
+    /// Held while appending dead letters (the shards' senders share the files).
+    dead_letters: Mutex<()>,
     /// Cancelled when the consumer shuts down: no more retries, and a request in flight gets
     /// `shutdown_grace` more to finish.
     shutdown: CancellationToken,
     shutdown_grace: Duration,
-    /// Why the last attempt failed, for the error the circuit gives while open.
-    last_failure: String,
     metrics: RemoteWriteMetrics,
+}
+
+/// The circuit and why the last attempt failed (for the error the circuit gives while open).
+struct Breaker {
+    circuit: Circuit,
+    last_failure: String,
 }
 
 impl RemoteWriteSink {
@@ -117,10 +130,14 @@ impl RemoteWriteSink {
             runtime,
             max_samples: settings.max_samples_per_request.max(1),
             retry: RetryPolicy::default(),
-            circuit: Circuit::new(CircuitPolicy::default(), Instant::now()),
+            concurrency: settings.concurrency.max(1),
+            breaker: Mutex::new(Breaker {
+                circuit: Circuit::new(CircuitPolicy::default(), Instant::now()),
+                last_failure: String::new(),
+            }),
+            dead_letters: Mutex::new(()),
             shutdown,
             shutdown_grace: SHUTDOWN_GRACE,
-            last_failure: String::new(),
             metrics,
         })
     }
@@ -142,7 +159,7 @@ impl RemoteWriteSink {
     /// sent again, down to the samples actually refused — at most `splits_left` more requests
     /// for the original one; past that a refused part is dead-lettered whole.
     fn deliver(
-        &mut self,
+        &self,
         mut request: PendingRequest,
         splits_left: &mut u32,
     ) -> Result<u64, SinkError> {
@@ -153,7 +170,8 @@ impl RemoteWriteSink {
         let samples = request.len() as u64;
         let mut retry = 0;
         loop {
-            match self.circuit.permit(Instant::now()) {
+            let permit = self.breaker().circuit.permit(Instant::now());
+            match permit {
                 Ok(transition) => self.note(transition),
                 Err(wait) => return Err(self.unavailable(wait)),
             }
@@ -171,14 +189,14 @@ impl RemoteWriteSink {
             // sink instead.
             let (retry_after, failure, counts) = match answer {
                 Answer::Success => {
-                    let transition = self.circuit.succeeded();
+                    let transition = self.breaker().circuit.succeeded();
                     self.note(transition);
                     self.metrics.samples_sent.inc_by(samples);
                     return Ok(samples);
                 }
                 Answer::Rejected { status, reason } => {
                     // The store works; it refuses (some of) these samples.
-                    let transition = self.circuit.succeeded();
+                    let transition = self.breaker().circuit.succeeded();
                     self.note(transition);
                     if samples > 1 && *splits_left >= 2 {
                         *splits_left -= 2;
@@ -228,9 +246,9 @@ impl RemoteWriteSink {
                 ),
                 Answer::Network(error) => (None, error, true),
             };
-            self.last_failure = failure;
+            self.breaker().last_failure = failure.clone();
             if counts {
-                let transition = self.circuit.failed(Instant::now());
+                let transition = self.breaker().circuit.failed(Instant::now());
                 self.note(transition);
                 if let Some(Transition { wait, .. }) =
                     transition.filter(|t| t.to == CircuitState::Open)
@@ -239,18 +257,18 @@ impl RemoteWriteSink {
                 }
             }
             if self.shutdown.is_cancelled() {
-                return Err(self.shutting_down(&self.last_failure));
+                return Err(self.shutting_down(&failure));
             }
             retry += 1;
             if retry >= self.retry.attempts {
                 return Err(SinkError::Store(format!(
-                    "sending {samples} samples to {} failed {retry} times, last: {}",
-                    self.endpoint.url, self.last_failure
+                    "sending {samples} samples to {} failed {retry} times, last: {failure}",
+                    self.endpoint.url
                 )));
             }
             let wait = self.retry.delay(retry - 1, retry_after, random_unit());
             tracing::warn!(
-                failure = %self.last_failure,
+                %failure,
                 wait_ms = wait.as_millis() as u64,
                 "a remote-write request failed; retrying it"
             );
@@ -260,7 +278,7 @@ impl RemoteWriteSink {
                 Duration::ZERO,
             ));
             if slept.is_none() {
-                return Err(self.shutting_down(&self.last_failure));
+                return Err(self.shutting_down(&failure));
             }
         }
     }
@@ -290,9 +308,15 @@ impl RemoteWriteSink {
         ))
     }
 
+    /// The circuit breaker; a sender that panicked holding it leaves a usable state behind.
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The error for a request the open circuit holds back.
     fn unavailable(&self, wait: Duration) -> SinkError {
-        let open_for = self
+        let breaker = self.breaker();
+        let open_for = breaker
             .circuit
             .opened_at()
             .map(|since| since.elapsed().as_secs())
@@ -303,7 +327,7 @@ impl RemoteWriteSink {
                  last failure: {}",
                 self.endpoint.url,
                 wait.as_millis(),
-                self.last_failure
+                breaker.last_failure
             ),
             retry_in: wait,
         }
@@ -320,7 +344,7 @@ impl RemoteWriteSink {
             CircuitState::Open => tracing::warn!(
                 from = from.name(),
                 wait_ms = wait.as_millis() as u64,
-                last_failure = %self.last_failure,
+                last_failure = %self.breaker().last_failure,
                 "circuit open: the store is failing; no request until the next probe"
             ),
             CircuitState::HalfOpen => {
@@ -339,7 +363,15 @@ impl RemoteWriteSink {
             .zip(&request.series)
             .map(|(origin, series)| (origin.partition, dead_letter::line(origin, series, refusal)))
             .collect();
-        dead_letter::append(&self.dir, &lines)?;
+        self.append_dead_letters(&lines)
+    }
+
+    fn append_dead_letters(&self, lines: &[(Partition, Value)]) -> Result<(), SinkError> {
+        let _appending = self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dead_letter::append(&self.dir, lines)?;
         self.metrics.dead_lettered.inc_by(lines.len() as u64);
         Ok(())
     }
@@ -354,19 +386,18 @@ impl Sink for RemoteWriteSink {
     fn revoke(&mut self, _partition: Partition) {}
 
     fn write_batch(&mut self, records: &[SinkRecord]) -> Result<WriteStats, SinkError> {
-        let mut stats = WriteStats::default();
         let mut no_timestamp = Vec::new();
         let refusal = Refusal {
             status: None,
             reason: "the metric has no timestamp".to_owned(),
         };
-        gather_requests(
+        let written = shards::send_sharded(
             records,
             self.max_samples,
+            self.concurrency,
             |request| {
                 let mut splits_left = MAX_SPLITS_PER_REQUEST;
-                stats.written += self.deliver(request, &mut splits_left)?;
-                Ok(())
+                self.deliver(request, &mut splits_left)
             },
             |origin, metric| {
                 no_timestamp.push((
@@ -381,10 +412,12 @@ impl Sink for RemoteWriteSink {
                 metrics = no_timestamp.len(),
                 "metrics without a timestamp go to the dead letters"
             );
-            dead_letter::append(&self.dir, &no_timestamp)?;
-            self.metrics.dead_lettered.inc_by(no_timestamp.len() as u64);
+            self.append_dead_letters(&no_timestamp)?;
         }
-        Ok(stats)
+        Ok(WriteStats {
+            written,
+            ..WriteStats::default()
+        })
     }
 
     fn quarantine(

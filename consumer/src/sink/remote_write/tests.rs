@@ -148,6 +148,7 @@ impl Fixture {
             auth: Some(AuthSettings::BearerTokenFile(token_file)),
             tls: TlsSettings::default(),
             max_samples_per_request: max_samples,
+            concurrency: 1,
             request_timeout: Duration::from_secs(5),
         })
         .expect("opens")
@@ -163,7 +164,7 @@ impl Fixture {
         )?;
         sink.retry.first_backoff = Duration::from_millis(1);
         sink.retry.max_backoff = Duration::from_millis(4);
-        sink.circuit = Circuit::new(
+        sink.breaker().circuit = Circuit::new(
             CircuitPolicy {
                 failures_to_open: 3,
                 first_open: Duration::from_millis(50),
@@ -471,6 +472,38 @@ fn shutdown_stops_the_retries_of_a_failing_store() {
 }
 
 #[test]
+fn shards_send_every_series_once_in_requests_of_the_maximum_size() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![(204, "", "")]));
+    let mut sink = fixture.sink(&url, 10);
+    sink.concurrency = 4;
+    let stats = sink.write_batch(&records(100, Some(5))).expect("stored");
+    assert_eq!(stats.written, 100);
+    let sizes: Vec<usize> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(Seen::samples)
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 100, "{sizes:?}");
+    assert!(sizes.iter().all(|&size| size <= 10), "{sizes:?}");
+    assert_eq!(fixture.metrics.samples_sent.get(), 100);
+}
+
+#[test]
+fn a_failing_shard_fails_the_batch() {
+    let fixture = Fixture::new();
+    let (url, _seen) =
+        fixture
+            .runtime
+            .block_on(serve(vec![(204, "", ""), (204, "", ""), (500, "", "down")]));
+    let mut sink = fixture.sink(&url, 10);
+    sink.concurrency = 4;
+    let error = sink.write_batch(&records(100, Some(5))).expect_err("fails");
+    assert!(error.to_string().contains("down"), "{error}");
+}
+
+#[test]
 fn a_batch_is_split_into_requests_of_the_maximum_size() {
     let fixture = Fixture::new();
     let (url, seen) = fixture.runtime.block_on(serve(vec![(200, "", "")]));
@@ -532,6 +565,7 @@ fn settings(url: &str, auth: Option<AuthSettings>, tls: TlsSettings) -> RemoteWr
         auth,
         tls,
         max_samples_per_request: 100,
+        concurrency: 1,
         request_timeout: Duration::from_secs(5),
     }
 }
