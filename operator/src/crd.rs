@@ -417,6 +417,11 @@ pub struct RemoteWriteSpec {
     #[serde(default = "default_max_samples_per_request")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_samples_per_request: i32,
+    /// Requests in flight at once per consumer; the series are sharded by their labels, so each
+    /// series' samples still reach the store in order.
+    #[serde(default = "default_remote_write_concurrency")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: i32,
     /// Deadline of one request (connect, send, answer), in seconds.
     #[serde(default = "default_remote_write_timeout")]
     #[schemars(range(min = 1, max = 600))]
@@ -442,6 +447,10 @@ pub struct RemoteWriteTlsSpec {
 
 fn default_max_samples_per_request() -> i32 {
     5000
+}
+
+fn default_remote_write_concurrency() -> i32 {
+    4
 }
 
 fn default_remote_write_timeout() -> i32 {

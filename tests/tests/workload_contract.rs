@@ -178,6 +178,7 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
             basic_auth: None,
             tls: None,
             max_samples_per_request: 2000,
+            concurrency: 64,
             timeout_seconds: 600,
         }),
     };
@@ -201,6 +202,7 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
                 }),
             }),
             max_samples_per_request: 5000,
+            concurrency: 1,
             timeout_seconds: 30,
         }),
     };

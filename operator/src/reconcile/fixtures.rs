@@ -87,6 +87,7 @@ pub fn remote_write_stream() -> MetricStream {
             basic_auth: None,
             tls: None,
             max_samples_per_request: 2000,
+            concurrency: 8,
             timeout_seconds: 10,
         }),
     };

@@ -32,6 +32,10 @@ pub(super) fn sink_env(stream: &ValidatedStream) -> Vec<EnvVar> {
             plan.max_samples_per_request.to_string(),
         ),
         (
+            "METRICSTREAM_SINK_CONCURRENCY",
+            plan.concurrency.to_string(),
+        ),
+        (
             "METRICSTREAM_SINK_TIMEOUT_MS",
             (i64::from(plan.timeout_seconds) * 1000).to_string(),
         ),
@@ -145,6 +149,7 @@ mod tests {
                     "METRICSTREAM_SINK_BEARER_TOKEN_FILE",
                     "/etc/metricstream/sink-token/token"
                 ),
+                ("METRICSTREAM_SINK_CONCURRENCY", "8"),
                 ("METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", "2000"),
                 ("METRICSTREAM_SINK_TIMEOUT_MS", "10000"),
                 (

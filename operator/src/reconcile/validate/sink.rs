@@ -32,6 +32,7 @@ pub struct RemoteWritePlan {
     /// the system's CAs).
     pub ca: Option<(String, String)>,
     pub max_samples_per_request: i32,
+    pub concurrency: i32,
     pub timeout_seconds: i32,
 }
 
@@ -149,6 +150,12 @@ pub fn sink_plan(
             1,
             1_000_000,
         )?,
+        concurrency: in_range(
+            "spec.consumer.sink.remoteWrite.concurrency",
+            remote_write.concurrency,
+            1,
+            64,
+        )?,
         timeout_seconds: in_range(
             "spec.consumer.sink.remoteWrite.timeoutSeconds",
             remote_write.timeout_seconds,
@@ -180,6 +187,7 @@ mod tests {
             basic_auth: None,
             tls: None,
             max_samples_per_request: 5000,
+            concurrency: 4,
             timeout_seconds: 30,
         }
     }
@@ -221,6 +229,7 @@ mod tests {
                 basic_auth: None,
                 ca: None,
                 max_samples_per_request: 100,
+                concurrency: 4,
                 timeout_seconds: 5,
             }))
         );
