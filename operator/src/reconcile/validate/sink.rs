@@ -17,7 +17,8 @@ pub enum SinkPlan {
     /// JSON Lines files on the sink's volume.
     #[default]
     File,
-    RemoteWrite(RemoteWritePlan),
+    /// Boxed: it is large, and most streams use the file sink.
+    RemoteWrite(Box<RemoteWritePlan>),
 }
 
 /// A time-series store over Prometheus remote write.
@@ -138,7 +139,7 @@ pub fn sink_plan(
             .and_then(|tls| tls.ca_secret_ref.as_ref()),
         DEFAULT_CA_KEY,
     )?;
-    Ok(SinkPlan::RemoteWrite(RemoteWritePlan {
+    Ok(SinkPlan::RemoteWrite(Box::new(RemoteWritePlan {
         url: url.to_owned(),
         bearer_token,
         basic_auth,
@@ -162,7 +163,7 @@ pub fn sink_plan(
             1,
             600,
         )?,
-    }))
+    })))
 }
 
 /// `http://` or `https://`, a host, no whitespace: what the CRD's CEL rule admits.
@@ -223,7 +224,7 @@ mod tests {
         spec.timeout_seconds = 5;
         assert_eq!(
             plan(&sink(SinkType::RemoteWrite, Some(spec))),
-            Ok(SinkPlan::RemoteWrite(RemoteWritePlan {
+            Ok(SinkPlan::RemoteWrite(Box::new(RemoteWritePlan {
                 url: "http://vm.monitoring:8428/api/v1/write".into(),
                 bearer_token: Some(("vm-token".into(), "token".into())),
                 basic_auth: None,
@@ -231,7 +232,7 @@ mod tests {
                 max_samples_per_request: 100,
                 concurrency: 4,
                 timeout_seconds: 5,
-            }))
+            })))
         );
     }
 
