@@ -410,8 +410,7 @@ async fn direct_load(
         &scratch.join(format!("victoriametrics-{name}.log")),
     )
     .await?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
+    let client = metricstream_tests::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .context("building an HTTP client")?;

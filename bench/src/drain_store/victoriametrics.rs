@@ -76,8 +76,7 @@ impl VictoriaMetrics {
         let env: [(&str, OsString); 0] = [];
         let mut process = Process::spawn("VictoriaMetrics", &program, &args, &env, log_path)?;
         let pid = process.pid()?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
+        let client = metricstream_tests::http_client_builder()
             .timeout(Duration::from_secs(60))
             .build()
             .context("building an HTTP client")?;
