@@ -92,9 +92,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub sink_max_samples_per_request: u32,
 
-    /// Remote-write requests in flight at once. The series are split into this many shards by
-    /// their labels, each shard sending its requests one after another, so a series' samples
-    /// reach the store in order.
+    /// Remote-write requests in flight at once. A batch's partitions are split into this many
+    /// shards, each converting and sending its requests one after another, so a partition's
+    /// samples (and so each client's) reach the store in order.
     #[arg(long, env = "METRICSTREAM_SINK_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub sink_concurrency: u32,

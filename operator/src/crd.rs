@@ -417,8 +417,8 @@ pub struct RemoteWriteSpec {
     #[serde(default = "default_max_samples_per_request")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_samples_per_request: i32,
-    /// Requests in flight at once per consumer; the series are sharded by their labels, so each
-    /// series' samples still reach the store in order.
+    /// Requests in flight at once per consumer; a batch's partitions are split among them, so
+    /// each partition's samples still reach the store in order.
     #[serde(default = "default_remote_write_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: i32,

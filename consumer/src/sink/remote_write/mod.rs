@@ -90,7 +90,7 @@ pub struct RemoteWriteSink {
     runtime: tokio::runtime::Handle,
     max_samples: usize,
     retry: RetryPolicy,
-    /// Requests sent at once, each to its own shard of the series (see `shards`).
+    /// Requests sent at once, each from its own shard of the partitions (see `shards`).
     concurrency: usize,
     /// The circuit breaker and the last failure, shared by the shards' senders.
     breaker: Mutex<Breaker>,
@@ -386,12 +386,11 @@ impl Sink for RemoteWriteSink {
     fn revoke(&mut self, _partition: Partition) {}
 
     fn write_batch(&mut self, records: &[SinkRecord]) -> Result<WriteStats, SinkError> {
-        let mut no_timestamp = Vec::new();
         let refusal = Refusal {
             status: None,
             reason: "the metric has no timestamp".to_owned(),
         };
-        let written = shards::send_sharded(
+        let (written, no_timestamp) = shards::send_sharded(
             records,
             self.max_samples,
             self.concurrency,
@@ -400,11 +399,10 @@ impl Sink for RemoteWriteSink {
                 self.deliver(request, &mut splits_left)
             },
             |origin, metric| {
-                no_timestamp.push((
+                (
                     origin.partition,
                     dead_letter::metric_line(&origin, metric, &refusal),
-                ));
-                Ok(())
+                )
             },
         )?;
         if !no_timestamp.is_empty() {

@@ -102,22 +102,17 @@ impl PendingRequest {
     }
 }
 
-/// Walks `records` in order, converting every metric and gathering the series into `shards`
-/// requests by their labels (a series is always in the same shard, so its samples keep their
-/// order within it), handing a request of at most `max` samples to `send` with its shard as it
-/// fills (the last ones may be smaller); a metric without a timestamp goes to `unsendable`
-/// instead. Stops at the first error of either.
+/// Walks `records` in order, converting every metric and handing requests of at most `max`
+/// samples to `send` as they fill (the last one may be smaller); a metric without a timestamp
+/// goes to `unsendable` instead. Stops at the first error of either.
 pub(super) fn gather_requests(
     records: &[SinkRecord],
     max: usize,
-    shards: usize,
-    mut send: impl FnMut(usize, PendingRequest) -> Result<(), SinkError>,
+    mut send: impl FnMut(PendingRequest) -> Result<(), SinkError>,
     mut unsendable: impl FnMut(Origin, &MetricRef<'_, '_>) -> Result<(), SinkError>,
 ) -> Result<(), SinkError> {
     let max = max.max(1);
-    let mut requests: Vec<PendingRequest> = (0..shards.max(1))
-        .map(|_| PendingRequest::default())
-        .collect();
+    let mut request = PendingRequest::default();
     for record in records {
         let batch = record.decode()?;
         for (index, metric) in batch.metrics().enumerate() {
@@ -127,39 +122,19 @@ pub(super) fn gather_requests(
                 index: index as u64,
                 client: batch.client.to_owned(),
             };
-            let Some(series) = to_series(&metric) else {
-                unsendable(origin, &metric)?;
-                continue;
-            };
-            let shard = shard_of(&series, requests.len());
-            let request = &mut requests[shard];
-            request.push(series, origin);
+            match to_series(&metric) {
+                Some(series) => request.push(series, origin),
+                None => unsendable(origin, &metric)?,
+            }
             if request.len() >= max {
-                send(shard, request.take())?;
+                send(request.take())?;
             }
         }
     }
-    for (shard, request) in requests.into_iter().enumerate() {
-        if !request.is_empty() {
-            send(shard, request)?;
-        }
+    if !request.is_empty() {
+        send(request)?;
     }
     Ok(())
-}
-
-/// The shard of a series: a hash of its labels (the same in every process, so a replay shards
-/// alike), modulo `shards`.
-fn shard_of(series: &v1::TimeSeries, shards: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    if shards <= 1 {
-        return 0;
-    }
-    let mut hasher = std::hash::DefaultHasher::new();
-    for label in &series.labels {
-        label.name.hash(&mut hasher);
-        label.value.hash(&mut hasher);
-    }
-    (hasher.finish() % shards as u64) as usize
 }
 
 #[cfg(test)]
@@ -259,8 +234,7 @@ mod tests {
         gather_requests(
             records,
             max,
-            1,
-            |_, request| {
+            |request| {
                 assert_eq!(request.series.len(), request.origins.len());
                 requests.push(
                     request
@@ -278,54 +252,6 @@ mod tests {
         )
         .expect("gathers");
         (requests, unsendable)
-    }
-
-    #[test]
-    fn a_series_always_lands_in_the_same_shard_and_keeps_its_order() {
-        // Five series (tag `s`), each with three samples one after another in the records.
-        let records: Vec<SinkRecord> = (0..3)
-            .map(|round| {
-                let metrics = (0..5)
-                    .map(|s| metric("m", Some(round), &[("s", &s.to_string())]))
-                    .collect();
-                record(round as u64, metrics)
-            })
-            .collect();
-        let mut shards: Vec<Vec<(String, i64)>> = vec![Vec::new(); 3];
-        gather_requests(
-            &records,
-            2,
-            3,
-            |shard, request| {
-                for series in &request.series {
-                    let s = series.labels.iter().find(|l| l.name == "s").expect("s");
-                    shards[shard].push((s.value.clone(), series.samples[0].timestamp));
-                }
-                Ok(())
-            },
-            |_, _| Ok(()),
-        )
-        .expect("gathers");
-        let mut seen = std::collections::BTreeMap::new();
-        for (shard, samples) in shards.iter().enumerate() {
-            for (series, _) in samples {
-                assert_eq!(
-                    *seen.entry(series.clone()).or_insert(shard),
-                    shard,
-                    "{series}"
-                );
-            }
-            for series in 0..5 {
-                let timestamps: Vec<i64> = samples
-                    .iter()
-                    .filter(|(s, _)| *s == series.to_string())
-                    .map(|(_, t)| *t)
-                    .collect();
-                assert!(timestamps.is_sorted(), "{series}: {timestamps:?}");
-            }
-        }
-        assert_eq!(seen.len(), 5);
-        assert_eq!(shards.iter().map(Vec::len).sum::<usize>(), 15);
     }
 
     #[test]
@@ -384,7 +310,7 @@ mod tests {
     fn an_undecodable_record_is_an_error() {
         let mut bad = record(1, vec![metric("m", Some(1), &[])]);
         bad.payload = bytes::Bytes::from_static(b"\x01garbage");
-        let result = gather_requests(&[bad], 10, 1, |_, _| Ok(()), |_, _| Ok(()));
+        let result = gather_requests(&[bad], 10, |_| Ok(()), |_, _| Ok(()));
         assert!(
             matches!(result, Err(SinkError::Corrupt { .. })),
             "{result:?}"

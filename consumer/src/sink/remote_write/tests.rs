@@ -211,6 +211,17 @@ fn records(metrics: usize, timestamp: Option<i64>) -> Vec<SinkRecord> {
     )]
 }
 
+/// One record per partition `0..partitions`, each of `metrics` metrics.
+fn partitioned_records(partitions: u32, metrics: usize) -> Vec<SinkRecord> {
+    (0..partitions)
+        .map(|partition| {
+            let mut record = records(metrics, Some(5)).remove(0);
+            record.partition = Partition(partition);
+            record
+        })
+        .collect()
+}
+
 #[test]
 fn server_errors_are_retried_and_the_batch_succeeds_once_stored() {
     let fixture = Fixture::new();
@@ -472,12 +483,14 @@ fn shutdown_stops_the_retries_of_a_failing_store() {
 }
 
 #[test]
-fn shards_send_every_series_once_in_requests_of_the_maximum_size() {
+fn shards_send_every_partition_once_in_requests_of_the_maximum_size() {
     let fixture = Fixture::new();
     let (url, seen) = fixture.runtime.block_on(serve(vec![(204, "", "")]));
     let mut sink = fixture.sink(&url, 10);
     sink.concurrency = 4;
-    let stats = sink.write_batch(&records(100, Some(5))).expect("stored");
+    let stats = sink
+        .write_batch(&partitioned_records(4, 25))
+        .expect("stored");
     assert_eq!(stats.written, 100);
     let sizes: Vec<usize> = seen
         .lock()
@@ -499,7 +512,9 @@ fn a_failing_shard_fails_the_batch() {
             .block_on(serve(vec![(204, "", ""), (204, "", ""), (500, "", "down")]));
     let mut sink = fixture.sink(&url, 10);
     sink.concurrency = 4;
-    let error = sink.write_batch(&records(100, Some(5))).expect_err("fails");
+    let error = sink
+        .write_batch(&partitioned_records(4, 25))
+        .expect_err("fails");
     assert!(error.to_string().contains("down"), "{error}");
 }
 
