@@ -540,6 +540,9 @@ spec:
 EOF
 }
 
+# Something answers HTTP at the URL (any status).
+answers() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1") != 000 ]]; }
+
 # Flushes the store, exports the load's metric and checks it against the expected file.
 store_exactly_once() { # expected-file export-file verify-output
   curl -sSf -K "$work/store.curlrc" "$store_url/internal/force_flush" >/dev/null 2>"$3" &&
@@ -586,6 +589,8 @@ step_remote_write() {
   note "  web-rw (remoteWrite to http://$store_ip:8428, basic auth) Ready: $((SECONDS - started)) s"
   wait_condition web-rw SinkAvailable '^True SinkWriting'
   note "  web-rw SinkAvailable: $GOT"
+  # The NodePort was made with the stream: kube-proxy may not forward it yet (refused).
+  POLL_INTERVAL=0.5 wait_until 60 answers "${stream_url[web-rw]}/" || fail "web-rw's NodePort does not answer"
 
   send web-rw first --clients "$clients" --requests "$requests" --metrics "$metrics" ||
     { cat "$work/web-rw.first.send.txt"; fail "the load on web-rw was not fully acknowledged"; }
