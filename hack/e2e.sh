@@ -27,13 +27,6 @@
 #      and timestamp; the store scaled to 0 under a small load: SinkAvailable=False with the
 #      consumer's words; back: True again and that load in the store exactly once; web-rw and
 #      the store deleted
-#   3b. (remote_write) VictoriaMetrics in the cluster (basic auth, an emptyDir) and web-rw, a file
-#      stream with `consumer.sink: remoteWrite` to the store's ClusterIP and basicAuth from a
-#      Secret: Ready with SinkAvailable=True (SinkWriting, from the consumers' /readyz); the same
-#      load; every acknowledged metric once in the store's /api/v1/export with its labels, value
-#      and timestamp; then the store scaled to 0 under a small load: SinkAvailable=False with the
-#      consumer's words, and once it is back, True again and that load delivered exactly once;
-#      web-rw and the store deleted
 #   4. a second load on both streams for E2E_LOAD_SECONDS while: ingest replicas 1 -> 2, one
 #      ingest pod and one consumer pod deleted, replicas 2 -> 1, partitions 4 -> 8, a config change
 #      that rolls the pods; then: every request acknowledged (none refused or timed out) and
@@ -93,8 +86,6 @@ store_user=e2e
 store_password=
 store_url=
 store_image=
-store=e2e-store # VictoriaMetrics of step_remote_write
-store_user=e2e
 token=$(sed -n 's/^ *e2e-load=//p' "$repo/examples/token-secret.yaml")
 work=
 summary=
@@ -253,7 +244,6 @@ kind_setup() {
   stream_url=([web-kafka]=http://127.0.0.1:30080 [web-file]=http://127.0.0.1:30081 [web-rw]=http://127.0.0.1:30082)
   store_url=http://127.0.0.1:30428
   store_image=docker.io/victoriametrics/victoria-metrics:v$(bash "$repo/hack/victoriametrics.sh" version | sed -n 's/^VICTORIAMETRICS_VERSION=//p')
-  top_up_volumes() { :; } # kind provisions volumes
   helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never)
   reader_image=docker.io/library/busybox:1.37
   timeout=${E2E_TIMEOUT:-900}
