@@ -175,8 +175,6 @@ local_setup() {
 
   stream_url=([web-kafka]="http://$gateway:30080" [web-file]="http://$gateway:30081" [web-rw]="http://$gateway:30082")
   store_url="http://$gateway:30428"
-  # The released volumes of step_remote_write's stream are not reused (Retain): make new ones.
-  top_up_volumes() { bash "$repo/hack/cluster.sh" up >/dev/null || fail "hack/cluster.sh up (topping up the volumes) failed"; }
   helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never
     --set "test.image=$tools_image")
   reader_image=$tools_image
