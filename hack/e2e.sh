@@ -20,6 +20,13 @@
 #      with IngestAvailable=True and ConsumerAvailable=True from pods that run
 #   3. the prototype's load (E2E_CLIENTS x E2E_REQUESTS x E2E_METRICS) through each ingest
 #      Service; every acknowledged metric found exactly once in the sink volume
+#   3b. (remote_write) VictoriaMetrics in the cluster (basic auth, an emptyDir) and web-rw, a file
+#      stream with `consumer.sink: remoteWrite` to the store's ClusterIP with basicAuth from a
+#      Secret: Ready and SinkAvailable=True (SinkWriting, from the consumers' /readyz); the same
+#      load, every acknowledged metric once in the store's /api/v1/export with its labels, value
+#      and timestamp; the store scaled to 0 under a small load: SinkAvailable=False with the
+#      consumer's words; back: True again and that load in the store exactly once; web-rw and
+#      the store deleted
 #   4. a second load on both streams for E2E_LOAD_SECONDS while: ingest replicas 1 -> 2, one
 #      ingest pod and one consumer pod deleted, replicas 2 -> 1, partitions 4 -> 8, a config change
 #      that rolls the pods; then: every request acknowledged (none refused or timed out) and
@@ -45,8 +52,9 @@
 #   E2E_TIMEOUT              seconds to wait for each readiness step (default 300; kind: 900)
 #   E2E_KEEP=1               local: leave the cluster and the broker running at the end
 #   E2E_STEPS                the steps to run, in order (default: install streams first_load
-#                            disruptions upgrade mistakes delete; a later step needs the earlier
-#                            ones' state, e.g. E2E_STEPS="mistakes" on a kept cluster)
+#                            remote_write disruptions upgrade mistakes delete; a later step needs
+#                            the earlier ones' state, e.g. E2E_STEPS="mistakes" on a kept cluster;
+#                            remote_write needs only install)
 #   E2E_KAFKA_PORT           local: the broker's PLAINTEXT port on the bridge address (default
 #                            29092; +1 controller, +2 SASL_SSL)
 #   E2E_CLUSTER, E2E_IMAGE, STRIMZI_VERSION  kind: cluster name (default metricstream), image
@@ -73,10 +81,16 @@ operator_namespace=metricstream-system
 streams_namespace=metrics
 release=metricstream-operator
 streams=(web-file web-kafka)
+store=e2e-store # step_remote_write's VictoriaMetrics
+store_user=e2e
+store_password=
+store_url=
+store_image=
 token=$(sed -n 's/^ *e2e-load=//p' "$repo/examples/token-secret.yaml")
 work=
 summary=
 GOT= # what the last condition function saw (for a failure's message)
+WAITED= # the seconds the last wait_condition took
 declare -A stream_url=()
 
 say() { printf '\n==> [%s] %s\n' "$(date -u +%T)" "$*"; }
@@ -137,15 +151,18 @@ local_setup() {
     -p metricstream-consumer -p metricstream-tests --bin metricstream-operator --bin metricstream-ingest \
     --bin metricstream-consumer --bin metricstream-load
   load="$cargo_target/release/metricstream-load"
-  local image_out tools_out
+  local image_out tools_out store_out
   image_out=$(bash "$repo/hack/image.sh" build --binaries "$cargo_target/release") || fail "hack/image.sh build failed"
   tools_out=$(bash "$repo/hack/image.sh" tools) || fail "hack/image.sh tools failed"
+  store_out=$(bash "$repo/hack/image.sh" store) || fail "hack/image.sh store failed"
   image=$(sed -n 's/^IMAGE=//p' <<<"$image_out" | tail -n 1)
   tools_image=$(sed -n 's/^TOOLS_IMAGE=//p' <<<"$tools_out" | tail -n 1)
+  store_image=$(sed -n 's/^STORE_IMAGE=//p' <<<"$store_out" | tail -n 1)
   CONTAINERD_ADDRESS=$containerd bash "$repo/hack/image.sh" import \
     "$(sed -n 's/^IMAGE_ARCHIVE=//p' <<<"$image_out" | tail -n 1)" \
-    "$(sed -n 's/^TOOLS_ARCHIVE=//p' <<<"$tools_out" | tail -n 1)" >/dev/null || fail "hack/image.sh import failed"
-  echo "image $image, tools image $tools_image"
+    "$(sed -n 's/^TOOLS_ARCHIVE=//p' <<<"$tools_out" | tail -n 1)" \
+    "$(sed -n 's/^STORE_ARCHIVE=//p' <<<"$store_out" | tail -n 1)" >/dev/null || fail "hack/image.sh import failed"
+  echo "image $image, tools image $tools_image, store image $store_image"
 
   say "a Kafka broker on the node's bridge address $gateway (hack/kafka.sh)"
   local kafka_port=${E2E_KAFKA_PORT:-29092}
@@ -156,7 +173,8 @@ local_setup() {
   "${kafka_env[@]}" bash "$repo/hack/kafka.sh" up --env-file "$work/kafka.env" >/dev/null || fail "hack/kafka.sh up failed"
   kafka_bootstrap=$(env_get "$work/kafka.env" KAFKA_BOOTSTRAP) || fail "hack/kafka.sh up wrote no KAFKA_BOOTSTRAP"
 
-  stream_url=([web-kafka]="http://$gateway:30080" [web-file]="http://$gateway:30081")
+  stream_url=([web-kafka]="http://$gateway:30080" [web-file]="http://$gateway:30081" [web-rw]="http://$gateway:30082")
+  store_url="http://$gateway:30428"
   helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never
     --set "test.image=$tools_image")
   reader_image=$tools_image
@@ -221,7 +239,9 @@ kind_setup() {
   kind load docker-image "$image" --name "$cluster"
   cargo build --release --manifest-path "$repo/Cargo.toml" -p metricstream-tests --bin metricstream-load
   load="$cargo_target/release/metricstream-load"
-  stream_url=([web-kafka]=http://127.0.0.1:30080 [web-file]=http://127.0.0.1:30081)
+  stream_url=([web-kafka]=http://127.0.0.1:30080 [web-file]=http://127.0.0.1:30081 [web-rw]=http://127.0.0.1:30082)
+  store_url=http://127.0.0.1:30428
+  store_image=docker.io/victoriametrics/victoria-metrics:v$(bash "$repo/hack/victoriametrics.sh" version | sed -n 's/^VICTORIAMETRICS_VERSION=//p')
   helm_values=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never)
   reader_image=docker.io/library/busybox:1.37
   timeout=${E2E_TIMEOUT:-900}
@@ -380,6 +400,217 @@ step_first_load() {
     note "  $stream load: $(tr '\n' ' ' <"$work/$stream.first.send.txt" | sed 's/  */ /g')"
     verify_sink "$stream" "$work/$stream.first.expected.json" first
   done
+}
+
+# ---- remote write: a store in the cluster ------------------------------------------------------
+
+# The local node's volumes are Retain (a deleted claim's volume is not reused): `up` adds new ones
+# so that later steps still find free volumes. kind provisions them.
+top_up_volumes() {
+  [[ $profile != local ]] || bash "$repo/hack/cluster.sh" up >/dev/null ||
+    fail "hack/cluster.sh up (topping up the volumes) failed"
+}
+
+# VictoriaMetrics single-node as the sink's store: basic auth (its password from a Secret),
+# deduplication (a replayed batch is stored once), a retention that keeps the load's 2023
+# timestamps, data in an emptyDir. One Service: its ClusterIP for the consumers (no DNS on the
+# local node), its NodePort 30428 for reading back from here.
+deploy_store() {
+  kube -n "$streams_namespace" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: $store-auth}
+stringData:
+  password: $store_password
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: $store
+  labels: {app.kubernetes.io/name: $store}
+spec:
+  replicas: 1
+  strategy: {type: Recreate}
+  selector:
+    matchLabels: {app.kubernetes.io/name: $store}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: $store}
+    spec:
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        fsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: victoriametrics
+          image: $store_image
+          imagePullPolicy: IfNotPresent
+          args:
+            - -storageDataPath=/storage
+            - -httpListenAddr=:8428
+            - -retentionPeriod=100y
+            - -dedup.minScrapeInterval=1ms
+            - -httpAuth.username=$store_user
+            - -httpAuth.password=file:///etc/store-auth/password
+            - -loggerLevel=WARN
+          ports:
+            - {name: http, containerPort: 8428}
+          readinessProbe:
+            httpGet: {path: /health, port: http}
+            periodSeconds: 2
+          resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 512Mi}}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+          volumeMounts:
+            - {name: storage, mountPath: /storage}
+            - {name: auth, mountPath: /etc/store-auth, readOnly: true}
+      volumes:
+        - {name: storage, emptyDir: {}}
+        - name: auth
+          secret: {secretName: $store-auth, items: [{key: password, path: password}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: $store}
+spec:
+  type: NodePort
+  selector: {app.kubernetes.io/name: $store}
+  ports:
+    - {name: http, port: 8428, targetPort: http, nodePort: 30428, protocol: TCP}
+EOF
+  kube -n "$streams_namespace" rollout status "deployment/$store" --timeout="${timeout}s" >/dev/null ||
+    fail "the store (VictoriaMetrics) did not become ready"
+}
+
+# The stream web-rw: a file queue, consumers writing to the store's ClusterIP over remote write
+# with the store's basic auth, and a NodePort (30082) in front of its ingest.
+deploy_remote_write_stream() { # store-cluster-ip
+  kube -n "$streams_namespace" apply -f - >/dev/null <<EOF
+apiVersion: metricstream.dev/v1alpha1
+kind: MetricStream
+metadata: {name: web-rw}
+spec:
+  backend: file
+  partitions: 4
+  file: {storage: 1Gi}
+  ingest:
+    replicas: 1
+    authSecretRef: {name: metricstream-tokens}
+  consumer:
+    replicas: 1
+    sinkStorage: 1Gi
+    sink:
+      type: remoteWrite
+      remoteWrite:
+        url: http://$1:8428/api/v1/write
+        basicAuth:
+          username: $store_user
+          passwordSecretRef: {name: $store-auth}
+        timeoutSeconds: 10
+  deletionPolicy: Delete
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-rw-ingest-nodeport}
+spec:
+  type: NodePort
+  selector:
+    app.kubernetes.io/component: ingest
+    metricstream.dev/stream: web-rw
+  ports:
+    - {name: http, port: 8080, targetPort: http, nodePort: 30082, protocol: TCP}
+EOF
+}
+
+# Something answers HTTP at the URL (any status).
+answers() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1") != 000 ]]; }
+
+# Flushes the store, exports the load's metric and checks it against the expected file.
+store_exactly_once() { # expected-file export-file verify-output
+  curl -sSf -K "$work/store.curlrc" "$store_url/internal/force_flush" >/dev/null 2>"$3" &&
+    curl -sSf -K "$work/store.curlrc" -G "$store_url/api/v1/export" \
+      --data-urlencode 'match[]={__name__="m"}' -o "$2" 2>"$3" &&
+    "$load" verify-export --export "$2" --expected "$1" >"$3" 2>&1
+}
+
+verify_store() { # expected-file label
+  local export="$work/web-rw.$2.export.jsonl" out="$work/web-rw.$2.verify.txt"
+  if ! POLL_INTERVAL=2 wait_until 300 store_exactly_once "$1" "$export" "$out"; then
+    cat "$out"
+    fail "the store of web-rw ($2) does not hold the load exactly once after 300 s (see $out)"
+  fi
+  note "  web-rw $2 store: $(grep -E '^(export|expected|problems):' "$out" | tr '\n' ' ' | sed 's/  */ /g')"
+}
+
+# GOT := the stream's condition (status reason message); it matches the regex.
+condition_is() { # stream type regex
+  GOT=$(condition "$1" "$2") && [[ $GOT =~ $3 ]]
+}
+
+# Waits until the stream's condition matches the regex; WAITED := the seconds it took.
+wait_condition() { # stream type regex
+  local t0=$SECONDS
+  GOT=
+  POLL_INTERVAL=1 wait_until "$timeout" condition_is "$@" ||
+    fail "$1: $2 should match /$3/; it is: $GOT"
+  WAITED=$((SECONDS - t0))
+}
+
+step_remote_write() {
+  say "3b. web-rw: consumers writing over remote write to VictoriaMetrics in the cluster"
+  local started store_ip
+  kube apply -f "$repo/examples/token-secret.yaml" >/dev/null
+  store_password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  (umask 077 && printf 'user = "%s:%s"\n' "$store_user" "$store_password" >"$work/store.curlrc")
+  deploy_store
+  store_ip=$(kube -n "$streams_namespace" get service "$store" -o jsonpath='{.spec.clusterIP}')
+  [[ -n $store_ip ]] || fail "the store's Service has no ClusterIP"
+  started=$SECONDS
+  deploy_remote_write_stream "$store_ip"
+  wait_ready web-rw
+  note "  web-rw (remoteWrite to http://$store_ip:8428, basic auth) Ready: $((SECONDS - started)) s"
+  wait_condition web-rw SinkAvailable '^True SinkWriting'
+  note "  web-rw SinkAvailable: $GOT"
+  # The NodePort was made with the stream: kube-proxy may not forward it yet (refused).
+  POLL_INTERVAL=0.5 wait_until 60 answers "${stream_url[web-rw]}/" || fail "web-rw's NodePort does not answer"
+
+  send web-rw first --clients "$clients" --requests "$requests" --metrics "$metrics" ||
+    { cat "$work/web-rw.first.send.txt"; fail "the load on web-rw was not fully acknowledged"; }
+  note "  web-rw load: $(tr '\n' ' ' <"$work/web-rw.first.send.txt" | sed 's/  */ /g')"
+  verify_store "$work/web-rw.first.expected.json" first
+
+  echo "the store scaled to 0 under a small load: the queue keeps it, the status says why"
+  kube -n "$streams_namespace" scale "deployment/$store" --replicas=0 >/dev/null
+  POLL_INTERVAL=1 wait_until "$timeout" none_left pods "app.kubernetes.io/name=$store" ||
+    fail "the store's pod did not go: $GOT"
+  local down_started=$SECONDS
+  started=$SECONDS
+  send web-rw outage --clients 4 --requests 25 --metrics 5 ||
+    { cat "$work/web-rw.outage.send.txt"; fail "the ingest did not acknowledge the load while the store was down"; }
+  wait_condition web-rw SinkAvailable "^False SinkFailing .*$store_ip:8428"
+  note "  store down: web-rw SinkAvailable after $((SECONDS - started)) s: $GOT"
+  local down_for=20
+  if ((SECONDS - started < down_for)); then sleep $((down_for - (SECONDS - started))); fi
+  kube -n "$streams_namespace" scale "deployment/$store" --replicas=1 >/dev/null
+  kube -n "$streams_namespace" rollout status "deployment/$store" --timeout="${timeout}s" >/dev/null ||
+    fail "the store did not come back"
+  started=$SECONDS
+  wait_condition web-rw SinkAvailable '^True SinkWriting'
+  note "  store back (empty: an emptyDir), $((started - down_started)) s after it went: SinkAvailable True again after $WAITED s"
+  verify_store "$work/web-rw.outage.expected.json" outage
+  note "  web-rw: the load sent while the store was down is in it exactly once $((SECONDS - started)) s after it came back"
+
+  kube -n "$streams_namespace" delete metricstream web-rw --wait=true --timeout="${timeout}s" >/dev/null
+  kube -n "$streams_namespace" delete service web-rw-ingest-nodeport "$store" --ignore-not-found >/dev/null
+  kube -n "$streams_namespace" delete deployment "$store" --ignore-not-found --wait=true >/dev/null
+  kube -n "$streams_namespace" delete secret "$store-auth" --ignore-not-found >/dev/null
+  top_up_volumes
 }
 
 step_disruptions() {
@@ -571,7 +802,7 @@ run() {
   local t0=$SECONDS
   note "e2e ($profile), $(date -u +%FT%TZ)"
   local step
-  for step in ${E2E_STEPS:-install streams first_load disruptions upgrade mistakes delete}; do
+  for step in ${E2E_STEPS:-install streams first_load remote_write disruptions upgrade mistakes delete}; do
     declare -F "step_$step" >/dev/null || fail "E2E_STEPS: no step $step"
     "step_$step"
   done

@@ -27,6 +27,13 @@
 #                     sh, sleep, tar, cat and ls in /bin (its wget segfaults: do not use it),
 #                     user 65532, CMD sleep infinity. Prints TOOLS_IMAGE=<name> (default
 #                     localhost/metricstream/tools:e2e) and TOOLS_ARCHIVE=<path>.
+#   hack/image.sh store   VictoriaMetrics single-node, the store of the e2e's remote-write stream:
+#                     the binary hack/victoriametrics.sh builds and caches (static, pure Go) at
+#                     /victoria-metrics-prod as in upstream's image, with the libraries ldd names
+#                     if it ever is dynamic, passwd/group for 65532, an empty /tmp, no shell; user
+#                     65532, EXPOSE 8428, ENTRYPOINT ["/victoria-metrics-prod"]. Prints
+#                     STORE_IMAGE=<name> (localhost/metricstream/victoriametrics:v<version>, the
+#                     version hack/victoriametrics.sh pins) and STORE_ARCHIVE=<path>.
 #   hack/image.sh import ARCHIVE...   `ctr -n k8s.io images import` each archive into the
 #                     containerd at CONTAINERD_ADDRESS (unpacked for its default snapshotter, or
 #                     CONTAINERD_SNAPSHOTTER's), then checks that every image the archive names is
@@ -61,8 +68,8 @@
 # Costs (measured on 2 cores shared with other builds): installing buildah ~25 s (once); `build`
 # ~25 s for the 290 MB of release binaries (they carry debuginfo: Cargo.toml's release profile;
 # the archive is ~290 MB, uncompressed layers), ~3 s when nothing changed (hashing the inputs);
-# `pause` ~1.5 s (gcc -static), `tools` ~1.3 s, each ~0.3 s when nothing changed; `import` ~9 s
-# for the runtime image, ~1 s for the others. Disk: the archives under target/image (the
+# `pause` ~1.5 s (gcc -static), `tools` ~1.3 s, `store` ~1.5 s (an 18 MB binary), each
+# ~0.3 s when nothing changed; `import` ~9 s for the runtime image, ~1 s for the others. Disk: the archives under target/image (the
 # build contexts are deleted after a build).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -74,6 +81,7 @@ PAUSE_TAG=3.10.1 # build/pause/Makefile's TAG in Kubernetes 1.34.4
 DEFAULT_IMAGE=localhost/metricstream:e2e
 PAUSE_IMAGE=localhost/metricstream/pause:$PAUSE_TAG
 TOOLS_IMAGE=localhost/metricstream/tools:e2e
+STORE_IMAGE_REPOSITORY=localhost/metricstream/victoriametrics # tagged v<hack/victoriametrics.sh's version>
 # The binaries of the image, as the Dockerfile's build stage copies them to /out/ (`check`
 # compares) and as `cargo build --release -p ...` names them.
 BINARIES=(metricstream-operator metricstream-ingest metricstream-consumer)
@@ -468,6 +476,46 @@ cmd_tools() {
   echo "TOOLS_ARCHIVE=$archive"
 }
 
+cmd_store() {
+  (($# == 0)) || die "store takes no arguments"
+  local t0 archive stamp ctx binary version name lib
+  t0=$(now_ms)
+  binary=$(bash "$HACK_DIR/victoriametrics.sh" install | sed -n 's/^VICTORIAMETRICS=//p' | tail -n 1)
+  version=$(bash "$HACK_DIR/victoriametrics.sh" version | sed -n 's/^VICTORIAMETRICS_VERSION=//p')
+  [[ -x $binary && -n $version ]] || die "hack/victoriametrics.sh gave no binary ($binary) or version ($version)"
+  name=$STORE_IMAGE_REPOSITORY:v$version
+  lock store
+  archive=$OUT_DIR/$(file_name "$name").tar
+  local libs
+  libs=$(libraries "$binary")
+  stamp=$(stamp_of "$name" "$(buildah --version 2>/dev/null || true)" "$(sha256sum <"$binary")" \
+    "$(xargs -r sha256sum <<<"$libs")")
+  if fresh "$archive" "$stamp"; then
+    log "$name is up to date ($archive, $(since "$t0") s)"
+  else
+    ctx=$OUT_DIR/context-store
+    rm -rf "$ctx"
+    mkdir -p "$ctx/rootfs"
+    cp "$binary" "$ctx/rootfs/victoria-metrics-prod"
+    chmod 0755 "$ctx/rootfs/victoria-metrics-prod"
+    for lib in $libs; do
+      mkdir -p "$ctx/rootfs$(dirname "$lib")"
+      cp -L "$lib" "$ctx/rootfs$lib"
+    done
+    write_accounts "$ctx/rootfs"
+    reproducible_tar "$ctx/rootfs" "$ctx/rootfs.tar"
+    rm -rf "$ctx/rootfs"
+    printf '%s\n' 'FROM scratch' 'ADD rootfs.tar /' "USER $NONROOT_UID:$NONROOT_UID" 'EXPOSE 8428' \
+      'ENTRYPOINT ["/victoria-metrics-prod"]' >"$ctx/Containerfile"
+    buildah_build "$name" "$ctx" "$ctx/Containerfile" "$archive"
+    rm -rf "$ctx"
+    echo "$stamp" >"$archive.stamp"
+    log "built $name in $(since "$t0") s: $archive"
+  fi
+  echo "STORE_IMAGE=$name"
+  echo "STORE_ARCHIVE=$archive"
+}
+
 # The image names a docker-archive carries.
 archive_names() {
   tar -xOf "$1" manifest.json | jq -r '.[].RepoTags[]?'
@@ -601,6 +649,7 @@ main() {
     build) cmd_build "$@" ;;
     pause) cmd_pause "$@" ;;
     tools) cmd_tools "$@" ;;
+    store) cmd_store "$@" ;;
     import) cmd_import "$@" ;;
     check) cmd_check "$@" ;;
     recipe) cmd_recipe "$@" ;;

@@ -935,7 +935,7 @@ fn envtest_the_chart_and_the_examples_pass_a_server_side_dry_run() {
 #[test]
 fn every_example_stream_names_objects_the_other_examples_create() {
     // The examples are one set: the streams' Secret, namespace and Strimzi cluster must exist
-    // in the other files, and the NodePorts must be the ones kind-config.yaml maps.
+    // in the other files, and kind-config.yaml must map their NodePorts.
     let read = |name: &str| {
         fs::read_to_string(repo().join("examples").join(name))
             .unwrap_or_else(|error| panic!("read examples/{name}: {error}"))
@@ -996,5 +996,10 @@ fn every_example_stream_names_objects_the_other_examples_create() {
                 .expect("a nodePort")
         })
         .collect();
-    assert_eq!(mapped, node_ports);
+    // kind-config.yaml also maps hack/e2e.sh's remote-write step's ports (its stream's ingest,
+    // its store), which no example uses.
+    assert!(
+        node_ports.is_subset(&mapped),
+        "the examples' NodePorts {node_ports:?} are not all mapped by kind-config.yaml: {mapped:?}"
+    );
 }

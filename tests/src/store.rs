@@ -96,6 +96,19 @@ impl Store {
 /// Every expected metric once in `series`, with exactly its labels, value and timestamp, and no
 /// other series of the load's metric.
 pub fn assert_exactly_once_in_store(series: &[ExportedSeries], expected: &Expected) {
+    let problems = store_problems(series, expected);
+    assert!(
+        problems.is_empty(),
+        "{} problems (the first 20): {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(20)]
+    );
+}
+
+/// What keeps `series` (a store's export of the load's metric) from holding every expected metric
+/// exactly once with exactly its labels, value and timestamp and nothing else: one line a
+/// problem, the missing ones counted in one line; empty when it does.
+pub fn store_problems(series: &[ExportedSeries], expected: &Expected) -> Vec<String> {
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
     for exported in series {
@@ -137,12 +150,7 @@ pub fn assert_exactly_once_in_store(series: &[ExportedSeries], expected: &Expect
             "{missing} acknowledged metrics are not in the store"
         ));
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems (the first 20): {:#?}",
-        problems.len(),
-        &problems[..problems.len().min(20)]
-    );
+    problems
 }
 
 /// One line of `<sink-dir>/dead-letters/partition-NNNN.jsonl` (docs/sink.md#dead-letters).

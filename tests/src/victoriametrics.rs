@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http_client_builder;
 use crate::process::{free_loopback_addr, wait_for_http_ok_with};
@@ -25,8 +25,9 @@ pub fn victoriametrics_binary() -> String {
     })
 }
 
-/// One series of an export: its labels (`__name__` included) and its samples.
-#[derive(Clone, Debug, Deserialize)]
+/// One series of an export: its labels (`__name__` included) and its samples (one JSON line of
+/// `/api/v1/export`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct ExportedSeries {
     pub metric: BTreeMap<String, String>,
     pub values: Vec<f64>,

@@ -1,6 +1,7 @@
 //! The `metricstream-load` command line against the real ingest and consumer: `send` drives the
 //! ingest and records what it acknowledged, `verify` passes on the sink it produced and fails on
-//! copies with a line removed or duplicated; bearer tokens for an ingest with a tokens file.
+//! copies with a line removed or duplicated; bearer tokens for an ingest with a tokens file;
+//! `verify-export` on a real VictoriaMetrics' export of a remote-write consumer's load.
 //!
 //! The binary is this crate's own, found like the services (`cargo build --workspace --bins`).
 
@@ -8,7 +9,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use metricstream_tests::load::METRIC_NAME;
 use metricstream_tests::sink::sink_files;
+use metricstream_tests::victoriametrics::{ExportedSeries, VictoriaMetrics};
 use metricstream_tests::{Binary, ReadMode, ServiceSpec, TestDir, read_sink};
 
 /// Generous: `send` runs the whole default scenario in a debug build on a busy machine.
@@ -229,6 +232,110 @@ async fn send_then_verify_passes_and_catches_a_missing_and_a_duplicated_line() {
     // A sink that is not there is an error, not a pass.
     let absent = run_verify(dir.path().join("no-such-sink"), &[]).await;
     absent.assert_exit(2, "verify of a missing sink directory");
+}
+
+fn write_export(file: &Path, series: &[ExportedSeries]) {
+    let lines: Vec<String> = series
+        .iter()
+        .map(|series| serde_json::to_string(series).expect("a series as JSON"))
+        .collect();
+    write_lines(file, &lines);
+}
+
+/// `verify-export` passes on what a remote-write consumer stored in a real VictoriaMetrics, and
+/// fails on an export with a series removed, one duplicated, or one with another timestamp.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_export_passes_on_the_store_and_catches_a_missing_duplicated_or_altered_series() {
+    let dir = TestDir::new("load-cli-export");
+    let store = VictoriaMetrics::start(dir.path(), &dir.logs_dir()).await;
+    let ingest = ServiceSpec::ingest(&dir, "ingest").start().await;
+    let _consumer = ServiceSpec::consumer(&dir, "consumer")
+        .env("METRICSTREAM_SINK", "remote-write")
+        .env("METRICSTREAM_SINK_URL", store.write_url())
+        .start()
+        .await;
+    let expected_file = dir.path().join("expected.json");
+    let url = ingest.base_url().to_string();
+    let sent = load_cli(&[
+        "send",
+        "--url",
+        &url,
+        "--clients",
+        "4",
+        "--requests",
+        "10",
+        "--metrics",
+        "5",
+        "--expected-out",
+        path_str(&expected_file),
+    ])
+    .await;
+    sent.assert_exit(0, "send against a healthy ingest");
+    let series = store
+        .wait_for_samples(
+            &format!(r#"{{__name__="{METRIC_NAME}"}}"#),
+            200,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(series.len(), 200, "every metric of the load is one series");
+
+    let verify = |name: &'static str, series: Vec<ExportedSeries>| {
+        let export = dir.path().join(name);
+        write_export(&export, &series);
+        let expected = expected_file.clone();
+        async move {
+            load_cli(&[
+                "verify-export",
+                "--export",
+                path_str(&export),
+                "--expected",
+                path_str(&expected),
+            ])
+            .await
+        }
+    };
+    let passed = verify("export.jsonl", series.clone()).await;
+    passed.assert_exit(0, "verify-export of the store's export");
+    assert_eq!(passed.count("expected"), 200, "{passed}");
+    assert_eq!(passed.count("problems"), 0, "{passed}");
+    assert!(passed.stdout.contains("OK: "), "{passed}");
+
+    let missing = verify("missing.jsonl", series[1..].to_vec()).await;
+    missing.assert_exit(1, "verify-export of an export with a series removed");
+    assert!(
+        missing
+            .stdout
+            .contains("1 acknowledged metrics are not in the store"),
+        "{missing}"
+    );
+
+    let mut duplicated = series.clone();
+    duplicated.push(series[0].clone());
+    let duplicated = verify("duplicated.jsonl", duplicated).await;
+    duplicated.assert_exit(1, "verify-export of an export with a series twice");
+    assert!(
+        duplicated.stdout.contains("is read back as two series"),
+        "{duplicated}"
+    );
+
+    let mut altered = series.clone();
+    altered[0].timestamps[0] += 1;
+    let altered = verify("altered.jsonl", altered).await;
+    altered.assert_exit(1, "verify-export of an export with a timestamp changed");
+    assert_eq!(altered.count("problems"), 1, "{altered}");
+
+    let broken = dir.path().join("broken.jsonl");
+    fs::write(&broken, "not json\n").expect("writing the broken export");
+    let broken = load_cli(&[
+        "verify-export",
+        "--export",
+        path_str(&broken),
+        "--expected",
+        path_str(&expected_file),
+    ])
+    .await;
+    broken.assert_exit(2, "verify-export of an export that is not JSON lines");
 }
 
 /// `send --duration-secs` keeps every client going while the ingest is SIGKILLed and restarted

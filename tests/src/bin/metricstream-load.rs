@@ -4,7 +4,9 @@
 //!
 //! `send` drives one or more ingests with uniquely tagged metrics and writes what they
 //! acknowledged to a JSON file; `verify` reads a sink directory and checks every acknowledged
-//! metric is there exactly once. Both are thin wrappers over the harness's `load` and `sink`.
+//! metric is there exactly once; `verify-export` does the same for a store's export (a
+//! remote-write sink's VictoriaMetrics). All are thin wrappers over the harness's `load`, `sink`
+//! and `store`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -18,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use metricstream_tests::load::client_name;
 use metricstream_tests::sink::names;
+use metricstream_tests::store::store_problems;
+use metricstream_tests::victoriametrics::ExportedSeries;
 use metricstream_tests::{
     AcknowledgedRequest, Expected, LoadReport, LoadSpec, MetricId, Outcome, ReadMode, SinkClient,
     SinkContents, Verification, read_sink, start_load, verify,
@@ -57,6 +61,7 @@ struct Cli {
 enum Command {
     Send(SendArgs),
     Verify(VerifyArgs),
+    VerifyExport(VerifyExportArgs),
 }
 
 /// Send generated metrics to the ingest and record which requests were acknowledged.
@@ -186,6 +191,27 @@ struct VerifyArgs {
     settled: bool,
 }
 
+/// Check a store's export against what `send` recorded: every acknowledged metric exactly once.
+///
+/// For a stream whose consumers write to a store over remote write (VictoriaMetrics): FILE is
+/// the answer of its `/api/v1/export?match[]={__name__="m"}` (JSON lines, one series a line),
+/// read after `/internal/force_flush`. Passes when every acknowledged metric is one series with
+/// exactly the labels __name__, client, i and seq, its one value and its timestamp, and the
+/// export holds no other series of the load's metric (so export a store only this run wrote to).
+#[derive(Args)]
+#[command(
+    after_help = "Exit status: 0 when every acknowledged metric is in the export exactly once         and nothing else is; 1 when one is missing, duplicated, altered or foreign; 2 on an         error (an unreadable or foreign expected file, an export line that is not a series)."
+)]
+struct VerifyExportArgs {
+    /// The store's export: JSON lines of {"metric":{...},"values":[...],"timestamps":[...]}.
+    #[arg(long, value_name = "FILE")]
+    export: PathBuf,
+
+    /// The file `send --expected-out` wrote.
+    #[arg(long, value_name = "FILE")]
+    expected: PathBuf,
+}
+
 /// What `send --expected-out` writes and `verify --expected` reads.
 #[derive(Serialize, Deserialize)]
 struct ExpectedFile {
@@ -234,6 +260,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Send(args) => send(args),
         Command::Verify(args) => verify_sink(args),
+        Command::VerifyExport(args) => verify_export(args),
     };
     match result {
         Ok(Verdict::Passed) => ExitCode::SUCCESS,
@@ -718,6 +745,54 @@ fn verify_sink(args: VerifyArgs) -> Result<Verdict> {
         println!("FAILED: {}{waited}", faults.join(", "));
         Ok(Verdict::Failed)
     }
+}
+
+fn verify_export(args: VerifyExportArgs) -> Result<Verdict> {
+    let run = read_expected_file(&args.expected)?;
+    let expected = run.expected();
+    let text = fs::read_to_string(&args.export)
+        .with_context(|| format!("reading the export {}", args.export.display()))?;
+    let series = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str::<ExportedSeries>(line).with_context(|| {
+                format!(
+                    "{} holds a line that is not an exported series: {line:.200}",
+                    args.export.display()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let samples: usize = series.iter().map(|series| series.values.len()).sum();
+    let problems = store_problems(&series, &expected);
+    println!(
+        "export:        {} ({} series, {samples} samples)",
+        args.export.display(),
+        series.len()
+    );
+    println!(
+        "run:           clients {} .. {}, {} of {} requests acknowledged",
+        client_name(&run.client_prefix, 0),
+        client_name(&run.client_prefix, run.clients.saturating_sub(1) as usize),
+        run.acknowledged_requests.len(),
+        run.requests_sent
+    );
+    println!("expected:      {}", expected.metrics.len());
+    println!("problems:      {}", problems.len());
+    if !problems.is_empty() {
+        println!("examples:");
+        for problem in problems.iter().take(20) {
+            println!("  {problem}");
+        }
+        println!("FAILED: the export does not hold every acknowledged metric exactly once");
+        return Ok(Verdict::Failed);
+    }
+    println!(
+        "OK: every acknowledged metric is in the store exactly once, with its labels, value \
+         and timestamp"
+    );
+    Ok(Verdict::Passed)
 }
 
 /// The records the consumer set aside as undecodable (`<sink-dir>/quarantine/*.bin`): their
