@@ -214,8 +214,9 @@ fn a_password_rotated_after_a_401_is_used_by_the_retry_without_a_restart() {
     let mut sink = fixture
         .sink_with(settings(&url, Some(auth), TlsSettings::default()))
         .expect("opens");
-    // Room to rotate the file between the attempts.
-    sink.retry.first_backoff = Duration::from_millis(400);
+    // Room to rotate the file between the attempts (the retry waits 1-2 s: room enough on a
+    // busy machine; 0.2-0.4 s once lost the race under a parallel build).
+    sink.retry.first_backoff = Duration::from_secs(2);
     let rotation = std::thread::spawn({
         let seen = Arc::clone(&seen);
         let dir = fixture.dir.path().to_owned();
