@@ -92,6 +92,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub sink_max_samples_per_request: u32,
 
+    /// The remote-write message: `1.0` (`prometheus.WriteRequest`, taken by every receiver) or
+    /// `2.0` (`io.prometheus.write.v2.Request`, with each series' metadata type; Prometheus 3
+    /// takes it, a receiver that does not answers 415).
+    #[arg(long, env = "METRICSTREAM_SINK_PROTOCOL", value_enum, default_value_t = SinkProtocol::V1)]
+    pub sink_protocol: SinkProtocol,
+
     /// Remote-write requests in flight at once. A batch's partitions are split into this many
     /// shards, each converting and sending its requests one after another, so a partition's
     /// samples (and so each client's) reach the store in order.
@@ -155,8 +161,19 @@ impl Config {
 pub enum SinkKind {
     /// JSON Lines files, one per partition, in --sink-dir.
     File,
-    /// A time-series store over Prometheus remote write 1.0.
+    /// A time-series store over Prometheus remote write (--sink-protocol).
     RemoteWrite,
+}
+
+/// The remote-write messages `--sink-protocol` chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkProtocol {
+    /// `prometheus.WriteRequest`.
+    #[value(name = "1.0")]
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    #[value(name = "2.0")]
+    V2,
 }
 
 /// A group name becomes a directory name in the file queue (and a group id in Kafka), so it is

@@ -27,10 +27,10 @@ use crate::health::Health;
 use crate::metrics::{ConsumerMetrics, LagGauges, RemoteWriteMetrics};
 use crate::pipeline::{Pipeline, PipelineSettings, Stopped};
 use crate::sink::{
-    AuthSettings, ClientIdentityFiles, JsonlSink, RemoteWriteSettings, RemoteWriteSink, Sink,
-    TlsSettings,
+    AuthSettings, ClientIdentityFiles, JsonlSink, Protocol, RemoteWriteSettings, RemoteWriteSink,
+    Sink, TlsSettings,
 };
-use metricstream_consumer::config::{Config, SinkKind};
+use metricstream_consumer::config::{Config, SinkKind, SinkProtocol};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -271,6 +271,10 @@ async fn open_sink(
                 },
                 max_samples_per_request: config.sink_max_samples_per_request as usize,
                 concurrency: config.sink_concurrency as usize,
+                protocol: match config.sink_protocol {
+                    SinkProtocol::V1 => Protocol::V1,
+                    SinkProtocol::V2 => Protocol::V2,
+                },
                 request_timeout: config.sink_timeout(),
             };
             let runtime = tokio::runtime::Handle::current();

@@ -390,6 +390,19 @@ pub enum SinkType {
     RemoteWrite,
 }
 
+/// The remote-write message the consumers send.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RemoteWriteProtocol {
+    /// `prometheus.WriteRequest`: taken by every receiver.
+    #[default]
+    #[serde(rename = "1.0")]
+    V1,
+    /// `io.prometheus.write.v2.Request`, with each series' metadata type (Prometheus 3 takes it;
+    /// the consumer refuses to count a 2xx from a receiver that does not).
+    #[serde(rename = "2.0")]
+    V2,
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -417,6 +430,9 @@ pub struct RemoteWriteSpec {
     #[serde(default = "default_max_samples_per_request")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_samples_per_request: i32,
+    /// The remote-write message: "1.0" (default) or "2.0".
+    #[serde(default)]
+    pub protocol: RemoteWriteProtocol,
     /// Requests in flight at once per consumer; a batch's partitions are split among them, so
     /// each partition's samples still reach the store in order.
     #[serde(default = "default_remote_write_concurrency")]

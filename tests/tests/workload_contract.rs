@@ -25,8 +25,8 @@ use metricstream_operator::config::WorkloadDefaults;
 use metricstream_operator::crd::{
     Backend, BasicAuthSpec, ConsumerSpec, DeletionPolicy, FileSpec, IngestSpec,
     KafkaAuthenticationSpec, KafkaSpec, KafkaTlsSpec, MetricStream, MetricStreamSpec,
-    RateLimitSpec, RemoteWriteSpec, RemoteWriteTlsSpec, SaslType, SecretKeyRef, SecretRef,
-    SinkSpec, SinkType, StrimziRef, TopicManagement,
+    RateLimitSpec, RemoteWriteProtocol, RemoteWriteSpec, RemoteWriteTlsSpec, SaslType,
+    SecretKeyRef, SecretRef, SinkSpec, SinkType, StrimziRef, TopicManagement,
 };
 use metricstream_operator::reconcile::build::{CopiedCredentials, Desired, build};
 use metricstream_operator::reconcile::validate::validate;
@@ -179,6 +179,7 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
             tls: None,
             max_samples_per_request: 2000,
             concurrency: 64,
+            protocol: Default::default(),
             timeout_seconds: 600,
         }),
     };
@@ -203,6 +204,7 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
             }),
             max_samples_per_request: 5000,
             concurrency: 1,
+            protocol: RemoteWriteProtocol::V2,
             timeout_seconds: 30,
         }),
     };

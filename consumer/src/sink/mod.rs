@@ -54,7 +54,7 @@ use metricstream_backend::{Offset, Partition};
 
 pub use jsonl::JsonlSink;
 pub use remote_write::{
-    AuthSettings, ClientIdentityFiles, RemoteWriteSettings, RemoteWriteSink, TlsSettings,
+    AuthSettings, ClientIdentityFiles, Protocol, RemoteWriteSettings, RemoteWriteSink, TlsSettings,
 };
 
 #[derive(Debug, thiserror::Error)]

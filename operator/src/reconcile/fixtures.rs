@@ -88,6 +88,7 @@ pub fn remote_write_stream() -> MetricStream {
             tls: None,
             max_samples_per_request: 2000,
             concurrency: 8,
+            protocol: Default::default(),
             timeout_seconds: 10,
         }),
     };

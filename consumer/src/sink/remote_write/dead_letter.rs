@@ -123,6 +123,7 @@ mod tests {
             offset: Offset(41),
             index: 3,
             client: "demo".to_owned(),
+            kind: metricstream_backend::MetricKind::Counter,
         };
         let series = v1::TimeSeries {
             labels: vec![

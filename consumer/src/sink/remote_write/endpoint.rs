@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::RemoteWriteSettings;
 use super::credentials::Credentials;
 use super::delivery::{Answer, StatusClass, classify, parse_retry_after};
+use super::series::Protocol;
 use super::tls;
 use crate::metrics::RemoteWriteMetrics;
 use crate::sink::SinkError;
@@ -19,6 +20,7 @@ const MAX_REASON_BYTES: usize = 1024;
 pub(super) struct Endpoint {
     client: reqwest::Client,
     pub(super) url: reqwest::Url,
+    pub(super) protocol: Protocol,
     credentials: Option<Credentials>,
 }
 
@@ -61,11 +63,12 @@ impl Endpoint {
         Ok(Self {
             client,
             url,
+            protocol: settings.protocol,
             credentials,
         })
     }
 
-    /// Posts one snappy-compressed remote-write 1.0 body and classifies the answer, counting
+    /// Posts one snappy-compressed remote-write body and classifies the answer, counting
     /// the request by outcome and timing it.
     pub(super) async fn post(&self, body: Bytes, metrics: &RemoteWriteMetrics) -> Answer {
         let started = Instant::now();
@@ -86,9 +89,12 @@ impl Endpoint {
         let mut request = self
             .client
             .post(self.url.clone())
-            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Type", self.protocol.content_type())
             .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header(
+                "X-Prometheus-Remote-Write-Version",
+                self.protocol.version_header(),
+            )
             .body(body);
         if let Some(credentials) = &self.credentials {
             request = credentials.authorize(request);
@@ -101,6 +107,12 @@ impl Endpoint {
         if let (401 | 403, Some(credentials)) = (status, &self.credentials) {
             credentials.refused();
         }
+        // A 2.0 receiver counts what it wrote in these headers; a 1.0 receiver reads a 2.0 body
+        // as an empty 1.0 request (its fields have other numbers) and answers 2xx having
+        // written nothing. So a 2xx without the count is not taken as stored.
+        let counted = response
+            .headers()
+            .contains_key("X-Prometheus-Remote-Write-Samples-Written");
         let retry_after = response
             .headers()
             .get("Retry-After")
@@ -123,8 +135,25 @@ impl Endpoint {
                 Err(error) => return Answer::Network(error_chain(&error)),
             }
         }
-        let reason = String::from_utf8_lossy(&reason).trim().to_owned();
+        let mut reason = String::from_utf8_lossy(&reason).trim().to_owned();
+        if status == 415 && self.protocol == Protocol::V2 {
+            reason.push_str(
+                " (the store does not take remote write 2.0 here: --sink-protocol 1.0 sends what \
+                 every receiver takes)",
+            );
+        }
         match classify(status) {
+            StatusClass::Success if self.protocol == Protocol::V2 && !counted => {
+                Answer::Retryable {
+                    status,
+                    retry_after: None,
+                    reason: "a 2xx without X-Prometheus-Remote-Write-Samples-Written: the store \
+                             does not take remote write 2.0 (a 1.0 receiver reads a 2.0 body as \
+                             an empty request); --sink-protocol 1.0 sends what every receiver \
+                             takes"
+                        .to_owned(),
+                }
+            }
             StatusClass::Success => Answer::Success,
             StatusClass::Retryable => Answer::Retryable {
                 status,

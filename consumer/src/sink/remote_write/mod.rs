@@ -59,6 +59,7 @@ use series::PendingRequest;
 const MAX_SPLITS_PER_REQUEST: u32 = 128;
 
 pub use credentials::AuthSettings;
+pub use series::Protocol;
 pub use tls::{ClientIdentityFiles, TlsSettings};
 
 /// How long a request in flight may still take once shutdown is asked for (the consumer's
@@ -78,6 +79,8 @@ pub struct RemoteWriteSettings {
     pub max_samples_per_request: usize,
     /// Requests in flight at once (`--sink-concurrency`).
     pub concurrency: usize,
+    /// The remote-write message sent (`--sink-protocol`).
+    pub protocol: Protocol,
     /// The deadline of one request (connecting, sending, reading the answer).
     pub request_timeout: Duration,
 }
@@ -164,7 +167,7 @@ impl RemoteWriteSink {
         splits_left: &mut u32,
     ) -> Result<u64, SinkError> {
         let body =
-            Bytes::from(request.encode().map_err(|error| {
+            Bytes::from(request.encode(self.endpoint.protocol).map_err(|error| {
                 SinkError::Store(format!("snappy compression failed: {error}"))
             })?);
         let samples = request.len() as u64;

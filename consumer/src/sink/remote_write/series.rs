@@ -2,7 +2,10 @@
 //! and encoded as a snappy-compressed `prometheus.WriteRequest`. Pure: no I/O.
 
 use metricstream_backend::codec::MetricRef;
-use metricstream_backend::remote_write_proto::{Sample, v1};
+use std::collections::HashMap;
+
+use metricstream_backend::MetricKind;
+use metricstream_backend::remote_write_proto::{MetricType, Sample, v1, v2};
 use metricstream_backend::{Offset, Partition};
 use prost::Message;
 
@@ -19,6 +22,78 @@ pub(super) struct Origin {
     /// The metric's position within its record.
     pub(super) index: u64,
     pub(super) client: String,
+    /// Sent as the series' metadata type with remote write 2.0.
+    pub(super) kind: MetricKind,
+}
+
+/// The remote-write message the sink sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// `prometheus.WriteRequest`: samples only, understood by every receiver.
+    #[default]
+    V1,
+    /// `io.prometheus.write.v2.Request`: labels interned in a symbol table, and each series'
+    /// metadata type (counter, gauge, histogram, summary) from the metric's kind.
+    V2,
+}
+
+impl Protocol {
+    /// The `Content-Type` of a request body.
+    pub(super) fn content_type(self) -> &'static str {
+        match self {
+            Self::V1 => "application/x-protobuf",
+            Self::V2 => "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        }
+    }
+
+    /// The `X-Prometheus-Remote-Write-Version` header.
+    pub(super) fn version_header(self) -> &'static str {
+        match self {
+            Self::V1 => "0.1.0",
+            Self::V2 => "2.0.0",
+        }
+    }
+}
+
+/// A remote-write 2.0 request's symbols: each distinct string once, the empty string first.
+struct SymbolTable<'a> {
+    symbols: Vec<String>,
+    references: HashMap<&'a str, u32>,
+}
+
+impl Default for SymbolTable<'_> {
+    fn default() -> Self {
+        Self {
+            symbols: vec![String::new()],
+            references: HashMap::from([("", 0)]),
+        }
+    }
+}
+
+impl<'a> SymbolTable<'a> {
+    fn reference(&mut self, text: &'a str) -> u32 {
+        if let Some(&found) = self.references.get(text) {
+            return found;
+        }
+        let next = self.symbols.len() as u32;
+        self.symbols.push(text.to_owned());
+        self.references.insert(text, next);
+        next
+    }
+}
+
+/// The remote-write 2.0 metadata type of a metric kind. Delta sums and histograms have none:
+/// Prometheus' counter and histogram types are cumulative.
+fn metric_type(kind: MetricKind) -> MetricType {
+    match kind {
+        MetricKind::Counter => MetricType::Counter,
+        MetricKind::Gauge => MetricType::Gauge,
+        MetricKind::Histogram => MetricType::Histogram,
+        MetricKind::Summary => MetricType::Summary,
+        MetricKind::Untyped | MetricKind::DeltaSum | MetricKind::DeltaHistogram => {
+            MetricType::Unspecified
+        }
+    }
 }
 
 /// One metric as a series with one sample: `__name__` = the name, every tag a label (sorted by
@@ -75,16 +150,50 @@ impl PendingRequest {
         self.series.is_empty()
     }
 
-    /// The request body: the series as a `prometheus.WriteRequest`, snappy block-compressed.
-    /// The series are moved into the message and back, not copied.
-    pub(super) fn encode(&mut self) -> Result<Vec<u8>, snap::Error> {
-        let request = v1::WriteRequest {
-            timeseries: std::mem::take(&mut self.series),
-            metadata: Vec::new(),
+    /// The request body in `protocol`, snappy block-compressed. 1.0: the series as a
+    /// `prometheus.WriteRequest`, moved into the message and back, not copied. 2.0: an
+    /// `io.prometheus.write.v2.Request` whose labels are references into its symbol table (the
+    /// empty string first, as the spec requires), each series with its kind's metadata type.
+    pub(super) fn encode(&mut self, protocol: Protocol) -> Result<Vec<u8>, snap::Error> {
+        let body = match protocol {
+            Protocol::V1 => {
+                let request = v1::WriteRequest {
+                    timeseries: std::mem::take(&mut self.series),
+                    metadata: Vec::new(),
+                };
+                let body = request.encode_to_vec();
+                self.series = request.timeseries;
+                body
+            }
+            Protocol::V2 => self.to_v2().encode_to_vec(),
         };
-        let body = request.encode_to_vec();
-        self.series = request.timeseries;
         snap::raw::Encoder::new().compress_vec(&body)
+    }
+
+    fn to_v2(&self) -> v2::Request {
+        let mut symbols = SymbolTable::default();
+        let mut timeseries = Vec::with_capacity(self.series.len());
+        for (series, origin) in self.series.iter().zip(&self.origins) {
+            let mut labels_refs = Vec::with_capacity(series.labels.len() * 2);
+            for label in &series.labels {
+                labels_refs.push(symbols.reference(&label.name));
+                labels_refs.push(symbols.reference(&label.value));
+            }
+            timeseries.push(v2::TimeSeries {
+                labels_refs,
+                samples: series.samples.clone(),
+                metadata: Some(v2::Metadata {
+                    r#type: metric_type(origin.kind) as i32,
+                    help_ref: 0,
+                    unit_ref: 0,
+                }),
+                ..v2::TimeSeries::default()
+            });
+        }
+        v2::Request {
+            symbols: symbols.symbols,
+            timeseries,
+        }
     }
 
     /// The request cut in two halves in order (the first holds the odd sample), to find which
@@ -121,6 +230,7 @@ pub(super) fn gather_requests(
                 offset: record.offset,
                 index: index as u64,
                 client: batch.client.to_owned(),
+                kind: metric.kind,
             };
             match to_series(&metric) {
                 Some(series) => request.push(series, origin),
@@ -263,6 +373,7 @@ mod tests {
                 offset: Offset(1),
                 index,
                 client: "c".to_owned(),
+                kind: MetricKind::Counter,
             };
             request.push(v1::TimeSeries::default(), origin);
         }
@@ -326,9 +437,10 @@ mod tests {
             offset: Offset(2),
             index: 3,
             client: "c".to_owned(),
+            kind: MetricKind::Counter,
         };
         request.push(series.clone(), origin);
-        let body = request.encode().expect("compresses");
+        let body = request.encode(Protocol::V1).expect("compresses");
         let raw = snap::raw::Decoder::new()
             .decompress_vec(&body)
             .expect("snappy block");
@@ -336,5 +448,55 @@ mod tests {
         assert_eq!(decoded.timeseries, vec![series.clone()]);
         assert_eq!(request.series, vec![series]);
         assert_eq!(request.len(), 1);
+    }
+
+    #[test]
+    fn a_2_0_body_interns_the_labels_and_carries_each_kind_as_metadata() {
+        let mut request = PendingRequest::default();
+        let kinds = [
+            (MetricKind::Counter, MetricType::Counter),
+            (MetricKind::Gauge, MetricType::Gauge),
+            (MetricKind::Histogram, MetricType::Histogram),
+            (MetricKind::Summary, MetricType::Summary),
+            (MetricKind::Untyped, MetricType::Unspecified),
+            (MetricKind::DeltaSum, MetricType::Unspecified),
+        ];
+        for (index, (kind, _)) in kinds.iter().enumerate() {
+            let series = converted(metric("cpu", Some(7 + index as i64), &[("host", "a")]))
+                .expect("converts");
+            let origin = Origin {
+                partition: Partition(1),
+                offset: Offset(2),
+                index: index as u64,
+                client: "c".to_owned(),
+                kind: *kind,
+            };
+            request.push(series, origin);
+        }
+        let body = request.encode(Protocol::V2).expect("compresses");
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body)
+            .expect("snappy block");
+        let decoded = v2::Request::decode(raw.as_slice()).expect("protobuf");
+        assert_eq!(decoded.symbols, ["", "__name__", "cpu", "host", "a"]);
+        assert_eq!(decoded.timeseries.len(), kinds.len());
+        for (index, (series, (_, wanted))) in decoded.timeseries.iter().zip(kinds).enumerate() {
+            assert_eq!(series.labels_refs, [1, 2, 3, 4]);
+            assert_eq!(
+                series.samples,
+                [Sample {
+                    value: 1.25,
+                    timestamp: 7 + index as i64
+                }]
+            );
+            let metadata = series.metadata.as_ref().expect("metadata");
+            assert_eq!(metadata.r#type, wanted as i32, "{wanted:?}");
+        }
+        assert_eq!(Protocol::V2.version_header(), "2.0.0");
+        assert!(
+            Protocol::V2
+                .content_type()
+                .ends_with("proto=io.prometheus.write.v2.Request")
+        );
     }
 }

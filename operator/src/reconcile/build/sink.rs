@@ -8,6 +8,7 @@
 
 use k8s_openapi::api::core::v1::EnvVar;
 
+use crate::crd::RemoteWriteProtocol;
 use crate::reconcile::validate::{SinkPlan, ValidatedStream};
 
 /// Where the remote-write sink's Secrets are mounted, and the file each holds.
@@ -34,6 +35,14 @@ pub(super) fn sink_env(stream: &ValidatedStream) -> Vec<EnvVar> {
         (
             "METRICSTREAM_SINK_CONCURRENCY",
             plan.concurrency.to_string(),
+        ),
+        (
+            "METRICSTREAM_SINK_PROTOCOL",
+            match plan.protocol {
+                RemoteWriteProtocol::V1 => "1.0",
+                RemoteWriteProtocol::V2 => "2.0",
+            }
+            .to_owned(),
         ),
         (
             "METRICSTREAM_SINK_TIMEOUT_MS",
@@ -151,6 +160,7 @@ mod tests {
                 ),
                 ("METRICSTREAM_SINK_CONCURRENCY", "8"),
                 ("METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", "2000"),
+                ("METRICSTREAM_SINK_PROTOCOL", "1.0"),
                 ("METRICSTREAM_SINK_TIMEOUT_MS", "10000"),
                 (
                     "METRICSTREAM_SINK_URL",

@@ -2,7 +2,7 @@
 //! what is wrong. The CRD's CEL rules refuse the same combinations at admission; this repeats
 //! them for an older installed CRD.
 
-use crate::crd::{SecretKeyRef, SinkSpec, SinkType};
+use crate::crd::{RemoteWriteProtocol, SecretKeyRef, SinkSpec, SinkType};
 
 /// Default key of the Secret holding a bearer token.
 pub const DEFAULT_TOKEN_KEY: &str = "token";
@@ -34,6 +34,7 @@ pub struct RemoteWritePlan {
     pub ca: Option<(String, String)>,
     pub max_samples_per_request: i32,
     pub concurrency: i32,
+    pub protocol: RemoteWriteProtocol,
     pub timeout_seconds: i32,
 }
 
@@ -151,6 +152,7 @@ pub fn sink_plan(
             1,
             1_000_000,
         )?,
+        protocol: remote_write.protocol,
         concurrency: in_range(
             "spec.consumer.sink.remoteWrite.concurrency",
             remote_write.concurrency,
@@ -189,6 +191,7 @@ mod tests {
             tls: None,
             max_samples_per_request: 5000,
             concurrency: 4,
+            protocol: Default::default(),
             timeout_seconds: 30,
         }
     }
@@ -231,6 +234,7 @@ mod tests {
                 ca: None,
                 max_samples_per_request: 100,
                 concurrency: 4,
+                protocol: Default::default(),
                 timeout_seconds: 5,
             })))
         );

@@ -149,6 +149,7 @@ impl Fixture {
             tls: TlsSettings::default(),
             max_samples_per_request: max_samples,
             concurrency: 1,
+            protocol: Protocol::V1,
             request_timeout: Duration::from_secs(5),
         })
         .expect("opens")
@@ -516,6 +517,33 @@ fn a_failing_shard_fails_the_batch() {
         .write_batch(&partitioned_records(4, 25))
         .expect_err("fails");
     assert!(error.to_string().contains("down"), "{error}");
+}
+
+#[test]
+fn remote_write_2_0_is_stored_only_when_the_store_counts_what_it_wrote() {
+    let fixture = Fixture::new();
+    let (url, seen) = fixture.runtime.block_on(serve(vec![
+        // A 1.0 receiver: reads a 2.0 body as an empty request and says 204.
+        (204, "", ""),
+        (204, "X-Prometheus-Remote-Write-Samples-Written: 2\r\n", ""),
+    ]));
+    let mut sink = fixture.sink(&url, 100);
+    sink.endpoint.protocol = Protocol::V2;
+    let stats = sink
+        .write_batch(&records(2, Some(5)))
+        .expect("stored on the retry");
+    assert_eq!(stats.written, 2);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "the uncounted 2xx was retried");
+    let head = seen[0].head.to_ascii_lowercase();
+    for header in [
+        "content-type: application/x-protobuf;proto=io.prometheus.write.v2.request",
+        "x-prometheus-remote-write-version: 2.0.0",
+        "content-encoding: snappy",
+    ] {
+        assert!(head.contains(header), "{header} missing:\n{head}");
+    }
+    assert_eq!(fixture.metrics.samples_sent.get(), 2);
 }
 
 #[test]

@@ -10,6 +10,7 @@ fn settings(url: &str, auth: Option<AuthSettings>, tls: TlsSettings) -> RemoteWr
         tls,
         max_samples_per_request: 100,
         concurrency: 1,
+        protocol: Protocol::V1,
         request_timeout: Duration::from_secs(5),
     }
 }
