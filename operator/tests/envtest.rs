@@ -953,6 +953,8 @@ async fn envtest_a_remote_write_sink_reaches_the_consumers_and_cel_refuses_bad_s
             "/etc/metricstream/sink-token/token",
         ),
         ("METRICSTREAM_SINK_MAX_SAMPLES_PER_REQUEST", "5000"),
+        ("METRICSTREAM_SINK_CONCURRENCY", "4"),
+        ("METRICSTREAM_SINK_PROTOCOL", "1.0"),
         ("METRICSTREAM_SINK_TIMEOUT_MS", "5000"),
     ]
     .into_iter()
