@@ -1,9 +1,10 @@
 //! The remote-write sink: every metric goes to a time-series store as a Prometheus remote write
-//! 1.0 sample (`--sink remote-write --sink-url ...`).
+//! sample, 1.0 or 2.0 (`--sink remote-write --sink-url ... --sink-protocol ...`).
 //!
 //! Each [`Sink::write_batch`] converts the batch's metrics to one-sample series (`series`),
-//! sends them in requests of at most `--sink-max-samples-per-request` samples, one after another,
-//! and returns `Ok` only once every request got a 2xx. A 5xx, 429 or 408 answer, a 4xx that
+//! sends them in requests of at most `--sink-max-samples-per-request` samples, one after another
+//! per shard of the batch's partitions (`shards`, `--sink-concurrency` at once), and returns
+//! `Ok` only once every request got a 2xx. A 5xx, 429 or 408 answer, a 4xx that
 //! means the sink is set up wrong (401, 403, 404, ...), or no answer is retried here a few times
 //! (`delivery`: exponential backoff with jitter, or the store's `Retry-After`, capped); if the
 //! request still fails, the batch fails and the pipeline retries it from its first request,
@@ -18,7 +19,6 @@
 //! VictoriaMetrics does so only with `-dedup.minScrapeInterval` set (1ms is enough); Prometheus
 //! keeps a series' newest sample once, and an older replayed one only with
 //! `out_of_order_time_window` set. See docs/sink.md.
-
 //!
 //! The HTTP client (`endpoint`) is built at startup: TLS for an `https://` URL (`tls`: the
 //! `--sink-ca-file` CAs or the system's, a client certificate) and the credentials
