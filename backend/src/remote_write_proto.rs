@@ -4,6 +4,38 @@
 //! gogoproto options (Go code generation only) left out. The ingest decodes them (its remote
 //! write endpoint); the consumer's remote-write sink encodes 1.0 requests with them.
 
+/// The label a series keeps its metric name in.
+pub const NAME_LABEL: &str = "__name__";
+
+/// One metric as a remote-write series with one sample, as the consumer's sink sends it:
+/// `__name__` = the name, every tag a label (a tag called `__name__` cannot stand beside the
+/// name: the name wins), sorted by name as the protocol requires.
+pub fn one_sample_series<'a>(
+    name: &str,
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    value: f64,
+    timestamp: i64,
+) -> v1::TimeSeries {
+    let mut labels = vec![v1::Label {
+        name: NAME_LABEL.to_owned(),
+        value: name.to_owned(),
+    }];
+    labels.extend(
+        tags.into_iter()
+            .filter(|(key, _)| *key != NAME_LABEL)
+            .map(|(key, value)| v1::Label {
+                name: key.to_owned(),
+                value: value.to_owned(),
+            }),
+    );
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    v1::TimeSeries {
+        labels,
+        samples: vec![Sample { value, timestamp }],
+        ..v1::TimeSeries::default()
+    }
+}
+
 /// Remote write 1.0: `prometheus.WriteRequest`.
 pub mod v1 {
     #[derive(Clone, PartialEq, prost::Message)]

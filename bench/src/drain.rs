@@ -175,15 +175,7 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<SuiteResults> {
     } else {
         args.records
     };
-    anyhow::ensure!(records > 0, "--records must be positive");
-    anyhow::ensure!(
-        args.metrics_per_record > 0,
-        "--metrics-per-record must be positive"
-    );
-    anyhow::ensure!(
-        (1..=1024).contains(&args.partitions),
-        "--partitions must be in 1..=1024"
-    );
+    fill::check_backlog(records, args.metrics_per_record, args.partitions)?;
     let timeout = Duration::from_secs(args.timeout_secs);
     let batch_sizes: Vec<Option<u32>> = std::iter::once(args.max_batch_records)
         .chain(

@@ -164,15 +164,7 @@ pub async fn run(args: DrainStoreArgs) -> anyhow::Result<SuiteResults> {
         (args.records, args.rounds)
     };
     anyhow::ensure!(rounds > 0, "--rounds must be positive");
-    anyhow::ensure!(records > 0, "--records must be positive");
-    anyhow::ensure!(
-        args.metrics_per_record > 0,
-        "--metrics-per-record must be positive"
-    );
-    anyhow::ensure!(
-        (1..=1024).contains(&args.partitions),
-        "--partitions must be in 1..=1024"
-    );
+    crate::drain::fill::check_backlog(records, args.metrics_per_record, args.partitions)?;
     anyhow::ensure!(
         args.samples_per_request > 0,
         "--samples-per-request must be positive"

@@ -16,6 +16,25 @@ use super::{Backlog, DrainBackend, Queue};
 use crate::backend::record::{client_per_partition, representative_batch};
 
 /// Makes record `seq` of `metrics` metrics from `client`, e.g. [`representative_batch`].
+/// The backlog's size flags (`--records`, `--metrics-per-record`, `--partitions`) checked.
+pub(crate) fn check_backlog(
+    records: u64,
+    metrics_per_record: u32,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(records > 0, "--records must be positive");
+    anyhow::ensure!(
+        metrics_per_record > 0,
+        "--metrics-per-record must be positive"
+    );
+    let max = metricstream_backend::MAX_PARTITIONS;
+    anyhow::ensure!(
+        (1..=max).contains(&partitions),
+        "--partitions must be in 1..={max}"
+    );
+    Ok(())
+}
+
 pub(crate) type MakeBatch = fn(&str, u32, u64) -> MetricBatch;
 
 /// Appends in flight while filling the backlog.

@@ -5,15 +5,12 @@
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use metricstream_backend::remote_write_proto::{Sample, v1};
+use metricstream_backend::remote_write_proto::{one_sample_series, v1};
 use metricstream_backend::{Metric, MetricBatch};
 use prost::Message;
 
 use crate::backend::record::client_per_partition;
 use crate::drain::fill::MakeBatch;
-
-/// The label Prometheus keeps a series' metric name in.
-const NAME_LABEL: &str = "__name__";
 
 /// The remote-write 1.0 bodies of the whole backlog, in record order.
 pub(super) struct Requests {
@@ -27,35 +24,19 @@ impl Requests {
     }
 }
 
-/// A metric as the consumer's remote-write sink sends it (docs/sink.md): one series, `__name__`
-/// and the tags as labels sorted by name, one sample. `None` without a timestamp (the sink
-/// dead-letters those; the backlog has none).
+/// A metric as the consumer's remote-write sink sends it (docs/sink.md, the backend's
+/// [`one_sample_series`]). `None` without a timestamp (the sink dead-letters those; the backlog
+/// has none).
 fn to_series(metric: &Metric) -> Option<v1::TimeSeries> {
-    let timestamp = metric.timestamp?;
-    let mut labels: Vec<v1::Label> = std::iter::once(v1::Label {
-        name: NAME_LABEL.to_owned(),
-        value: metric.name.clone(),
-    })
-    .chain(
+    Some(one_sample_series(
+        &metric.name,
         metric
             .tags
             .iter()
-            .filter(|(key, _)| *key != NAME_LABEL)
-            .map(|(key, value)| v1::Label {
-                name: key.clone(),
-                value: value.clone(),
-            }),
-    )
-    .collect();
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(v1::TimeSeries {
-        labels,
-        samples: vec![Sample {
-            value: metric.value,
-            timestamp,
-        }],
-        ..v1::TimeSeries::default()
-    })
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+        metric.value,
+        metric.timestamp?,
+    ))
 }
 
 fn encode(timeseries: Vec<v1::TimeSeries>) -> anyhow::Result<Bytes> {

@@ -5,14 +5,13 @@ use metricstream_backend::codec::MetricRef;
 use std::collections::HashMap;
 
 use metricstream_backend::MetricKind;
-use metricstream_backend::remote_write_proto::{MetricType, Sample, v1, v2};
+use metricstream_backend::remote_write_proto::{MetricType, one_sample_series, v1, v2};
 use metricstream_backend::{Offset, Partition};
 use prost::Message;
 
 use crate::sink::{SinkError, SinkRecord};
 
-/// The label Prometheus keeps a series' metric name in.
-pub(super) const NAME_LABEL: &str = "__name__";
+pub(super) use metricstream_backend::remote_write_proto::NAME_LABEL;
 
 /// Where a sample came from: enough to dead-letter it recognisably.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,36 +95,16 @@ fn metric_type(kind: MetricKind) -> MetricType {
     }
 }
 
-/// One metric as a series with one sample: `__name__` = the name, every tag a label (sorted by
-/// name, as remote write requires), the timestamp in milliseconds and the value. `None` when the
-/// metric has no timestamp: sending "now" instead would make a replay a second sample.
+/// One metric as a series with one sample ([`one_sample_series`]), the timestamp in
+/// milliseconds. `None` when the metric has no timestamp: sending "now" instead would make a
+/// replay a second sample.
 pub(super) fn to_series(metric: &MetricRef<'_, '_>) -> Option<v1::TimeSeries> {
-    let timestamp = metric.timestamp?;
-    let mut labels = Vec::with_capacity(metric.tags.len() + 1);
-    labels.push(v1::Label {
-        name: NAME_LABEL.to_owned(),
-        value: metric.name.to_owned(),
-    });
-    // A tag called `__name__` cannot be a label beside the name; the name wins.
-    labels.extend(
-        metric
-            .tags
-            .iter()
-            .filter(|(key, _)| *key != NAME_LABEL)
-            .map(|(key, value)| v1::Label {
-                name: (*key).to_owned(),
-                value: (*value).to_owned(),
-            }),
-    );
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(v1::TimeSeries {
-        labels,
-        samples: vec![Sample {
-            value: metric.value,
-            timestamp,
-        }],
-        ..v1::TimeSeries::default()
-    })
+    Some(one_sample_series(
+        metric.name,
+        metric.tags.iter().copied(),
+        metric.value,
+        metric.timestamp?,
+    ))
 }
 
 /// The samples of one request being gathered, each with its origin.
@@ -250,6 +229,7 @@ pub(super) fn gather_requests(
 #[cfg(test)]
 mod tests {
     use metricstream_backend::codec;
+    use metricstream_backend::remote_write_proto::Sample;
     use metricstream_backend::{ClientId, Metric, MetricBatch, MetricKind};
 
     use super::*;

@@ -16,10 +16,6 @@ use metricstream_backend::codec::MetricRef;
 use super::series::{Origin, PendingRequest, gather_requests};
 use crate::sink::{SinkError, SinkRecord};
 
-/// What a shard found that it could not send: metrics without a timestamp, with their origin,
-/// as the lines `unsendable` made of them.
-pub(super) type Unsendable<T> = Vec<T>;
-
 /// Sends `records` in requests of at most `max` samples with `deliver` (which returns the samples
 /// it stored), `shards` partitions' worth at once; returns the samples stored and what
 /// `unsendable` made of each metric without a timestamp.
@@ -29,7 +25,7 @@ pub(super) fn send_sharded<T: Send>(
     shards: usize,
     deliver: impl Fn(PendingRequest) -> Result<u64, SinkError> + Sync,
     unsendable: impl Fn(Origin, &MetricRef<'_, '_>) -> T + Sync,
-) -> Result<(u64, Unsendable<T>), SinkError> {
+) -> Result<(u64, Vec<T>), SinkError> {
     let shards = shards.max(1);
     let mut by_shard: Vec<Vec<SinkRecord>> = vec![Vec::new(); shards];
     for record in records {
@@ -37,7 +33,7 @@ pub(super) fn send_sharded<T: Send>(
     }
     by_shard.retain(|records| !records.is_empty());
     let failed = AtomicBool::new(false);
-    let send_shard = |records: &[SinkRecord]| -> Result<(u64, Unsendable<T>), SinkError> {
+    let send_shard = |records: &[SinkRecord]| -> Result<(u64, Vec<T>), SinkError> {
         let mut stored = 0;
         let mut set_aside = Vec::new();
         let sent = gather_requests(
@@ -60,7 +56,7 @@ pub(super) fn send_sharded<T: Send>(
         }
         sent.map(|()| (stored, set_aside))
     };
-    let results: Vec<Result<(u64, Unsendable<T>), SinkError>> = match by_shard.as_slice() {
+    let results: Vec<Result<(u64, Vec<T>), SinkError>> = match by_shard.as_slice() {
         // One shard needs no thread.
         [only] => vec![send_shard(only)],
         _ => std::thread::scope(|scope| {
