@@ -41,8 +41,16 @@ STRIMZI_CRDS_FIND = $(MAKE) --no-print-directory strimzi-crds || \
 TOOLS_ENV_FILE := target/tools.env
 TOOLS_KEYS := HELM KUBECONFORM SHELLCHECK HADOLINT KUBECONFORM_K8S_SCHEMAS KUBECONFORM_CRD_SCHEMAS CLIENTS_PYTHON
 # PROMETHEUS, the binary `prometheus` built (hack/prometheus.sh): the remote-write client of the
-# tests and the remote-write sink's second store (tests/tests/remote_write_sink.rs).
+# tests and the remote-write sink's second store (tests/tests/remote_write_sink.rs); and PROMTOOL,
+# built beside it, which `rules-check` runs.
 PROMETHEUS_ENV_FILE := target/prometheus.env
+# The alerting rules the chart ships in its PrometheusRule, a plain Prometheus rule file, and
+# their promtool unit tests (`rules-check`; docs/alerts.md).
+ALERT_RULES := charts/metricstream-operator/files/alerts.yaml
+ALERT_RULES_TESTS := charts/metricstream-operator/files/alerts_test.yaml
+# The Grafana dashboards the chart ships in ConfigMaps (`dashboards.enabled`): every panel's
+# PromQL must parse (`rules-check`, hack/dashboards-check.sh; docs/dashboards.md).
+DASHBOARDS := $(sort $(wildcard charts/metricstream-operator/files/dashboards/*.json))
 # OTELCOL, the OpenTelemetry Collector built (hack/otelcol.sh), the OTLP JSON client of the tests.
 OTELCOL_ENV_FILE := target/otelcol.env
 # VICTORIAMETRICS, the VictoriaMetrics single-node server built (hack/victoriametrics.sh), the store
@@ -52,7 +60,7 @@ VICTORIAMETRICS_ENV_FILE := target/victoriametrics.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
 # The steps of `make test`, in order.
-TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools prometheus otelcol victoriametrics kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
+TEST_STEPS := fmt-check clippy structure-check build strimzi-crds tools prometheus rules-check otelcol victoriametrics kafka-up envtest-up cargo-test envtest-down kafka-down fuzz e2e-local
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`): a smoke run bounded so a
 # cold CI run stays well inside its time; run longer by hand with `make fuzz FUZZ_SECONDS=600`.
 FUZZ_SECONDS ?= 60
@@ -61,7 +69,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean strimzi-crds tools chart-check e2e-kind e2e-kind-down e2e-local \
 	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check prometheus otelcol \
-	victoriametrics
+	victoriametrics rules-check
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -77,7 +85,8 @@ help:
 	@echo "make strimzi-crds  generate (or reuse) Strimzi's CRDs from its Maven Central artifacts (hack/strimzi-crds.sh)"
 	@echo "make tools      install (or reuse) helm, kubeconform, shellcheck, hadolint and the kubeconform schemas (hack/tools.sh)"
 	@echo "make chart-check  helm lint/template, kubeconform and shellcheck only (no broker, no control plane)"
-	@echo "make prometheus build (or reuse) Prometheus from the Go module proxy, the remote-write client and a store of the tests (hack/prometheus.sh)"
+	@echo "make prometheus build (or reuse) Prometheus and promtool from the Go module proxy, the remote-write client and a store of the tests (hack/prometheus.sh)"
+	@echo "make rules-check  promtool check rules and test rules on the chart's alerts ($(ALERT_RULES)); every dashboard expression parses (hack/dashboards-check.sh)"
 	@echo "make otelcol    build (or reuse) the OpenTelemetry Collector from the Go module proxy, the OTLP JSON client of the tests (hack/otelcol.sh)"
 	@echo "make victoriametrics  build (or reuse) VictoriaMetrics single-node from the Go module proxy, the store of the remote-write sink's tests (hack/victoriametrics.sh)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
@@ -219,12 +228,26 @@ tools:
 		STRIMZI_CRDS_DIR=$$strimzi bash hack/tools.sh install --env-file $(TOOLS_ENV_FILE)
 	@$(LIB); env_has $(TOOLS_ENV_FILE) $(TOOLS_KEYS) || { echo "hack/tools.sh install did not write the seven tool paths"; exit 1; }
 
-# Prometheus, built once from the Go module proxy (hack/prometheus.sh: 4-11 min cold, <0.1 s warm)
-# and cached outside the repository; its path goes to $(PROMETHEUS_ENV_FILE) for `cargo-test`.
+# Prometheus and promtool, built once from the Go module proxy (hack/prometheus.sh: 4-11 min cold,
+# <0.1 s warm) and cached outside the repository; their paths go to $(PROMETHEUS_ENV_FILE) for
+# `cargo-test` and `rules-check`.
 prometheus:
 	@mkdir -p target; rm -f $(PROMETHEUS_ENV_FILE)
 	@bash hack/prometheus.sh install --env-file $(PROMETHEUS_ENV_FILE) >/dev/null
-	@$(LIB); env_has $(PROMETHEUS_ENV_FILE) PROMETHEUS || { echo "hack/prometheus.sh install did not write PROMETHEUS"; exit 1; }
+	@$(LIB); env_has $(PROMETHEUS_ENV_FILE) PROMETHEUS PROMTOOL || { echo "hack/prometheus.sh install did not write PROMETHEUS and PROMTOOL"; exit 1; }
+
+# The chart's alerting rules: `promtool check rules` (syntax, PromQL, templates) and `promtool test
+# rules` (per alert, the series where it fires and the near misses where it must not: an empty
+# partition, a broker outage, a short burst). Then the dashboards: every panel's expression, its
+# Grafana variables replaced, as a recording rule through `promtool check rules`
+# (hack/dashboards-check.sh; its self-test first proves that a broken expression fails, named by
+# its panel). A PROMTOOL in the environment wins over the one `prometheus` built (a no-op when warm).
+rules-check: prometheus
+	@$(LIB); if [[ -z "$${PROMTOOL:-}" ]]; then env_load $(PROMETHEUS_ENV_FILE) PROMTOOL; fi; \
+	"$$PROMTOOL" check rules $(ALERT_RULES); \
+	"$$PROMTOOL" test rules $(ALERT_RULES_TESTS); \
+	bash hack/dashboards-check.sh --self-test "$$PROMTOOL" $(firstword $(DASHBOARDS)); \
+	bash hack/dashboards-check.sh "$$PROMTOOL" $(DASHBOARDS)
 
 # The OpenTelemetry Collector, built once from the wrapper module hack/otelcol/ (hack/otelcol.sh:
 # 1-5 min cold, <0.1 s warm) and cached outside the repository; its path goes to

@@ -15,7 +15,8 @@
 # error. Every run keeps its logs, sink, queue and load files in its own directory.
 #
 # Environment (all optional):
-#   CHAOS_BACKENDS          comma-separated backends to run, in order (default file,kafka)
+#   CHAOS_BACKENDS          comma-separated backends to run, in order (default file,kafka; also
+#                           kafka-spill: Kafka with the ingest's spill on)
 #   CHAOS_SECONDS           seconds of load and kills per backend (default 180)
 #   CHAOS_SEED              seed of the random kill schedule (default: random, printed)
 #   CHAOS_DIR               where runs go (default <repo>/target/chaos/<backend>-<time>)
@@ -232,13 +233,14 @@ SUMMARIES=()
 FAILED=0
 
 run_backend() {
-    local backend=$1 stamp
+    # kafka-spill: the Kafka backend with the ingest's spill on (--spill-dir in the run dir).
+    local variant=$1 backend=${1%-spill} stamp
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
-    RUN_DIR=$CHAOS_ROOT/$backend-$stamp
+    RUN_DIR=$CHAOS_ROOT/$variant-$stamp
     RUN_STARTED_MS=$(now_ms)
     mkdir -p "$RUN_DIR/queue" "$RUN_DIR/sink" "$RUN_DIR/logs"
     : >"$RUN_DIR/events.log"
-    log "==> $backend backend: ${CHAOS_SECONDS}s of load and kills, seed $CHAOS_SEED, run dir $RUN_DIR"
+    log "==> $variant backend: ${CHAOS_SECONDS}s of load and kills, seed $CHAOS_SEED, run dir $RUN_DIR"
 
     local port
     for port in "$INGEST_PORT" "$INGEST_ADMIN_PORT" "$CONSUMER_ADMIN_PORT"; do
@@ -253,7 +255,9 @@ run_backend() {
         common+=(--kafka-brokers "127.0.0.1:$BROKER_PORT" --topic "chaos-$stamp" --kafka-create-topic)
     fi
 
-    supervise_service ingest "$((CHAOS_SEED + 1))" "$BIN_DIR/metricstream-ingest" "${common[@]}" \
+    local ingest_only=()
+    [[ $variant == kafka-spill ]] && ingest_only+=(--spill-dir "$RUN_DIR/spill")
+    supervise_service ingest "$((CHAOS_SEED + 1))" "$BIN_DIR/metricstream-ingest" "${common[@]}" "${ingest_only[@]}" \
         --listen "127.0.0.1:$INGEST_PORT" --admin-listen "127.0.0.1:$INGEST_ADMIN_PORT" --shutdown-delay 0 \
         2>>"$RUN_DIR/logs/supervisors.log" &
     SUPERVISORS+=($!)
@@ -281,7 +285,7 @@ run_backend() {
         --pause-ms "$PAUSE_MS" --refusal-pause-ms "$REFUSAL_PAUSE_MS" \
         --request-timeout-secs "$REQUEST_TIMEOUT_SECS" \
         --allow-unacknowledged \
-        --client-prefix "chaos-$backend-$stamp" \
+        --client-prefix "chaos-$variant-$stamp" \
         --expected-out "$RUN_DIR/expected.json" \
         >"$RUN_DIR/send.out" 2>"$RUN_DIR/send.err" || send_status=$?
     local load_ms=$(($(now_ms) - started_ms))
@@ -347,7 +351,7 @@ run_backend() {
     [[ $backend == kafka ]] && broker_kills=$(count_of broker kills)
     local summary
     summary=$(
-        printf '%s backend (%s, seed %s)\n' "$backend" "$RUN_DIR" "$CHAOS_SEED"
+        printf '%s backend (%s, seed %s)\n' "$variant" "$RUN_DIR" "$CHAOS_SEED"
         printf '  load duration        %d.%01d s (kills stop with it), drain check %d s\n' \
             $((load_ms / 1000)) $((load_ms % 1000 / 100)) "$drain_seconds"
         printf '  kills (SIGKILL)      ingest %s, consumer %s, broker %s\n' \
@@ -373,8 +377,8 @@ run_backend() {
 IFS=, read -r -a backends <<<"$CHAOS_BACKENDS"
 for backend in "${backends[@]}"; do
     case $backend in
-        file | kafka) ;;
-        *) die "CHAOS_BACKENDS: unknown backend '$backend' (file, kafka)" ;;
+        file | kafka | kafka-spill) ;;
+        *) die "CHAOS_BACKENDS: unknown backend '$backend' (file, kafka, kafka-spill)" ;;
     esac
 done
 for backend in "${backends[@]}"; do

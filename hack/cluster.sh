@@ -13,7 +13,9 @@
 #                            CONTAINERD_ADDRESS=<socket>, then, last, KUBECONFIG=<path> (with
 #                            --env-file, also into PATH, atomically).
 #                            Idempotent: on a running cluster it only tops up the volumes and
-#                            prints the lines.
+#                            prints the lines. One cluster per host (/run/metricstream/cluster
+#                            names its state dir): refused while another one runs; one left by a
+#                            killed run is taken down first.
 #   hack/cluster.sh down     delete every pod (so the kubelet tears their sandboxes down), stop
 #                            every process by its pid file, remove the bridge, the route, the
 #                            iptables chains (ours and kube-proxy's), the kubepods cgroups and
@@ -126,7 +128,7 @@ ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 ensure_packages() {
   local missing=() p
   for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
   done
   ((${#missing[@]} == 0)) && return 0
   command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get to install them"
@@ -211,7 +213,7 @@ save_once() { # name value: remember a host setting before the first change
 check_ranges_free() {
   local r
   for r in "$POD_CIDR" "$SERVICE_CIDR"; do
-    if ip -4 route show to match "${r%/*}" | grep -v '^default' | grep -v " dev $BRIDGE " | grep -q .; then
+    if ip -4 route show to match "${r%/*}" | grep -v '^default' | grep -v " dev $BRIDGE " | grep . >/dev/null; then
       die "$r is already routed on this host ($(ip -4 route show to match "${r%/*}" | grep -v '^default' | head -n 1)); set CLUSTER_POD_CIDR"
     fi
   done
@@ -259,7 +261,12 @@ setup_network() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q " $GATEWAY/24 " || ip addr add "$GATEWAY/24" dev "$BRIDGE"
+  # Captured, not piped into `grep -q`: under pipefail grep's early exit can end `ip` with
+  # SIGPIPE, the test reads "absent", and the add fails on the address that is there ("ipv4:
+  # Address already assigned" on a running cluster: two CI runs failed on it).
+  local addresses
+  addresses=$(ip -4 -o addr show dev "$BRIDGE")
+  [[ $addresses == *" $GATEWAY/24 "* ]] || ip addr add "$GATEWAY/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # Host connections to a ClusterIP are routed to the bridge before kube-proxy's DNAT (never to
   # the default route).
@@ -458,7 +465,7 @@ start_node() {
       containerd --config "$CONTAINERD_DIR/config.toml" --log-level warn
   fi
   wait_for "containerd ready" containerd_ready
-  if ! ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE_VAR"; then
+  if ! ctr_ images ls -q | grep -xF "$PAUSE_IMAGE_VAR" >/dev/null; then
     CONTAINERD_ADDRESS=$CONTAINERD_SOCK bash "$HACK_DIR/image.sh" import "$PAUSE_ARCHIVE" >/dev/null ||
       die "could not import the pause image"
   fi
@@ -534,6 +541,74 @@ EOF
   done
 }
 
+# ---- the host claim ----------------------------------------------------------------------------
+
+# One cluster per host: the bridge, the Service route, kube-proxy's iptables chains and the
+# kubelet's ports are host-wide. /run/metricstream/cluster names the state dir that holds them;
+# /run is emptied at boot, so a claim outlives only a run that was killed (no `down`).
+HOST_CLAIM_DIR=/run/metricstream
+HOST_CLAIM=$HOST_CLAIM_DIR/cluster
+
+# Whether any process still runs with state dir $1 in its command line (every component has it).
+cluster_alive() {
+  local d
+  for d in /proc/[0-9]*; do
+    proc_cmdline "${d#/proc/}" || continue
+    [[ $CMDLINE == *"$1/"* ]] && return 0
+  done
+  return 1
+}
+
+# The network namespaces whose interfaces hold an address in POD_CIDR: a killed cluster's pod
+# sandboxes (their containerd is gone, so nothing else would delete them).
+remove_stale_pod_netns() {
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
+    if ip -n "$ns" -4 -o addr show 2>/dev/null | grep " inet ${GATEWAY%.1}\." >/dev/null; then
+      log "  removing network namespace $ns (a pod of the stopped cluster)"
+      ip netns delete "$ns" 2>/dev/null || log "  could not remove network namespace $ns"
+    fi
+  done
+}
+
+# Takes the host for this state dir. A claim by a live cluster elsewhere is refused with the way
+# out; one left by a killed run (no process alive) is taken down first, so its bridge, route and
+# chains never meet ours.
+claim_host() {
+  take_lock 7 "$HOST_CLAIM_DIR/cluster.lock"
+  local owner
+  owner=$(cat "$HOST_CLAIM" 2>/dev/null) || owner=
+  if [[ -n $owner && $owner != "$STATE_DIR" ]]; then
+    cluster_alive "$owner" &&
+      die "another MetricStream cluster runs on this host (state dir $owner); one cluster per host (bridge, routes, kube-proxy's chains, the kubelet's ports): stop it first with METRICSTREAM_CLUSTER_STATE=$owner hack/cluster.sh down"
+    log "the cluster in $owner was left by a killed run (no process alive): taking it down first"
+    if [[ -f $owner/.metricstream-cluster ]]; then
+      METRICSTREAM_CLUSTER_STATE=$owner CLUSTER_HOST_LOCKED=1 bash "$HACK_DIR/cluster.sh" down ||
+        die "could not take down the stale cluster in $owner"
+    fi
+  fi
+  if [[ $owner != "$STATE_DIR" ]] || ! cluster_alive "$STATE_DIR"; then
+    # Leftovers of a killed cluster whose state dir is gone, or of this one: nothing runs.
+    remove_stale_pod_netns
+  fi
+  echo "$STATE_DIR" >"$HOST_CLAIM"
+  release_lock 7
+}
+
+# Whether the host's network is another live cluster's (then `down` must leave it alone).
+host_claimed_by_other() {
+  local owner
+  owner=$(cat "$HOST_CLAIM" 2>/dev/null) || return 1
+  [[ -n $owner && $owner != "$STATE_DIR" ]] && cluster_alive "$owner"
+}
+
+# Drops this state dir's claim (CLUSTER_HOST_LOCKED: claim_host holds the lock for us).
+release_host() {
+  [[ -n ${CLUSTER_HOST_LOCKED:-} ]] || take_lock 7 "$HOST_CLAIM_DIR/cluster.lock"
+  [[ $(cat "$HOST_CLAIM" 2>/dev/null) != "$STATE_DIR" ]] || rm -f "$HOST_CLAIM"
+  [[ -n ${CLUSTER_HOST_LOCKED:-} ]] || release_lock 7
+}
+
 # ---- commands ----------------------------------------------------------------------------------
 
 check_state_dir() {
@@ -560,6 +635,7 @@ cmd_up() {
   check_state_dir
   local t0
   t0=$(now_ms)
+  claim_host
   lock_state
   touch "$MARKER_FILE"
   mkdir -p "$LOG_DIR" "$PID_DIR" "$SAVED_DIR" "$VOLUMES_DIR" "$NODE_DIR"
@@ -632,7 +708,13 @@ cmd_down() {
   ENVTEST_STOP_TIMEOUT=5 envtest down || log "  hack/envtest.sh down failed"
   unmount_under_state
   remove_kubepods_cgroups
-  teardown_network
+  if host_claimed_by_other; then
+    log "  the bridge, routes and chains belong to the cluster in $(cat "$HOST_CLAIM"): left alone"
+  else
+    teardown_network
+    remove_stale_pod_netns
+  fi
+  release_host
   release_lock 9
   rm -rf "$STATE_DIR"
   log "cluster stopped, $STATE_DIR removed ($(since "$t0") s)"

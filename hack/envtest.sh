@@ -82,9 +82,10 @@ BINARIES=(etcd kube-apiserver kube-controller-manager kubectl kube-scheduler kub
 
 # garbage-collector: ownerReferences; namespace: namespace deletion finishes; deployment and
 # replicaset: Deployments get ReplicaSets, Pods and status conditions (Available=False here);
+# statefulset: a spilling stream's ingest StatefulSet gets its Pods and its volume claims;
 # the *-protection controllers release the finalizers of deleted PVCs/PVs; serviceaccount and
 # clusterrole-aggregation: the default ServiceAccount and the aggregated admin/edit/view roles.
-KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,serviceaccount-controller,clusterrole-aggregation-controller
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,statefulset-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,serviceaccount-controller,clusterrole-aggregation-controller
 
 # ---- layout ------------------------------------------------------------------------------------
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

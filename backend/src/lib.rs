@@ -5,6 +5,7 @@
 //! ([`queue`]), the durable partitioned file queue ([`file`]), and the Prometheus remote-write
 //! messages ([`remote_write_proto`]) the ingest decodes and the consumer's remote-write sink sends.
 
+pub mod circuit;
 pub mod codec;
 pub mod file;
 #[cfg(feature = "kafka")]
@@ -13,9 +14,12 @@ pub mod model;
 pub mod partitioner;
 pub mod queue;
 pub mod remote_write_proto;
+pub mod replay;
+#[cfg(feature = "kafka")]
+pub mod spill;
 
 pub use model::{ClientId, Metric, MetricBatch, MetricKind, Offset, Partition};
 pub use queue::{
-    AppendError, ConsumeError, ConsumedRecord, MAX_GROUP_LEN, MAX_PARTITIONS, Poll, PollLimits,
-    QueueConsumer, QueueProducer, check_group_name,
+    AppendError, Appended, ConsumeError, ConsumedRecord, MAX_GROUP_LEN, MAX_PARTITIONS, Poll,
+    PollLimits, QueueConsumer, QueueProducer, check_group_name,
 };

@@ -58,6 +58,16 @@ pub enum AppendError {
     /// A single record larger than the backend accepts.
     #[error("record of {size} bytes exceeds the queue's limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// Kafka cannot take records and the ingest's spill holds as much as it may: answered with
+    /// `503` + `Retry-After` until the forwarder makes room.
+    #[error(
+        "the queue cannot take records ({reason}) and the spill is full: {used} of {limit} bytes wait to be forwarded"
+    )]
+    SpillFull {
+        reason: String,
+        used: u64,
+        limit: u64,
+    },
     /// The producer is shutting down and takes no new records.
     #[error("the queue is shutting down")]
     Closed,
@@ -77,11 +87,31 @@ pub trait QueueProducer: Send + Sync + 'static {
     /// under the backend's durability policy (fsynced, or acknowledged by every in-sync replica).
     async fn append(&self, partition: Partition, record: Bytes) -> Result<Offset, AppendError>;
 
+    /// Like [`append`](Self::append), but says where the record went: a producer with a spill
+    /// (see `spill`) may keep it in the spill while the queue is unreachable.
+    async fn append_or_spill(
+        &self,
+        partition: Partition,
+        record: Bytes,
+    ) -> Result<Appended, AppendError> {
+        self.append(partition, record).await.map(Appended::Queue)
+    }
+
     /// `Ok` when the producer can currently accept writes; otherwise why not. Drives `/readyz`.
     fn readiness(&self) -> Result<(), String>;
 
     /// Stops taking records, finishes everything in flight, and makes it durable.
     async fn close(&self);
+}
+
+/// Where an acknowledged record is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// In the queue, at this offset of its partition.
+    Queue(Offset),
+    /// In the ingest's local spill, at this offset of the spill's partition of the same number;
+    /// the forwarder appends it to the queue later.
+    Spill(Offset),
 }
 
 /// A record read back from a partition.

@@ -1,7 +1,10 @@
-//! HTTP: the no-op HTTP ceiling and ingest on file (batch, always) and Kafka, under oha with latency correction; loss and duplicates from the sink; peak RSS of ingest and consumer.
+//! HTTP: the no-op HTTP ceiling and ingest on file (batch, always) and Kafka (without and with a
+//! spill, and the spill alone while Kafka is down), under oha with latency correction; loss and
+//! duplicates from the sink; peak RSS of ingest and consumer.
 //!
-//! For every target and every load point one fresh process (and, for ingest, a fresh queue
-//! directory or Kafka topic) takes `oha` for `--duration-secs`:
+//! For every load point and every target one fresh process (and, for ingest, a fresh queue
+//! directory or Kafka topic) takes `oha` for `--duration-secs`; the targets of a load point run
+//! one after the other, then the next load point's:
 //!
 //! - mode `rate`: open loop at `--rate` requests/s with coordinated-omission correction, by 20
 //!   and 200 clients (`--clients`);
@@ -12,11 +15,15 @@
 //!
 //! After an ingest run the ingest is stopped (SIGTERM), the real consumer drains the queue into a
 //! fresh sink, and the sink is counted by `(partition, offset, index)`: acknowledged metrics
-//! (202 answers × metrics per request) not found there are `lost`, lines beyond the distinct
-//! positions are `duplicates`.
+//! (2xx answers × metrics per request) not found there are `lost`; lines beyond the distinct
+//! positions, and, when every request was answered 2xx, distinct positions beyond the
+//! acknowledged metrics (a second copy at another offset), are `duplicates`.
 //!
 //! Measurements (target / params / figures):
-//! - targets `noop-http`, `ingest-file-batch`, `ingest-file-always`, `ingest-kafka`;
+//! - targets `noop-http`, `ingest-file-batch`, `ingest-file-always`, `ingest-kafka`,
+//!   `ingest-kafka-spill` (`ingest-kafka` plus `--spill-dir` in the run's directory: Kafka is
+//!   healthy, so the spill should stay idle), `ingest-kafka-spill-outage` (the spill's accept
+//!   rate while a private broker is stopped, see `spill`);
 //! - params `clients`, `metrics_per_request`, `mode` (`rate` | `max`), `rate` (offered
 //!   requests/s, mode `rate` only), `duration_secs`, `partitions` (ingest); a load point that did
 //!   not run has `skipped` (why, e.g. no `KAFKA_BOOTSTRAP`) or `failed` (the error) and no
@@ -27,17 +34,27 @@
 //!   `acknowledged_metrics`, `sink_lines`, `unacknowledged_in_sink` (stored although not
 //!   answered 202, e.g. a 503 after a Kafka ack timeout: not a loss), `rss_peak_mib` (the
 //!   ingest's VmHWM), `consumer_rss_peak_mib` (the consumer's VmHWM in its drain),
-//!   `drain_secs`; for the file targets `records_per_sync` (appended records / fdatasyncs, from
-//!   the ingest's `/metrics`) and `fsync_mean_ms`.
+//!   `drain_secs`, and `replay_duplicates_dropped` where the consumer exports it; for the file
+//!   targets `records_per_sync` (appended records / fdatasyncs, from the ingest's `/metrics`)
+//!   and `fsync_mean_ms`; for the spill targets `spill_records`
+//!   (`metricstream_spill_records_total` after the load: 0 for an idle spill); for the outage
+//!   target also `circuit_open_secs` and `opening_requests` (the single requests, all counted
+//!   as acknowledged, that opened the circuit after the broker's stop), `spill_bytes`,
+//!   `spill_full_refusals`, `forward_secs` (from the broker's restart to an empty spill),
+//!   `replayed_records` (forwarded from the spill) and `kafka_acked_records` (all Kafka
+//!   acknowledged to the ingest by then: forwarded records plus direct ones delivered late).
 
+mod drain;
 pub(crate) mod oha;
 mod runs;
 mod sink;
+mod spill;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -45,7 +62,6 @@ use serde_json::{Value, json};
 
 use self::oha::{Load, Mode, Summary};
 pub(crate) use self::runs::{Noop, STOP_TIMEOUT, keep_dir, run_dir, service_env, start_ingest};
-use self::sink::SinkTail;
 use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 
@@ -53,14 +69,6 @@ use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 const PARTITIONS: u32 = 4;
 /// The client id (open mode) of every request.
 const CLIENT_ID: &str = "bench-client";
-/// The consumer group that drains a run's queue.
-const CONSUMER_GROUP: &str = "bench-drain";
-/// How often the sink is polled while the consumer drains.
-const SINK_POLL: Duration = Duration::from_millis(100);
-/// A drained sink must stay unchanged this long before it is counted (late duplicates).
-const SINK_QUIET: Duration = Duration::from_millis(500);
-/// A drain that makes no progress this long is over: what is missing then is lost.
-const DRAIN_STALL: Duration = Duration::from_secs(20);
 
 #[derive(Args, Debug, Clone)]
 pub struct HttpArgs {
@@ -113,14 +121,20 @@ pub enum Target {
     IngestFileBatch,
     IngestFileAlways,
     IngestKafka,
+    /// `ingest-kafka` with `--spill-dir`: the spill on, Kafka healthy, so the spill stays idle.
+    IngestKafkaSpill,
+    /// The spill's accept rate while Kafka is down: a private broker stopped before the load.
+    IngestKafkaSpillOutage,
 }
 
 impl Target {
-    const ALL: [Target; 4] = [
+    const ALL: [Target; 6] = [
         Target::NoopHttp,
         Target::IngestFileBatch,
         Target::IngestFileAlways,
         Target::IngestKafka,
+        Target::IngestKafkaSpill,
+        Target::IngestKafkaSpillOutage,
     ];
 
     fn name(self) -> &'static str {
@@ -129,7 +143,18 @@ impl Target {
             Target::IngestFileBatch => "ingest-file-batch",
             Target::IngestFileAlways => "ingest-file-always",
             Target::IngestKafka => "ingest-kafka",
+            Target::IngestKafkaSpill => "ingest-kafka-spill",
+            Target::IngestKafkaSpillOutage => "ingest-kafka-spill-outage",
         }
+    }
+
+    /// Whether the target needs Kafka (`KAFKA_BOOTSTRAP`; the outage target starts a private
+    /// broker of its own, with the jars and the Java that `hack/kafka.sh up` found there).
+    fn needs_kafka(self) -> bool {
+        matches!(
+            self,
+            Target::IngestKafka | Target::IngestKafkaSpill | Target::IngestKafkaSpillOutage
+        )
     }
 }
 
@@ -166,6 +191,22 @@ impl LoadPoint {
             params.insert("partitions".to_owned(), json!(PARTITIONS));
         }
         params
+    }
+
+    /// What `target` measured at this load point under `load`.
+    fn measurement(
+        &self,
+        target: Target,
+        figures: BTreeMap<String, f64>,
+        load: &Load,
+    ) -> Measurement {
+        Measurement {
+            suite: "http".to_owned(),
+            target: target.name().to_owned(),
+            params: self.params(target),
+            figures,
+            command: load.command_line(),
+        }
     }
 
     fn describe(&self) -> String {
@@ -260,35 +301,39 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<SuiteResults> {
     };
     let mut measurements = Vec::new();
     let mut not_run = Vec::new();
+    let mut targets = Vec::new();
     for &target in &args.targets {
-        let skip = match target {
-            Target::IngestKafka if suite.args.kafka_bootstrap.is_none() => Some(
-                "KAFKA_BOOTSTRAP is not set: start a broker with `bash hack/kafka.sh up` and \
-                 export what it prints",
-            ),
-            _ => None,
-        };
-        if let Some(reason) = skip {
-            eprintln!(
-                "\n!!!!! http: SKIPPING {target}: {reason} — its {} load points are recorded as \
-                 skipped, with no figures !!!!!\n",
-                load_points.len()
-            );
-            not_run.push(format!("{target}: skipped ({reason})"));
-            for point in &load_points {
-                let mut params = point.params(target);
-                params.insert("skipped".to_owned(), json!(reason));
-                measurements.push(Measurement {
-                    suite: "http".to_owned(),
-                    target: target.name().to_owned(),
-                    params,
-                    figures: BTreeMap::new(),
-                    command: String::new(),
-                });
-            }
+        let skip = (target.needs_kafka() && suite.args.kafka_bootstrap.is_none()).then_some(
+            "KAFKA_BOOTSTRAP is not set: start a broker with `bash hack/kafka.sh up` and \
+             export what it prints",
+        );
+        let Some(reason) = skip else {
+            targets.push(target);
             continue;
-        }
+        };
+        eprintln!(
+            "\n!!!!! http: SKIPPING {target}: {reason} — its {} load points are recorded as \
+             skipped, with no figures !!!!!\n",
+            load_points.len()
+        );
+        not_run.push(format!("{target}: skipped ({reason})"));
         for point in &load_points {
+            let mut params = point.params(target);
+            params.insert("skipped".to_owned(), json!(reason));
+            measurements.push(Measurement {
+                suite: "http".to_owned(),
+                target: target.name().to_owned(),
+                params,
+                figures: BTreeMap::new(),
+                command: String::new(),
+            });
+        }
+    }
+    // Load points outside, targets inside: the targets of one load point run one after the
+    // other, so a comparison between them (a ceiling, the spill's 5 % bound) is as close in time
+    // as the run allows.
+    for point in &load_points {
+        for &target in &targets {
             eprintln!("http: {target}: {} ...", point.describe());
             let load = suite.load(point, "http://127.0.0.1:0/metrics")?;
             match suite.run_point(target, point).await {
@@ -360,6 +405,7 @@ impl Suite {
         let mut dir = self.run_dir(target)?;
         let measured = match target {
             Target::NoopHttp => self.run_noop(dir.path(), point).await,
+            Target::IngestKafkaSpillOutage => self.run_spill_outage(dir.path(), point).await,
             _ => self.run_ingest(target, dir.path(), point).await,
         };
         keep_dir(&mut dir, self.args.keep_dirs || measured.is_err());
@@ -374,13 +420,11 @@ impl Suite {
             log: &dir.join("logs").join("noop.log"),
         };
         let (load, summary) = noop.run("/metrics", |url| self.load(point, &url)).await?;
-        Ok(Measurement {
-            suite: "http".to_owned(),
-            target: Target::NoopHttp.name().to_owned(),
-            params: point.params(Target::NoopHttp),
-            figures: load_figures(&summary, point.metrics_per_request, "metrics_per_sec"),
-            command: load.command_line(),
-        })
+        Ok(point.measurement(
+            Target::NoopHttp,
+            load_figures(&summary, point.metrics_per_request, "metrics_per_sec"),
+            &load,
+        ))
     }
 
     async fn run_ingest(
@@ -390,157 +434,146 @@ impl Suite {
         point: &LoadPoint,
     ) -> anyhow::Result<Measurement> {
         // The queue both processes use: a directory, or a topic of its own on the broker.
-        let mut queue_args = vec!["--partitions".to_owned(), PARTITIONS.to_string()];
-        let mut ingest_args = Vec::new();
-        match target {
+        let (queue_args, ingest_args) = match target {
             Target::IngestFileBatch | Target::IngestFileAlways => {
-                queue_args.extend([
-                    "--backend".to_owned(),
-                    "file".to_owned(),
-                    "--data-dir".to_owned(),
-                    dir.join("data").display().to_string(),
-                ]);
                 let durability = if target == Target::IngestFileBatch {
                     "batch"
                 } else {
                     "always"
                 };
-                ingest_args.extend(["--durability".to_owned(), durability.to_owned()]);
+                (
+                    file_queue_args(dir),
+                    vec!["--durability".to_owned(), durability.to_owned()],
+                )
             }
-            Target::IngestKafka => {
+            Target::IngestKafka | Target::IngestKafkaSpill => {
                 let bootstrap = self
                     .args
                     .kafka_bootstrap
                     .as_deref()
                     .context("KAFKA_BOOTSTRAP is not set")?;
-                queue_args.extend([
-                    "--backend".to_owned(),
-                    "kafka".to_owned(),
-                    "--kafka-brokers".to_owned(),
-                    bootstrap.to_owned(),
-                    "--topic".to_owned(),
-                    metricstream_tests::kafka::unique_name("bench-http"),
-                ]);
-                ingest_args.push("--kafka-create-topic".to_owned());
+                let mut ingest_args = vec!["--kafka-create-topic".to_owned()];
+                if target == Target::IngestKafkaSpill {
+                    ingest_args.extend(spill_args(dir));
+                }
+                (kafka_queue_args(bootstrap), ingest_args)
             }
-            Target::NoopHttp => bail!("noop-http is not an ingest target"),
-        }
-        let env = service_env();
+            Target::NoopHttp | Target::IngestKafkaSpillOutage => {
+                bail!("{target} is not run by run_ingest")
+            }
+        };
 
-        let listen = free_loopback_addr()?;
-        let ingest_admin = free_loopback_addr()?;
-        let mut args = queue_args.clone();
-        args.extend(ingest_args);
-        args.extend(["--listen".to_owned(), listen.to_string()]);
-        let ingest = start_ingest(
-            &self.bin_dir,
-            &self.http,
-            &args,
-            ingest_admin,
-            &dir.join("logs").join("ingest.log"),
-        )
-        .await?;
+        let RunIngest {
+            process: ingest,
+            listen,
+            admin: ingest_admin,
+        } = self
+            .start_run_ingest(dir, &queue_args, &ingest_args)
+            .await?;
 
         let load = self.load(point, &format!("http://{listen}/metrics"))?;
         let summary = load.run(&self.oha).await?;
         let mut figures = load_figures(&summary, point.metrics_per_request, "metrics_per_sec");
         figures.insert("rss_peak_mib".to_owned(), peak_rss_mib(ingest.pid()?)?);
-        if target != Target::IngestKafka {
-            let exposition =
-                get_text(&self.http, &format!("http://{ingest_admin}/metrics")).await?;
-            figures.extend(file_queue_figures(&exposition)?);
+        let exposition = get_text(&self.http, &format!("http://{ingest_admin}/metrics")).await?;
+        match target {
+            Target::IngestFileBatch | Target::IngestFileAlways => {
+                figures.extend(file_queue_figures(&exposition)?);
+            }
+            Target::IngestKafkaSpill => {
+                let spilled = spill::spilled_records(&exposition)?;
+                if spilled > 0.0 {
+                    eprintln!(
+                        "\n!!!!! http: {target}: {spilled} records went to the spill: Kafka did \
+                         not keep up, so this run is not the spill idle (see {}) !!!!!\n",
+                        ingest.log_path().display()
+                    );
+                }
+                figures.insert("spill_records".to_owned(), spilled);
+            }
+            _ => {}
         }
         ingest.terminate(STOP_TIMEOUT).await?;
 
         let acknowledged = summary.accepted() * u64::from(point.metrics_per_request);
-        let sink_dir = dir.join("sink");
-        let consumer_admin = free_loopback_addr()?;
-        let mut args = queue_args;
-        args.extend([
-            "--sink-dir".to_owned(),
-            sink_dir.display().to_string(),
-            "--group".to_owned(),
-            CONSUMER_GROUP.to_owned(),
-            "--admin-listen".to_owned(),
-            consumer_admin.to_string(),
-        ]);
-        let drain_started = Instant::now();
-        let mut consumer = Process::spawn(
-            "consumer",
-            &binary(&self.bin_dir, "metricstream-consumer")?,
-            &args,
-            &env,
-            &dir.join("logs").join("consumer.log"),
-        )?;
-        consumer
-            .wait_ready(&self.http, &format!("http://{consumer_admin}/readyz"))
-            .await?;
-        let mut tail = SinkTail::new(&sink_dir);
-        self.wait_for_drain(&mut tail, acknowledged, &consumer)
-            .await?;
-        let drain_secs = drain_started.elapsed().as_secs_f64();
-        figures.insert(
-            "consumer_rss_peak_mib".to_owned(),
-            peak_rss_mib(consumer.pid()?)?,
+        figures.extend(
+            self.drain_and_count(dir, queue_args, acknowledged, summary.errors())
+                .await?,
         );
-        consumer.terminate(STOP_TIMEOUT).await?;
-        let count = tail.finish()?;
+        Ok(point.measurement(target, figures, &load))
+    }
+}
 
-        figures.insert("drain_secs".to_owned(), drain_secs);
-        figures.insert("acknowledged_metrics".to_owned(), acknowledged as f64);
-        figures.insert("sink_lines".to_owned(), count.lines as f64);
-        figures.insert(
-            "lost".to_owned(),
-            acknowledged.saturating_sub(count.distinct_positions) as f64,
-        );
-        figures.insert("duplicates".to_owned(), count.duplicates() as f64);
-        figures.insert(
-            "unacknowledged_in_sink".to_owned(),
-            count.distinct_positions.saturating_sub(acknowledged) as f64,
-        );
-        Ok(Measurement {
-            suite: "http".to_owned(),
-            target: target.name().to_owned(),
-            params: point.params(target),
-            figures,
-            command: load.command_line(),
+/// An ingest started for one run.
+struct RunIngest {
+    process: Process,
+    /// Its API.
+    listen: SocketAddr,
+    /// Its admin endpoint (`/metrics`).
+    admin: SocketAddr,
+}
+
+impl Suite {
+    /// Starts an ingest on `queue_args` and `ingest_args`, on fresh loopback ports, its log in
+    /// the run's `logs`; returns once it is ready.
+    async fn start_run_ingest(
+        &self,
+        dir: &Path,
+        queue_args: &[String],
+        ingest_args: &[String],
+    ) -> anyhow::Result<RunIngest> {
+        let listen = free_loopback_addr()?;
+        let admin = free_loopback_addr()?;
+        let mut args = [queue_args, ingest_args].concat();
+        args.extend(["--listen".to_owned(), listen.to_string()]);
+        let process = start_ingest(
+            &self.bin_dir,
+            &self.http,
+            &args,
+            admin,
+            &dir.join("logs").join("ingest.log"),
+        )
+        .await?;
+        Ok(RunIngest {
+            process,
+            listen,
+            admin,
         })
     }
+}
 
-    /// Polls the sink until it holds at least `acknowledged` lines and has stayed unchanged for
-    /// [`SINK_QUIET`]; gives up (what is missing then counts as lost) after [`DRAIN_STALL`]
-    /// without progress or `--drain-timeout-secs` in all.
-    async fn wait_for_drain(
-        &self,
-        tail: &mut SinkTail,
-        acknowledged: u64,
-        consumer: &Process,
-    ) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let timeout = Duration::from_secs(self.args.drain_timeout_secs);
-        let mut lines = 0;
-        let mut changed = Instant::now();
-        loop {
-            let now_lines = tail.poll()?;
-            if now_lines != lines {
-                lines = now_lines;
-                changed = Instant::now();
-            }
-            if lines >= acknowledged && changed.elapsed() >= SINK_QUIET {
-                return Ok(());
-            }
-            if changed.elapsed() >= DRAIN_STALL || started.elapsed() >= timeout {
-                eprintln!(
-                    "http: the consumer stopped short: {lines} of {acknowledged} acknowledged \
-                     metrics in the sink after {:.0} s; its log: {}",
-                    started.elapsed().as_secs_f64(),
-                    consumer.log_path().display()
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(SINK_POLL).await;
-        }
-    }
+/// The queue arguments of a file-backed run: its own directory in the run's.
+fn file_queue_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--partitions".to_owned(),
+        PARTITIONS.to_string(),
+        "--backend".to_owned(),
+        "file".to_owned(),
+        "--data-dir".to_owned(),
+        dir.join("data").display().to_string(),
+    ]
+}
+
+/// The queue arguments of a Kafka-backed run: a topic of its own on `bootstrap`.
+fn kafka_queue_args(bootstrap: &str) -> Vec<String> {
+    vec![
+        "--partitions".to_owned(),
+        PARTITIONS.to_string(),
+        "--backend".to_owned(),
+        "kafka".to_owned(),
+        "--kafka-brokers".to_owned(),
+        bootstrap.to_owned(),
+        "--topic".to_owned(),
+        metricstream_tests::kafka::unique_name("bench-http"),
+    ]
+}
+
+/// The ingest's spill in a fresh directory of the run, at its default size limit.
+fn spill_args(dir: &Path) -> [String; 2] {
+    [
+        "--spill-dir".to_owned(),
+        dir.join("spill").display().to_string(),
+    ]
 }
 
 /// The text of `GET url`, which must answer 2xx.
@@ -658,6 +691,8 @@ fn summarize(figures: &BTreeMap<String, f64>) -> String {
         ("lost", "lost"),
         ("duplicates", "duplicates"),
         ("records_per_sync", "records/sync"),
+        ("spill_records", "spilled"),
+        ("forward_secs", "forward s"),
         ("rss_peak_mib", "ingest MiB"),
         ("consumer_rss_peak_mib", "consumer MiB"),
         ("drain_secs", "drain s"),

@@ -2,9 +2,10 @@
 //! ceiling measured in the same run on the same machine, and reported as a ratio of it.
 //!
 //! Each suite writes its [`results::SuiteResults`] as JSON; `report` turns them into
-//! BENCHMARKS.md and SVG charts.
+//! BENCHMARKS.md and SVG charts. `dashboard` draws Grafana dashboards from a Prometheus' data.
 
 pub mod backend;
+pub mod dashboard;
 pub mod drain;
 pub mod drain_store;
 pub mod http;

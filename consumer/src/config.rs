@@ -110,6 +110,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub sink_timeout_ms: u64,
 
+    /// Most metrics per second this process writes to the sink (either sink); 0, the default,
+    /// for no limit. Protects a store from a backlog sent at full speed after an outage. A
+    /// second's worth may go at once; beyond that a batch waits (it is never split or dropped,
+    /// so one larger than a second's worth waits for the rest of its cost). A shutdown ends the
+    /// wait, leaving the batch uncommitted for re-delivery.
+    #[arg(
+        long,
+        env = "METRICSTREAM_SINK_RATE_LIMIT",
+        default_value_t = 0,
+        value_name = "METRICS_PER_SECOND"
+    )]
+    pub sink_rate_limit: u32,
+
     /// Directory of the JSON Lines sink: one partition-NNNN.jsonl file per partition, and
     /// quarantine/ for the raw bytes of records that fail to decode. Created if missing. The
     /// remote-write sink keeps quarantine/ and dead-letters/ here.
@@ -207,6 +220,7 @@ mod tests {
         assert_eq!(config.sink_url, None);
         assert_eq!(config.sink_max_samples_per_request, 5000);
         assert_eq!(config.sink_timeout_ms, 30_000);
+        assert_eq!(config.sink_rate_limit, 0, "no limit by default");
     }
 
     #[test]
@@ -326,6 +340,8 @@ mod tests {
             "5",
             "--partitions",
             "8",
+            "--sink-rate-limit",
+            "500",
         ])
         .expect("flags parse");
         assert_eq!(config.group, "audit");
@@ -335,6 +351,7 @@ mod tests {
         assert_eq!(config.poll_wait_ms, 50);
         assert_eq!(config.shutdown_timeout, 5);
         assert_eq!(config.common.partitions, 8);
+        assert_eq!(config.sink_rate_limit, 500);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use metricstream_backend::file::{FileConsumer, FileQueueMetrics};
+use metricstream_backend::file::{
+    FileConsumer, FileQueueMetrics, QUEUE_LAG_REFRESH, QueueLagMetrics, QueueLagReader,
+    refresh_queue_lag,
+};
 use metricstream_backend::kafka::{KafkaConsumer, KafkaMetrics};
 use metricstream_backend::{PollLimits, QueueConsumer};
 use metricstream_service::{BackendKind, Readiness};
@@ -79,6 +82,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.common.backend == BackendKind::Kafka {
         kafka_metrics.register(&mut registry);
     }
+    // Every partition's lag, owned or not, so that any one pod tells the operator the whole
+    // queue's lag (file backend: every pod has the queue directory mounted).
+    let queue_lag = (config.common.backend == BackendKind::File).then(|| {
+        let metrics = QueueLagMetrics::default();
+        metrics.register(&mut registry);
+        let reader = QueueLagReader::new(
+            config.common.data_dir.clone(),
+            &config.group,
+            config.common.partitions,
+        );
+        tokio::spawn(refresh_queue_lag(reader, metrics, QUEUE_LAG_REFRESH))
+    });
     let remote_write_metrics = RemoteWriteMetrics::default();
     if config.sink == SinkKind::RemoteWrite {
         remote_write_metrics.register(&mut registry);
@@ -109,6 +124,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    if let Some(queue_lag) = queue_lag {
+        queue_lag.abort();
+    }
     admin_shutdown.cancel();
     if let Err(error) = admin.await {
         tracing::warn!(%error, "admin listener task failed");
@@ -181,6 +199,7 @@ async fn consume(
         max_batch_records = config.max_batch_records,
         max_batch_bytes = config.max_batch_bytes,
         poll_wait_ms = config.poll_wait_ms,
+        sink_rate_limit = config.sink_rate_limit,
         "consumer started"
     );
 
@@ -188,7 +207,10 @@ async fn consume(
         max_records: config.max_batch_records as usize,
         max_bytes: usize::try_from(config.max_batch_bytes).unwrap_or(usize::MAX),
     };
-    let settings = PipelineSettings::new(limits, config.poll_wait());
+    let settings = PipelineSettings {
+        sink_rate_limit: config.sink_rate_limit,
+        ..PipelineSettings::new(limits, config.poll_wait())
+    };
     // The queue's own lag family (`metricstream_queue_consumer_lag_records`) is kept from what the
     // consumer reports after each commit; the file queue removes series it releases itself.
     let lag = LagGauges::new(lag_family);

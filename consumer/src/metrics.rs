@@ -3,8 +3,10 @@
 //! (`metricstream_queue_*`) beside them on the same registry.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
 
 use metricstream_backend::Partition;
+use metricstream_backend::circuit::CircuitMetrics;
 use metricstream_backend::file::PartitionLabel;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +31,8 @@ pub struct ConsumerMetrics {
     pub queue_errors: Counter,
     /// Time to write one batch to the sink and make it durable.
     pub sink_write_seconds: Histogram,
+    /// Time batches waited for `--sink-rate-limit` before being written.
+    pub sink_throttled_seconds: Counter<f64, AtomicU64>,
 }
 
 impl Default for ConsumerMetrics {
@@ -41,6 +45,7 @@ impl Default for ConsumerMetrics {
             sink_errors: Counter::default(),
             queue_errors: Counter::default(),
             sink_write_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            sink_throttled_seconds: Counter::default(),
         }
     }
 }
@@ -84,6 +89,11 @@ impl ConsumerMetrics {
             "Time to write one batch to the sink and make it durable",
             self.sink_write_seconds.clone(),
         );
+        registry.register(
+            "sink_throttled_seconds",
+            "Time batches waited for --sink-rate-limit before being written to the sink",
+            self.sink_throttled_seconds.clone(),
+        );
     }
 }
 
@@ -109,17 +119,9 @@ pub struct RemoteWriteMetrics {
     pub refused_request_splits: Counter,
     /// Time from sending one request to its answer (or failure).
     pub request_seconds: Histogram,
-    /// 1 for the circuit breaker's current state (`closed`, `open`, `half_open`), 0 for the
-    /// others.
-    pub circuit_state: Family<StateLabel, Gauge>,
-    /// Changes of the circuit's state, by the state entered.
-    pub circuit_transitions: Family<StateLabel, Counter>,
-}
-
-/// A state of the sink's circuit breaker (the `state` label).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
-    pub state: &'static str,
+    /// The circuit breaker's state (`remote_write_circuit_state{state}`, its transitions and
+    /// the time it spent open).
+    pub circuit: CircuitMetrics,
 }
 
 impl Default for RemoteWriteMetrics {
@@ -130,8 +132,7 @@ impl Default for RemoteWriteMetrics {
             dead_lettered: Counter::default(),
             refused_request_splits: Counter::default(),
             request_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
-            circuit_state: Family::default(),
-            circuit_transitions: Family::default(),
+            circuit: CircuitMetrics::default(),
         }
     }
 }
@@ -144,22 +145,6 @@ impl RemoteWriteMetrics {
 
     pub fn request(&self, outcome: &'static str) {
         self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
-    }
-
-    /// Shows `current` as the circuit's state; `entered` counts a transition into it.
-    pub fn circuit(&self, states: &[&'static str], current: &'static str, entered: bool) {
-        for &state in states {
-            self.circuit_state
-                .get_or_create(&StateLabel { state })
-                .set(i64::from(state == current));
-            // Every state shows from the start, at zero.
-            let transitions = self
-                .circuit_transitions
-                .get_or_create(&StateLabel { state });
-            if entered && state == current {
-                transitions.inc();
-            }
-        }
     }
 
     /// Registers every metric under the `metricstream_consumer_` prefix (counters get `_total`).
@@ -195,16 +180,8 @@ impl RemoteWriteMetrics {
              refused samples",
             self.refused_request_splits.clone(),
         );
-        registry.register(
-            "remote_write_circuit_state",
-            "1 for the remote-write circuit breaker's current state (closed, open, half_open)",
-            self.circuit_state.clone(),
-        );
-        registry.register(
-            "remote_write_circuit_transitions",
-            "Changes of the remote-write circuit breaker's state, by the state entered",
-            self.circuit_transitions.clone(),
-        );
+        self.circuit
+            .register(registry, "remote_write_circuit", "remote-write");
         registry.register(
             "remote_write_request_seconds",
             "Time from sending one remote-write request to its answer",
@@ -269,6 +246,7 @@ mod tests {
             "metricstream_consumer_corrupt_records_total",
             "metricstream_consumer_sink_errors_total",
             "metricstream_consumer_queue_errors_total",
+            "metricstream_consumer_sink_throttled_seconds_total",
         ] {
             assert!(
                 text.contains(&format!("{name} 0")),

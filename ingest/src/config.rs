@@ -55,6 +55,9 @@ pub struct Args {
     #[command(flatten)]
     pub kafka_producer: KafkaProducerArgs,
 
+    #[command(flatten)]
+    pub spill: SpillArgs,
+
     /// Seconds to keep serving after SIGTERM/SIGINT while /readyz answers 503, so that load
     /// balancers (Service endpoints, kube-proxy) stop sending new connections here before the
     /// listener closes; responses meanwhile carry `Connection: close` so kept-alive clients
@@ -158,6 +161,25 @@ impl KafkaProducerArgs {
             ..ProducerTuning::default()
         }
     }
+}
+
+/// The spill (with `--backend kafka`): where accepted requests wait while Kafka cannot take them.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SpillArgs {
+    /// Directory of the spill. While Kafka is unreachable, stops acknowledging, or keeps its
+    /// buffer full, accepted requests are made durable here and answered 202 ("spilled"), then
+    /// forwarded to Kafka in order once it is back, exactly once. Use a volume that outlives the
+    /// process: the next process on it forwards what is left. Unset: no spill, and requests get
+    /// 503 while Kafka is down. Kafka backend only.
+    #[arg(long, env = "METRICSTREAM_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+
+    /// The most bytes of spilled requests not yet forwarded to Kafka; past it requests get 503 +
+    /// Retry-After. Keep it below the volume's size: forwarded segments are deleted as the spill
+    /// is written to, so the disk may hold up to a segment (16 MiB) per partition more.
+    #[arg(long, env = "METRICSTREAM_SPILL_MAX_BYTES", default_value_t = 1 << 30,
+          value_parser = clap::value_parser!(u64).range(1_048_576..))]
+    pub spill_max_bytes: u64,
 }
 
 /// What a single request may carry.

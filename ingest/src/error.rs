@@ -57,6 +57,8 @@ pub enum ApiError {
     BackendSaturated,
     #[error("the queue is unavailable: {0}")]
     BackendUnavailable(String),
+    #[error("{0}")]
+    SpillFull(String),
     #[error(
         "the encoded batch is {size} bytes; the queue accepts records of at most {limit} bytes"
     )]
@@ -130,9 +132,10 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded { .. } | Self::BackendSaturated | Self::BackendUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded { .. }
+            | Self::BackendSaturated
+            | Self::BackendUnavailable(_)
+            | Self::SpillFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -164,6 +167,7 @@ impl ApiError {
             Self::Overloaded { .. } => "overloaded",
             Self::BackendSaturated => "backend_saturated",
             Self::BackendUnavailable(_) => "backend_unavailable",
+            Self::SpillFull(_) => "spill_full",
             Self::RecordTooLarge { .. } => "record_too_large",
             Self::Internal(_) => "internal",
             Self::NotFound(_) => "not_found",
@@ -181,6 +185,9 @@ impl ApiError {
             Self::BackendUnavailable(_) => {
                 "the queue cannot store data right now; retry later".to_owned()
             }
+            Self::SpillFull(_) => "the queue cannot store data right now and this ingest's spill \
+                                   is full; retry later"
+                .to_owned(),
             Self::Internal(_) => "internal error; the batch was not stored".to_owned(),
             other => other.to_string(),
         }
@@ -199,6 +206,8 @@ impl ApiError {
             Self::Overloaded { .. } | Self::BackendSaturated | Self::BackendUnavailable(_) => {
                 Some(1)
             }
+            // The forwarder frees room only once Kafka is back.
+            Self::SpillFull(_) => Some(5),
             _ => None,
         }
     }
@@ -225,6 +234,7 @@ impl From<AppendError> for ApiError {
         match error {
             AppendError::Saturated => Self::BackendSaturated,
             AppendError::Unavailable(reason) => Self::BackendUnavailable(reason),
+            error @ AppendError::SpillFull { .. } => Self::SpillFull(error.to_string()),
             AppendError::Closed => {
                 Self::BackendUnavailable("the queue is shutting down".to_owned())
             }

@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use metricstream_backend::Appended;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
@@ -44,12 +45,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The answer to an accepted batch: how many metrics, and where the record now lives.
+/// The answer to an accepted batch: how many metrics, and where the record now lives. `spilled`
+/// (present only when true) says the record waits in the ingest's spill because Kafka could not
+/// take it; `offset` is then its place in the spill, and it reaches Kafka later.
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     pub accepted: usize,
     pub partition: u32,
     pub offset: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub spilled: bool,
 }
 
 /// `POST /metrics`. The checks run cheapest first, and the body is read only once the client is
@@ -83,10 +88,14 @@ async fn ingest_metrics(
             refusal.message
         )));
     }
-    let Some((partition, offset)) = stored else {
+    let Some((partition, appended)) = stored else {
         return Err(ApiError::Internal(
             "a parsed request held no metrics".to_owned(),
         ));
+    };
+    let (offset, spilled) = match appended {
+        Appended::Queue(offset) => (offset, false),
+        Appended::Spill(offset) => (offset, true),
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -94,6 +103,7 @@ async fn ingest_metrics(
             accepted,
             partition: partition.0,
             offset: offset.0,
+            spilled,
         }),
     ))
 }

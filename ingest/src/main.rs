@@ -17,8 +17,9 @@ use anyhow::Context;
 use clap::Parser;
 use metricstream_backend::QueueProducer;
 use metricstream_backend::file::{FileProducer, FileQueueMetrics};
-use metricstream_backend::kafka::{KafkaMetrics, KafkaProducer};
-use metricstream_service::{BackendKind, Readiness, prepare_kafka};
+use metricstream_backend::kafka::{KafkaBackendError, KafkaMetrics, KafkaProducer, admin};
+use metricstream_backend::spill::{SpillMetrics, SpillSettings, SpillingProducer};
+use metricstream_service::{BackendKind, Readiness, kafka_settings, prepare_kafka};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -83,11 +84,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let queue_metrics = FileQueueMetrics::default();
     let kafka_metrics = KafkaMetrics::default();
+    let spill_metrics = SpillMetrics::default();
     let ingest_metrics = IngestMetrics::default();
     let mut registry = Registry::default();
     match args.common.backend {
         BackendKind::File => queue_metrics.register(&mut registry),
         BackendKind::Kafka => kafka_metrics.register(&mut registry),
+    }
+    if args.spill.spill_dir.is_some() {
+        spill_metrics.register(&mut registry);
     }
     ingest_metrics.register(&mut registry);
     spawn_secret_reloads(
@@ -124,7 +129,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
 
     let producer = tokio::select! {
-        opened = open_producer(&args, queue_metrics, kafka_metrics) => opened,
+        opened = open_producer(&args, queue_metrics, kafka_metrics, spill_metrics) => opened,
         () = shutdown.cancelled() => {
             tracing::info!("shutdown requested while the queue was opening");
             admin_shutdown.cancel();
@@ -419,8 +424,12 @@ async fn open_producer(
     args: &Args,
     queue_metrics: FileQueueMetrics,
     kafka_metrics: KafkaMetrics,
+    spill_metrics: SpillMetrics,
 ) -> anyhow::Result<Arc<dyn QueueProducer>> {
     match args.common.backend {
+        BackendKind::File if args.spill.spill_dir.is_some() => {
+            anyhow::bail!("--spill-dir needs --backend kafka: the file queue is already local")
+        }
         BackendKind::File => {
             let data_dir = &args.common.data_dir;
             let config = args
@@ -432,21 +441,81 @@ async fn open_producer(
             Ok(Arc::new(producer))
         }
         BackendKind::Kafka => {
-            let settings = prepare_kafka(&args.common, &args.kafka, "ingest").await?;
-            let producer = KafkaProducer::open(
-                settings.clone(),
-                args.kafka_producer.tuning(),
-                kafka_metrics,
+            let producer = match &args.spill.spill_dir {
+                None => open_kafka(args, kafka_metrics.clone()).await?,
+                Some(_) => open_kafka_with_spill(args, kafka_metrics.clone()).await?,
+            };
+            let settings = kafka_settings(&args.common, &args.kafka, "ingest")?;
+            let Some(spill_dir) = &args.spill.spill_dir else {
+                return Ok(Arc::new(producer));
+            };
+            let mut spill = SpillSettings::new(spill_dir, args.spill.spill_max_bytes);
+            // Half the shutdown budget forwards the spill; the rest closes Kafka's producer.
+            spill.drain_timeout = args.shutdown_timeout / 2;
+            // The forwarder's producer keeps retrying a record until it is delivered (no
+            // message timeout), so a record it replays is never overtaken by a later one.
+            let mut forward_tuning = args.kafka_producer.tuning();
+            forward_tuning.message_timeout = Duration::ZERO;
+            let forward_producer =
+                KafkaProducer::open_unchecked(settings, forward_tuning, kafka_metrics)
+                    .context("starting the spill's forwarder")?;
+            let producer = SpillingProducer::open(
+                spill,
+                Arc::new(producer),
+                Arc::new(forward_producer),
+                spill_metrics,
             )
             .await
-            .with_context(|| {
-                format!(
-                    "connecting to Kafka at {} (topic {})",
-                    settings.brokers, settings.topic
-                )
-            })?;
+            .context("opening the spill")?;
+            tracing::info!(
+                dir = %spill_dir.display(),
+                max_bytes = args.spill.spill_max_bytes,
+                "spill on: while Kafka cannot take requests they wait here"
+            );
             Ok(Arc::new(producer))
         }
+    }
+}
+
+/// Prepares the topic (`--kafka-create-topic`) and opens the producer once the cluster confirms
+/// the topic: without a spill an ingest cannot accept anything while Kafka is away anyway.
+async fn open_kafka(args: &Args, metrics: KafkaMetrics) -> anyhow::Result<KafkaProducer> {
+    let settings = prepare_kafka(&args.common, &args.kafka, "ingest").await?;
+    KafkaProducer::open(settings.clone(), args.kafka_producer.tuning(), metrics)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to Kafka at {} (topic {})",
+                settings.brokers, settings.topic
+            )
+        })
+}
+
+/// How long an ingest with a spill waits for the cluster at startup before it starts without it.
+const SPILL_STARTUP_CHECK: Duration = Duration::from_secs(5);
+
+/// Like [`open_kafka`], but an unreachable cluster does not stop the start: an ingest with a
+/// spill accepts into the spill until Kafka answers. A cluster that answers and refuses (wrong
+/// credentials, no such topic) still fails the start.
+async fn open_kafka_with_spill(
+    args: &Args,
+    metrics: KafkaMetrics,
+) -> anyhow::Result<KafkaProducer> {
+    let settings = kafka_settings(&args.common, &args.kafka, "ingest")?;
+    match admin::topic_partitions_within(&settings, SPILL_STARTUP_CHECK).await {
+        Err(KafkaBackendError::Client(error)) => {
+            tracing::warn!(
+                %error,
+                brokers = %settings.brokers,
+                "Kafka does not answer; starting anyway: requests go to the spill until it does"
+            );
+            Ok(KafkaProducer::open_unchecked(
+                settings,
+                args.kafka_producer.tuning(),
+                metrics,
+            )?)
+        }
+        _ => open_kafka(args, metrics).await,
     }
 }
 

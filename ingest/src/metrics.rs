@@ -67,6 +67,8 @@ pub struct IngestMetrics {
     pub requests: Family<StatusCodeLabel, Counter>,
     /// Metrics acknowledged as durable.
     pub metrics_accepted: Counter,
+    /// Of those, metrics acknowledged as durable in the spill (Kafka could not take them).
+    pub metrics_spilled: Counter,
     /// Time from receiving a request to answering it.
     pub request_duration: Histogram,
     /// Requests refused with 503 because --max-concurrent-requests were in flight.
@@ -95,6 +97,7 @@ impl Default for IngestMetrics {
         Self {
             requests: Family::default(),
             metrics_accepted: Counter::default(),
+            metrics_spilled: Counter::default(),
             // 100 µs .. ~6.5 s: from a refused request to a slow group commit.
             request_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 17)),
             requests_shed: Counter::default(),
@@ -124,6 +127,11 @@ impl IngestMetrics {
             "metrics_accepted",
             "Metrics acknowledged to clients as durable",
             self.metrics_accepted.clone(),
+        );
+        registry.register(
+            "metrics_spilled",
+            "Metrics acknowledged as durable in the spill because Kafka could not take them",
+            self.metrics_spilled.clone(),
         );
         registry.register(
             "request_duration_seconds",

@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use metricstream_backend::codec::EncodeMetric;
 use metricstream_backend::partitioner::partition_for;
-use metricstream_backend::{ClientId, Metric, Offset, Partition, QueueProducer, codec};
+use metricstream_backend::{Appended, ClientId, Metric, Partition, QueueProducer, codec};
 use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
@@ -213,20 +213,24 @@ pub(crate) async fn store_metrics(
 }
 
 /// Appends one encoded record of `accepted` metrics to the client's partition. Returns only
-/// once the record is durable: a 2xx after it is a promise.
+/// once the record is durable (in the queue, or in the spill while Kafka cannot take it): a 2xx
+/// after it is a promise.
 pub(crate) async fn store(
     state: &AppState,
     client: &ClientId,
     record: Vec<u8>,
     accepted: usize,
-) -> Result<(Partition, Offset), ApiError> {
+) -> Result<(Partition, Appended), ApiError> {
     let partition = partition_for(client, state.producer.partitions());
-    let offset = state
+    let appended = state
         .producer
-        .append(partition, Bytes::from(record))
+        .append_or_spill(partition, Bytes::from(record))
         .await?;
     state.metrics.metrics_accepted.inc_by(accepted as u64);
-    Ok((partition, offset))
+    if let Appended::Spill(_) = appended {
+        state.metrics.metrics_spilled.inc_by(accepted as u64);
+    }
+    Ok((partition, appended))
 }
 
 pub(crate) fn unix_millis_now() -> i64 {

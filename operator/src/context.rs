@@ -7,9 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -18,7 +18,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 
+use crate::autoscale::History;
 use crate::config::WorkloadDefaults;
+use crate::lag::LagSource;
 use crate::metrics::Metrics;
 use crate::reconcile::sink_probe::SinkProbe;
 use crate::reconcile::skip::Mark;
@@ -41,6 +43,10 @@ pub struct Context {
     pub topics: Arc<dyn TopicAdmin>,
     /// Asks the consumer pods how their sink does.
     pub sink_probe: SinkProbe,
+    /// Measures a consumer group's lag, for the autoscaler.
+    pub lag: Arc<dyn LagSource>,
+    /// The autoscaler's recent recommendations per stream.
+    pub autoscalers: AutoscalerLog,
     /// Consecutive failures per stream (namespace, name); reset on success.
     failures: Mutex<HashMap<(String, String), u32>>,
     pub pruned: PruneLog,
@@ -57,10 +63,12 @@ pub struct OutsideClients {
     pub topics: Arc<dyn TopicAdmin>,
     /// The consumer pods' admin ports.
     pub sink_probe: SinkProbe,
+    /// Kafka's group offsets or the file consumers' export, for the autoscaler.
+    pub lag: Arc<dyn LagSource>,
 }
 
-/// The watch caches of what the operator manages: Deployments (metadata and status, no spec),
-/// PVCs and the workloads' Pods (metadata and status, no spec), whose status is observed; only
+/// The watch caches of what the operator manages: Deployments and StatefulSets (metadata and
+/// status, no spec), PVCs and the workloads' Pods (metadata and status, no spec), whose status is observed; only
 /// the metadata of ConfigMaps, Services, NetworkPolicies and PodDisruptionBudgets.
 pub struct ChildStores {
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
@@ -68,6 +76,8 @@ pub struct ChildStores {
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub deployments: Store<Deployment>,
+    /// The ingest StatefulSets of streams that spill.
+    pub stateful_sets: Store<StatefulSet>,
     pub pvcs: Store<PersistentVolumeClaim>,
     /// The pods of the streams' Deployments, which say why a workload does not run.
     pub pods: Store<Pod>,
@@ -92,6 +102,8 @@ impl Context {
             metrics,
             topics: clients.topics,
             sink_probe: clients.sink_probe,
+            lag: clients.lag,
+            autoscalers: AutoscalerLog::default(),
             failures: Mutex::default(),
             pruned: PruneLog::default(),
             applied: ApplyLog::default(),
@@ -106,6 +118,8 @@ impl Context {
         }
         self.pruned.retain(uids);
         self.applied.retain(uids);
+        self.autoscalers.retain(uids);
+        self.metrics.retain_streams(keys);
     }
 
     /// Publishes an Event on `regarding`; a failure to publish is logged, never fatal.
@@ -211,6 +225,40 @@ pub fn stream_key<K: Resource>(object: &K) -> (String, String) {
         object.meta().namespace.clone().unwrap_or_default(),
         object.meta().name.clone().unwrap_or_default(),
     )
+}
+
+/// The autoscaler's recommendation history per stream (by uid); a stream seen for the first
+/// time starts from its current consumers ([`History::starting_at`]).
+#[derive(Default)]
+pub struct AutoscalerLog(Mutex<HashMap<String, History>>);
+
+impl AutoscalerLog {
+    /// Runs `decide` on the stream's history.
+    pub fn decide<T>(&self, uid: &str, current: u32, decide: impl FnOnce(&mut History) -> T) -> T {
+        match self.0.lock() {
+            Ok(mut log) => decide(
+                log.entry(uid.to_owned())
+                    .or_insert_with(|| History::starting_at(Instant::now(), current)),
+            ),
+            // A poisoned lock: decide from a fresh history (it holds the consumers as they are).
+            Err(_) => decide(&mut History::starting_at(Instant::now(), current)),
+        }
+    }
+
+    /// Whether the stream's last decision is younger than the decision interval.
+    pub fn decided_recently(&self, uid: &str, now: Instant) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|log| log.get(uid).map(|history| history.decided_recently(now)))
+            .unwrap_or(false)
+    }
+
+    fn retain(&self, uids: &HashSet<String>) {
+        if let Ok(mut log) = self.0.lock() {
+            log.retain(|uid, _| uids.contains(uid));
+        }
+    }
 }
 
 /// The children applied per stream (by uid), keyed by kind and name.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -103,6 +103,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let (network_policies, network_policy_writer) = reflector::store();
     let (disruption_budgets, disruption_budget_writer) = reflector::store();
     let (deployments, deployment_writer) = reflector::store();
+    let (stateful_sets, stateful_set_writer) = reflector::store();
     let (pvcs, pvc_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     ctx.set_child_stores(ChildStores {
@@ -111,6 +112,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         network_policies,
         disruption_budgets,
         deployments,
+        stateful_sets,
         pvcs,
         pods,
     });
@@ -159,6 +161,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
                 .reflect(deployment_writer),
             triggers::deployment_trigger,
         ))
+        .owns_stream(filtered(
+            watcher(scoped::<StatefulSet>(&client, &namespace), managed.clone())
+                .modify(keep_stateful_set_essentials)
+                .reflect(stateful_set_writer),
+            triggers::stateful_set_trigger,
+        ))
         // Retained PVCs carry no ownerReference, so PVCs map by label.
         .watches_stream(
             filtered(
@@ -173,7 +181,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             stream_of_labelled,
         )
         // The workloads' pods (the managed-by label on their template keeps every other pod of
-        // the cluster out of the cache). Owned by ReplicaSets, so mapped by label; only a change
+        // the cluster out of the cache). Owned by ReplicaSets (or the spilling ingest's
+        // StatefulSet), so mapped by label; only a change
         // in what the status says of a pod triggers (see `triggers::pod_trigger`).
         .watches_stream(
             filtered(
@@ -207,7 +216,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         strimzi = ctx.strimzi_installed,
         "controller starting"
     );
-    let sweeper = tokio::spawn(sweep(ctx.clone(), reader, shutdown.clone()));
+    let sweeper = tokio::spawn(sweep(ctx.clone(), reader.clone(), shutdown.clone()));
+    let lag_watcher = tokio::spawn(crate::lag_watch::run(ctx.clone(), reader, shutdown.clone()));
     controller
         .with_config(Config::default().debounce(DEBOUNCE).concurrency(8))
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -220,6 +230,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         })
         .await;
     sweeper.abort();
+    lag_watcher.abort();
+    // A replica that is no longer the leader must not go on exporting stale per-stream gauges.
+    ctx.metrics
+        .retain_streams(&std::collections::HashSet::new());
     ctx.clear_child_stores();
     tracing::info!("controller stopped");
 }
@@ -233,6 +247,12 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 fn keep_deployment_essentials(deployment: &mut Deployment) {
     drop_managed_fields(deployment);
     deployment.spec = None;
+}
+
+/// A cached StatefulSet keeps its metadata and status, like a Deployment.
+fn keep_stateful_set_essentials(stateful_set: &mut StatefulSet) {
+    drop_managed_fields(stateful_set);
+    stateful_set.spec = None;
 }
 
 /// The stream a child names in its `metricstream.dev/stream` label (PVCs, which a retained

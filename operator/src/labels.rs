@@ -64,6 +64,15 @@ pub fn selector(stream: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector`] as a label selector's text (`key=value,...`), as the scale subresource reports.
+pub fn selector_text(stream: &str, component: &str) -> String {
+    selector(stream, component)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// FNV-1a, 64 bit: stable across Rust releases and operator builds (std's hasher is not), so a
 /// rebuilt operator computes the same config hash and does not roll every workload.
 pub fn stable_hash(bytes: &[u8]) -> u64 {

@@ -15,6 +15,7 @@ use metricstream_operator::config::RunArgs;
 use metricstream_operator::context::{Context, OutsideClients};
 use metricstream_operator::controller;
 use metricstream_operator::crd::MetricStream;
+use metricstream_operator::lag::LiveLagSource;
 use metricstream_operator::leader::{LeaderElector, LeaseSettings};
 use metricstream_operator::metrics::Metrics;
 use metricstream_operator::reconcile::sink_probe::SinkProbe;
@@ -129,6 +130,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             topics: Arc::new(KafkaTopicAdmin),
             sink_probe: SinkProbe::new()
                 .context("building the HTTP client that asks the consumers")?,
+            lag: Arc::new(
+                LiveLagSource::new().context("building the clients that measure the lag")?,
+            ),
         },
     ));
 

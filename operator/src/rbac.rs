@@ -28,7 +28,7 @@
 //! No other `get` than the Lease and those Secrets: the reconciler reads children from its watch
 //! caches and from the responses of its own writes.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -95,6 +95,9 @@ pub fn required() -> Vec<Access> {
         access::<Service>(Streams, None, CHILD_VERBS),
         access::<PersistentVolumeClaim>(Streams, None, CHILD_VERBS),
         access::<Deployment>(Streams, None, CHILD_VERBS),
+        // The ingest of a stream that spills. Its claims are made by the StatefulSet
+        // controller, never by the operator, which neither reads nor deletes them.
+        access::<StatefulSet>(Streams, None, CHILD_VERBS),
         access::<NetworkPolicy>(Streams, None, CHILD_VERBS),
         access::<PodDisruptionBudget>(Streams, None, CHILD_VERBS),
         // The workloads' pods: read from a watch cache for the status, never written.

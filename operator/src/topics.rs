@@ -49,7 +49,8 @@ pub type TopicChanged = (&'static str, String);
 /// [`TopicAdmin`] on a real cluster, through the backend crate (librdkafka).
 pub struct KafkaTopicAdmin;
 
-fn settings(
+/// Connection settings for the operator's own client of `topic` (admin calls, lag).
+pub(crate) fn settings(
     bootstrap_servers: &str,
     topic: &str,
     partitions: u32,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Resource;
 use kube::core::DeserializeGuard;
@@ -47,6 +47,21 @@ pub fn deployment_trigger(deployment: &Deployment) -> u64 {
         meta.deletion_timestamp.is_some(),
         status.and_then(|s| s.available_replicas),
         available,
+    ))
+}
+
+/// A StatefulSet's spec (generation), labels and deletion, and what its availability is judged
+/// by: `availableReplicas` (it has no `Available` condition).
+pub fn stateful_set_trigger(stateful_set: &StatefulSet) -> u64 {
+    let meta = &stateful_set.metadata;
+    hash(&(
+        meta.generation,
+        &meta.labels,
+        meta.deletion_timestamp.is_some(),
+        stateful_set
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas),
     ))
 }
 
@@ -241,6 +256,33 @@ mod tests {
         let mut deleting = edited.clone();
         deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
         assert!(passes(&mut filter, Event::Apply(deleting)), "deleting");
+    }
+
+    #[test]
+    fn a_stateful_set_triggers_on_its_spec_and_available_replicas_only() {
+        use k8s_openapi::api::apps::v1::StatefulSetStatus;
+        let stateful_set = |generation: i64, ready: i32, available: i32| StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("web-ingest".into()),
+                uid: Some("s".into()),
+                generation: Some(generation),
+                ..Default::default()
+            },
+            status: Some(StatefulSetStatus {
+                replicas: 2,
+                ready_replicas: Some(ready),
+                available_replicas: Some(available),
+                current_revision: Some(format!("web-ingest-{ready}")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut filter = ChangeFilter::new(stateful_set_trigger);
+        let mut admits = |object| filter.admit(Event::Apply(object)).is_some();
+        assert!(admits(stateful_set(1, 0, 0)), "new");
+        assert!(!admits(stateful_set(1, 1, 0)), "ready, not yet available");
+        assert!(admits(stateful_set(1, 1, 1)), "available");
+        assert!(admits(stateful_set(2, 1, 1)), "spec edit");
     }
 
     #[test]

@@ -300,6 +300,7 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
         "services",
         "persistentvolumeclaims",
         "deployments",
+        "statefulsets",
         "events",
         "kafkatopics",
         "kafkausers",
@@ -340,6 +341,305 @@ fn chart_defaults_render_a_cluster_wide_single_operator_with_the_crd() {
     );
 }
 
+/// The Prometheus Operator object that `<key>.enabled=true` adds, rendered with
+/// `<key>.labels.release=prometheus`: in the release namespace, with that extra label.
+fn monitoring_object(key: &str, kind: &str, name: &str) -> Value {
+    let rendered = documents(&render(&[
+        "--set",
+        &format!("{key}.enabled=true,{key}.labels.release=prometheus"),
+    ]));
+    let object = find(&rendered, kind, name).clone();
+    assert_eq!(object["metadata"]["namespace"], "metricstream-system");
+    assert_eq!(object["metadata"]["labels"]["release"], "prometheus");
+    object
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
+fn chart_prometheus_rule_ships_the_rule_file_promtool_tests_verbatim() {
+    let rule = monitoring_object(
+        "prometheusRule",
+        "PrometheusRule",
+        "metricstream-metricstream-operator",
+    );
+    // `make rules-check` runs promtool on files/alerts.yaml: the chart must ship exactly it,
+    // its `{{ $labels }}` templates untouched by Helm.
+    let file: Value = serde_yaml::from_str(
+        &fs::read_to_string(chart().join("files/alerts.yaml")).expect("read files/alerts.yaml"),
+    )
+    .expect("files/alerts.yaml is YAML");
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
+    let summary = &file["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|rule| rule["alert"].is_string())
+        .expect("an alert")["annotations"]["summary"];
+    assert!(
+        summary
+            .as_str()
+            .is_some_and(|summary| summary.contains("{{ $labels.")),
+        "{summary}"
+    );
+    // Off by default: the default render's kinds are checked exactly above.
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
+fn chart_pod_monitor_selects_the_operators_workload_pods_and_labels_their_stream() {
+    use metricstream_operator::labels;
+    use metricstream_operator::reconcile::build::{COMPONENT_CONSUMER, COMPONENT_INGEST};
+
+    let monitor = monitoring_object(
+        "workloadMonitor",
+        "PodMonitor",
+        "metricstream-metricstream-operator-workloads",
+    );
+    let spec = &monitor["spec"];
+    // No watchNamespace: the operator makes pods in every namespace.
+    assert_eq!(spec["namespaceSelector"]["any"], true);
+
+    // The selector matches the labels the operator stamps on both workloads' pods, and only
+    // theirs (not the operator's own pod, which Helm manages).
+    let match_labels = spec["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    for component in [COMPONENT_INGEST, COMPONENT_CONSUMER] {
+        let pod_labels = labels::standard("web", component);
+        for (key, value) in match_labels {
+            assert_eq!(
+                pod_labels.get(key).map(String::as_str),
+                value.as_str(),
+                "{component} pods: {key}"
+            );
+        }
+    }
+    assert_eq!(match_labels[labels::MANAGED_BY], labels::MANAGER_VALUE);
+    let expressions = spec["selector"]["matchExpressions"]
+        .as_array()
+        .expect("matchExpressions");
+    let component = expressions
+        .iter()
+        .find(|expression| expression["key"] == labels::COMPONENT)
+        .expect("a component expression");
+    assert_eq!(component["operator"], "In");
+    assert_eq!(
+        component["values"],
+        serde_json::json!([COMPONENT_INGEST, COMPONENT_CONSUMER])
+    );
+
+    // The admin port by the name the built pod spec gives it, and the labels the alert rules
+    // group by (docs/alerts.md): the stream from the pods' label, and the namespace.
+    let endpoints = spec["podMetricsEndpoints"]
+        .as_array()
+        .expect("podMetricsEndpoints");
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    let endpoint = &endpoints[0];
+    assert_eq!(endpoint["port"], "admin");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["interval"], "30s");
+    let stream_source = format!(
+        "__meta_kubernetes_pod_label_{}",
+        labels::STREAM.replace(['.', '/', '-'], "_")
+    );
+    let relabelings = endpoint["relabelings"].as_array().expect("relabelings");
+    for (source, target) in [
+        (stream_source.as_str(), "stream"),
+        ("__meta_kubernetes_namespace", "namespace"),
+    ] {
+        assert!(
+            relabelings
+                .iter()
+                .any(
+                    |relabeling| relabeling["sourceLabels"] == serde_json::json!([source])
+                        && relabeling["targetLabel"] == target
+                ),
+            "no relabeling of {source} into {target}: {relabelings:?}"
+        );
+    }
+
+    // With watchNamespace, only that namespace has workload pods.
+    let rendered = documents(&render(&[
+        "--set",
+        "workloadMonitor.enabled=true,watchNamespace=apps",
+    ]));
+    let monitor = find(
+        &rendered,
+        "PodMonitor",
+        "metricstream-metricstream-operator-workloads",
+    );
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"],
+        serde_json::json!({"matchNames": ["apps"]})
+    );
+    // Off by default: the default render's kinds are checked exactly above.
+}
+
+/// The dashboard files the chart ships (files/dashboards/*.json): file name and text.
+fn dashboard_files() -> Vec<(String, String)> {
+    let dir = chart().join("files/dashboards");
+    let mut files: Vec<(String, String)> = fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("read {}: {error}", dir.display()))
+        .map(|entry| entry.expect("list files/dashboards").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .map(|path| {
+            let name = path
+                .file_name()
+                .and_then(OsStr::to_str)
+                .expect("a UTF-8 file name")
+                .to_owned();
+            (name, fs::read_to_string(&path).expect("read a dashboard"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// What the dashboards promise docs/dashboards.md: Grafana dashboards whose every query goes
+/// to the `datasource` variable (a Prometheus one), with `namespace` and `stream` variables
+/// from `label_values`, and only row, timeseries and stat panels.
+fn assert_grafana_dashboard(file: &str, dashboard: &Value) {
+    assert!(
+        dashboard["uid"].is_string() && dashboard["title"].is_string(),
+        "{file}"
+    );
+    assert!(dashboard["schemaVersion"].is_u64(), "{file}: schemaVersion");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{file}: templating.list"));
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|variable| variable["name"] == name)
+            .unwrap_or_else(|| panic!("{file}: no `{name}` variable"))
+    };
+    let datasource = variable("datasource");
+    assert_eq!(datasource["type"], "datasource", "{file}");
+    assert_eq!(datasource["query"], "prometheus", "{file}");
+    for name in ["namespace", "stream"] {
+        let variable = variable(name);
+        assert_eq!(variable["type"], "query", "{file}: {name}");
+        assert!(
+            variable["definition"]
+                .as_str()
+                .is_some_and(|query| query.starts_with("label_values(")),
+            "{file}: {name} comes from label_values: {variable}"
+        );
+    }
+    let panels: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{file}: panels"))
+        .iter()
+        .flat_map(|panel| {
+            std::iter::once(panel).chain(panel["panels"].as_array().into_iter().flatten())
+        })
+        .collect();
+    let mut queries = 0;
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        match panel["type"].as_str() {
+            Some("row") => continue,
+            Some("timeseries" | "stat") => {}
+            other => panic!("{file}: panel {title:?} is a {other:?}"),
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{file}: panel {title:?}"
+        );
+        let targets = panel["targets"].as_array().expect("a panel has targets");
+        assert!(!targets.is_empty(), "{file}: panel {title:?} has no query");
+        for target in targets {
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "{file}: panel {title:?}"
+            );
+            assert!(
+                target["expr"].as_str().is_some_and(|expr| !expr.is_empty()),
+                "{file}: panel {title:?}"
+            );
+            queries += 1;
+        }
+    }
+    assert!(queries >= 5, "{file}: {queries} queries");
+}
+
+#[test]
+#[ignore = "needs helm, kubeconform, shellcheck and hadolint: hack/tools.sh install (make test runs it)"]
+fn chart_dashboards_ship_every_dashboard_file_verbatim_with_the_sidecars_label() {
+    let files = dashboard_files();
+    assert!(files.len() >= 2, "files/dashboards: {files:?}");
+    let config_maps = |rendered: &[Value]| -> Vec<Value> {
+        rendered
+            .iter()
+            .filter(|document| document["kind"] == "ConfigMap")
+            .cloned()
+            .collect()
+    };
+
+    // The defaults the grafana chart's sidecar looks for: label grafana_dashboard="1", in the
+    // release namespace; one ConfigMap per file, holding the file as it is.
+    let rendered = documents(&render(&["--set", "dashboards.enabled=true"]));
+    let maps = config_maps(&rendered);
+    assert_eq!(maps.len(), files.len(), "{maps:?}");
+    for (name, text) in &files {
+        let map = maps
+            .iter()
+            .find(|map| map["data"][name.as_str()].is_string())
+            .unwrap_or_else(|| panic!("no ConfigMap holds {name}"));
+        assert_eq!(map["metadata"]["namespace"], "metricstream-system");
+        assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert!(map["metadata"]["annotations"].is_null(), "{map}");
+        assert_eq!(
+            map["data"].as_object().map(|data| data.len()),
+            Some(1),
+            "{name}"
+        );
+        let shipped = map["data"][name.as_str()].as_str().expect("a string");
+        assert_eq!(shipped, text.trim_end(), "{name} is shipped verbatim");
+        let dashboard: Value = serde_json::from_str(shipped)
+            .unwrap_or_else(|error| panic!("{name} is not JSON: {error}"));
+        assert_grafana_dashboard(name, &dashboard);
+    }
+    let titles: BTreeSet<String> = files
+        .iter()
+        .map(|(_, text)| {
+            serde_json::from_str::<Value>(text).expect("JSON")["title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    for title in ["MetricStream / Overview", "MetricStream / Operator"] {
+        assert!(titles.contains(title), "{titles:?}");
+    }
+
+    // Another sidecar's label, a namespace it watches, its folder annotation.
+    let rendered = documents(&render(&[
+        "--set",
+        "dashboards.enabled=true,dashboards.label=example.com/dashboard,\
+         dashboards.labelValue=metricstream,dashboards.namespace=monitoring,\
+         dashboards.annotations.grafana_folder=MetricStream",
+    ]));
+    let maps = config_maps(&rendered);
+    assert_eq!(maps.len(), files.len());
+    for map in &maps {
+        assert_eq!(map["metadata"]["namespace"], "monitoring");
+        assert_eq!(
+            map["metadata"]["labels"]["example.com/dashboard"],
+            "metricstream"
+        );
+        assert!(map["metadata"]["labels"]["grafana_dashboard"].is_null());
+        assert_eq!(
+            map["metadata"]["annotations"],
+            serde_json::json!({"grafana_folder": "MetricStream"})
+        );
+    }
+    // Off by default: the default render's kinds are checked exactly above (no ConfigMap).
+}
+
 /// The committed CRD writes `maximum: 1024.0` and Helm's round trip `1024`: equal as schema
 /// values, so numbers are compared as floats.
 fn numbers_as_floats(value: &Value) -> Value {
@@ -366,6 +666,9 @@ fn chart_non_default_values_render_a_namespaced_elected_operator() {
         "crds.install=false"
     );
     assert!(found.contains("ServiceMonitor"), "serviceMonitor.enabled");
+    assert!(found.contains("PrometheusRule"), "prometheusRule.enabled");
+    assert!(found.contains("PodMonitor"), "workloadMonitor.enabled");
+    assert!(found.contains("ConfigMap"), "dashboards.enabled");
 
     let deployment = find(
         &rendered,
@@ -616,6 +919,10 @@ fn chart_rejects_values_its_schema_does_not_allow() {
             "networkPolicy.metricsNamespaceSelector.matchLabel.team=obs",
             "matchLabel",
         ),
+        ("prometheusRule.enable=true", "enable"),
+        ("workloadMonitor.interval=often", "interval"),
+        ("dashboards.enable=true", "enable"),
+        ("dashboards.labelValue=not valid", "labelValue"),
     ] {
         let output = helm_template(&["--set", set]);
         assert!(
@@ -705,6 +1012,9 @@ fn kubeconform_accepts_the_rendered_chart_and_every_example_strictly_offline() {
         "NetworkPolicy",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "PrometheusRule",
+        "PodMonitor",
+        "ConfigMap",
         "MetricStream",
         "Kafka",
         "KafkaNodePool",
@@ -819,11 +1129,15 @@ fn envtest_the_chart_and_the_examples_pass_a_server_side_dry_run() {
         ),
     );
 
-    // The control plane has no Prometheus Operator CRDs: the ServiceMonitor is left out here
-    // (kubeconform validates it).
+    // The control plane has no Prometheus Operator CRDs: the ServiceMonitor, the
+    // PrometheusRule and the PodMonitor are left out here (kubeconform validates them).
     let mut files = render_to_files(
         dir.path(),
-        &["--set", "metrics.serviceMonitor.enabled=false"],
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=false,prometheusRule.enabled=false,\
+             workloadMonitor.enabled=false",
+        ],
     );
     files.extend(examples());
     for file in &files {

@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
 };
@@ -167,11 +167,14 @@ fn unique_suffix() -> String {
     format!("{}-{:x}", std::process::id(), nanos)
 }
 
+/// A free loopback port below the ephemeral range (32768+), so no outgoing connection can be
+/// given it before the operator binds it; 20000.. keeps clear of the process tests' 11000..16000.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("finding a free loopback port")
-        .port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    (0..2_000)
+        .map(|_| 20_000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2_000)
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port in 20000..22000")
 }
 
 fn operator_binary() -> PathBuf {
@@ -306,6 +309,17 @@ impl Env {
     }
 
     async fn create_stream(&self, name: &str, spec: Value) -> MetricStream {
+        self.try_create_stream(name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("creating MetricStream {name}: {e}"))
+    }
+
+    /// Creates a MetricStream the API server may refuse.
+    async fn try_create_stream(
+        &self,
+        name: &str,
+        spec: Value,
+    ) -> Result<MetricStream, kube::Error> {
         let stream: MetricStream = serde_json::from_value(json!({
             "apiVersion": "metricstream.dev/v1alpha1",
             "kind": "MetricStream",
@@ -313,10 +327,7 @@ impl Env {
             "spec": spec,
         }))
         .expect("a MetricStream");
-        self.streams()
-            .create(&PostParams::default(), &stream)
-            .await
-            .unwrap_or_else(|e| panic!("creating MetricStream {name}: {e}"))
+        self.streams().create(&PostParams::default(), &stream).await
     }
 
     async fn merge_spec(&self, name: &str, spec: Value) -> Result<MetricStream, kube::Error> {
@@ -460,6 +471,17 @@ fn condition<'a>(stream: &'a MetricStream, type_: &str) -> Option<&'a Condition>
 
 fn condition_is(stream: &MetricStream, type_: &str, status: &str) -> bool {
     condition(stream, type_).is_some_and(|c| c.status == status)
+}
+
+/// `result` is the API server refusing a write as invalid (422), saying `words`.
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str, words: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{what}: {status:?}");
+            assert!(status.message.contains(words), "{what}: {status:?}");
+        }
+        other => panic!("{what} was not refused: {other:?}"),
+    }
 }
 
 /// The status describes the current spec.
@@ -797,23 +819,12 @@ async fn envtest_cel_rules_hold_and_partition_growth_rolls_the_workloads() {
     let mut env = Env::start("growth", false).await;
 
     // A file backend without its settings block never reaches the operator.
-    let invalid: MetricStream = serde_json::from_value(json!({
-        "apiVersion": "metricstream.dev/v1alpha1",
-        "kind": "MetricStream",
-        "metadata": { "name": "nofile", "namespace": env.ns },
-        "spec": { "backend": "file", "partitions": 4 },
-    }))
-    .expect("a MetricStream");
-    match env.streams().create(&PostParams::default(), &invalid).await {
-        Err(kube::Error::Api(status)) => {
-            assert_eq!(status.code, 422, "{status:?}");
-            assert!(
-                status.message.contains("spec.file is required"),
-                "{status:?}"
-            );
-        }
-        other => panic!("a file stream without spec.file was not rejected: {other:?}"),
-    }
+    assert_refused(
+        env.try_create_stream("nofile", json!({ "backend": "file", "partitions": 4 }))
+            .await,
+        "a file stream without spec.file",
+        "spec.file is required",
+    );
 
     env.create_stream("grow", file_spec(4)).await;
     let config: ConfigMap = env.child("grow-config").await;
@@ -821,13 +832,11 @@ async fn envtest_cel_rules_hold_and_partition_growth_rolls_the_workloads() {
     let before = config_hash(&env.child::<Deployment>("grow-ingest").await)
         .expect("a config hash on ingest");
 
-    match env.merge_spec("grow", json!({ "partitions": 2 })).await {
-        Err(kube::Error::Api(status)) => {
-            assert_eq!(status.code, 422, "{status:?}");
-            assert!(status.message.contains("never decrease"), "{status:?}");
-        }
-        other => panic!("a partition decrease was not rejected: {other:?}"),
-    }
+    assert_refused(
+        env.merge_spec("grow", json!({ "partitions": 2 })).await,
+        "a partition decrease",
+        "never decrease",
+    );
 
     env.merge_spec("grow", json!({ "partitions": 8 }))
         .await
@@ -860,6 +869,116 @@ async fn envtest_cel_rules_hold_and_partition_growth_rolls_the_workloads() {
         )
         .await;
     assert_eq!(stream.spec.partitions, 8);
+    env.assert_operator_running();
+}
+
+/// The scale subresource drives the consumers (what an HPA or KEDA does), and reports the
+/// consumer pods' selector; with `spec.consumer.autoscaling` the API server refuses both a scale
+/// write and a change of replicas, and the autoscaler, unable to measure any lag (no consumer
+/// runs without a kubelet), holds the consumers where they are with a Warning Event.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_scale_subresource_and_autoscaling_take_turns() {
+    let mut env = Env::start("scale", false).await;
+    env.create_stream("scaled", file_spec(4)).await;
+    let streams = env.streams();
+    let patch = |replicas: i32| Patch::Merge(json!({ "spec": { "replicas": replicas } }));
+    streams
+        .patch_scale("scaled", &PatchParams::default(), &patch(3))
+        .await
+        .expect("scaling the consumers to 3 through the scale subresource");
+    let deployments: Api<Deployment> = env.api();
+    eventually("the consumer Deployment at 3 replicas", || {
+        let deployments = deployments.clone();
+        async move {
+            let spec = deployments.get("scaled-consumer").await.ok()?.spec?;
+            (spec.replicas == Some(3)).then_some(())
+        }
+    })
+    .await;
+    let stream = env
+        .stream_until("scaled", "status.consumerSelector", |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.consumer_selector.is_some())
+        })
+        .await;
+    let selector = stream
+        .status
+        .and_then(|s| s.consumer_selector)
+        .expect("a selector");
+    assert!(
+        selector.contains("metricstream.dev/stream=scaled"),
+        "{selector}"
+    );
+    let scale = streams
+        .get_scale("scaled")
+        .await
+        .expect("reading the scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(
+        scale.status.and_then(|s| s.selector).as_deref(),
+        Some(selector.as_str())
+    );
+
+    assert_refused(
+        env.merge_spec(
+            "scaled",
+            json!({ "consumer": { "autoscaling": {
+                "minReplicas": 3, "maxReplicas": 2, "targetLagRecords": 100 } } }),
+        )
+        .await,
+        "minReplicas above maxReplicas",
+        "must not exceed maxReplicas",
+    );
+    env.merge_spec(
+        "scaled",
+        json!({ "consumer": { "autoscaling": {
+            "minReplicas": 1, "maxReplicas": 4, "targetLagRecords": 100 } } }),
+    )
+    .await
+    .expect("turning autoscaling on");
+    assert_refused(
+        streams
+            .patch_scale("scaled", &PatchParams::default(), &patch(2))
+            .await,
+        "a scale write while the operator autoscales",
+        "cannot change while spec.consumer.autoscaling is set",
+    );
+    assert_refused(
+        env.merge_spec("scaled", json!({ "consumer": { "replicas": 1 } }))
+            .await,
+        "a replicas change while the operator autoscales",
+        "cannot change while spec.consumer.autoscaling is set",
+    );
+    let stream = env
+        .stream_until("scaled", "status.autoscaling with an unknown lag", |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.autoscaling.as_ref())
+                .is_some_and(|a| a.lag_records.is_none() && a.message.contains("lag unknown"))
+        })
+        .await;
+    let autoscaling = stream
+        .status
+        .and_then(|s| s.autoscaling)
+        .expect("autoscaling status");
+    assert_eq!(
+        autoscaling.desired_replicas, 3,
+        "held where it was: {autoscaling:?}"
+    );
+    warning_event(&env, "scaled", "LagUnknown", &["no consumer pod runs"]).await;
+    let spec = deployments
+        .get("scaled-consumer")
+        .await
+        .expect("the consumer Deployment")
+        .spec
+        .expect("a spec");
+    assert_eq!(
+        spec.replicas,
+        Some(3),
+        "an unknown lag never moves the consumers"
+    );
     env.assert_operator_running();
 }
 
@@ -899,20 +1018,12 @@ async fn envtest_a_remote_write_sink_reaches_the_consumers_and_cel_refuses_bad_s
         ),
     ];
     for (index, (sink, words)) in refused.into_iter().enumerate() {
-        let invalid: MetricStream = serde_json::from_value(json!({
-            "apiVersion": "metricstream.dev/v1alpha1",
-            "kind": "MetricStream",
-            "metadata": { "name": format!("bad-{index}"), "namespace": env.ns },
-            "spec": with_sink(sink.clone()),
-        }))
-        .expect("a MetricStream");
-        match env.streams().create(&PostParams::default(), &invalid).await {
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "{sink}: {status:?}");
-                assert!(status.message.contains(words), "{sink}: {status:?}");
-            }
-            other => panic!("sink {sink} was not refused: {other:?}"),
-        }
+        assert_refused(
+            env.try_create_stream(&format!("bad-{index}"), with_sink(sink.clone()))
+                .await,
+            &format!("sink {sink}"),
+            words,
+        );
     }
 
     env.create_stream(
@@ -1582,6 +1693,304 @@ async fn envtest_backend_switch_prunes_and_deletion_collects_children() {
     env.gone(env.api::<Service>(), "sw-ingest").await;
     env.gone(env.api::<Deployment>(), "sw-ingest").await;
     env.gone(env.api::<Deployment>(), "sw-consumer").await;
+    env.assert_operator_running();
+}
+
+/// A Kafka-backend stream on a Strimzi topic in `kafka_ns` whose ingest spills.
+fn spilling_spec(kafka_ns: &str, spill: Value) -> Value {
+    json!({
+        "backend": "kafka",
+        "partitions": 2,
+        "kafka": {
+            "bootstrapServers": "my-cluster-kafka-bootstrap:9092",
+            "topicManagement": "strimzi",
+            "strimzi": { "cluster": "my-cluster", "namespace": kafka_ns },
+            "spill": spill,
+        },
+        "ingest": { "replicas": 2 },
+    })
+}
+
+/// The value of `name` in the first container's own `env` of a pod template.
+fn own_env(template: &k8s_openapi::api::core::v1::PodTemplateSpec, name: &str) -> Option<String> {
+    template.spec.as_ref()?.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == name)
+        .and_then(|var| var.value.clone())
+}
+
+/// The spill claims of ingest pods `ordinals` of stream `stream` still exist, not being deleted.
+async fn assert_claims_kept(env: &Env, stream: &str, ordinals: std::ops::Range<u32>, why: &str) {
+    let claims: Api<PersistentVolumeClaim> = env.api();
+    for ordinal in ordinals {
+        let name = format!("spill-{stream}-ingest-{ordinal}");
+        let claim = claims
+            .get_opt(&name)
+            .await
+            .expect("GET")
+            .unwrap_or_else(|| panic!("{name} is gone: {why}"));
+        assert_eq!(claim.metadata.deletion_timestamp, None, "{name}: {why}");
+    }
+}
+
+/// The IngestAvailable condition once the status describes the current spec and `check` holds.
+async fn ingest_condition(env: &Env, name: &str, check: impl Fn(&Condition) -> bool) -> Condition {
+    let stream = env
+        .stream_until(name, "IngestAvailable for the current generation", |s| {
+            observed(s) && condition(s, "IngestAvailable").is_some_and(&check)
+        })
+        .await;
+    condition(&stream, "IngestAvailable")
+        .cloned()
+        .expect("IngestAvailable")
+}
+
+/// Spill on: the ingest is a StatefulSet (no Deployment) whose pods mount a claim each, made by
+/// kube-controller-manager's StatefulSet controller from the template, never managed (so never
+/// pruned) by the operator and kept when the StatefulSet scales down or goes; the ingest's
+/// status reads the StatefulSet; scaling updates the live StatefulSet. Spill off: the Deployment is back and the StatefulSet pruned, its claims kept;
+/// spill on again adopts the same claims. Deleting the stream leaves the claims too.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_spill_runs_the_ingest_as_a_stateful_set_and_off_brings_the_deployment_back() {
+    let mut env = Env::start("spill", true).await;
+    let kafka_ns = env.extra_namespace("kafka").await;
+    let on = json!({ "enabled": true, "size": "256Mi", "storageClass": "fast-ssd" });
+    let created = env
+        .create_stream("sp", spilling_spec(&kafka_ns, on.clone()))
+        .await;
+
+    let stateful_set: StatefulSet = env.child("sp-ingest").await;
+    assert_labels(&stateful_set.metadata, "sp");
+    assert_controlled_by(&stateful_set.metadata, &created);
+    let spec = stateful_set.spec.clone().expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.service_name.as_deref(), Some("sp-ingest"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .expect("a claim retention policy");
+    assert_eq!(
+        (
+            retention.when_scaled.as_deref(),
+            retention.when_deleted.as_deref()
+        ),
+        (Some("Retain"), Some("Retain"))
+    );
+    assert_eq!(
+        own_env(&spec.template, "METRICSTREAM_SPILL_DIR").as_deref(),
+        Some("/var/lib/metricstream/spill")
+    );
+    assert_eq!(
+        own_env(&spec.template, "METRICSTREAM_SPILL_MAX_BYTES").as_deref(),
+        Some("241591910"),
+        "90 % of 256Mi"
+    );
+    let templates = spec
+        .volume_claim_templates
+        .clone()
+        .expect("a claim template");
+    assert_eq!(templates.len(), 1);
+    assert_eq!(templates[0].metadata.name.as_deref(), Some("spill"));
+    let deployments: Api<Deployment> = env.api();
+    assert!(
+        deployments
+            .get_opt("sp-ingest")
+            .await
+            .expect("GET")
+            .is_none(),
+        "no ingest Deployment while spill is on"
+    );
+    env.child::<Deployment>("sp-consumer").await;
+
+    // The StatefulSet controller makes a claim per pod from the template.
+    let claims: Api<PersistentVolumeClaim> = env.api();
+    let mut claim_uids = Vec::new();
+    for ordinal in 0..2 {
+        let claim: PersistentVolumeClaim = env.child(&format!("spill-sp-ingest-{ordinal}")).await;
+        let labels = claim.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("metricstream.dev/stream").map(String::as_str),
+            Some("sp")
+        );
+        assert!(
+            !labels.contains_key("app.kubernetes.io/managed-by"),
+            "the operator does not manage (or prune) spill claims: {labels:?}"
+        );
+        assert_eq!(
+            claim.metadata.owner_references, None,
+            "Retain: the claim outlives the StatefulSet"
+        );
+        let claim_spec = claim.spec.clone().expect("claim spec");
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast-ssd"));
+        let size = claim_spec
+            .resources
+            .and_then(|r| r.requests)
+            .and_then(|r| r.get("storage").cloned())
+            .map(|q| q.0);
+        assert_eq!(size.as_deref(), Some("256Mi"));
+        claim_uids.push(claim.metadata.uid.clone().expect("uid"));
+    }
+    let available = ingest_condition(&env, "sp", |c| c.reason != "DeploymentMissing").await;
+    assert!(
+        available.message.contains("replicas of sp-ingest"),
+        "the ingest's condition reads the StatefulSet: {available:?}"
+    );
+
+    // Scaling applies to the live StatefulSet (its claim template unchanged, so the API server
+    // takes the update); a new ordinal gets a claim, and scaling down keeps every claim.
+    let stateful_sets: Api<StatefulSet> = env.api();
+    let scaled_to = |replicas: i32| {
+        let stateful_sets = stateful_sets.clone();
+        move || {
+            let stateful_sets = stateful_sets.clone();
+            async move {
+                let live = stateful_sets.get("sp-ingest").await.ok()?;
+                let status = live.status?;
+                (live.spec?.replicas == Some(replicas)
+                    && status.observed_generation == live.metadata.generation
+                    && status.replicas == replicas)
+                    .then_some(())
+            }
+        }
+    };
+    env.merge_spec("sp", json!({ "ingest": { "replicas": 3 } }))
+        .await
+        .expect("scaling the ingest up");
+    eventually("the StatefulSet at 3 replicas", scaled_to(3)).await;
+    let claim: PersistentVolumeClaim = env.child("spill-sp-ingest-2").await;
+    claim_uids.push(claim.metadata.uid.clone().expect("uid"));
+    env.merge_spec("sp", json!({ "ingest": { "replicas": 1 } }))
+        .await
+        .expect("scaling the ingest down");
+    eventually("the StatefulSet at 1 replica", scaled_to(1)).await;
+    assert_claims_kept(
+        &env,
+        "sp",
+        1..3,
+        "a scaled-down ordinal's claim waits for it",
+    )
+    .await;
+
+    // Off: the Deployment takes over, the StatefulSet goes, its claims stay.
+    env.merge_spec("sp", json!({ "kafka": { "spill": { "enabled": false } } }))
+        .await
+        .expect("turning spill off");
+    let ingest: Deployment = env.child("sp-ingest").await;
+    assert_controlled_by(&ingest.metadata, &created);
+    assert_eq!(
+        own_env(
+            &ingest.spec.clone().expect("spec").template,
+            "METRICSTREAM_SPILL_DIR"
+        ),
+        None
+    );
+    env.gone(env.api::<StatefulSet>(), "sp-ingest").await;
+    let available = ingest_condition(&env, "sp", |c| c.message.contains("Deployment")).await;
+    assert_eq!(available.status, "False", "no kubelet: {available:?}");
+    assert_claims_kept(&env, "sp", 0..3, "it may hold acknowledged data").await;
+
+    // On again: the StatefulSet is back, the Deployment pruned, the same claims adopted.
+    env.merge_spec("sp", json!({ "kafka": { "spill": on } }))
+        .await
+        .expect("turning spill on again");
+    env.child::<StatefulSet>("sp-ingest").await;
+    deleted(&deployments, "sp-ingest").await;
+    for (ordinal, uid) in claim_uids.iter().enumerate() {
+        let claim = claims
+            .get(&format!("spill-sp-ingest-{ordinal}"))
+            .await
+            .expect("the claim");
+        assert_eq!(claim.metadata.uid.as_ref(), Some(uid), "the same claim");
+    }
+
+    // Deleting the stream leaves the claims for the user.
+    env.streams()
+        .delete("sp", &DeleteParams::default())
+        .await
+        .expect("deleting the stream");
+    env.gone(env.streams(), "sp").await;
+    env.gone(env.api::<StatefulSet>(), "sp-ingest").await;
+    assert_claims_kept(&env, "sp", 0..3, "the claims outlive the stream").await;
+    env.assert_operator_running();
+}
+
+/// What the API server and the operator refuse of a spill: with the file backend (CEL); a new
+/// size or StorageClass while it stays on (a CEL transition rule: the claims keep theirs), while
+/// turning it off with a new size at once is fine; a size that is no quantity, which CEL does not
+/// check, in the operator's `Ready=False InvalidSpec` condition with the field named.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KUBECONFIG from hack/envtest.sh up (make test runs it)"]
+async fn envtest_spill_is_refused_with_the_file_backend_and_its_size_is_fixed_while_on() {
+    let mut env = Env::start("spillcel", true).await;
+    let kafka_ns = env.extra_namespace("kafka").await;
+
+    let mut file = file_spec(2);
+    file["kafka"] = json!({
+        "bootstrapServers": "my-cluster-kafka-bootstrap:9092",
+        "topicManagement": "external",
+        "spill": { "enabled": true },
+    });
+    assert_refused(
+        env.try_create_stream("filespill", file.clone()).await,
+        "spill with the file backend",
+        "spec.kafka.spill is for the kafka backend only",
+    );
+    // A disabled spill block on a file stream is harmless.
+    file["kafka"]["spill"] = json!({ "enabled": false });
+    env.create_stream("filenospill", file).await;
+
+    env.create_stream(
+        "fixed",
+        spilling_spec(&kafka_ns, json!({ "enabled": true, "size": "256Mi" })),
+    )
+    .await;
+    for change in [
+        json!({ "size": "512Mi" }),
+        json!({ "storageClass": "fast-ssd" }),
+    ] {
+        assert_refused(
+            env.merge_spec("fixed", json!({ "kafka": { "spill": change } }))
+                .await,
+            &format!("{change} while spill is on"),
+            "cannot change while spill is enabled",
+        );
+    }
+    env.merge_spec(
+        "fixed",
+        json!({ "kafka": { "spill": { "enabled": false, "size": "512Mi" } } }),
+    )
+    .await
+    .expect("a new size with spill turned off");
+
+    env.create_stream(
+        "badsize",
+        spilling_spec(&kafka_ns, json!({ "enabled": true, "size": "lots" })),
+    )
+    .await;
+    let stream = env
+        .stream_until("badsize", "Ready=False InvalidSpec", |s| {
+            observed(s) && condition(s, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let ready = condition(&stream, "Ready").expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("spec.kafka.spill.size \"lots\""),
+        "{ready:?}"
+    );
+    let statefulsets: Api<StatefulSet> = env.api();
+    assert!(
+        statefulsets
+            .get_opt("badsize-ingest")
+            .await
+            .expect("GET")
+            .is_none(),
+        "nothing is built from an invalid spec"
+    );
     env.assert_operator_running();
 }
 
@@ -2316,8 +2725,9 @@ fn kubectl_run(args: &[&str]) -> String {
 }
 
 /// The operator, given nothing but what the chart grants and sets (its ServiceAccount's RBAC in
-/// namespaced mode with leader election, the Deployment's environment), reconciles a file-backed
-/// and a Strimzi-backed stream without a single Forbidden: the chart's RBAC is enough.
+/// namespaced mode with leader election, the Deployment's environment), reconciles a file-backed,
+/// a Strimzi-backed and a spilling stream (a StatefulSet, pruned when spill is turned off)
+/// without a single Forbidden: the chart's RBAC is enough.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a control plane and helm: KUBECONFIG, KUBECTL and HELM (make test provides them)"]
 async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
@@ -2448,9 +2858,15 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
         }),
     )
     .await;
+    env.create_stream(
+        "spills",
+        spilling_spec(&kafka_ns, json!({ "enabled": true })),
+    )
+    .await;
     for name in ["files-config", "topics-config"] {
         env.child::<ConfigMap>(name).await;
     }
+    env.child::<StatefulSet>("spills-ingest").await;
     for name in [
         "files-ingest",
         "files-consumer",
@@ -2481,7 +2897,7 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
         }
     })
     .await;
-    for name in ["files", "topics"] {
+    for name in ["files", "topics", "spills"] {
         env.stream_until(name, "a status for the current generation", observed)
             .await;
     }
@@ -2517,20 +2933,30 @@ async fn envtest_the_operator_runs_on_the_charts_rbac_and_environment_alone() {
     eventually("the KafkaTopic to be let go", || {
         let topics = topics.clone();
         async move {
-            let list = topics.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .all(|topic| {
+            // The stream `topics`' topic (`spills` has one too, kept).
+            let mine = ListParams::default().labels("metricstream.dev/owner-name=topics");
+            let list = topics.list(&mine).await.ok()?;
+            (!list.items.is_empty()
+                && list.items.iter().all(|topic| {
                     topic
                         .annotations()
                         .get("metricstream.dev/retained")
                         .is_some_and(|v| v == "true")
-                })
-                .then_some(())
+                }))
+            .then_some(())
         }
     })
     .await;
     env.child::<PersistentVolumeClaim>("topics-queue").await;
+    // Spill off: the ingest StatefulSet is pruned for a Deployment.
+    env.merge_spec(
+        "spills",
+        json!({ "kafka": { "spill": { "enabled": false } } }),
+    )
+    .await
+    .expect("turning spill off");
+    env.child::<Deployment>("spills-ingest").await;
+    deleted(&env.api::<StatefulSet>(), "spills-ingest").await;
     env.assert_operator_running();
     let log = std::fs::read_to_string(&env.log).unwrap_or_default();
     assert!(

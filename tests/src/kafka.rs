@@ -2,7 +2,7 @@
 //! `make test` with `hack/kafka.sh up`), unique topic and group names, and a private broker a
 //! test may stop and start without disturbing the tests that share the other one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -89,6 +89,15 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// `hack/kafka.sh up` in `<dir>/kafka` on free ports; returns once it serves metadata.
     pub async fn up(dir: &TestDir) -> Self {
+        Self::try_up(dir.path().join("kafka"), dir.logs_dir())
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`PrivateBroker::up`] with the broker's state in `state_dir` and the script's log in
+    /// `logs_dir/kafka-sh.log`, for callers that report a failure instead of panicking (the
+    /// benchmark). `state_dir` must not exist yet or be one `hack/kafka.sh` made.
+    pub async fn try_up(state_dir: PathBuf, logs_dir: PathBuf) -> Result<Self, String> {
         let port = free_port_below_ephemeral_range();
         let mut controller_port = free_port_below_ephemeral_range();
         while controller_port == port {
@@ -99,22 +108,23 @@ impl PrivateBroker {
             secure_port = free_port_below_ephemeral_range();
         }
         let mut broker = Self {
-            state_dir: dir.path().join("kafka"),
-            logs_dir: dir.logs_dir(),
+            state_dir,
+            logs_dir,
             port,
             controller_port,
             secure_port,
             bootstrap: String::new(),
         };
         let started = Instant::now();
-        let stdout = broker.run(&["up"], BROKER_START_TIMEOUT).await;
+        // From here on a failure drops `broker`, whose `down` stops whatever did start.
+        let stdout = broker.run(&["up"], BROKER_START_TIMEOUT).await?;
         broker.bootstrap = stdout
             .lines()
             .last()
             .and_then(|line| line.strip_prefix("KAFKA_BOOTSTRAP="))
-            .unwrap_or_else(|| {
-                panic!("hack/kafka.sh up printed no KAFKA_BOOTSTRAP line last: {stdout:?}")
-            })
+            .ok_or_else(|| {
+                format!("hack/kafka.sh up printed no KAFKA_BOOTSTRAP line last: {stdout:?}")
+            })?
             .trim()
             .to_owned();
         println!(
@@ -123,7 +133,7 @@ impl PrivateBroker {
             started.elapsed().as_secs_f64(),
             broker.state_dir.display()
         );
-        broker
+        Ok(broker)
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -137,30 +147,56 @@ impl PrivateBroker {
     /// `hack/kafka.sh stop-broker`: SIGTERM (or SIGKILL with `kill`) to the broker, returning
     /// once the process is gone; its data stays.
     pub async fn stop_broker(&self, kill: bool) {
+        self.try_stop_broker(kill)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    /// [`PrivateBroker::stop_broker`], failing instead of panicking.
+    pub async fn try_stop_broker(&self, kill: bool) -> Result<(), String> {
         let args: &[&str] = if kill {
             &["stop-broker", "--kill"]
         } else {
             &["stop-broker"]
         };
-        self.run(args, BROKER_STOP_TIMEOUT).await;
+        self.run(args, BROKER_STOP_TIMEOUT).await.map(drop)
     }
 
     /// `hack/kafka.sh start-broker`: the broker again on the same data and ports, returning once
     /// it serves metadata.
     pub async fn start_broker(&self) {
-        self.run(&["start-broker"], BROKER_START_TIMEOUT).await;
+        self.try_start_broker()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
-    fn script_log(&self) -> File {
-        let path = self.logs_dir.join("kafka-sh.log");
-        OpenOptions::new()
+    /// [`PrivateBroker::start_broker`], failing instead of panicking.
+    pub async fn try_start_broker(&self) -> Result<(), String> {
+        self.run(&["start-broker"], BROKER_START_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// Copies the broker's log into the logs directory (`down` deletes the state directory).
+    fn keep_broker_log(&self) {
+        let log = self.state_dir.join("broker.log");
+        let kept = self.logs_dir.join("kafka-broker.log");
+        if let Err(error) = fs::copy(&log, &kept) {
+            eprintln!("cannot keep {}: {error}", log.display());
+        }
+    }
+
+    fn script_log_path(&self) -> PathBuf {
+        self.logs_dir.join("kafka-sh.log")
+    }
+
+    fn command(&self, args: &[&str]) -> Result<std::process::Command, String> {
+        let log_path = self.script_log_path();
+        let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
-            .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
+            .open(&log_path)
+            .map_err(|error| format!("opening {}: {error}", log_path.display()))?;
         let mut command = std::process::Command::new("bash");
         command
             .arg(kafka_script())
@@ -170,54 +206,59 @@ impl PrivateBroker {
             .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
             .env("KAFKA_SECURE_PORT", self.secure_port.to_string())
             .stdin(Stdio::null())
-            .stderr(self.script_log());
-        command
+            .stderr(log);
+        Ok(command)
     }
 
-    /// Runs `hack/kafka.sh <args>` and returns its stdout; panics if it fails or overruns.
-    async fn run(&self, args: &[&str], timeout: Duration) -> String {
-        let mut command = tokio::process::Command::from(self.command(args));
+    /// Runs `hack/kafka.sh <args>` and returns its stdout; fails if it fails or overruns.
+    async fn run(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
+        let mut command = tokio::process::Command::from(self.command(args)?);
         command.stdout(Stdio::piped()).kill_on_drop(true);
         let what = format!("hack/kafka.sh {} (port {})", args.join(" "), self.port);
         let output = match tokio::time::timeout(timeout, command.output()).await {
             Ok(Ok(output)) => output,
-            Ok(Err(error)) => panic!("running {what}: {error}"),
-            Err(_) => panic!(
-                "{what} did not finish within {timeout:?}; its log: {}",
-                self.logs_dir.join("kafka-sh.log").display()
-            ),
+            Ok(Err(error)) => return Err(format!("running {what}: {error}")),
+            Err(_) => {
+                self.keep_broker_log();
+                return Err(format!(
+                    "{what} did not finish within {timeout:?}; its log: {}",
+                    self.script_log_path().display()
+                ));
+            }
         };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{what} failed ({}); stdout: {stdout:?}; its log: {}",
-            output.status,
-            self.logs_dir.join("kafka-sh.log").display()
-        );
-        stdout
+        if !output.status.success() {
+            self.keep_broker_log();
+            return Err(format!(
+                "{what} failed ({}); stdout: {stdout:?}; its log: {}",
+                output.status,
+                self.script_log_path().display()
+            ));
+        }
+        Ok(stdout)
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.state_dir.join("broker.log");
-            let kept = self.logs_dir.join("kafka-broker.log");
-            if let Err(error) = fs::copy(&log, &kept) {
-                eprintln!("cannot keep {}: {error}", log.display());
-            }
+            self.keep_broker_log();
         }
         // Blocking, but only at the end of a test; `down` also deletes the state directory.
-        let mut command = self.command(&["down"]);
-        command.stdout(Stdio::null());
-        match command.status() {
+        let status = self.command(&["down"]).and_then(|mut command| {
+            command
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|error| format!("could not run: {error}"))
+        });
+        match status {
             Ok(status) if status.success() => {}
             Ok(status) => eprintln!(
                 "hack/kafka.sh down of the private broker on port {} failed ({status})",
                 self.port
             ),
             Err(error) => eprintln!(
-                "hack/kafka.sh down of the private broker on port {} could not run: {error}",
+                "hack/kafka.sh down of the private broker on port {}: {error}",
                 self.port
             ),
         }

@@ -244,7 +244,10 @@ impl Outcome {
         let problem = match serde_json::from_str::<Value>(body) {
             Ok(ack) => {
                 request.partition = ack["partition"].as_u64().map(|p| p as u32);
-                request.offset = ack["offset"].as_u64();
+                // A spilled record's offset is its place in the ingest's spill; its offset in
+                // Kafka is known only once the forwarder has appended it.
+                let spilled = ack["spilled"].as_bool() == Some(true);
+                request.offset = ack["offset"].as_u64().filter(|_| !spilled);
                 (ack["accepted"].as_u64() != Some(u64::from(self.metrics))).then(|| {
                     format!(
                         "{} request {} sent {} metrics but the answer says {body}",

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{READY_TIMEOUT, STOP_TIMEOUT, http_client};
@@ -162,12 +162,33 @@ pub async fn wait_for_http_ok_with(
     }
 }
 
-/// A loopback address no one listens on right now (bind port 0, read it, let it go).
+/// A loopback address no one listens on right now, taken below the kernel's ephemeral range
+/// (32768–60999 by default). A port from `bind(0)` is itself ephemeral: between letting it go and
+/// the service binding it, an outgoing connection of any process (to the broker, say) can be
+/// given it, and the service fails with "Address already in use" (CI saw exactly that). Ports
+/// are tried in turn from an offset of this process' id, so test threads and test binaries do
+/// not meet either.
 pub fn free_loopback_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
-    listener
-        .local_addr()
-        .expect("reading the address of a bound port")
+    const FIRST_PORT: u32 = 11_000;
+    const PORTS: u32 = 5_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7919) % PORTS;
+    for _ in 0..PORTS {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST_PORT + (offset + step) % PORTS;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener
+                .local_addr()
+                .expect("reading the address of a bound port");
+        }
+    }
+    panic!(
+        "no free loopback port in {FIRST_PORT}..{}",
+        FIRST_PORT + PORTS
+    );
 }
 
 /// An ingest in token mode, whose tokens file maps `token` to `client`, and a consumer, both on

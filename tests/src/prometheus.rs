@@ -56,7 +56,12 @@ impl Prometheus {
     /// Runs `prometheus` with `args` plus `--web.listen-address` on a free loopback port, its
     /// output in `logs_dir/<name>.log`, and waits until it is ready.
     pub async fn spawn(logs_dir: &Path, name: &str, args: &[String]) -> Self {
-        let web = free_loopback_addr();
+        Self::spawn_on(free_loopback_addr(), logs_dir, name, args).await
+    }
+
+    /// [`Prometheus::spawn`] on `web`, for a config that must name the address beforehand (a
+    /// Prometheus scraping itself).
+    pub async fn spawn_on(web: SocketAddr, logs_dir: &Path, name: &str, args: &[String]) -> Self {
         let log_path = logs_dir.join(format!("{name}.log"));
         let log = File::create(&log_path)
             .unwrap_or_else(|error| panic!("creating {}: {error}", log_path.display()));

@@ -447,6 +447,39 @@ pub fn duplicated_positions(contents: &SinkContents) -> Vec<(u32, u64, u32)> {
         .collect()
 }
 
+/// Where one client's requests broke their order in the sink: each client of the load sends its
+/// next request only once the last is answered, so its requests (by `seq`) must sit at growing
+/// offsets of its one partition. Says which pairs did not.
+pub fn client_order_violations(contents: &SinkContents) -> Vec<String> {
+    let mut requests: HashMap<String, BTreeMap<u64, (u32, u64)>> = HashMap::new();
+    for line in &contents.lines {
+        if let Some(id) = MetricId::from_tags(&line.name, &line.tags) {
+            requests
+                .entry(id.client)
+                .or_default()
+                .insert(id.seq, (line.partition, line.offset));
+        }
+    }
+    let mut violations = Vec::new();
+    for (client, by_seq) in requests {
+        let mut previous: Option<(u64, (u32, u64))> = None;
+        for (seq, position) in by_seq {
+            if let Some((previous_seq, previous_position)) = previous
+                && (previous_position.0 != position.0 || previous_position.1 >= position.1)
+            {
+                violations.push(format!(
+                    "{client}: request {previous_seq} at partition {} offset {}, the later \
+                     request {seq} at partition {} offset {}",
+                    previous_position.0, previous_position.1, position.0, position.1
+                ));
+            }
+            previous = Some((seq, position));
+        }
+    }
+    violations.sort();
+    violations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,9 @@
 //! dropped and the workload runs on its default. Nothing else would notice.
 //!
 //! The workloads are built by the operator's pure build step (`validate` → `build`), exactly as
-//! a reconcile would, for a file-backed and two Kafka-backed (SASL over TLS) streams, and one
-//! whose consumers write to a store over remote write with a bearer token. The
+//! a reconcile would, for a file-backed and two Kafka-backed (SASL over TLS) streams, one
+//! whose consumers write to a store over remote write with a bearer token, and one whose ingest
+//! spills (a StatefulSet whose container's own `env` names the spill's directory and bound). The
 //! ConfigMap is shared by the ingest and the consumer (`envFrom`), so a key in it must be
 //! declared by at least one workload that receives it; a key in a container's own `env` must be
 //! declared by that container's workload. Each container's environment is then parsed for real
@@ -26,7 +27,7 @@ use metricstream_operator::crd::{
     Backend, BasicAuthSpec, ConsumerSpec, DeletionPolicy, FileSpec, IngestSpec,
     KafkaAuthenticationSpec, KafkaSpec, KafkaTlsSpec, MetricStream, MetricStreamSpec,
     RateLimitSpec, RemoteWriteProtocol, RemoteWriteSpec, RemoteWriteTlsSpec, SaslType,
-    SecretKeyRef, SecretRef, SinkSpec, SinkType, StrimziRef, TopicManagement,
+    SecretKeyRef, SecretRef, SinkSpec, SinkType, SpillSpec, StrimziRef, TopicManagement,
 };
 use metricstream_operator::reconcile::build::{CopiedCredentials, Desired, build};
 use metricstream_operator::reconcile::validate::validate;
@@ -132,6 +133,7 @@ fn kafka_spec(management: TopicManagement) -> KafkaSpec {
         }),
         strimzi: None,
         config: BTreeMap::new(),
+        spill: None,
     }
 }
 
@@ -182,6 +184,8 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
             protocol: Default::default(),
             timeout_seconds: 600,
         }),
+        // The consumer must accept the rate limit's variable too.
+        rate_limit: Some(20_000),
     };
     let mut secured_remote_write = kafka(TopicManagement::Admin, None);
     secured_remote_write.spec.consumer.sink = SinkSpec {
@@ -207,9 +211,20 @@ fn scenarios() -> Vec<(&'static str, MetricStream)> {
             protocol: RemoteWriteProtocol::V2,
             timeout_seconds: 30,
         }),
+        rate_limit: None,
     };
+    let mut spilling = kafka(TopicManagement::Admin, None);
+    spilling.spec.kafka.as_mut().expect("kafka").spill = Some(SpillSpec {
+        enabled: true,
+        size: "2Gi".into(),
+        storage_class: Some("fast-ssd".into()),
+    });
     vec![
         ("file backend", file),
+        (
+            "kafka backend, admin topic, SASL_SSL, the ingest spilling",
+            spilling,
+        ),
         (
             "kafka backend, remote-write sink with a bearer token",
             remote_write,
@@ -369,6 +384,8 @@ fn child_parses_its_environment() {
 #[test]
 fn every_rendered_setting_is_a_flag_of_a_workload_that_receives_it_and_parses() {
     let mut problems = Vec::new();
+    // Which workload received which key, over every scenario.
+    let mut received = BTreeSet::new();
     for (scenario, stream) in scenarios() {
         let validated = validate(&stream).unwrap_or_else(|error| panic!("{scenario}: {error}"));
         let desired = build(
@@ -376,10 +393,20 @@ fn every_rendered_setting_is_a_flag_of_a_workload_that_receives_it_and_parses() 
             &WorkloadDefaults::default(),
             &CopiedCredentials::NotNeeded,
         );
-        let containers: Vec<&Container> = desired
+        let pods = desired
             .deployments
             .iter()
-            .filter_map(|deployment| deployment.spec.as_ref()?.template.spec.as_ref())
+            .filter_map(|deployment| deployment.spec.as_ref())
+            .map(|spec| &spec.template)
+            .chain(
+                desired
+                    .stateful_sets
+                    .iter()
+                    .filter_map(|stateful_set| stateful_set.spec.as_ref())
+                    .map(|spec| &spec.template),
+            );
+        let containers: Vec<&Container> = pods
+            .filter_map(|template| template.spec.as_ref())
             .flat_map(|pod| pod.init_containers.iter().flatten().chain(&pod.containers))
             .collect();
         assert_eq!(containers.len(), 2, "{scenario}: an ingest and a consumer");
@@ -396,7 +423,10 @@ fn every_rendered_setting_is_a_flag_of_a_workload_that_receives_it_and_parses() 
                 continue;
             };
             match rendered_env(&desired, container) {
-                Ok(env) => checked.push((container, workload, argv, env)),
+                Ok(env) => {
+                    received.extend(env.keys().map(|key| (workload.binary, key.clone())));
+                    checked.push((container, workload, argv, env));
+                }
                 Err(error) => problems.push(format!("{scenario}: {}: {error}", container.name)),
             }
         }
@@ -438,6 +468,12 @@ fn every_rendered_setting_is_a_flag_of_a_workload_that_receives_it_and_parses() 
                     container.name, workload.binary
                 ));
             }
+        }
+    }
+    // The scenarios must keep exercising the settings only some streams get.
+    for key in ["METRICSTREAM_SPILL_DIR", "METRICSTREAM_SPILL_MAX_BYTES"] {
+        if !received.contains(&("metricstream-ingest", key.to_owned())) {
+            problems.push(format!("no scenario gives the ingest {key}"));
         }
     }
     assert!(

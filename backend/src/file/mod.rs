@@ -18,6 +18,7 @@
 
 mod consumer;
 mod group;
+mod lag;
 mod metrics;
 mod partition_log;
 mod producer;
@@ -28,8 +29,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use consumer::FileConsumer;
+pub use lag::{
+    GroupPartitionLabel, PartitionLagReading, QUEUE_LAG_REFRESH, QueueLagMetrics, QueueLagReader,
+    refresh_queue_lag,
+};
 pub use metrics::{FileQueueMetrics, PartitionLabel};
-pub use producer::FileProducer;
+pub use producer::{FileProducer, PendingAppend};
 
 /// When an append is acknowledged relative to `fdatasync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -157,4 +162,27 @@ pub(crate) fn io_error(
 
 pub(crate) fn partition_dir(root: &Path, partition: u32) -> PathBuf {
     root.join("partitions").join(format!("{partition:04}"))
+}
+
+/// The directory of consumer group `group` in the queue at `root`.
+pub(crate) fn group_dir(root: &Path, group: &str) -> PathBuf {
+    group::groups_dir(root).join(group)
+}
+
+/// A group's committed next offset of `partition` (0 when it never committed).
+pub(crate) fn read_committed_offset(group_dir: &Path, partition: u32) -> std::io::Result<u64> {
+    group::read_committed(group_dir, partition)
+}
+
+/// The bytes `partition`'s segments take on disk.
+pub(crate) fn partition_bytes(root: &Path, partition: u32) -> std::io::Result<u64> {
+    let mut total = 0;
+    for (_, path) in segment::list_segments(&partition_dir(root, partition))? {
+        match std::fs::metadata(&path) {
+            Ok(metadata) => total += metadata.len(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(total)
 }

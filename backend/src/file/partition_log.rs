@@ -93,6 +93,11 @@ impl PartitionLog {
         self.partition
     }
 
+    /// The offset the next append gets.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
     /// Appends `records` as one write (and, unless durability is `none`, one `fdatasync`).
     /// Returns the offset of the first; the rest follow consecutively. On error nothing was
     /// acknowledged and the partial write, if any, has been removed or will be on recovery.

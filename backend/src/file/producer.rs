@@ -35,6 +35,7 @@ pub struct FileProducer {
     last_errors: Vec<LastError>,
     closed: AtomicBool,
     metrics: FileQueueMetrics,
+    opened_next_offsets: Vec<u64>,
 }
 
 impl FileProducer {
@@ -56,6 +57,7 @@ impl FileProducer {
         let mut senders = Vec::with_capacity(logs.len());
         let mut writers = Vec::with_capacity(logs.len());
         let mut last_errors = Vec::with_capacity(logs.len());
+        let opened_next_offsets = logs.iter().map(PartitionLog::next_offset).collect();
         for log in logs {
             let (sender, receiver) = mpsc::channel(config.queue_depth);
             let last_error = LastError::default();
@@ -77,7 +79,66 @@ impl FileProducer {
             last_errors,
             closed: AtomicBool::new(false),
             metrics,
+            opened_next_offsets,
         })
+    }
+}
+
+impl FileProducer {
+    /// Hands one record to `partition`'s writer without waiting: records handed over one after
+    /// another are stored in that order (the spill relies on it), and
+    /// [`PendingAppend::durable`] waits until the record is synced.
+    pub fn enqueue(
+        &self,
+        partition: Partition,
+        record: Bytes,
+    ) -> Result<PendingAppend, AppendError> {
+        // An empty frame on disk is a seal: written as a record it would end the log there.
+        if record.is_empty() {
+            return Err(AppendError::EmptyRecord);
+        }
+        if record.len() > self.max_record_bytes {
+            return Err(AppendError::TooLarge {
+                size: record.len(),
+                limit: self.max_record_bytes,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let senders = self.senders.read().map_err(|_| AppendError::Closed)?;
+        let Some(senders) = senders.as_ref() else {
+            return Err(AppendError::Closed);
+        };
+        let sender = senders
+            .get(partition.0 as usize)
+            .ok_or(AppendError::NoSuchPartition {
+                partition,
+                partitions: self.partitions,
+            })?;
+        sender
+            .try_send(AppendRequest { record, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.metrics.saturated.inc();
+                    AppendError::Saturated
+                }
+                mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+            })?;
+        Ok(PendingAppend(answer))
+    }
+
+    /// Each partition's next offset when the queue was opened: where the first append goes.
+    pub fn opened_next_offsets(&self) -> &[u64] {
+        &self.opened_next_offsets
+    }
+}
+
+/// A record handed to a partition's writer, waiting for its sync.
+pub struct PendingAppend(oneshot::Receiver<Result<Offset, AppendError>>);
+
+impl PendingAppend {
+    /// The record's offset once it is durable.
+    pub async fn durable(self) -> Result<Offset, AppendError> {
+        self.0.await.map_err(|_| AppendError::Closed)?
     }
 }
 
@@ -274,39 +335,7 @@ impl QueueProducer for FileProducer {
     }
 
     async fn append(&self, partition: Partition, record: Bytes) -> Result<Offset, AppendError> {
-        // An empty frame on disk is a seal: written as a record it would end the log there.
-        if record.is_empty() {
-            return Err(AppendError::EmptyRecord);
-        }
-        if record.len() > self.max_record_bytes {
-            return Err(AppendError::TooLarge {
-                size: record.len(),
-                limit: self.max_record_bytes,
-            });
-        }
-        let (reply, answer) = oneshot::channel();
-        {
-            let senders = self.senders.read().map_err(|_| AppendError::Closed)?;
-            let Some(senders) = senders.as_ref() else {
-                return Err(AppendError::Closed);
-            };
-            let sender = senders
-                .get(partition.0 as usize)
-                .ok_or(AppendError::NoSuchPartition {
-                    partition,
-                    partitions: self.partitions,
-                })?;
-            sender
-                .try_send(AppendRequest { record, reply })
-                .map_err(|error| match error {
-                    mpsc::error::TrySendError::Full(_) => {
-                        self.metrics.saturated.inc();
-                        AppendError::Saturated
-                    }
-                    mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
-                })?;
-        }
-        answer.await.map_err(|_| AppendError::Closed)?
+        self.enqueue(partition, record)?.durable().await
     }
 
     fn readiness(&self) -> Result<(), String> {

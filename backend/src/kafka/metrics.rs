@@ -20,6 +20,8 @@ pub struct KafkaMetrics {
     pub consumed_records: Counter,
     /// Rebalances this member took part in.
     pub rebalances: Counter,
+    /// Second copies of replayed records the consumer dropped (see [`crate::replay`]).
+    pub replay_duplicates_dropped: Counter,
 }
 
 impl KafkaMetrics {
@@ -60,6 +62,11 @@ impl KafkaMetrics {
             "rebalances",
             "Consumer group rebalances this member took part in",
             self.rebalances.clone(),
+        );
+        registry.register(
+            "replay_duplicates_dropped",
+            "Second copies of records replayed from an ingest's spill, dropped by this consumer",
+            self.replay_duplicates_dropped.clone(),
         );
     }
 }

@@ -6,13 +6,16 @@
 //!   explicitly by the shared partitioner, bounded buffering whose exhaustion is backpressure,
 //!   fast failure while the cluster is unreachable, rebuilt after a fatal error, flushed on close.
 //! - [`KafkaConsumer`]: a consumer-group member that commits synchronously only what the caller
-//!   says is durable downstream, and reports rebalances and lag.
+//!   says is durable downstream, and reports rebalances and lag; it drops the second copies of
+//!   records replayed from an ingest's spill, keeping what it needs in the commits' metadata.
 //! - [`admin`]: create a topic with N partitions, or grow it to N.
+//! - [`group_offsets`]: a group's committed offsets and its topic's ends, read without joining.
 //! - [`KafkaSecurity`]: TLS and SASL/SCRAM for all of them; [`workload_acls`]: what a workload
 //!   user must be allowed.
 
 pub mod admin;
 mod consumer;
+pub mod group_offsets;
 mod metrics;
 mod producer;
 mod security;
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 pub use consumer::KafkaConsumer;
 pub use metrics::KafkaMetrics;
-pub use producer::KafkaProducer;
+pub use producer::{KafkaProducer, PendingAck};
 pub use security::{
     AclOperation, AclResourceType, KafkaAcl, KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism,
     access_failure, workload_acls,

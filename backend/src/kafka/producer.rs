@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -17,6 +18,7 @@ use super::{
 };
 use crate::model::{Offset, Partition};
 use crate::queue::{AppendError, QueueProducer};
+use crate::replay::{REPLAY_HEADER, ReplayIdentity};
 
 /// How often the health monitor looks at the producer.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
@@ -157,13 +159,6 @@ impl KafkaProducer {
         tuning: ProducerTuning,
         metrics: KafkaMetrics,
     ) -> Result<Self, KafkaBackendError> {
-        if !(1..=crate::queue::MAX_PARTITIONS).contains(&settings.partitions) {
-            return Err(KafkaBackendError::Config(format!(
-                "partitions must be in 1..={}, got {}",
-                crate::queue::MAX_PARTITIONS,
-                settings.partitions
-            )));
-        }
         match super::admin::topic_partitions(&settings).await? {
             Some(found) if found >= settings.partitions => {}
             Some(found) => {
@@ -181,6 +176,24 @@ impl KafkaProducer {
                     reason: "does not exist; create it (or let the service create it)".into(),
                 });
             }
+        }
+        Self::open_unchecked(settings, tuning, metrics)
+    }
+
+    /// Starts the producer without asking the cluster anything: for a caller that must start
+    /// while the cluster is unreachable (the ingest with a spill), and learns about the topic
+    /// from its first appends instead.
+    pub fn open_unchecked(
+        settings: KafkaSettings,
+        tuning: ProducerTuning,
+        metrics: KafkaMetrics,
+    ) -> Result<Self, KafkaBackendError> {
+        if !(1..=crate::queue::MAX_PARTITIONS).contains(&settings.partitions) {
+            return Err(KafkaBackendError::Config(format!(
+                "partitions must be in 1..={}, got {}",
+                crate::queue::MAX_PARTITIONS,
+                settings.partitions
+            )));
         }
         let health = Arc::new(Health {
             down: Mutex::new(None),
@@ -211,11 +224,155 @@ impl KafkaProducer {
         Ok(this)
     }
 
+    /// Hands one record to librdkafka without waiting: the record is queued for `partition`
+    /// behind every record handed over before it (the spill relies on that order), and
+    /// [`PendingAck::acknowledged`] waits for Kafka's answer. With an `identity`, the record
+    /// carries it in the [`REPLAY_HEADER`] header. Fails at once while the cluster is known to be
+    /// unreachable or the buffer is full.
+    pub fn enqueue(
+        &self,
+        partition: Partition,
+        record: &[u8],
+        identity: Option<ReplayIdentity>,
+    ) -> Result<PendingAck, AppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AppendError::Closed);
+        }
+        if partition.0 >= self.settings.partitions {
+            return Err(AppendError::NoSuchPartition {
+                partition,
+                partitions: self.settings.partitions,
+            });
+        }
+        if let Some(reason) = self.health.down_reason() {
+            self.metrics.delivery_errors.inc();
+            return Err(AppendError::Unavailable(format!(
+                "Kafka unreachable: {reason}"
+            )));
+        }
+        let client = self.client()?;
+        let identity_bytes = identity.map(ReplayIdentity::to_bytes);
+        let mut message = FutureRecord::<(), [u8]>::to(&self.settings.topic)
+            .partition(partition.0 as i32)
+            .payload(record);
+        if let Some(bytes) = &identity_bytes {
+            message = message.headers(OwnedHeaders::new().insert(Header {
+                key: REPLAY_HEADER,
+                value: Some(bytes.as_slice()),
+            }));
+        }
+        let delivery =
+            client
+                .send_result(message)
+                .map_err(|(error, _)| match error.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::QueueFull) => {
+                        self.metrics.queue_full.inc();
+                        AppendError::Saturated
+                    }
+                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => AppendError::TooLarge {
+                        size: record.len(),
+                        limit: 1_000_000,
+                    },
+                    _ => {
+                        self.metrics.delivery_errors.inc();
+                        AppendError::Unavailable(error.to_string())
+                    }
+                })?;
+        if self.health.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.health
+                .last_progress_ms
+                .store(self.health.now_ms(), Ordering::Release);
+        }
+        Ok(PendingAck {
+            delivery,
+            in_flight: InFlight(self.health.clone()),
+            metrics: self.metrics.clone(),
+            ack_timeout: self.tuning.ack_timeout,
+        })
+    }
+
     fn client(&self) -> Result<Client, AppendError> {
         self.producer
             .read()
             .map(|producer| producer.clone())
             .map_err(|_| AppendError::Unavailable("producer lock poisoned".into()))
+    }
+}
+
+/// A record handed to librdkafka, waiting for Kafka's acknowledgement.
+pub struct PendingAck {
+    delivery: DeliveryFuture,
+    in_flight: InFlight,
+    metrics: KafkaMetrics,
+    ack_timeout: Duration,
+}
+
+/// Counts a record in [`Health::in_flight`] until its answer is in, or until it is dropped
+/// unanswered (which would otherwise look like a stall forever).
+struct InFlight(Arc<Health>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl PendingAck {
+    /// The record's offset once Kafka acknowledged it. Gives up as soon as the cluster is known
+    /// to be unreachable, or after the ack timeout: the record may still be delivered later
+    /// (librdkafka retries it until `message.timeout.ms`), so an error here means "not known to
+    /// be stored", never "not stored".
+    pub async fn acknowledged(self) -> Result<Offset, AppendError> {
+        let Self {
+            delivery,
+            in_flight,
+            metrics,
+            ack_timeout,
+        } = self;
+        let health = in_flight.0.clone();
+        let mut unreachable = health.unreachable.subscribe();
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(ack_timeout, delivery) => Some(outcome),
+            _ = unreachable.wait_for(|down| *down) => None,
+        };
+        drop(in_flight);
+        let Some(outcome) = outcome else {
+            metrics.delivery_errors.inc();
+            let reason = health.down_reason().unwrap_or_default();
+            return Err(AppendError::Unavailable(format!(
+                "Kafka unreachable: {reason}"
+            )));
+        };
+        match outcome {
+            Ok(Ok(Ok(delivered))) => {
+                health
+                    .last_progress_ms
+                    .store(health.now_ms(), Ordering::Release);
+                metrics.acked_records.inc();
+                Ok(Offset(delivered.offset.max(0) as u64))
+            }
+            Ok(Ok(Err((error, _)))) => {
+                metrics.delivery_errors.inc();
+                if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                    health.fatal.store(true, Ordering::Release);
+                }
+                Err(AppendError::Unavailable(format!(
+                    "delivery failed: {error}"
+                )))
+            }
+            Ok(Err(_canceled)) => {
+                metrics.delivery_errors.inc();
+                Err(AppendError::Unavailable(
+                    "the producer was replaced mid-delivery".into(),
+                ))
+            }
+            Err(_elapsed) => {
+                metrics.delivery_errors.inc();
+                Err(AppendError::Unavailable(format!(
+                    "no acknowledgement from Kafka within {ack_timeout:?}"
+                )))
+            }
+        }
     }
 }
 
@@ -290,96 +447,7 @@ impl QueueProducer for KafkaProducer {
     }
 
     async fn append(&self, partition: Partition, record: Bytes) -> Result<Offset, AppendError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(AppendError::Closed);
-        }
-        if partition.0 >= self.settings.partitions {
-            return Err(AppendError::NoSuchPartition {
-                partition,
-                partitions: self.settings.partitions,
-            });
-        }
-        if let Some(reason) = self.health.down_reason() {
-            self.metrics.delivery_errors.inc();
-            return Err(AppendError::Unavailable(format!(
-                "Kafka unreachable: {reason}"
-            )));
-        }
-        let client = self.client()?;
-        let message = FutureRecord::<(), [u8]>::to(&self.settings.topic)
-            .partition(partition.0 as i32)
-            .payload(record.as_ref());
-        let delivery = match client.send_result(message) {
-            Ok(delivery) => delivery,
-            Err((error, _)) => {
-                return Err(match error.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::QueueFull) => {
-                        self.metrics.queue_full.inc();
-                        AppendError::Saturated
-                    }
-                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => AppendError::TooLarge {
-                        size: record.len(),
-                        limit: 1_000_000,
-                    },
-                    _ => {
-                        self.metrics.delivery_errors.inc();
-                        AppendError::Unavailable(error.to_string())
-                    }
-                });
-            }
-        };
-        if self.health.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.health
-                .last_progress_ms
-                .store(self.health.now_ms(), Ordering::Release);
-        }
-        // Give up waiting as soon as the cluster is known to be unreachable: the client gets its
-        // 503 now rather than at the ack timeout. The record may still be delivered later —
-        // then it duplicates the client's retry; it is never lost.
-        let mut unreachable = self.health.unreachable.subscribe();
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(self.tuning.ack_timeout, delivery) => Some(outcome),
-            _ = unreachable.wait_for(|down| *down) => None,
-        };
-        self.health.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let Some(outcome) = outcome else {
-            self.metrics.delivery_errors.inc();
-            let reason = self.health.down_reason().unwrap_or_default();
-            return Err(AppendError::Unavailable(format!(
-                "Kafka unreachable: {reason}"
-            )));
-        };
-        match outcome {
-            Ok(Ok(Ok(delivered))) => {
-                self.health
-                    .last_progress_ms
-                    .store(self.health.now_ms(), Ordering::Release);
-                self.metrics.acked_records.inc();
-                Ok(Offset(delivered.offset.max(0) as u64))
-            }
-            Ok(Ok(Err((error, _)))) => {
-                self.metrics.delivery_errors.inc();
-                if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
-                    self.health.fatal.store(true, Ordering::Release);
-                }
-                Err(AppendError::Unavailable(format!(
-                    "delivery failed: {error}"
-                )))
-            }
-            Ok(Err(_canceled)) => {
-                self.metrics.delivery_errors.inc();
-                Err(AppendError::Unavailable(
-                    "the producer was replaced mid-delivery".into(),
-                ))
-            }
-            Err(_elapsed) => {
-                self.metrics.delivery_errors.inc();
-                Err(AppendError::Unavailable(format!(
-                    "no acknowledgement from Kafka within {:?}",
-                    self.tuning.ack_timeout
-                )))
-            }
-        }
+        self.enqueue(partition, &record, None)?.acknowledged().await
     }
 
     fn readiness(&self) -> Result<(), String> {

@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use metricstream_bench::{backend, drain, drain_store, http, intake, operator, report, results};
+use metricstream_bench::{
+    backend, dashboard, drain, drain_store, http, intake, operator, report, results,
+};
 
 #[derive(Parser)]
 #[command(about, long_about = None)]
 struct Args {
-    /// Where a suite writes its results (default target/bench/<suite>.json).
+    /// Where a suite writes its results (default target/bench/<suite>.json); for `dashboard`,
+    /// its SVG (default target/bench/dashboard.svg).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
     #[command(subcommand)]
@@ -34,6 +37,9 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Render BENCHMARKS.md and the charts from the suites' results.
     Report(report::ReportArgs),
+    /// Draw Grafana dashboards (JSON files) as one SVG from a Prometheus' data over a time range:
+    /// time series and stat panels where the dashboard's grid puts them.
+    Dashboard(dashboard::DashboardArgs),
     /// Print this machine's description as the results record it.
     Machine,
 }
@@ -50,6 +56,17 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(a) => ("operator", runtime.block_on(operator::run(a))?),
         Command::Report(a) => {
             runtime.block_on(report::run(a))?;
+            return Ok(());
+        }
+        Command::Dashboard(a) => {
+            let out = args
+                .out
+                .unwrap_or_else(|| PathBuf::from("target/bench/dashboard.svg"));
+            runtime.block_on(dashboard::run(a, &out))?;
+            eprintln!(
+                "metricstream-bench: the dashboard picture in {}",
+                out.display()
+            );
             return Ok(());
         }
         Command::Machine => {

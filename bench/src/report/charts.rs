@@ -207,11 +207,14 @@ fn plot_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
 }
 
 const CEILING_COLOR: RGBColor = RGBColor(150, 150, 150);
-const SERIES_COLORS: [RGBColor; 4] = [
+/// The lines of a latency panel: one for each HTTP target.
+const SERIES_COLORS: [RGBColor; 6] = [
     RGBColor(120, 120, 120),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
 ];
 
 /// `count` segments on the x axis (a segmented `0..n` range draws n + 1).

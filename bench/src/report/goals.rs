@@ -65,6 +65,8 @@ impl Results<'_> {
             met: (!p99s.is_empty()).then(|| p99s.iter().all(|(_, p99)| *p99 <= 10.0)),
         });
         ratio_goal(&mut goals, "ingest-kafka", "ingest → Kafka");
+        goals.push(self.spill_idle_goal());
+        goals.push(self.spill_outage_goal());
 
         for (consumer, bare, write, name) in [
             ("consumer-file", "bare-read-file", "bare-write-file", "file"),

@@ -22,15 +22,23 @@ impl Results<'_> {
              machine. Do not edit by hand: run `{command}` again.\n"
         );
         if let Some(machine) = self.machine() {
-            let started = self
-                .suites
-                .iter()
-                .map(|s| s.started.as_str())
-                .min()
-                .unwrap_or("?");
+            let starts: Vec<&str> = self.suites.iter().map(|s| s.started.as_str()).collect();
+            let first = starts.iter().min().copied().unwrap_or("?");
+            let last = starts.iter().max().copied().unwrap_or("?");
+            // Results of suites re-run on their own sit beside older ones: say when each ran.
+            let started = if first == last {
+                format!("Run started {first}")
+            } else {
+                let each: Vec<String> = self
+                    .suites
+                    .iter()
+                    .map(|s| format!("{} {}", s.suite, s.started))
+                    .collect();
+                format!("Suites started at different times ({})", each.join(", "))
+            };
             let _ = writeln!(
                 md,
-                "Run started {started} on {} cores ({}), {:.0} GiB, Linux {}.\n",
+                "{started} on {} cores ({}), {:.0} GiB, Linux {}.\n",
                 machine.cores, machine.cpu_model, machine.memory_gib, machine.kernel
             );
         }
@@ -52,6 +60,7 @@ impl Results<'_> {
             let _ = writeln!(md, "{}\n", analysis.trim_end());
         }
         self.http_tables(&mut md);
+        self.spill_section(&mut md);
         self.intake_table(&mut md);
         self.backend_ratios(&mut md);
         self.table(&mut md, "backend", "Backend ceilings");
@@ -156,7 +165,9 @@ impl Results<'_> {
                             distance(a).total_cmp(&distance(b))
                         })
                 }
-                "ingest-kafka" => self.of("backend", "kafka-producer-perf").find(same_size),
+                "ingest-kafka" | "ingest-kafka-spill" => {
+                    self.of("backend", "kafka-producer-perf").find(same_size)
+                }
                 _ => None,
             };
             let Some(ceiling) = ceiling else {

@@ -4,6 +4,7 @@
 //! This module owns the run (reading the suites, writing the report) and the queries over the
 //! measurements ([`Results`]); its children render them: `goals` (the targets and their
 //! verdicts), `markdown` (BENCHMARKS.md), `intake` (the intake protocols' table and target),
+//! `spill` (the idle spill's 5 % bound and the spill's accept rate while Kafka is down),
 //! `drain_store` (the drain into a store beside the store's own ceiling) and `charts` (the SVG
 //! charts).
 
@@ -14,6 +15,7 @@ mod intake;
 mod markdown;
 #[cfg(test)]
 mod sample;
+mod spill;
 
 use std::fs;
 use std::path::PathBuf;
@@ -104,11 +106,13 @@ pub struct Results<'a> {
 }
 
 /// The HTTP targets in report order, with their display names.
-const HTTP_TARGETS: [(&str, &str); 4] = [
+const HTTP_TARGETS: [(&str, &str); 6] = [
     ("noop-http", "no-op HTTP (ceiling)"),
     ("ingest-file-batch", "ingest → file, batch"),
     ("ingest-file-always", "ingest → file, always"),
     ("ingest-kafka", "ingest → Kafka"),
+    ("ingest-kafka-spill", "ingest → Kafka, spill idle"),
+    ("ingest-kafka-spill-outage", "ingest → spill, Kafka down"),
 ];
 
 /// The short names under a chart's bars.
@@ -118,6 +122,8 @@ fn short_name(target: &str) -> &'static str {
         "ingest-file-batch" => "file, batch",
         "ingest-file-always" => "file, always",
         "ingest-kafka" => "Kafka",
+        "ingest-kafka-spill" => "Kafka+spill",
+        "ingest-kafka-spill-outage" => "Kafka down",
         _ => "?",
     }
 }

@@ -59,7 +59,31 @@ pub(super) fn sample() -> Vec<SuiteResults> {
                     "http",
                     "ingest-kafka",
                     point(200, "max"),
-                    json!({"requests_per_sec": 4000.0, "lost": 0.0, "duplicates": 1.0}),
+                    json!({"requests_per_sec": 4000.0, "p99_ms": 8.0, "lost": 0.0, "duplicates": 1.0}),
+                ),
+                measurement(
+                    "http",
+                    "ingest-kafka-spill",
+                    point(200, "max"),
+                    json!({"requests_per_sec": 3900.0, "p99_ms": 8.2, "spill_records": 0.0}),
+                ),
+                measurement(
+                    "http",
+                    "ingest-kafka-spill-outage",
+                    point(200, "max"),
+                    json!({"requests_per_sec": 3000.0, "p99_ms": 9.0, "errors": 0.0, "spill_records": 30000.0, "forward_secs": 4.5, "lost": 0.0, "duplicates": 0.0}),
+                ),
+                measurement(
+                    "http",
+                    "ingest-kafka",
+                    point(20, "rate"),
+                    json!({"requests_per_sec": 1000.0, "p50_ms": 1.0, "p99_ms": 2.0, "p999_ms": 3.0}),
+                ),
+                measurement(
+                    "http",
+                    "ingest-kafka-spill",
+                    point(20, "rate"),
+                    json!({"requests_per_sec": 1000.0, "p50_ms": 1.0, "p99_ms": 2.2, "p999_ms": 3.0, "spill_records": 0.0}),
                 ),
                 measurement(
                     "http",

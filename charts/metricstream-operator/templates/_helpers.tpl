@@ -79,8 +79,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: [configmaps, services, persistentvolumeclaims]
   verbs: [list, watch, create, patch, delete]
+# StatefulSets: the ingest of a stream that spills (its volume claims are the StatefulSet
+# controller's; the operator never touches them).
 - apiGroups: [apps]
-  resources: [deployments]
+  resources: [deployments, statefulsets]
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]

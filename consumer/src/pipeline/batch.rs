@@ -20,6 +20,8 @@ pub(super) struct CorruptRecord {
 pub(super) struct PreparedBatch {
     pub(super) records: Vec<SinkRecord>,
     pub(super) corrupt: Vec<CorruptRecord>,
+    /// Metrics in the good records: what the batch costs against `--sink-rate-limit`.
+    pub(super) metrics: u64,
 }
 
 impl PreparedBatch {
@@ -27,17 +29,21 @@ impl PreparedBatch {
         let mut prepared = Self {
             records: Vec::with_capacity(records.len()),
             corrupt: Vec::new(),
+            metrics: 0,
         };
         for record in records {
             // Checked here so that corrupt records are quarantined before anything is written;
             // the sink decodes again as it writes, which costs far less than holding every
             // decoded metric of a poll in memory.
             match codec::decode_ref(&record.payload) {
-                Ok(_) => prepared.records.push(SinkRecord {
-                    partition: record.partition,
-                    offset: record.offset,
-                    payload: record.payload,
-                }),
+                Ok(batch) => {
+                    prepared.metrics += batch.len() as u64;
+                    prepared.records.push(SinkRecord {
+                        partition: record.partition,
+                        offset: record.offset,
+                        payload: record.payload,
+                    });
+                }
                 // Writing what a failed checksum vouches for would put garbage in the sink, and
                 // dropping it would lose data silently; quarantine keeps the bytes for a human.
                 Err(error) => prepared.corrupt.push(CorruptRecord {

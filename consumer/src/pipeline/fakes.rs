@@ -199,6 +199,7 @@ pub(super) fn settings() -> PipelineSettings {
         poll_wait: Duration::from_millis(5),
         retry_backoff: Duration::from_millis(1),
         max_retry_backoff: Duration::from_millis(5),
+        sink_rate_limit: 0,
     }
 }
 
@@ -236,6 +237,16 @@ pub(super) async fn run_to_end<S: Sink>(
     metrics: &ConsumerMetrics,
     shutdown: CancellationToken,
 ) -> Stopped {
+    run_to_end_with(queue, sink, metrics, settings(), shutdown).await
+}
+
+pub(super) async fn run_to_end_with<S: Sink>(
+    queue: ScriptedQueue,
+    sink: S,
+    metrics: &ConsumerMetrics,
+    settings: PipelineSettings,
+    shutdown: CancellationToken,
+) -> Stopped {
     let health = Arc::new(Health::default());
     health.set_consumer_open(true);
     let pipeline = Pipeline::new(
@@ -244,7 +255,7 @@ pub(super) async fn run_to_end<S: Sink>(
         metrics.clone(),
         health,
         LagGauges::new(Family::default()),
-        settings(),
+        settings,
     );
     tokio::time::timeout(Duration::from_secs(10), pipeline.run(shutdown))
         .await

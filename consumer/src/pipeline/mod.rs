@@ -16,9 +16,10 @@
 //! quarantined (see [`Sink::quarantine`]), logged, counted, and committed past.
 //!
 //! This module owns the loop itself ([`Pipeline`]); its children hold the parts it drives:
-//! `retry` (sink operations in blocking tasks, retried with backoff) and `batch` (one poll's
-//! records checked, corrupt ones set aside for quarantine). The loop's tests are in `tests`,
-//! their fake queue and flaky sink in `fakes`.
+//! `retry` (sink operations in blocking tasks, retried with backoff), `batch` (one poll's
+//! records checked, corrupt ones set aside for quarantine) and `throttle` (`--sink-rate-limit`,
+//! which delays a batch before its write). The loop's tests are in `tests`, their fake queue
+//! and flaky sink in `fakes`.
 
 mod batch;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod fakes;
 mod retry;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,7 @@ use crate::metrics::{ConsumerMetrics, LagGauges};
 use crate::sink::Sink;
 use batch::PreparedBatch;
 use retry::{Backoff, SinkRunner, pause};
+use throttle::SinkThrottle;
 
 /// How the loop polls and retries.
 #[derive(Clone, Debug)]
@@ -50,6 +53,8 @@ pub struct PipelineSettings {
     /// The first pause after a failure; it doubles with each further failure in a row.
     pub retry_backoff: Duration,
     pub max_retry_backoff: Duration,
+    /// Most metrics written to the sink per second (`--sink-rate-limit`); 0: no limit.
+    pub sink_rate_limit: u32,
 }
 
 impl PipelineSettings {
@@ -59,6 +64,7 @@ impl PipelineSettings {
             poll_wait,
             retry_backoff: Duration::from_secs(1),
             max_retry_backoff: Duration::from_secs(10),
+            sink_rate_limit: 0,
         }
     }
 }
@@ -91,6 +97,7 @@ pub struct Pipeline<S: Sink> {
     health: Arc<Health>,
     settings: PipelineSettings,
     lag: LagGauges,
+    throttle: SinkThrottle,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -102,6 +109,10 @@ impl<S: Sink> Pipeline<S> {
         lag: LagGauges,
         settings: PipelineSettings,
     ) -> Self {
+        let throttle = SinkThrottle::new(
+            settings.sink_rate_limit,
+            metrics.sink_throttled_seconds.clone(),
+        );
         Self {
             consumer,
             sink: SinkRunner {
@@ -114,6 +125,7 @@ impl<S: Sink> Pipeline<S> {
             health,
             settings,
             lag,
+            throttle,
         }
     }
 
@@ -135,11 +147,11 @@ impl<S: Sink> Pipeline<S> {
         // shutdown waits at most that long before the last batch is finished.
         while !shutdown.is_cancelled() {
             let started = Instant::now();
-            let poll = match self
-                .consumer
-                .poll(self.settings.limits, self.settings.poll_wait)
-                .await
-            {
+            let limits = PollLimits {
+                max_records: self.throttle.poll_records(self.settings.limits.max_records),
+                ..self.settings.limits
+            };
+            let poll = match self.consumer.poll(limits, self.settings.poll_wait).await {
                 Ok(poll) => {
                     self.health.queue_recovered();
                     backoff.reset();
@@ -227,6 +239,18 @@ impl<S: Sink> Pipeline<S> {
                 error = %corrupt.error,
                 "record failed to decode; quarantining its raw bytes instead of writing it"
             );
+        }
+
+        // Throttled once per batch, before its first attempt: retries of a failed write are paced
+        // by the backoff, and re-paying for them would slow the recovery after an outage.
+        self.throttle.observe(batch.records.len(), batch.metrics);
+        if !self.throttle.admit(batch.metrics, shutdown).await {
+            tracing::info!(
+                metrics = batch.metrics,
+                "shutdown while the sink rate limit held a batch back; it stays uncommitted and \
+                 will be re-delivered"
+            );
+            return Ok(Stopped::AbandonedBatch);
         }
 
         let batch = Arc::new(batch);

@@ -285,6 +285,102 @@ async fn shutdown_finishes_the_batch_in_hand_then_closes() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_pipeline_writes_everything_once_and_in_order_but_slower() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shutdown = CancellationToken::new();
+    // 200 metrics at 100 per second: the first 100 may go at once, the rest take about 1 s.
+    let (queue, events) = ScriptedQueue::new(
+        vec![
+            Ok(poll(
+                &[P0],
+                &[],
+                vec![consumed(P0, 0, 40), consumed(P0, 1, 40)],
+            )),
+            Ok(poll(
+                &[],
+                &[],
+                vec![consumed(P0, 2, 40), consumed(P0, 3, 40)],
+            )),
+            Ok(poll(&[], &[], vec![consumed(P0, 4, 40)])),
+        ],
+        shutdown.clone(),
+    );
+    let metrics = ConsumerMetrics::default();
+    let sink = JsonlSink::open(dir.path()).expect("sink");
+    let limited = PipelineSettings {
+        sink_rate_limit: 100,
+        ..settings()
+    };
+    let started = std::time::Instant::now();
+    let stopped = run_to_end_with(queue, sink, &metrics, limited, shutdown).await;
+    let took = started.elapsed();
+
+    assert_eq!(stopped, Stopped::Drained);
+    // A lower bound only: a busy machine makes it slower, never faster.
+    assert!(took >= Duration::from_millis(900), "took {took:?}");
+    assert!(
+        metrics.sink_throttled_seconds.get() >= 0.9,
+        "throttled {} s",
+        metrics.sink_throttled_seconds.get()
+    );
+    let expected: Vec<(u64, u64)> = (0..5)
+        .flat_map(|offset| (0..40).map(move |index| (offset, index)))
+        .collect();
+    assert_eq!(
+        positions(&dir.path().join("partition-0000.jsonl")),
+        expected
+    );
+    assert_eq!(metrics.metrics_written.get(), 200);
+    assert_eq!(metrics.duplicates_skipped.get(), 0);
+    assert_eq!(
+        commits(&events_of(&events)),
+        vec![
+            vec![(P0, Offset(2))],
+            vec![(P0, Offset(4))],
+            vec![(P0, Offset(5))]
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_throttle_and_leaves_the_held_batch_uncommitted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shutdown = CancellationToken::new();
+    // The second batch would wait 100 s at 10 metrics per second.
+    let (queue, events) = ScriptedQueue::new(
+        vec![
+            Ok(poll(&[P0], &[], vec![consumed(P0, 0, 10)])),
+            Ok(poll(&[], &[], vec![consumed(P0, 1, 1000)])),
+        ],
+        CancellationToken::new(),
+    );
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        signal.cancel();
+    });
+    let metrics = ConsumerMetrics::default();
+    let sink = JsonlSink::open(dir.path()).expect("sink");
+    let limited = PipelineSettings {
+        sink_rate_limit: 10,
+        ..settings()
+    };
+    // run_to_end_with gives up after 10 s, long before the throttle would end.
+    let stopped = run_to_end_with(queue, sink, &metrics, limited, shutdown).await;
+
+    assert_eq!(stopped, Stopped::AbandonedBatch);
+    let events = events_of(&events);
+    assert_eq!(commits(&events), vec![vec![(P0, Offset(1))]]);
+    assert_eq!(events.last(), Some(&Event::Closed));
+    let written = positions(&dir.path().join("partition-0000.jsonl"));
+    assert!(
+        written.iter().all(|(offset, _)| *offset == 0),
+        "{written:?}"
+    );
+    assert_eq!(written.len(), 10);
+}
+
+#[tokio::test]
 async fn failed_polls_and_commits_are_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shutdown = CancellationToken::new();

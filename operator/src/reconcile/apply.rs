@@ -4,15 +4,17 @@
 //! truth for every field it sets; a field it stops setting is removed), kind by kind from the one
 //! table in [`super::kinds`], in two steps: what the workloads use (ConfigMap, volumes,
 //! credentials, topic, Services, NetworkPolicies, PodDisruptionBudgets), concurrently, before the
-//! Deployments, so a workload never starts without its config or unprotected by its
+//! Deployments and the StatefulSet, so a workload never starts without its config or unprotected by its
 //! NetworkPolicy. A child unchanged since its last apply is skipped and observed in the watch
 //! cache instead ([`super::skip`]). An admin-API or external topic is not an object: it is
 //! ensured or verified through the Kafka API alongside the first step.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, try_join_all};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -23,7 +25,8 @@ use super::dereference::Dereferenced;
 use super::kinds::{AppliedChildren, ChildKind, KindVisitor, Step, for_each_kind};
 use super::skip::{self, Mark, Version};
 use super::status::{
-    BackendObservation, Observed, StrimziTopicState, VolumeObservation, WorkloadObservation,
+    BackendObservation, Observed, StrimziTopicState, VolumeObservation, WorkloadController,
+    WorkloadObservation,
 };
 use super::validate::ValidatedStream;
 use crate::context::{ChildStores, Context};
@@ -180,7 +183,7 @@ async fn apply_step(
 }
 
 /// Applies what may have changed in `desired` and observes the results: first, concurrently,
-/// all that the workloads use (and the admin-API or external topic), then the Deployments.
+/// all that the workloads use (and the admin-API or external topic), then the workloads.
 pub async fn apply_all(
     ctx: &Context,
     stream: &ValidatedStream,
@@ -223,27 +226,21 @@ pub async fn apply_all(
     };
 
     // The workloads' pods, from the watch cache (none without one: the status then says only
-    // what the Deployments say).
+    // what the Deployments and the StatefulSet say).
     let pods = stores.map(|s| s.pods.state()).unwrap_or_default();
-    let pods_of = |component: &str| {
-        let selector = labels::selector(&stream.name, component);
-        pods.iter()
-            .map(|pod| pod.as_ref())
-            .filter(|pod| {
-                pod.metadata.namespace.as_deref() == Some(stream.namespace.as_str())
-                    && selector
-                        .iter()
-                        .all(|(key, value)| pod.labels().get(key) == Some(value))
-            })
-            .collect::<Vec<_>>()
-    };
-    let observe = |name: String, component: &str, wanted: i32| {
-        WorkloadObservation::of(
-            &name,
-            wanted,
-            children.deployments.iter().find(|d| d.name_any() == name),
-            pods_of(component),
-        )
+    let pods_of = |component: &str| pods_of(&pods, stream, component);
+    // A spilling ingest runs as a StatefulSet; everything else as a Deployment.
+    let observe = |name: String, component: &str, wanted: i32, stateful: bool| {
+        let controller = if stateful {
+            WorkloadController::StatefulSet(
+                children.stateful_sets.iter().find(|s| s.name_any() == name),
+            )
+        } else {
+            WorkloadController::Deployment(
+                children.deployments.iter().find(|d| d.name_any() == name),
+            )
+        };
+        WorkloadObservation::of(&name, wanted, controller, pods_of(component))
     };
     let sink = ctx
         .sink_probe
@@ -257,11 +254,13 @@ pub async fn apply_all(
                 Desired::ingest_name(&stream.name),
                 COMPONENT_INGEST,
                 stream.ingest.replicas,
+                stream.ingest.spill.is_some(),
             ),
             consumer: observe(
                 Desired::consumer_name(&stream.name),
                 COMPONENT_CONSUMER,
                 stream.consumer.replicas,
+                false,
             ),
             sink,
         },
@@ -329,4 +328,22 @@ async fn kafka_api_topic(
             Err(error) => Err(error),
         }),
     }
+}
+
+/// The pods of `stream`'s `component` among `pods` (the watch cache's).
+pub(crate) fn pods_of<'a>(
+    pods: &'a [Arc<Pod>],
+    stream: &ValidatedStream,
+    component: &str,
+) -> Vec<&'a Pod> {
+    let selector = labels::selector(&stream.name, component);
+    pods.iter()
+        .map(|pod| pod.as_ref())
+        .filter(|pod| {
+            pod.metadata.namespace.as_deref() == Some(stream.namespace.as_str())
+                && selector
+                    .iter()
+                    .all(|(key, value)| pod.labels().get(key) == Some(value))
+        })
+        .collect()
 }

@@ -29,8 +29,9 @@ use crate::error::{Error, KubeResultExt};
 pub struct Dereferenced {
     /// The values the stream's credentials Secret copies from the Kafka namespace.
     pub credentials: CopiedCredentials,
-    /// How the operator's own Kafka client connects, for an admin-API or external topic; `None`
-    /// when the operator does not connect (file backend, Strimzi-managed topic). An error says
+    /// How the operator's own Kafka client connects, for an admin-API or external topic or the
+    /// autoscaler's lag; `None` when the operator does not connect (file backend, a
+    /// Strimzi-managed topic without autoscaling). An error says
     /// which Secret or key is missing and is reported in status.
     pub operator_security: Option<Result<KafkaSecurity, String>>,
 }
@@ -45,7 +46,11 @@ pub async fn dereference(ctx: &Context, stream: &ValidatedStream) -> Result<Dere
     };
     let operator_security = async {
         match stream.kafka() {
-            Some(plan) if matches!(plan.management, TopicMode::Admin | TopicMode::External) => {
+            // The autoscaler reads the group's offsets whatever makes the topic.
+            Some(plan)
+                if matches!(plan.management, TopicMode::Admin | TopicMode::External)
+                    || stream.consumer.autoscaling.is_some() =>
+            {
                 Some(operator_security(ctx, &stream.namespace, &plan.security).await)
             }
             _ => None,

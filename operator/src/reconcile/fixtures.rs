@@ -52,6 +52,7 @@ pub fn kafka_stream(management: TopicManagement) -> MetricStream {
             topic_management: management,
             tls: None,
             authentication: None,
+            spill: None,
             strimzi: Some(StrimziRef {
                 create_user: false,
                 cluster: "my-cluster".into(),
@@ -91,6 +92,7 @@ pub fn remote_write_stream() -> MetricStream {
             protocol: Default::default(),
             timeout_seconds: 10,
         }),
+        rate_limit: None,
     };
     stream
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -35,7 +35,7 @@ pub enum Step {
 }
 
 /// What the watch cache shows of a child: its metadata, and the whole object where the cache
-/// keeps it (Deployments, PVCs), so a skipped apply can still be observed.
+/// keeps it (Deployments, StatefulSets, PVCs), so a skipped apply can still be observed.
 pub struct Cached<K> {
     pub meta: ObjectMeta,
     pub object: Option<K>,
@@ -46,6 +46,7 @@ pub struct Cached<K> {
 pub struct AppliedChildren {
     pub pvcs: Vec<PersistentVolumeClaim>,
     pub deployments: Vec<Deployment>,
+    pub stateful_sets: Vec<StatefulSet>,
     pub kafka_topic: Option<KafkaTopic>,
 }
 
@@ -53,6 +54,7 @@ impl AppliedChildren {
     pub fn merge(&mut self, other: AppliedChildren) {
         self.pvcs.extend(other.pvcs);
         self.deployments.extend(other.deployments);
+        self.stateful_sets.extend(other.stateful_sets);
         if other.kafka_topic.is_some() {
             self.kafka_topic = other.kafka_topic;
         }
@@ -120,6 +122,7 @@ pub fn for_each_kind(visitor: &mut impl KindVisitor) {
     visitor.visit::<KafkaUser>();
     visitor.visit::<KafkaTopic>();
     visitor.visit::<Deployment>();
+    visitor.visit::<StatefulSet>();
 }
 
 /// The cached object `namespace/name`, if the cache has it.
@@ -259,6 +262,26 @@ impl ChildKind for Deployment {
     }
 }
 
+/// The ingest of a stream that spills. Switching spill on or off swaps it with the ingest
+/// Deployment of the same name: the new kind is applied, then prune deletes the old one.
+impl ChildKind for StatefulSet {
+    const STEP: Step = Step::Workloads;
+    // Its status is kube-controller-manager's, like a Deployment's.
+    const BY_GENERATION: bool = true;
+    fn desired(desired: &Desired) -> Vec<&Self> {
+        desired.stateful_sets.iter().collect()
+    }
+    fn cached(stores: &ChildStores, namespace: &str, name: &str) -> Option<Cached<Self>> {
+        lookup(&stores.stateful_sets, namespace, name).map(|live| Cached {
+            meta: live.metadata.clone(),
+            object: Some((*live).clone()),
+        })
+    }
+    fn observe(objects: Vec<Self>, into: &mut AppliedChildren) {
+        into.stateful_sets.extend(objects);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -267,7 +290,7 @@ mod tests {
 
     use super::*;
     use crate::config::WorkloadDefaults;
-    use crate::crd::{KafkaTlsSpec, MetricStream, TopicManagement};
+    use crate::crd::{KafkaTlsSpec, MetricStream, SpillSpec, TopicManagement};
     use crate::reconcile::build::{CopiedCredentials, build};
     use crate::reconcile::fixtures::{file_stream, kafka_stream};
     use crate::reconcile::validate::validate;
@@ -290,6 +313,7 @@ mod tests {
             pvcs,
             services,
             deployments,
+            stateful_sets,
             network_policies,
             disruption_budgets,
             topic,
@@ -302,6 +326,7 @@ mod tests {
         objects.extend(pvcs.iter().map(id));
         objects.extend(services.iter().map(id));
         objects.extend(deployments.iter().map(id));
+        objects.extend(stateful_sets.iter().map(id));
         objects.extend(network_policies.iter().map(id));
         objects.extend(disruption_budgets.iter().map(id));
         match topic {
@@ -342,8 +367,14 @@ mod tests {
             "password".to_owned(),
             ByteString(b"p".to_vec()),
         )]));
+        let mut spilling = kafka_stream(TopicManagement::Admin);
+        spilling.spec.kafka.as_mut().expect("kafka").spill = Some(SpillSpec {
+            enabled: true,
+            ..Default::default()
+        });
         let streams: Vec<(MetricStream, CopiedCredentials)> = vec![
             (file_stream(), CopiedCredentials::NotNeeded),
+            (spilling, CopiedCredentials::NotNeeded),
             (
                 kafka_stream(TopicManagement::Admin),
                 CopiedCredentials::NotNeeded,
@@ -385,6 +416,7 @@ mod tests {
                 "PodDisruptionBudget",
                 "Secret",
                 "Service",
+                "StatefulSet",
             ]
             .map(String::from)
             .into()
@@ -415,7 +447,7 @@ mod tests {
             .filter(|t| t.2 == Step::Workloads)
             .map(|t| t.0.as_str())
             .collect();
-        assert_eq!(last, ["Deployment"]);
+        assert_eq!(last, ["Deployment", "StatefulSet"]);
         let strimzi: Vec<&str> = traits
             .0
             .iter()

@@ -17,6 +17,7 @@ pub mod diagnose;
 pub mod finalizer;
 pub mod kinds;
 pub mod prune;
+pub mod scale;
 pub mod sink_probe;
 pub mod skip;
 pub mod status;
@@ -51,6 +52,8 @@ use prune::Pruned;
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 /// How often a stream waiting for Strimzi to make its user's Secret looks again.
 const CREDENTIALS_PENDING_POLL: Duration = Duration::from_secs(5);
+/// How often a stream with `spec.consumer.autoscaling` measures its lag and decides.
+const AUTOSCALE_INTERVAL: Duration = Duration::from_secs(15);
 /// How often to look again at something the operator cannot watch (an admin-API or external
 /// topic that is not ready yet, a KafkaTopic being deleted).
 const POLL: Duration = Duration::from_secs(30);
@@ -131,6 +134,8 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
     };
 
     let dereferenced = dereference::dereference(ctx, &validated).await?;
+    let mut validated = validated;
+    let scaled = scale::autoscale(ctx, &mut validated, &dereferenced, old_status, &now()).await;
     let desired = build::build(&validated, &ctx.workload, &dereferenced.credentials);
     let applied = apply::apply_all(ctx, &validated, &dereferenced, &desired).await?;
     if let Some((reason, note)) = &applied.topic_change {
@@ -164,10 +169,21 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
         remove_finalizer(&api, &stream).await?;
     }
 
-    let new = status::compute(&validated, &applied.observed, old_status, &now());
+    let mut new = status::compute(&validated, &applied.observed, old_status, &now());
+    new.autoscaling = scaled.as_ref().map(|scaled| scaled.status.clone());
+    ctx.metrics.observe_stream(&validated, &new);
     if status::needs_write(old_status, &new) {
         write_status(&api, &stream, &new).await?;
         publish_transitions(ctx, &regarding, old_status, &new).await;
+    }
+    if let Some((warning, reason, note)) = scaled.and_then(|scaled| scaled.notice) {
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(&regarding, type_, reason, "Autoscale", note)
+            .await;
     }
     if let Some(error) = applied.topic_error {
         // Reported in status; the error makes the controller back off and record it.
@@ -187,6 +203,10 @@ async fn apply_stream(stream: &MetricStream, ctx: &Context) -> Result<Action, Er
     );
     if applied.observed.credentials_pending.is_some() {
         return Ok(Action::requeue(CREDENTIALS_PENDING_POLL));
+    }
+    if validated.consumer.autoscaling.is_some() {
+        // The lag is measured on every reconcile: come back at the autoscaler's pace.
+        return Ok(Action::requeue(ctx.resync.min(AUTOSCALE_INTERVAL)));
     }
     if unwatchable_topic && !backend_ready {
         return Ok(Action::requeue(POLL));

@@ -9,7 +9,6 @@
 //! namespace to the admin port for this (`build::network`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -41,22 +40,8 @@ impl SinkProbe {
 
     /// Asks on `port` (tests run a consumer's admin listener on a free port).
     pub fn on_port(port: u16) -> anyhow::Result<Self> {
-        // reqwest is built without a TLS provider of its own (ring, not aws-lc-rs: see the
-        // workspace's Cargo.toml) and panics building a client without one, even for plain
-        // HTTP; the probe speaks plain HTTP, so its TLS config trusts nothing.
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(ASK_TIMEOUT)
-            .connect_timeout(ASK_TIMEOUT)
-            // Pod IPs are never reached through an HTTP proxy from the environment.
-            .no_proxy()
-            .build()?;
+        // Plain HTTP to pod IPs, no proxy: the same client the file lag is read with.
+        let http = crate::lag::file::http_client(ASK_TIMEOUT)?;
         Ok(Self { http, port })
     }
 
@@ -113,7 +98,7 @@ fn describe(error: &reqwest::Error) -> String {
 
 /// The running pods (phase Running, not being deleted, with an IP) and the ones to ask: not
 /// ready first, then by name, at most [`MAX_ASKED`].
-fn targets(pods: &[&Pod]) -> (usize, Vec<(String, IpAddr)>) {
+pub(crate) fn targets(pods: &[&Pod]) -> (usize, Vec<(String, IpAddr)>) {
     let mut running: Vec<(bool, String, IpAddr)> = pods
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())

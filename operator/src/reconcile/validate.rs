@@ -12,12 +12,16 @@ use metricstream_backend::{MAX_PARTITIONS, check_group_name};
 
 use crate::labels::{is_dns_label, is_dns_subdomain};
 
+mod quantity;
 mod sink;
+mod spill;
+pub use quantity::parse_quantity;
 pub use sink::{DEFAULT_TOKEN_KEY, InvalidSink, RemoteWritePlan, SinkPlan};
+pub use spill::{InvalidSpill, MAX_SPILL_NAME_LEN, SPILL_FILL_PERCENT, SpillPlan};
 
 use crate::crd::{
-    Backend, ClientLimitsSpec, DeletionPolicy, Durability, MetricStream, SaslType, SecretKeyRef,
-    TopicManagement,
+    AutoscalingSpec, Backend, ClientLimitsSpec, DeletionPolicy, Durability, MetricStream, SaslType,
+    SecretKeyRef, TopicManagement,
 };
 
 /// Longest MetricStream name: its ingest Service `<name>-ingest` must be a 63-character DNS
@@ -139,15 +143,21 @@ pub struct IngestSettings {
     /// stream.
     pub max_active_series: Option<i32>,
     pub sample_rate: Option<(i32, Option<i32>)>,
+    /// The spill (Kafka backend only): the ingest is then a StatefulSet with a volume per pod.
+    pub spill: Option<SpillPlan>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConsumerSettings {
     pub group: String,
+    /// `spec.consumer.replicas`, or the autoscaler's decision when it scales the consumers.
     pub replicas: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
     pub sink_storage: String,
     pub storage_class: Option<String>,
     pub sink: SinkPlan,
+    /// Most metrics per second per consumer pod (`spec.consumer.sink.rateLimit`).
+    pub sink_rate_limit: Option<i64>,
 }
 
 impl ValidatedStream {
@@ -211,6 +221,8 @@ pub enum InvalidSpec {
     AuthenticationWithCreatedUser,
     #[error(transparent)]
     Sink(#[from] InvalidSink),
+    #[error(transparent)]
+    Spill(#[from] InvalidSpill),
 }
 
 fn security_plan(
@@ -408,8 +420,26 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
             check_min(field, value.into(), 1)?;
         }
     }
+    let spill = spill::spill_plan(spec, &name)?;
     let consumer = &spec.consumer;
     check_min("spec.consumer.replicas", consumer.replicas.into(), 0)?;
+    if let Some(autoscaling) = &consumer.autoscaling {
+        check_min(
+            "spec.consumer.autoscaling.minReplicas",
+            autoscaling.min_replicas.into(),
+            1,
+        )?;
+        check_min(
+            "spec.consumer.autoscaling.maxReplicas",
+            autoscaling.max_replicas.into(),
+            autoscaling.min_replicas.into(),
+        )?;
+        check_min(
+            "spec.consumer.autoscaling.targetLagRecords",
+            autoscaling.target_lag_records,
+            1,
+        )?;
+    }
     if let Err(reason) = check_group_name(&consumer.group) {
         return Err(InvalidSpec::BadGroup(consumer.group.clone(), reason));
     }
@@ -418,6 +448,9 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
         check_reference("spec.consumer.storageClassName", class)?;
     }
     let sink = sink::sink_plan(&consumer.sink, is_dns_subdomain)?;
+    if let Some(limit) = consumer.sink.rate_limit {
+        check_min("spec.consumer.sink.rateLimit", limit, 1)?;
+    }
     if let Some(image) = &spec.image
         && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
     {
@@ -447,13 +480,16 @@ pub fn validate(stream: &MetricStream) -> Result<ValidatedStream, InvalidSpec> {
                 .samples_per_second
                 .map(|per_second| (per_second, client_limits.samples_burst)),
             max_body_bytes: ingest.max_body_bytes,
+            spill,
         },
         consumer: ConsumerSettings {
             group: consumer.group.clone(),
             replicas: consumer.replicas,
+            autoscaling: consumer.autoscaling.clone(),
             sink_storage: consumer.sink_storage.clone(),
             storage_class: consumer.storage_class_name.clone(),
             sink,
+            sink_rate_limit: consumer.sink.rate_limit,
         },
         deletion_policy: spec.deletion_policy,
         image: spec.image.clone(),
@@ -491,41 +527,6 @@ fn check_quantity(field: &'static str, value: &str) -> Result<(), InvalidSpec> {
             value: value.to_owned(),
         })
     }
-}
-
-/// The value of a Kubernetes quantity (`5Gi`, `500M`, `1e9`, `1.5Ti`), or `None` when it is
-/// not one.
-pub fn parse_quantity(text: &str) -> Option<f64> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return None;
-    }
-    let value: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent if exponent.starts_with(['e', 'E']) => {
-            let power: i32 = exponent[1..].parse().ok()?;
-            10f64.powi(power)
-        }
-        _ => return None,
-    };
-    Some(value * multiplier)
 }
 
 fn is_topic_char(c: char) -> bool {
@@ -721,6 +722,24 @@ mod tests {
     }
 
     #[test]
+    fn spill_reaches_the_ingest_settings_of_a_kafka_stream_only() {
+        let spill = crate::crd::SpillSpec {
+            enabled: true,
+            ..Default::default()
+        };
+        let mut stream = kafka_stream(TopicManagement::Admin);
+        stream.spec.kafka.as_mut().expect("kafka").spill = Some(spill.clone());
+        let plan = validate(&stream).expect("valid").ingest.spill.expect("on");
+        assert_eq!((plan.size.as_str(), plan.max_bytes), ("1Gi", 966_367_641));
+        stream.spec.backend = Backend::File;
+        stream.spec.file = file_stream().spec.file;
+        assert_eq!(
+            validate(&stream),
+            Err(InvalidSpec::Spill(InvalidSpill::NotKafka))
+        );
+    }
+
+    #[test]
     fn a_file_stream_needs_its_file_settings_and_a_valid_size() {
         let mut stream = file_stream();
         stream.spec.file.as_mut().expect("file").storage = "5 Gi".into();
@@ -753,25 +772,5 @@ mod tests {
             validate(&stream),
             Err(InvalidSpec::BadName { .. })
         ));
-    }
-
-    #[test]
-    fn quantities_parse_like_kubernetes() {
-        let cases = [
-            ("5Gi", Some(5.0 * 1024f64.powi(3))),
-            ("500M", Some(5e8)),
-            ("1.5Ki", Some(1536.0)),
-            ("1e3", Some(1000.0)),
-            ("100m", Some(0.1)),
-            ("12", Some(12.0)),
-            ("Gi", None),
-            ("5GB", None),
-            ("-1Gi", None),
-            ("", None),
-            (".5Gi", None),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(parse_quantity(text), expected, "{text}");
-        }
     }
 }

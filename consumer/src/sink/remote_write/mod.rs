@@ -24,7 +24,6 @@
 //! `--sink-ca-file` CAs or the system's, a client certificate) and the credentials
 //! (`credentials`: a bearer token or basic auth, their files re-read when they change).
 
-mod circuit;
 mod credentials;
 mod dead_letter;
 mod delivery;
@@ -47,10 +46,10 @@ use tokio_util::sync::CancellationToken;
 use super::durable::{create_dir_durably, quarantine_payload};
 use super::{Sink, SinkError, SinkRecord, WriteStats};
 use crate::metrics::RemoteWriteMetrics;
-use circuit::{Circuit, CircuitPolicy, CircuitState, Transition};
 use dead_letter::Refusal;
 use delivery::{Answer, RetryPolicy, random_unit};
 use endpoint::Endpoint;
+use metricstream_backend::circuit::{Circuit, CircuitPolicy, CircuitState, Transition};
 use series::PendingRequest;
 
 /// The most extra requests one refused request may be split into (see
@@ -125,8 +124,7 @@ impl RemoteWriteSink {
     ) -> Result<Self, SinkError> {
         let dir = dir.into();
         create_dir_durably(&dir)?;
-        let states = CircuitState::ALL.map(CircuitState::name);
-        metrics.circuit(&states, CircuitState::Closed.name(), false);
+        metrics.circuit.show(CircuitState::Closed, false);
         Ok(Self {
             dir,
             endpoint: Endpoint::open(settings)?,
@@ -338,11 +336,11 @@ impl RemoteWriteSink {
 
     /// Logs and counts a change of the circuit's state.
     fn note(&self, transition: Option<Transition>) {
-        let Some(Transition { from, to, wait }) = transition else {
+        let Some(transition) = transition else {
             return;
         };
-        let states = CircuitState::ALL.map(CircuitState::name);
-        self.metrics.circuit(&states, to.name(), true);
+        self.metrics.circuit.record(&transition);
+        let Transition { from, to, wait, .. } = transition;
         match to {
             CircuitState::Open => tracing::warn!(
                 from = from.name(),

@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret};
 
 use super::{CredentialsCopy, credentials_copy, credentials_hash, credentials_secret};
 use crate::labels;
@@ -64,18 +63,14 @@ pub(super) fn copied_secret(
 
 /// Puts the hash of the copied credentials on the pod templates: a rotated password or CA
 /// changes the template and so rolls the workloads, which read them only at start.
-pub(super) fn stamp_credentials_hash(deployments: &mut [Deployment], secret: &Secret) {
+pub(super) fn stamp_credentials_hash(templates: &mut [PodTemplateSpec], secret: &Secret) {
     let hash = credentials_hash(secret.data.as_ref().unwrap_or(&BTreeMap::new()));
-    for deployment in deployments {
-        if let Some(template) = deployment
-            .spec
-            .as_mut()
-            .and_then(|spec| spec.template.metadata.as_mut())
-        {
-            template
-                .annotations
-                .get_or_insert_with(Default::default)
-                .insert(labels::CREDENTIALS_HASH.to_owned(), hash.clone());
-        }
+    for template in templates {
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(labels::CREDENTIALS_HASH.to_owned(), hash.clone());
     }
 }

@@ -28,13 +28,15 @@
 //! volume, which a drain has cordoned, so it stays Pending until the last of its group has left.
 //! Any budget short of "all at once" would then refuse the next eviction for ever and hang the
 //! drain; such groups get none and move together. Kafka-backend ingest pods mount no shared
-//! volume: their budget lets one go at a time (`maxUnavailable: 1`, so a single replica never
-//! blocks a drain) and always lets an unhealthy pod go (`unhealthyPodEvictionPolicy:
-//! AlwaysAllow`, so a crash-looping pod cannot hold a node either).
+//! volume (a spilling ingest's pods each mount their own, `spill.rs`; on node-bound storage an
+//! evicted one waits for its node, which docs/operator.md warns of): their budget lets one go at
+//! a time (`maxUnavailable: 1`, so a single replica never blocks a drain) and always lets an
+//! unhealthy pod go (`unhealthyPodEvictionPolicy: AlwaysAllow`, so a crash-looping pod cannot
+//! hold a node either).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -46,6 +48,7 @@ mod copied_credentials;
 mod kafka;
 mod network;
 mod sink;
+mod spill;
 #[cfg(test)]
 mod tests;
 mod workloads;
@@ -57,7 +60,7 @@ use kafka::{credentials_copy, kafka_topic, kafka_user};
 pub use kafka::{credentials_hash, credentials_secret};
 use network::{disruption_budget, ingest_service, network_policy};
 pub use sink::{SINK_TOKEN_FILE, SINK_TOKEN_MOUNT};
-use workloads::{pvc, workload};
+use workloads::{pod_template, pvc, workload_deployment};
 
 use super::validate::{
     KafkaSecurityPlan, PasswordSource, TopicMode, ValidatedBackend, ValidatedStream,
@@ -104,7 +107,10 @@ pub struct Desired {
     pub config_hash: String,
     pub pvcs: Vec<PersistentVolumeClaim>,
     pub services: Vec<Service>,
+    /// The consumer's, and the ingest's unless it spills.
     pub deployments: Vec<Deployment>,
+    /// The ingest's when it spills: one volume per pod (`spill.rs`).
+    pub stateful_sets: Vec<StatefulSet>,
     /// Who may connect to the pods; empty when the operator creates none.
     pub network_policies: Vec<NetworkPolicy>,
     /// For the pods that can be evicted one at a time (see the module documentation).
@@ -217,10 +223,26 @@ pub fn build(
     ));
 
     let services = vec![ingest_service(stream)];
-    let mut deployments = vec![
-        workload(stream, defaults, &config_hash, Role::Ingest),
-        workload(stream, defaults, &config_hash, Role::Consumer),
-    ];
+    let credentials = credentials_to_copy(stream);
+    let credentials_secret =
+        copied_credentials::copied_secret(stream, credentials.as_ref(), copied);
+    let mut templates = [Role::Ingest, Role::Consumer]
+        .map(|role| pod_template(stream, defaults, &config_hash, role));
+    if let Some(secret) = &credentials_secret {
+        copied_credentials::stamp_credentials_hash(&mut templates, secret);
+    }
+    let [ingest_pods, consumer_pods] = templates;
+    let (mut deployments, stateful_sets) = match &stream.ingest.spill {
+        None => (
+            vec![workload_deployment(stream, Role::Ingest, ingest_pods)],
+            Vec::new(),
+        ),
+        Some(plan) => (
+            Vec::new(),
+            vec![spill::ingest_stateful_set(stream, ingest_pods, plan)],
+        ),
+    };
+    deployments.push(workload_deployment(stream, Role::Consumer, consumer_pods));
     let network_policies = if defaults.posture.network_policies {
         vec![
             network_policy(stream, defaults, Role::Ingest),
@@ -269,12 +291,6 @@ pub fn build(
         },
         None => None,
     };
-    let credentials = credentials_to_copy(stream);
-    let credentials_secret =
-        copied_credentials::copied_secret(stream, credentials.as_ref(), copied);
-    if let Some(secret) = &credentials_secret {
-        copied_credentials::stamp_credentials_hash(&mut deployments, secret);
-    }
 
     Desired {
         config_map,
@@ -282,6 +298,7 @@ pub fn build(
         pvcs,
         services,
         deployments,
+        stateful_sets,
         network_policies,
         disruption_budgets,
         topic,
@@ -328,11 +345,19 @@ impl Role {
         }
     }
 
-    /// The name of the workload's Deployment, and of its NetworkPolicy and budget.
+    /// The name of the workload's Deployment (or StatefulSet), and of its NetworkPolicy and
+    /// budget.
     fn object_name(self, stream: &str) -> String {
         match self {
             Role::Ingest => Desired::ingest_name(stream),
             Role::Consumer => Desired::consumer_name(stream),
+        }
+    }
+
+    fn replicas(self, stream: &ValidatedStream) -> i32 {
+        match self {
+            Role::Ingest => stream.ingest.replicas,
+            Role::Consumer => stream.consumer.replicas,
         }
     }
 }

@@ -19,11 +19,15 @@ pub const SINK_PASSWORD_FILE: &str = "password";
 pub const SINK_CA_MOUNT: &str = "/etc/metricstream/sink-ca";
 pub const SINK_CA_FILE: &str = "ca.crt";
 
-/// The consumer container's sink environment, sorted by name; empty for the file sink (the
-/// consumer's default, so an existing stream's pods do not roll).
+/// The consumer container's sink environment, sorted by name; empty for the file sink without
+/// a rate limit (the consumer's defaults, so an existing stream's pods do not roll).
 pub(super) fn sink_env(stream: &ValidatedStream) -> Vec<EnvVar> {
+    let rate_limit = stream
+        .consumer
+        .sink_rate_limit
+        .map(|limit| ("METRICSTREAM_SINK_RATE_LIMIT", limit.to_string()));
     let SinkPlan::RemoteWrite(plan) = &stream.consumer.sink else {
-        return Vec::new();
+        return rate_limit.into_iter().map(env_var).collect();
     };
     let mut env = vec![
         ("METRICSTREAM_SINK", "remote-write".to_owned()),
@@ -68,14 +72,17 @@ pub(super) fn sink_env(stream: &ValidatedStream) -> Vec<EnvVar> {
             format!("{SINK_CA_MOUNT}/{SINK_CA_FILE}"),
         ));
     }
+    env.extend(rate_limit);
     env.sort();
-    env.into_iter()
-        .map(|(name, value)| EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            value_from: None,
-        })
-        .collect()
+    env.into_iter().map(env_var).collect()
+}
+
+fn env_var((name, value): (&str, String)) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    }
 }
 
 /// One key of a Secret the sink reads, as the file the consumer finds it in.
@@ -252,8 +259,15 @@ mod tests {
         file.spec.consumer.sink = SinkSpec {
             type_: SinkType::File,
             remote_write: None,
+            rate_limit: None,
         };
         assert!(env_of(&built(&file), "web-consumer").is_empty());
+        file.spec.consumer.sink.rate_limit = Some(300);
+        assert_eq!(
+            env_of(&built(&file), "web-consumer"),
+            [("METRICSTREAM_SINK_RATE_LIMIT".to_owned(), "300".to_owned())],
+            "a rate limit is the file sink's only setting"
+        );
     }
 
     #[test]

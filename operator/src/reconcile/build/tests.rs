@@ -127,6 +127,7 @@ fn desired_set(desired: &Desired) -> serde_json::Value {
         "credentialsToCopy": desired.credentials.as_ref().map(|copy| format!("{copy:?}")),
         "credentialsSecret": desired.credentials_secret.as_ref().map(|s| objects(std::slice::from_ref(s))),
         "deployments": objects(&desired.deployments),
+        "statefulSets": objects(&desired.stateful_sets),
     })
 }
 
@@ -186,4 +187,18 @@ fn snapshot_of_a_remote_write_backed_stream() {
         &CopiedCredentials::NotNeeded,
     );
     insta::assert_yaml_snapshot!("remote_write_backed_stream", desired_set(&desired));
+}
+
+/// The whole desired set of a Kafka-backed stream whose ingest spills: the ingest a StatefulSet
+/// with a claim template, the consumer still a Deployment.
+#[test]
+fn snapshot_of_a_spilling_kafka_backed_stream() {
+    let mut stream = kafka_stream(TopicManagement::Admin);
+    stream.spec.ingest.replicas = 2;
+    stream.spec.kafka.as_mut().expect("kafka").spill = Some(crate::crd::SpillSpec {
+        enabled: true,
+        size: "5Gi".into(),
+        storage_class: Some("fast-ssd".into()),
+    });
+    insta::assert_yaml_snapshot!("spilling_kafka_backed_stream", desired_set(&built(&stream)));
 }

@@ -1,5 +1,6 @@
-//! The workloads: the ingest and consumer Deployments (pods, volumes, probes, security) and
-//! the file backend's PersistentVolumeClaims.
+//! The workloads: their pod templates (volumes, probes, security, scheduling), the ingest and
+//! consumer Deployments around them (a spilling ingest's StatefulSet is `spill.rs`'s), and the
+//! file backend's PersistentVolumeClaims.
 
 use std::collections::BTreeMap;
 
@@ -54,16 +55,39 @@ pub(super) fn pvc(
     }
 }
 
-pub(super) fn workload(
+/// A workload's Deployment around its pod template.
+pub(super) fn workload_deployment(
+    stream: &ValidatedStream,
+    role: Role,
+    template: PodTemplateSpec,
+) -> Deployment {
+    let component = role.component();
+    Deployment {
+        metadata: metadata(stream, role.object_name(&stream.name), component, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(role.replicas(stream)),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector(&stream.name, component)),
+                match_expressions: None,
+            },
+            template,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pods of a workload: its container, volumes, probes, security and scheduling.
+pub(super) fn pod_template(
     stream: &ValidatedStream,
     defaults: &WorkloadDefaults,
     config_hash: &str,
     role: Role,
-) -> Deployment {
-    let (component, name) = (role.component(), role.object_name(&stream.name));
-    let (replicas, binary) = match role {
-        Role::Ingest => (stream.ingest.replicas, "metricstream-ingest"),
-        Role::Consumer => (stream.consumer.replicas, "metricstream-consumer"),
+) -> PodTemplateSpec {
+    let component = role.component();
+    let binary = match role {
+        Role::Ingest => "metricstream-ingest",
+        Role::Consumer => "metricstream-consumer",
     };
     let file_backend = matches!(stream.backend, ValidatedBackend::File { .. });
 
@@ -306,46 +330,31 @@ pub(super) fn workload(
         ..Default::default()
     };
 
-    let labels = labels::standard(&stream.name, component);
-    Deployment {
-        metadata: metadata(stream, name, component, true),
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels::selector(&stream.name, component)),
-                match_expressions: None,
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        labels::CONFIG_HASH.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    affinity,
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(runtime_default_seccomp()),
-                        ..Default::default()
-                    }),
-                    termination_grace_period_seconds: Some(
-                        termination::TERMINATION_GRACE_PERIOD_SECONDS,
-                    ),
-                    automount_service_account_token: Some(false),
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
-            },
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels::standard(&stream.name, component)),
+            annotations: Some(BTreeMap::from([(
+                labels::CONFIG_HASH.to_owned(),
+                config_hash.to_owned(),
+            )])),
             ..Default::default()
         }),
-        ..Default::default()
+        spec: Some(PodSpec {
+            containers: vec![container],
+            affinity,
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group: Some(RUN_AS_USER),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..Default::default()
+            }),
+            termination_grace_period_seconds: Some(termination::TERMINATION_GRACE_PERIOD_SECONDS),
+            automount_service_account_token: Some(false),
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
     }
 }
 

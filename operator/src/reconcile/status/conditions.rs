@@ -187,15 +187,15 @@ pub(super) fn volumes_condition(volumes: &[VolumeObservation]) -> Draft {
 }
 
 pub(super) fn workload_condition(type_: &'static str, observed: &WorkloadObservation) -> Draft {
-    let name = &observed.name;
+    let (kind, name) = (observed.kind, &observed.name);
     let wanted = observed.wanted_replicas;
     let available = observed.available_replicas;
     if !observed.exists {
         return Draft::new(
             type_,
             false,
-            "DeploymentMissing",
-            format!("Deployment {name} does not exist yet"),
+            &format!("{kind}Missing"),
+            format!("{kind} {name} does not exist yet"),
         );
     }
     if wanted == 0 {
@@ -203,7 +203,7 @@ pub(super) fn workload_condition(type_: &'static str, observed: &WorkloadObserva
             type_,
             false,
             "ScaledToZero",
-            format!("Deployment {name} is scaled to zero replicas"),
+            format!("{kind} {name} is scaled to zero replicas"),
         );
     }
     if available > 0 {

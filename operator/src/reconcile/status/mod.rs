@@ -12,7 +12,7 @@
 //! reasons `PodCrashLooping`, `ImageUnavailable`, `ContainerCannotStart`, `PodUnschedulable`,
 //! `PodNotReady`. [`notices`] decides which changes are worth an Event.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -101,37 +101,74 @@ impl StrimziTopicState {
     }
 }
 
-/// A Deployment as far as availability goes.
+/// A workload's Deployment or StatefulSet (the ingest of a stream that spills) as far as
+/// availability goes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadObservation {
+    /// "Deployment" or "StatefulSet": what runs the workload, or should.
+    pub kind: &'static str,
     pub name: String,
     pub wanted_replicas: i32,
     pub exists: bool,
+    /// Pods the controller has (its `status.replicas`).
+    pub replicas: i32,
     pub available_replicas: i32,
-    /// The message of the Deployment's `Available` condition, when there is one.
+    /// The message of a Deployment's `Available` condition, when there is one (a StatefulSet
+    /// has none).
     pub detail: Option<String>,
     /// The most telling problem among the workload's pods.
     pub problem: Option<PodProblem>,
 }
 
+/// What runs a workload, as the operator found it (`None`: it does not exist).
+#[derive(Clone, Copy, Debug)]
+pub enum WorkloadController<'a> {
+    Deployment(Option<&'a Deployment>),
+    StatefulSet(Option<&'a StatefulSet>),
+}
+
 impl WorkloadObservation {
-    /// The Deployment `name` and the pods it runs (of any of its ReplicaSets).
+    /// The workload `name`, run by `controller`, and its pods (of any ReplicaSet or revision).
     pub fn of<'a>(
         name: &str,
         wanted_replicas: i32,
-        deployment: Option<&Deployment>,
+        controller: WorkloadController<'_>,
         pods: impl IntoIterator<Item = &'a Pod>,
     ) -> Self {
-        let status = deployment.and_then(|d| d.status.as_ref());
+        let (kind, exists, replicas, available_replicas, detail) = match controller {
+            WorkloadController::Deployment(deployment) => {
+                let status = deployment.and_then(|d| d.status.as_ref());
+                (
+                    "Deployment",
+                    deployment.is_some(),
+                    status.and_then(|s| s.replicas),
+                    status.and_then(|s| s.available_replicas),
+                    status
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|c| c.iter().find(|c| c.type_ == "Available"))
+                        .and_then(|c| c.message.clone()),
+                )
+            }
+            WorkloadController::StatefulSet(stateful_set) => (
+                "StatefulSet",
+                stateful_set.is_some(),
+                stateful_set
+                    .and_then(|s| s.status.as_ref())
+                    .map(|s| s.replicas),
+                stateful_set
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.available_replicas),
+                None,
+            ),
+        };
         Self {
+            kind,
             name: name.to_owned(),
             wanted_replicas,
-            exists: deployment.is_some(),
-            available_replicas: status.and_then(|s| s.available_replicas).unwrap_or(0),
-            detail: status
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Available"))
-                .and_then(|c| c.message.clone()),
+            exists,
+            replicas: replicas.unwrap_or(0),
+            available_replicas: available_replicas.unwrap_or(0),
+            detail,
             problem: diagnose::most_telling(pods),
         }
     }
@@ -206,6 +243,13 @@ pub fn compute(
             stream.namespace,
             super::build::INGEST_PORT
         )),
+        consumer_replicas: Some(observed.consumer.replicas),
+        consumer_selector: Some(crate::labels::selector_text(
+            &stream.name,
+            super::build::COMPONENT_CONSUMER,
+        )),
+        // The autoscaler's step fills it in.
+        autoscaling: None,
     }
 }
 

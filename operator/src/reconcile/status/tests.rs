@@ -5,7 +5,7 @@ use crate::crd::TopicManagement;
 use crate::reconcile::diagnose::{PodProblem, ProblemKind};
 use crate::reconcile::fixtures::{file_stream, kafka_stream};
 use crate::reconcile::validate::validate;
-use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus, StatefulSetStatus};
 
 fn at(seconds: i64) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("time"))
@@ -13,9 +13,11 @@ fn at(seconds: i64) -> Time {
 
 fn workload(name: &str, wanted: i32, available: i32) -> WorkloadObservation {
     WorkloadObservation {
+        kind: "Deployment",
         name: name.into(),
         wanted_replicas: wanted,
         exists: true,
+        replicas: available,
         available_replicas: available,
         detail: None,
         problem: None,
@@ -175,12 +177,65 @@ fn zero_replicas_and_missing_deployments_have_their_own_reasons() {
         }),
         ..Default::default()
     };
-    let observed = WorkloadObservation::of("web-ingest", 2, Some(&deployment), []);
+    let observed = WorkloadObservation::of(
+        "web-ingest",
+        2,
+        WorkloadController::Deployment(Some(&deployment)),
+        [],
+    );
     let draft = workload_condition(INGEST_AVAILABLE, &observed);
     assert_eq!(draft.status, "False");
     assert_eq!(
         draft.message,
         "0/2 replicas of web-ingest available (Deployment does not have minimum availability.)"
+    );
+}
+
+#[test]
+fn a_spilling_ingest_is_judged_by_its_stateful_set() {
+    // `None`: no StatefulSet; else one of 2 replicas (all ready) with that many available.
+    let condition = |available: Option<i32>| {
+        let stateful_set = available.map(|available| StatefulSet {
+            status: Some(StatefulSetStatus {
+                replicas: 2,
+                ready_replicas: Some(2),
+                available_replicas: Some(available),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let controller = WorkloadController::StatefulSet(stateful_set.as_ref());
+        let draft = workload_condition(
+            INGEST_AVAILABLE,
+            &WorkloadObservation::of("web-ingest", 2, controller, []),
+        );
+        (draft.status, draft.reason, draft.message)
+    };
+    let expect =
+        |status, reason: &str, message: &str| (status, reason.to_owned(), message.to_owned());
+    assert_eq!(
+        condition(None),
+        expect(
+            "False",
+            "StatefulSetMissing",
+            "StatefulSet web-ingest does not exist yet"
+        )
+    );
+    assert_eq!(
+        condition(Some(1)),
+        expect(
+            "True",
+            "ReplicasAvailable",
+            "1/2 replicas of web-ingest available"
+        )
+    );
+    assert_eq!(
+        condition(Some(0)),
+        expect(
+            "False",
+            "NoReplicasAvailable",
+            "0/2 replicas of web-ingest available"
+        )
     );
 }
 

@@ -200,6 +200,7 @@ mod tests {
         SinkSpec {
             type_,
             remote_write,
+            rate_limit: None,
         }
     }
 

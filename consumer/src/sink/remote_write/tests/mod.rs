@@ -178,10 +178,10 @@ impl Fixture {
 
     /// The circuit-state gauge's value per state, and the transitions into each.
     fn circuit(&self, state: &'static str) -> (i64, u64) {
-        let label = crate::metrics::StateLabel { state };
+        let label = metricstream_backend::circuit::StateLabel { state };
         (
-            self.metrics.circuit_state.get_or_create(&label).get(),
-            self.metrics.circuit_transitions.get_or_create(&label).get(),
+            self.metrics.circuit.state.get_or_create(&label).get(),
+            self.metrics.circuit.transitions.get_or_create(&label).get(),
         )
     }
 

@@ -4,21 +4,27 @@
 //! (at-least-once). Rebalances are reported to the caller through [`Poll`]; records fetched for
 //! a partition revoked during the same poll are dropped, since their new owner reads them again
 //! from the committed offset.
+//!
+//! Second copies of records replayed from an ingest's spill ([`crate::replay`]) are dropped
+//! here, before the caller sees them, and counted. Each owned partition's marks travel in the
+//! metadata of its offset commits, so a restart or the partition's next owner decides the same
+//! (`replay` does the I/O, `replay_state` keeps the marks and has the argument).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+mod replay;
+mod replay_state;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::security::AccessWatch;
 use super::{
@@ -26,6 +32,8 @@ use super::{
 };
 use crate::model::{Offset, Partition};
 use crate::queue::{ConsumeError, ConsumedRecord, Poll, PollLimits, QueueConsumer};
+use replay::{Fetched, header_identity};
+use replay_state::ReplayState;
 
 /// Rebalance events and statistics gathered by librdkafka's callbacks.
 #[derive(Default)]
@@ -115,6 +123,10 @@ pub struct KafkaConsumer {
     topic: String,
     shared: Arc<Mutex<Shared>>,
     metrics: KafkaMetrics,
+    /// Per owned partition: its replay marks, or the records held back until they are loaded.
+    replay: BTreeMap<Partition, ReplayState>,
+    /// A commit the group coordinator has not answered within the wait (see `commit_plans`).
+    unanswered_commit: Option<tokio::task::JoinHandle<rdkafka::error::KafkaResult<()>>>,
 }
 
 /// How long [`KafkaConsumer::connect`] waits for the cluster to answer its access checks.
@@ -177,6 +189,8 @@ impl KafkaConsumer {
             topic: settings.topic.clone(),
             shared,
             metrics,
+            replay: BTreeMap::new(),
+            unanswered_commit: None,
         })
     }
 
@@ -199,6 +213,10 @@ impl KafkaConsumer {
         self.consumer
             .clone()
             .ok_or_else(|| ConsumeError::Other("the consumer is closed".into()))
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -261,13 +279,15 @@ async fn check_group_access(
 impl QueueConsumer for KafkaConsumer {
     async fn poll(&mut self, limits: PollLimits, max_wait: Duration) -> Result<Poll, ConsumeError> {
         let consumer = self.consumer()?;
+        self.commit_dropped_tails().await;
         let deadline = Instant::now() + max_wait;
-        let mut records = Vec::new();
+        let mut fetched: Vec<Fetched> = Vec::new();
         let mut bytes = 0usize;
         let mut last_error = None;
-        while records.len() < limits.max_records.max(1) && bytes < limits.max_bytes.max(1) {
+        let mut revocations_seen = self.shared().revoked.len();
+        while fetched.len() < limits.max_records.max(1) && bytes < limits.max_bytes.max(1) {
             // Wait up to the deadline for the first record, then take only what is ready.
-            let wait = if records.is_empty() {
+            let wait = if fetched.is_empty() {
                 deadline.saturating_duration_since(Instant::now())
             } else {
                 Duration::from_millis(1)
@@ -286,29 +306,49 @@ impl QueueConsumer for KafkaConsumer {
                 }
                 Err(_elapsed) => break,
             };
+            // Rebalance callbacks run inside `recv`. What was read before of a partition revoked
+            // there is its next owner's to read again (from the group's commit), even when that
+            // owner is this member again; the message just received was fetched after it.
+            let revoked_now = self
+                .shared()
+                .revoked
+                .get(revocations_seen..)
+                .map(<[Partition]>::to_vec)
+                .unwrap_or_default();
+            if !revoked_now.is_empty() {
+                fetched.retain(|f| !revoked_now.contains(&f.record.partition));
+                revocations_seen += revoked_now.len();
+            }
             if message.topic() != self.topic {
                 continue;
             }
             let payload = message.payload().unwrap_or_default();
             bytes += payload.len();
-            records.push(ConsumedRecord {
-                partition: Partition(message.partition().max(0) as u32),
-                offset: Offset(message.offset().max(0) as u64),
-                payload: Bytes::copy_from_slice(payload),
+            fetched.push(Fetched {
+                record: ConsumedRecord {
+                    partition: Partition(message.partition().max(0) as u32),
+                    offset: Offset(message.offset().max(0) as u64),
+                    payload: Bytes::copy_from_slice(payload),
+                },
+                identity: header_identity(&message),
             });
         }
-        if records.is_empty()
+        if fetched.is_empty()
             && let Some(error) = last_error
         {
             return Err(self.poll_error(error));
         }
         let mut poll = Poll::default();
-        if let Ok(mut shared) = self.shared.lock() {
+        let owned = {
+            let mut shared = self.shared();
             poll.revoked = std::mem::take(&mut shared.revoked);
             poll.assigned = std::mem::take(&mut shared.assigned);
-            let owned = shared.owned.clone();
-            records.retain(|record| owned.contains(&record.partition));
-        }
+            shared.owned.clone()
+        };
+        fetched.retain(|f| owned.contains(&f.record.partition));
+        self.track_assignment(&poll.revoked, &poll.assigned, &owned);
+        self.load_marks(&consumer, &mut fetched).await;
+        let records = self.drop_second_copies(fetched);
         self.metrics.consumed_records.inc_by(records.len() as u64);
         poll.records = records;
         Ok(poll)
@@ -318,44 +358,23 @@ impl QueueConsumer for KafkaConsumer {
         if positions.is_empty() {
             return Ok(());
         }
-        let consumer = self.consumer()?;
-        let owned = self
-            .shared
-            .lock()
-            .map(|shared| shared.owned.clone())
-            .unwrap_or_default();
-        let mut list = TopicPartitionList::new();
+        let owned = self.shared().owned.clone();
+        let mut plans = Vec::new();
         for (partition, next) in positions {
             // A partition revoked since the poll belongs to another member now; it re-reads
-            // from the last commit, so skipping it duplicates at most, never loses.
+            // from the last commit, so skipping it duplicates at most, never loses. Records are
+            // returned only from partitions whose marks are loaded: no other has any to commit.
             if !owned.contains(partition) {
                 continue;
             }
-            list.add_partition_offset(
-                &self.topic,
-                partition.0 as i32,
-                KafkaOffset::Offset(next.0 as i64),
-            )
-            .map_err(|error| ConsumeError::Other(error.to_string()))?;
+            if let Some(ReplayState::Loaded(filter)) = self.replay.get(partition)
+                && let Some(plan) = filter.commit_for(*next)
+            {
+                plans.push((*partition, plan));
+            }
         }
-        if list.count() == 0 {
-            return Ok(());
-        }
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-                .await
-                .map_err(|error| ConsumeError::Other(format!("commit task failed: {error}")))?;
-        committed.map_err(|error| match error.rdkafka_error_code() {
-            // The group moved on without this member (its session expired during an outage, or
-            // a rebalance is under way): this commit can never succeed.
-            Some(
-                RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::FencedInstanceId,
-            ) => ConsumeError::OwnershipLost(format!("commit failed: {error}")),
-            _ => ConsumeError::Unavailable(format!("commit failed: {error}")),
-        })
+        plans.extend(self.dropped_tails(positions));
+        self.commit_plans(plans).await
     }
 
     fn assignment(&self) -> Vec<Partition> {

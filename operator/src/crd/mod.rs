@@ -8,6 +8,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod autoscaling;
+pub use autoscaling::{AutoscalingSpec, AutoscalingStatus, ScalingRules};
+
 /// A metrics ingestion pipeline: an HTTP ingest service and a consumer service on a Kafka topic
 /// or a partitioned file queue.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -26,12 +29,22 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    printcolumn(name = "Consumers", type_ = "integer", json_path = ".status.consumerReplicas"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.autoscaling.lagRecords"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // An HPA or KEDA drives the consumers through this, when spec.consumer.autoscaling is absent.
+    scale(
+        spec_replicas_path = ".spec.consumer.replicas",
+        status_replicas_path = ".status.consumerReplicas",
+        label_selector_path = ".status.consumerSelector"
+    ),
     doc = "A metrics ingestion pipeline: HTTP ingest and a consumer on a Kafka topic or a file queue",
     validation = Rule::new("self.spec.backend != 'kafka' || has(self.spec.kafka)")
         .message("spec.kafka is required when spec.backend is kafka"),
     validation = Rule::new("self.spec.backend != 'file' || has(self.spec.file)")
         .message("spec.file is required when spec.backend is file"),
+    validation = Rule::new("self.spec.backend != 'file' || !has(self.spec.kafka) || !has(self.spec.kafka.spill) || !has(self.spec.kafka.spill.enabled) || !self.spec.kafka.spill.enabled")
+        .message("spec.kafka.spill is for the kafka backend only: the file backend's queue is already on a volume"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MetricStreamSpec {
@@ -133,6 +146,49 @@ pub struct KafkaSpec {
     /// `strimzi.createUser` makes the operator create a user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<KafkaAuthenticationSpec>,
+
+    /// While Kafka is unreachable the ingest keeps accepting into a spill queue on a volume of
+    /// its own, and replays it to Kafka when the cluster is back. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill: Option<SpillSpec>,
+}
+
+/// The ingest's spill: each ingest pod gets its own volume (the ingest becomes a StatefulSet
+/// with a volume claim template) that holds the batches it accepted while Kafka was
+/// unreachable, until they are replayed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(oldSelf.enabled) && oldSelf.enabled && has(self.enabled) && self.enabled) || (self.size == oldSelf.size && has(self.storageClass) == has(oldSelf.storageClass) && (!has(self.storageClass) || self.storageClass == oldSelf.storageClass))")
+        .message("kafka.spill.size and kafka.spill.storageClass cannot change while spill is enabled: the claims of the ingest pods keep what they were made with (see the operator docs: turn spill off, delete the drained claims, turn it on again)"),
+)]
+pub struct SpillSpec {
+    /// Spill when Kafka is unreachable (the ingest is a StatefulSet then).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Size of each ingest pod's spill volume (a Kubernetes quantity). The ingest spills at most
+    /// 90 % of it; the rest is room for the file system and for replayed segments not yet
+    /// deleted.
+    #[serde(default = "default_spill_size")]
+    pub size: String,
+    /// StorageClass of the spill volumes; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class: Option<String>,
+}
+
+impl Default for SpillSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            size: default_spill_size(),
+            storage_class: None,
+        }
+    }
+}
+
+fn default_spill_size() -> String {
+    "1Gi".into()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -324,8 +380,12 @@ pub struct SecretRef {
     pub name: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas")
+        .message("spec.consumer.replicas cannot change while spec.consumer.autoscaling is set: the operator scales the consumers by their lag (remove autoscaling to scale by hand, or with an HPA or KEDA through the scale subresource)"),
+)]
 pub struct ConsumerSpec {
     /// Consumer group.
     #[serde(default = "default_group")]
@@ -334,10 +394,15 @@ pub struct ConsumerSpec {
         regex(pattern = r"^[a-zA-Z0-9._-]+$")
     )]
     pub group: String,
-    /// Consumer pods.
+    /// Consumer pods; ignored while `autoscaling` is set (and then it cannot change).
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1024))]
     pub replicas: i32,
+    /// Lag-driven scaling of the consumers by the operator: replicas within `[minReplicas,
+    /// maxReplicas]` and never above the partition count. Absent: `replicas`, or whatever an HPA
+    /// or KEDA sets through the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Size of the sink's PersistentVolumeClaim: the JSON Lines files of the file sink; with the
     /// remoteWrite sink, the records that fail to decode and the dead letters (data too: the
     /// volume survives restarts).
@@ -357,6 +422,7 @@ impl Default for ConsumerSpec {
         Self {
             group: default_group(),
             replicas: 1,
+            autoscaling: None,
             sink_storage: default_sink_storage(),
             storage_class_name: None,
             sink: SinkSpec::default(),
@@ -380,6 +446,11 @@ pub struct SinkSpec {
     /// The store (with type remoteWrite).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_write: Option<RemoteWriteSpec>,
+    /// Most metrics per second each consumer pod writes (both sink types): spares a store a
+    /// backlog flushed at full speed. Records wait, never dropped. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_limit: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -508,6 +579,15 @@ pub struct MetricStreamStatus {
     /// Where clients send metrics, inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_endpoint: Option<String>,
+    /// Consumer pods that exist (the scale subresource's replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_replicas: Option<i32>,
+    /// The consumer pods' label selector (the scale subresource's, for an HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_selector: Option<String>,
+    /// What the autoscaler last measured and decided (with `spec.consumer.autoscaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
 }
 
 /// Conditions merge by `type` under server-side apply.

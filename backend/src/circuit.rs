@@ -1,18 +1,27 @@
-//! The circuit breaker in front of the store: after a few failed attempts in a row the sink stops
-//! sending (open), lets one request through once a wait has passed (half-open: the probe), and
-//! sends normally again once a probe is stored (closed). A failed probe opens the circuit again
+//! A circuit breaker in front of a store that can fail for a while: the remote-write sink's in
+//! front of the time-series store, the ingest's spill in front of Kafka. After a few failed
+//! attempts in a row the caller stops sending (open), lets one request through once a wait has
+//! passed (half-open: the probe), and sends normally again once a probe succeeds (closed). A failed probe opens the circuit again
 //! for twice as long, up to a cap, so a dead store is asked about twice a minute at most instead
-//! of being hammered by every batch's retries.
+//! of being hammered by every retry.
 //!
 //! Pure state: the caller says what happened and when, the circuit says whether to send and how
 //! long to wait. What counts as a failure is the caller's choice (the sink counts no answer and
-//! the statuses it retries, except `429`, which `Retry-After` already paces).
+//! the statuses it retries, except `429`, which `Retry-After` already paces; the spill counts an
+//! append Kafka did not acknowledge).
 
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// The circuit's three states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CircuitState {
+pub enum CircuitState {
     /// Requests are sent.
     Closed,
     /// Nothing is sent until the wait is over.
@@ -22,10 +31,10 @@ pub(crate) enum CircuitState {
 }
 
 impl CircuitState {
-    pub(crate) const ALL: [CircuitState; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+    pub const ALL: [CircuitState; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
 
     /// The name in logs and in the `state` label.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Closed => "closed",
             Self::Open => "open",
@@ -36,12 +45,12 @@ impl CircuitState {
 
 /// When the circuit opens and how long it stays open.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct CircuitPolicy {
+pub struct CircuitPolicy {
     /// Failed attempts in a row that open a closed circuit.
-    pub(crate) failures_to_open: u32,
+    pub failures_to_open: u32,
     /// How long the circuit stays open the first time; it doubles after each failed probe.
-    pub(crate) first_open: Duration,
-    pub(crate) max_open: Duration,
+    pub first_open: Duration,
+    pub max_open: Duration,
 }
 
 impl Default for CircuitPolicy {
@@ -56,15 +65,17 @@ impl Default for CircuitPolicy {
 
 /// A change of state, for the caller to log and count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Transition {
-    pub(crate) from: CircuitState,
-    pub(crate) to: CircuitState,
+pub struct Transition {
+    pub from: CircuitState,
+    pub to: CircuitState,
     /// Open only: how long until the next probe.
-    pub(crate) wait: Duration,
+    pub wait: Duration,
+    /// Closed only: how long the circuit was not closed.
+    pub was_open_for: Option<Duration>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Circuit {
+pub struct Circuit {
     policy: CircuitPolicy,
     state: CircuitState,
     /// Failed attempts in a row while closed.
@@ -78,7 +89,7 @@ pub(crate) struct Circuit {
 }
 
 impl Circuit {
-    pub(crate) fn new(policy: CircuitPolicy, now: Instant) -> Self {
+    pub fn new(policy: CircuitPolicy, now: Instant) -> Self {
         Self {
             policy,
             state: CircuitState::Closed,
@@ -89,20 +100,19 @@ impl Circuit {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn state(&self) -> CircuitState {
+    pub fn state(&self) -> CircuitState {
         self.state
     }
 
     /// Since when the circuit has not been closed (`None` while closed).
-    pub(crate) fn opened_at(&self) -> Option<Instant> {
+    pub fn opened_at(&self) -> Option<Instant> {
         self.opened_at
             .filter(|_| self.state != CircuitState::Closed)
     }
 
     /// May a request go now? `Ok` (possibly moving open → half-open: this request is the probe)
     /// or `Err(wait)` until the probe may go.
-    pub(crate) fn permit(&mut self, now: Instant) -> Result<Option<Transition>, Duration> {
+    pub fn permit(&mut self, now: Instant) -> Result<Option<Transition>, Duration> {
         match self.state {
             CircuitState::Closed | CircuitState::HalfOpen => Ok(None),
             CircuitState::Open if now >= self.probe_at => {
@@ -113,7 +123,7 @@ impl Circuit {
     }
 
     /// The store answered in a way that shows it works (stored, or refused the data for good).
-    pub(crate) fn succeeded(&mut self) -> Option<Transition> {
+    pub fn succeeded(&mut self) -> Option<Transition> {
         self.failures = 0;
         if self.state == CircuitState::Closed {
             return None;
@@ -124,7 +134,7 @@ impl Circuit {
 
     /// An attempt failed: counts towards opening a closed circuit; a failed probe opens the
     /// circuit again for twice as long.
-    pub(crate) fn failed(&mut self, now: Instant) -> Option<Transition> {
+    pub fn failed(&mut self, now: Instant) -> Option<Transition> {
         match self.state {
             CircuitState::Closed => {
                 self.failures += 1;
@@ -148,7 +158,83 @@ impl Circuit {
 
     fn move_to(&mut self, to: CircuitState, wait: Duration) -> Transition {
         let from = std::mem::replace(&mut self.state, to);
-        Transition { from, to, wait }
+        let was_open_for = self
+            .opened_at
+            .filter(|_| to == CircuitState::Closed)
+            .map(|opened_at| opened_at.elapsed());
+        Transition {
+            from,
+            to,
+            wait,
+            was_open_for,
+        }
+    }
+}
+
+/// A circuit's state as metrics: `<name>_state{state}` (1 for the current state, 0 for the
+/// others), `<name>_transitions_total{state}` (by the state entered) and
+/// `<name>_open_seconds_total` (time spent not closed).
+#[derive(Clone, Debug, Default)]
+pub struct CircuitMetrics {
+    pub state: Family<StateLabel, Gauge>,
+    pub transitions: Family<StateLabel, Counter>,
+    pub open_seconds: Counter<f64, AtomicU64>,
+}
+
+/// A state of a circuit breaker (the `state` label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+impl CircuitMetrics {
+    /// Shows `current` as the circuit's state; `entered` counts a transition into it.
+    pub fn show(&self, current: CircuitState, entered: bool) {
+        for state in CircuitState::ALL {
+            self.state
+                .get_or_create(&StateLabel {
+                    state: state.name(),
+                })
+                .set(i64::from(state == current));
+            // Every state shows from the start, at zero.
+            let transitions = self.transitions.get_or_create(&StateLabel {
+                state: state.name(),
+            });
+            if entered && state == current {
+                transitions.inc();
+            }
+        }
+    }
+
+    /// Counts a transition and, when it closes the circuit, the time it was open.
+    pub fn record(&self, transition: &Transition) {
+        self.show(transition.to, true);
+        if let Some(open_for) = transition.was_open_for {
+            self.open_seconds.inc_by(open_for.as_secs_f64());
+        }
+    }
+
+    /// Registers the three metrics as `<name>_state`, `<name>_transitions` and
+    /// `<name>_open_seconds`; `what` names the circuit in their help.
+    pub fn register(&self, registry: &mut Registry, name: &str, what: &str) {
+        self.show(CircuitState::Closed, false);
+        registry.register(
+            format!("{name}_state"),
+            format!("1 for the {what} circuit breaker's current state (closed, open, half_open)"),
+            self.state.clone(),
+        );
+        registry.register(
+            format!("{name}_transitions"),
+            format!("Changes of the {what} circuit breaker's state, by the state entered"),
+            self.transitions.clone(),
+        );
+        registry.register(
+            format!("{name}_open_seconds"),
+            format!(
+                "Time the {what} circuit breaker spent open or half-open, counted when it closes"
+            ),
+            self.open_seconds.clone(),
+        );
     }
 }
 
