@@ -57,6 +57,8 @@ OTELCOL_ENV_FILE := target/otelcol.env
 # the remote-write sink's tests (tests/tests/remote_write_sink.rs, sink_outage.rs) and `make bench`
 # write to.
 VICTORIAMETRICS_ENV_FILE := target/victoriametrics.env
+# The bench's peer systems, the OpenTelemetry Collector peer and vmagent (hack/peers.sh).
+PEERS_ENV_FILE := target/peers.env
 # OHA, the load generator of `bench-suites` (hack/oha.sh).
 OHA_ENV_FILE := target/oha.env
 # The steps of `make test`, in order.
@@ -69,7 +71,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: help build release run test fmt fmt-check clippy lint kafka-up kafka-down envtest-up \
 	envtest-down cargo-test scenario clean strimzi-crds tools chart-check e2e-kind e2e-kind-down e2e-local \
 	cluster-up cluster-down bench bench-suites chaos fuzz image structure-check prometheus otelcol \
-	victoriametrics rules-check
+	victoriametrics rules-check peers
 
 help:
 	@echo "make build      build the binaries (debug): target/debug/metricstream-{ingest,consumer,operator}"
@@ -89,6 +91,7 @@ help:
 	@echo "make rules-check  promtool check rules and test rules on the chart's alerts ($(ALERT_RULES)); every dashboard expression parses (hack/dashboards-check.sh)"
 	@echo "make otelcol    build (or reuse) the OpenTelemetry Collector from the Go module proxy, the OTLP JSON client of the tests (hack/otelcol.sh)"
 	@echo "make victoriametrics  build (or reuse) VictoriaMetrics single-node from the Go module proxy, the store of the remote-write sink's tests (hack/victoriametrics.sh)"
+	@echo "make peers      build (or reuse) the bench's peers from the Go module proxy: the OpenTelemetry Collector (OTLP -> Kafka / remote write) and vmagent (hack/peers.sh)"
 	@echo "make bench      the benchmarks against ceilings measured in the same run: BENCHMARKS.md, bench/report/ (minutes)"
 	@echo "make chaos      kill ingest, consumer and broker at random under load, then check exactly-once (hack/chaos.sh; CHAOS_SECONDS per backend)"
 	@echo "make image      the runtime image without Docker from release binaries: target/image/*.tar for ctr import (hack/image.sh build)"
@@ -265,6 +268,14 @@ victoriametrics:
 	@mkdir -p target; rm -f $(VICTORIAMETRICS_ENV_FILE)
 	@bash hack/victoriametrics.sh install --env-file $(VICTORIAMETRICS_ENV_FILE) >/dev/null
 	@$(LIB); env_has $(VICTORIAMETRICS_ENV_FILE) VICTORIAMETRICS || { echo "hack/victoriametrics.sh install did not write VICTORIAMETRICS"; exit 1; }
+
+# The peer systems `make bench` compares with (issue 19), built once from the Go module proxy
+# (hack/peers.sh: minutes cold, <0.1 s warm) and cached outside the repository; their paths go to
+# $(PEERS_ENV_FILE) (OTELCOL_PEER, VMAGENT). `bash hack/peers.sh smoke` runs each end to end.
+peers:
+	@mkdir -p target; rm -f $(PEERS_ENV_FILE)
+	@bash hack/peers.sh install --env-file $(PEERS_ENV_FILE) >/dev/null
+	@$(LIB); env_has $(PEERS_ENV_FILE) OTELCOL_PEER VMAGENT || { echo "hack/peers.sh install did not write OTELCOL_PEER and VMAGENT"; exit 1; }
 
 # The chart's static checks alone: helm lint and template, kubeconform, shellcheck, hadolint (the
 # server-side dry run needs the control plane: make test).
