@@ -3,7 +3,7 @@
 # module proxy, pinned, and cached outside the repository:
 #   - the OpenTelemetry Collector "peer": the wrapper module hack/otelcol-peer/ (core v1.71.0 /
 #     v0.165.0: the OTLP receiver and the batch processor; contrib v0.165.0: the kafka and
-#     prometheusremotewrite exporters and the file_storage extension), pinned by its go.sum and
+#     prometheus_remote_write exporters and the file_storage extension), pinned by its go.sum and
 #     keyed by the module's files; configurations hack/otelcol-peer/kafka.yaml (OTLP -> Kafka,
 #     sending queue on file_storage) and remotewrite.yaml (OTLP -> remote write, with its WAL);
 #   - vmagent from the VictoriaMetrics module (package app/vmagent, pure Go), at the version
@@ -20,6 +20,8 @@
 #                             front of it (persistent queue in a temp dir): one Prometheus
 #                             remote-write 1.0 request (protobuf, snappy) to vmagent's
 #                             /api/v1/write, read back from VictoriaMetrics' /api/v1/export;
+#                             the Collector with remotewrite.yaml into the same VictoriaMetrics:
+#                             one OTLP/HTTP JSON request, read back the same way;
 #                             (b) a private Kafka broker (hack/kafka.sh up/down, state in
 #                             $PEERS_KAFKA_STATE) and the Collector with kafka.yaml: one OTLP/HTTP
 #                             JSON request to /v1/metrics, then the topic's end offset > 0; both
@@ -216,14 +218,15 @@ sys.stdout.buffer.write(bytes(block))
 PY
 }
 
-# vm_exported BASE-URL TIMESTAMP: force a flush, then VM_OUT := the export of the smoke series;
-# true when it holds the sample written.
+# vm_exported NAME TIMESTAMP-MS: force VictoriaMetrics (VM_BASE) to flush, then VM_OUT := the
+# export of the series NAME{job="peers-smoke"}; true when it holds the sample 42.5 at TIMESTAMP-MS.
 VM_OUT=
+VM_BASE=
 vm_exported() {
-  curl -fsS --max-time 30 "$1/internal/force_flush" >/dev/null || return 1
-  VM_OUT=$(curl -fsS --max-time 10 -G --data-urlencode 'match[]=metricstream_peers_smoke{job="peers-smoke"}' \
-    "$1/api/v1/export") || return 1
-  [[ $VM_OUT == *'"__name__":"metricstream_peers_smoke"'* && $VM_OUT == *'"values":[42.5]'* &&
+  curl -fsS --max-time 30 "$VM_BASE/internal/force_flush" >/dev/null || return 1
+  VM_OUT=$(curl -fsS --max-time 10 -G --data-urlencode "match[]=$1{job=\"peers-smoke\"}" \
+    "$VM_BASE/api/v1/export") || return 1
+  [[ $VM_OUT == *"\"__name__\":\"$1\""* && $VM_OUT == *'"values":[42.5]'* &&
     $VM_OUT == *"\"timestamps\":[$2]"* ]]
 }
 
@@ -236,6 +239,7 @@ smoke_vmagent() {
   smoke_launch victoria-metrics "$vm_bin" -storageDataPath="$SMOKE_DIR/vm-data" \
     -httpListenAddr="127.0.0.1:$vm_port" -loggerLevel=WARN
   wait_until 30 healthy "$LAUNCHED_PID" "$vm_port" /health || smoke_fail "VictoriaMetrics did not get healthy"
+  VM_BASE=http://127.0.0.1:$vm_port
   smoke_launch vmagent "$VMAGENT_BIN" -httpListenAddr="127.0.0.1:$agent_port" \
     -remoteWrite.url="http://127.0.0.1:$vm_port/api/v1/write" \
     -remoteWrite.tmpDataPath="$SMOKE_DIR/vmagent-queue" -remoteWrite.flushInterval=100ms -loggerLevel=WARN
@@ -250,17 +254,50 @@ smoke_vmagent() {
   [[ $status == 2* ]] || smoke_fail "vmagent answered $status to the remote-write request"
   log "smoke: vmagent answered $status to a remote-write 1.0 request ($(stat -c %s "$SMOKE_DIR/write-request.bin") bytes)"
   t0=$(now_ms)
-  POLL_INTERVAL=0.2 wait_until 30 vm_exported "http://127.0.0.1:$vm_port" "$ts" ||
+  POLL_INTERVAL=0.2 wait_until 30 vm_exported metricstream_peers_smoke "$ts" ||
     smoke_fail "VictoriaMetrics did not export the sample within 30 s; it returned: ${VM_OUT:-nothing}"
   log "smoke: vmagent -> VictoriaMetrics: the sample was exported $(since "$t0") s after the write"
   printf 'vmagent: %s\n' "$VM_OUT"
 }
 
-# otlp_request TIME-UNIX-NANO: one gauge data point as an OTLP/HTTP JSON ExportMetricsServiceRequest.
+# otlp_request NAME TIMESTAMP-MS: one gauge data point (42.5) as an OTLP/HTTP JSON
+# ExportMetricsServiceRequest, service.name peers-smoke (the `job` label in remote write).
 otlp_request() {
   printf '{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"peers-smoke"}}]},'
-  printf '"scopeMetrics":[{"scope":{"name":"peers-smoke"},"metrics":[{"name":"metricstream_peers_smoke",'
-  printf '"gauge":{"dataPoints":[{"timeUnixNano":"%s","asDouble":42.5}]}}]}]}]}' "$1"
+  printf '"scopeMetrics":[{"scope":{"name":"peers-smoke"},"metrics":[{"name":"%s",' "$1"
+  printf '"gauge":{"dataPoints":[{"timeUnixNano":"%s000000","asDouble":42.5}]}}]}]}]}' "$2"
+}
+
+# post_otlp PORT NAME TIMESTAMP-MS: POST otlp_request to the Collector's /v1/metrics; fails unless
+# it answers 200 (logged with its body).
+post_otlp() {
+  local status
+  status=$(otlp_request "$2" "$3" | curl -sS --max-time 10 -o "$SMOKE_DIR/otlp-response" \
+    -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @- \
+    "http://127.0.0.1:$1/v1/metrics") || smoke_fail "POST to the Collector's /v1/metrics failed"
+  [[ $status == 200 ]] || smoke_fail "the Collector answered $status: $(<"$SMOKE_DIR/otlp-response")"
+  log "smoke: the Collector answered 200 to an OTLP/HTTP JSON request: $(<"$SMOKE_DIR/otlp-response")"
+}
+
+# smoke_remotewrite: the Collector with remotewrite.yaml in front of the VictoriaMetrics that
+# smoke_vmagent started: one OTLP/HTTP JSON request, read back from /api/v1/export; then stops it.
+smoke_remotewrite() {
+  local port ts t0 pid p rest=()
+  smoke_port && port=$SMOKE_PORT
+  PEER_OTLP_HTTP_PORT=$port PEER_REMOTE_WRITE_URL=$VM_BASE/api/v1/write PEER_WAL_DIR=$SMOKE_DIR/otelcol-wal \
+    smoke_launch otelcol-peer-remotewrite "$OTELCOL_PEER_BIN" --config "$MODULE_DIR/remotewrite.yaml"
+  pid=$LAUNCHED_PID
+  wait_until 30 otlp_up "$pid" "$port" || smoke_fail "the Collector's OTLP/HTTP receiver did not come up"
+  ts=$(now_ms)
+  post_otlp "$port" metricstream_peers_smoke_otlp "$ts"
+  t0=$(now_ms)
+  POLL_INTERVAL=0.2 wait_until 30 vm_exported metricstream_peers_smoke_otlp "$ts" ||
+    smoke_fail "VictoriaMetrics did not export the Collector's sample within 30 s; it returned: ${VM_OUT:-nothing}"
+  log "smoke: Collector (remotewrite.yaml) -> VictoriaMetrics: the sample was exported $(since "$t0") s after the 200"
+  printf 'otelcol-peer remotewrite: %s\n' "$VM_OUT"
+  stop_pids 15 "$pid" || smoke_fail "the Collector (remotewrite.yaml) did not stop"
+  for p in "${SMOKE_PIDS[@]}"; do [[ $p == "$pid" ]] || rest+=("$p"); done
+  SMOKE_PIDS=("${rest[@]}") # stopped: no more ours
 }
 
 # topic_end_offset BOOTSTRAP: OFFSET := the sum of otlp_metrics' partitions' end offsets (0 while
@@ -276,8 +313,9 @@ topic_end_offset() {
   ((sum > 0))
 }
 
-smoke_collector() {
-  local bootstrap port config status t0
+# smoke_validate: both configurations pass the Collector's `validate` (placeholder values).
+smoke_validate() {
+  local config
   for config in kafka remotewrite; do
     PEER_OTLP_HTTP_PORT=4318 PEER_KAFKA_BROKERS=127.0.0.1:9092 PEER_STORAGE_DIR=$SMOKE_DIR/validate \
       PEER_REMOTE_WRITE_URL=http://127.0.0.1:8428/api/v1/write PEER_WAL_DIR=$SMOKE_DIR/validate \
@@ -285,6 +323,10 @@ smoke_collector() {
       smoke_fail "hack/otelcol-peer/$config.yaml does not validate"
   done
   log "smoke: hack/otelcol-peer/kafka.yaml and remotewrite.yaml pass \`validate\`"
+}
+
+smoke_collector() {
+  local bootstrap port t0
 
   KAFKA_UP=1
   kafka_sh up --env-file "$SMOKE_DIR/kafka.env" >/dev/null || smoke_fail "hack/kafka.sh up failed"
@@ -298,11 +340,7 @@ smoke_collector() {
   # The OTLP receiver has no health path: an empty export answering 200 means it is up.
   wait_until 30 otlp_up "$LAUNCHED_PID" "$port" || smoke_fail "the Collector's OTLP/HTTP receiver did not come up"
 
-  status=$(otlp_request "$(($(now_ms) * 1000000))" | curl -sS --max-time 10 -o "$SMOKE_DIR/otlp-response" \
-    -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @- \
-    "http://127.0.0.1:$port/v1/metrics") || smoke_fail "POST to the Collector's /v1/metrics failed"
-  [[ $status == 200 ]] || smoke_fail "the Collector answered $status: $(<"$SMOKE_DIR/otlp-response")"
-  log "smoke: the Collector answered 200 to an OTLP/HTTP JSON request: $(<"$SMOKE_DIR/otlp-response")"
+  post_otlp "$port" metricstream_peers_smoke "$(now_ms)"
   t0=$(now_ms)
   POLL_INTERVAL=1 wait_until 60 topic_end_offset "$bootstrap" ||
     smoke_fail "no record on topic otlp_metrics within 60 s"
@@ -325,7 +363,9 @@ cmd_smoke() {
   t0=$(now_ms)
   SMOKE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/metricstream-peers-smoke.XXXXXX")
   trap smoke_cleanup EXIT
+  smoke_validate
   smoke_vmagent
+  smoke_remotewrite
   smoke_collector
   stop_pids 15 "${SMOKE_PIDS[@]}" || smoke_fail "a process smoke started did not stop"
   [[ -z $STOP_KILLED ]] || smoke_fail "a process smoke started ignored SIGTERM for 15 s (SIGKILLed)"
