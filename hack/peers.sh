@@ -18,7 +18,8 @@
 #   hack/peers.sh smoke       build if missing, then prove each peer works end to end here:
 #                             (a) VictoriaMetrics (hack/victoriametrics.sh install) and vmagent in
 #                             front of it (persistent queue in a temp dir): one Prometheus
-#                             remote-write 1.0 request (protobuf, snappy) to vmagent's
+#                             remote-write 1.0 request (protobuf and snappy encoded by a
+#                             stdlib-only python3 snippet) to vmagent's
 #                             /api/v1/write, read back from VictoriaMetrics' /api/v1/export;
 #                             the Collector with remotewrite.yaml into the same VictoriaMetrics:
 #                             one OTLP/HTTP JSON request, read back the same way;
@@ -39,7 +40,11 @@
 # Needs: go 1.26.6+ (VictoriaMetrics v1.151.0's go.mod), flock (util-linux), sha256sum; for
 # `smoke` also curl, python3 (stdlib only) and what hack/kafka.sh needs (Java 17+, Maven).
 #
-# Cost (measured on 2 cores, Go 1.26.8, another CI run sharing the machine): TODO
+# Cost (measured on 2 cores, Go 1.26.8, with another CI run sharing the machine): 278 s of wall
+# time with empty module and build caches (the Collector peer 247 s, vmagent 30 s; 1.3 GB of module
+# cache and 0.9 GB of build cache afterwards), a 47 MB and a 14 MB binary; vmagent alone takes ~5 s
+# when hack/victoriametrics.sh has already built the same module; <0.1 s warm. `smoke` 12-21 s
+# warm (the Kafka broker's start is most of it).
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
