@@ -95,6 +95,9 @@ impl QueueConsumer for ScriptedQueue {
     async fn commit(&mut self, positions: &[(Partition, Offset)]) -> Result<(), ConsumeError> {
         if self.failing_commits > 0 {
             self.failing_commits -= 1;
+            // A failed attempt is the caller dealing with the batch: the contract lets it give
+            // up on a commit and poll on.
+            self.uncommitted = false;
             self.record(Event::CommitFailed);
             return Err(ConsumeError::Unavailable(
                 "offsets volume is read-only".into(),

@@ -408,6 +408,32 @@ async fn failed_polls_and_commits_are_retried() {
 }
 
 #[tokio::test]
+async fn a_commit_that_keeps_failing_is_given_up_and_the_pipeline_polls_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shutdown = CancellationToken::new();
+    let (mut queue, events) = ScriptedQueue::new(
+        vec![
+            Ok(poll(&[P0], &[], vec![consumed(P0, 0, 1)])),
+            Ok(poll(&[], &[], vec![consumed(P0, 1, 1)])),
+        ],
+        shutdown.clone(),
+    );
+    queue.failing_commits = COMMIT_ATTEMPTS as usize;
+    let metrics = ConsumerMetrics::default();
+    let sink = JsonlSink::open(dir.path()).expect("sink");
+    run_to_end(queue, sink, &metrics, shutdown).await;
+
+    let events = events_of(&events);
+    assert_eq!(
+        events.iter().filter(|e| **e == Event::CommitFailed).count(),
+        COMMIT_ATTEMPTS as usize
+    );
+    // The next batch was polled and written, and its commit covers the first one's.
+    assert_eq!(commits(&events), vec![vec![(P0, Offset(2))]]);
+    assert_eq!(metrics.metrics_written.get(), 2);
+}
+
+#[tokio::test]
 async fn lag_gauges_follow_the_assignment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shutdown = CancellationToken::new();
