@@ -284,10 +284,10 @@ chart-check: tools
 		$(CARGO) test -p metricstream-operator --test chart --test crd_in_sync -- --include-ignored --skip envtest_
 
 # The benchmarks (bench/, hack/bench.sh): release binaries, VictoriaMetrics (the drain-store
-# suite's store), the local broker and control plane (started here unless already running,
+# and peers suites' store), the peers suite's OpenTelemetry Collector and vmagent, the local broker and control plane (started here unless already running,
 # stopped again if started here), oha (hack/oha.sh, cached), every suite, then the report.
 # BENCH_QUICK=1 for a smoke run.
-BENCH_STEPS := release victoriametrics kafka-up envtest-up bench-suites envtest-down kafka-down
+BENCH_STEPS := release victoriametrics peers kafka-up envtest-up bench-suites envtest-down kafka-down
 
 bench:
 	@failed=0; \
@@ -305,6 +305,7 @@ bench-suites:
 	env_has $(OHA_ENV_FILE) OHA || { echo "hack/oha.sh wrote no OHA"; exit 1; }; \
 	env_load $(OHA_ENV_FILE) OHA; \
 	env_load $(VICTORIAMETRICS_ENV_FILE) VICTORIAMETRICS; \
+	env_load $(PEERS_ENV_FILE) OTELCOL_PEER VMAGENT; \
 	bash hack/bench.sh
 
 # The chaos run (hack/chaos.sh): release binaries, then per backend (CHAOS_BACKENDS, default

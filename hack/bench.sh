@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The suites of `make bench`, in order, then the report (BENCHMARKS.md, bench/report/).
 #
-# `make bench` builds the release binaries and VictoriaMetrics, starts (or reuses) the local Kafka
-# broker and control plane, and runs this with KAFKA_BOOTSTRAP, KUBECONFIG, OHA and
-# VICTORIAMETRICS set. Every suite runs
+# `make bench` builds the release binaries, VictoriaMetrics and the peers (hack/peers.sh), starts
+# (or reuses) the local Kafka broker and control plane, and runs this with KAFKA_BOOTSTRAP,
+# KUBECONFIG, OHA, VICTORIAMETRICS, OTELCOL_PEER and VMAGENT set. Every suite runs
 # even if an earlier one failed; the report is rendered from whatever results exist, and the
 # exit status is non-zero if any suite failed.
 #
 # Environment:
-#   BENCH_SUITES  the suites to run (default: backend http intake drain drain-store operator)
+#   BENCH_SUITES  the suites to run (default: backend http intake peers drain drain-store operator)
 #   BENCH_QUICK   1: every suite's --quick (seconds, not minutes; the figures mean little)
 #   BENCH_OUT     where the suites write their JSON (default target/bench)
 set -euo pipefail
@@ -18,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 bench=$(cargo_target_dir "$repo")/release/metricstream-bench
-suites=${BENCH_SUITES:-backend http intake drain drain-store operator}
+suites=${BENCH_SUITES:-backend http intake peers drain drain-store operator}
 out=${BENCH_OUT:-target/bench}
 quick=()
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then quick=(--quick); fi
@@ -26,7 +26,8 @@ if [[ ${BENCH_QUICK:-0} == 1 ]]; then quick=(--quick); fi
 [[ -x $bench ]] || die "$bench is missing: cargo build --release --workspace --bins"
 log "$(nproc) cores; KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-<unset: Kafka targets skipped>}" \
   "KUBECONFIG=${KUBECONFIG:-<unset: operator suite fails>} OHA=${OHA:-<unset>}" \
-  "VICTORIAMETRICS=${VICTORIAMETRICS:-<unset: drain-store suite fails>}"
+  "VICTORIAMETRICS=${VICTORIAMETRICS:-<unset: drain-store and peers suites fail>}" \
+  "OTELCOL_PEER=${OTELCOL_PEER:-<unset: peers suite fails>} VMAGENT=${VMAGENT:-<unset: peers suite fails>}"
 
 mkdir -p "$out"
 failed=()

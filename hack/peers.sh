@@ -323,7 +323,7 @@ smoke_validate() {
   local config
   for config in kafka remotewrite; do
     PEER_OTLP_HTTP_PORT=4318 PEER_KAFKA_BROKERS=127.0.0.1:9092 PEER_STORAGE_DIR=$SMOKE_DIR/validate \
-      PEER_REMOTE_WRITE_URL=http://127.0.0.1:8428/api/v1/write PEER_WAL_DIR=$SMOKE_DIR/validate \
+      PEER_KAFKA_TOPIC=otlp_metrics PEER_TELEMETRY_PORT=8888 PEER_REMOTE_WRITE_URL=http://127.0.0.1:8428/api/v1/write PEER_WAL_DIR=$SMOKE_DIR/validate \
       "$OTELCOL_PEER_BIN" validate --config "$MODULE_DIR/$config.yaml" ||
       smoke_fail "hack/otelcol-peer/$config.yaml does not validate"
   done
@@ -331,7 +331,7 @@ smoke_validate() {
 }
 
 smoke_collector() {
-  local bootstrap port t0
+  local bootstrap port telemetry_port t0
 
   KAFKA_UP=1
   kafka_sh up --env-file "$SMOKE_DIR/kafka.env" >/dev/null || smoke_fail "hack/kafka.sh up failed"
@@ -339,8 +339,10 @@ smoke_collector() {
   # hack/kafka.sh's broker does not create topics on demand (auto.create.topics.enable=false).
   kafka_sh tool topics --bootstrap-server "$bootstrap" --create --topic otlp_metrics --partitions 1 \
     --replication-factor 1 >&2 || smoke_fail "could not create the topic otlp_metrics"
+  smoke_port && telemetry_port=$SMOKE_PORT
   smoke_port && port=$SMOKE_PORT
   PEER_OTLP_HTTP_PORT=$port PEER_KAFKA_BROKERS=$bootstrap PEER_STORAGE_DIR=$SMOKE_DIR/otelcol-storage \
+    PEER_KAFKA_TOPIC=otlp_metrics PEER_TELEMETRY_PORT=$telemetry_port \
     smoke_launch otelcol-peer "$OTELCOL_PEER_BIN" --config "$MODULE_DIR/kafka.yaml"
   # The OTLP receiver has no health path: an empty export answering 200 means it is up.
   wait_until 30 otlp_up "$LAUNCHED_PID" "$port" || smoke_fail "the Collector's OTLP/HTTP receiver did not come up"

@@ -47,7 +47,7 @@ use crate::http::{
     run_dir, start_ingest,
 };
 use crate::process::{bin_dir, binary, free_loopback_addr};
-use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
+use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib, print_not_measured};
 
 pub const SUITE: &str = "intake";
 /// The decode-only ceiling's target name.
@@ -203,28 +203,16 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<SuiteResults> {
             let failed_rounds = suite.args.rounds as usize - rounds.len();
             match median_round(rounds, failed_rounds) {
                 Some(measurement) => measurements.push(measurement),
-                None => {
-                    let mut params = suite.params(body);
-                    let error = errors.remove(&(index, target)).unwrap_or_default();
-                    params.insert("failed".to_owned(), json!(error));
-                    measurements.push(Measurement {
-                        suite: SUITE.to_owned(),
-                        target: target.to_owned(),
-                        params,
-                        figures: BTreeMap::new(),
-                        command: String::new(),
-                    });
-                }
+                None => measurements.push(Measurement::failed(
+                    SUITE,
+                    target,
+                    suite.params(body),
+                    &errors.remove(&(index, target)).unwrap_or_default(),
+                )),
             }
         }
     }
-    if !failed.is_empty() {
-        eprintln!("\n!!!!! intake: NOT MEASURED:");
-        for line in &failed {
-            eprintln!("!!!!!   {line}");
-        }
-        eprintln!();
-    }
+    print_not_measured(SUITE, &failed);
     Ok(SuiteResults {
         suite: SUITE.to_owned(),
         started,
@@ -363,7 +351,10 @@ impl Suite {
 /// The round with the median samples/s stands for all (the lower middle of an even count), with
 /// `samples_per_sec_min` and `_max` of all rounds, `errors` summed over them, the largest
 /// `samples_mismatch` of any, and `failed_rounds`; `None` when no round succeeded.
-fn median_round(mut rounds: Vec<Measurement>, failed_rounds: usize) -> Option<Measurement> {
+pub(crate) fn median_round(
+    mut rounds: Vec<Measurement>,
+    failed_rounds: usize,
+) -> Option<Measurement> {
     let rate = |m: &Measurement| m.figures.get("samples_per_sec").copied().unwrap_or(0.0);
     rounds.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
     let min = rate(rounds.first()?);

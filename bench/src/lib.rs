@@ -11,6 +11,7 @@ pub mod drain_store;
 pub mod http;
 pub mod intake;
 pub mod operator;
+pub mod peers;
 pub mod process;
 pub mod report;
 pub mod results;

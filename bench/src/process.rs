@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -19,12 +19,11 @@ use tokio::process::{Child, Command};
 /// How long a process may take to answer its readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A loopback address no one listens on right now (bind port 0, read it, let it go).
+/// A loopback address no one listens on right now, below the kernel's ephemeral range (see
+/// `metricstream_tests::process::free_loopback_addr`: a `bind(0)` port can be given to an
+/// outgoing connection before the service binds it).
 pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
-    listener
-        .local_addr()
-        .context("reading the address of a bound port")
+    Ok(metricstream_tests::process::free_loopback_addr())
 }
 
 /// The directory of the release binaries: `--bin-dir`, else the one holding this executable

@@ -26,6 +26,37 @@ pub struct Measurement {
     pub command: String,
 }
 
+impl Measurement {
+    /// A measurement that did not run: `params` with `failed` (the error), no figures.
+    pub fn failed(
+        suite: &str,
+        target: &str,
+        mut params: BTreeMap<String, Value>,
+        error: &str,
+    ) -> Self {
+        params.insert("failed".to_owned(), Value::from(error));
+        Self {
+            suite: suite.to_owned(),
+            target: target.to_owned(),
+            params,
+            figures: BTreeMap::new(),
+            command: String::new(),
+        }
+    }
+}
+
+/// Prints what a suite could not measure, loudly, after its runs (empty: nothing).
+pub fn print_not_measured(suite: &str, failed: &[String]) {
+    if failed.is_empty() {
+        return;
+    }
+    eprintln!("\n!!!!! {suite}: NOT MEASURED:");
+    for line in failed {
+        eprintln!("!!!!!   {line}");
+    }
+    eprintln!();
+}
+
 /// What one suite wrote: its measurements and where they were taken.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SuiteResults {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use metricstream_bench::{
-    backend, dashboard, drain, drain_store, http, intake, operator, report, results,
+    backend, dashboard, drain, drain_store, http, intake, operator, peers, report, results,
 };
 
 #[derive(Parser)]
@@ -35,6 +35,10 @@ enum Command {
     DrainStore(drain_store::DrainStoreArgs),
     /// The operator with 1, 100 and 500 MetricStreams.
     Operator(operator::OperatorArgs),
+    /// MetricStream beside its peers in the same run: OTLP → Kafka against the OpenTelemetry
+    /// Collector, remote write → VictoriaMetrics against vmagent. Needs KAFKA_BOOTSTRAP,
+    /// OTELCOL_PEER, VMAGENT and VICTORIAMETRICS.
+    Peers(peers::PeersArgs),
     /// Render BENCHMARKS.md and the charts from the suites' results.
     Report(report::ReportArgs),
     /// Draw Grafana dashboards (JSON files) as one SVG from a Prometheus' data over a time range:
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::Drain(a) => ("drain", runtime.block_on(drain::run(a))?),
         Command::DrainStore(a) => ("drain-store", runtime.block_on(drain_store::run(a))?),
         Command::Operator(a) => ("operator", runtime.block_on(operator::run(a))?),
+        Command::Peers(a) => ("peers", runtime.block_on(peers::run(a))?),
         Command::Report(a) => {
             runtime.block_on(report::run(a))?;
             return Ok(());

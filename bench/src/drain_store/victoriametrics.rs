@@ -52,10 +52,12 @@ pub struct VictoriaMetrics {
     pub command: String,
 }
 
-/// The fields of an export line this counts (the labels and values are not read).
+/// One series of an export: its labels (`__name__` too) and its samples' timestamps (the
+/// values are not read).
 #[derive(Deserialize)]
-struct ExportLine {
-    timestamps: Vec<i64>,
+pub struct ExportedSeries {
+    pub metric: std::collections::BTreeMap<String, String>,
+    pub timestamps: Vec<i64>,
 }
 
 impl VictoriaMetrics {
@@ -154,6 +156,13 @@ impl VictoriaMetrics {
     /// Flushes, then counts the samples the export of `selector` holds (deduplicated, as every
     /// query sees them).
     pub async fn exported_samples(&self, selector: &str) -> anyhow::Result<u64> {
+        let series = self.export(selector).await?;
+        Ok(series.iter().map(|s| s.timestamps.len() as u64).sum())
+    }
+
+    /// Flushes, then exports every series of `selector`: its labels and its samples'
+    /// timestamps (deduplicated, as every query sees them).
+    pub async fn export(&self, selector: &str) -> anyhow::Result<Vec<ExportedSeries>> {
         self.force_flush().await?;
         let url = reqwest::Url::parse_with_params(
             &format!("{}/api/v1/export", self.base),
@@ -170,13 +179,12 @@ impl VictoriaMetrics {
             .text()
             .await
             .context("reading the export")?;
-        let mut samples = 0u64;
-        for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            let series: ExportLine = serde_json::from_str(line)
-                .with_context(|| format!("an export line: {:.200}", line))?;
-            samples += series.timestamps.len() as u64;
-        }
-        Ok(samples)
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).with_context(|| format!("an export line: {:.200}", line))
+            })
+            .collect()
     }
 
     /// Flushes and exports until the export holds at least `samples` samples (a flushed sample

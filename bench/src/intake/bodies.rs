@@ -45,6 +45,8 @@ pub struct Series {
     pub method: &'static str,
     pub code: &'static str,
     pub value: f64,
+    /// Unix milliseconds ([`TIMESTAMP_MS`] in the intake set).
+    pub timestamp_ms: i64,
 }
 
 impl Series {
@@ -69,6 +71,7 @@ pub fn series(samples: usize) -> Vec<Series> {
             // Counters of different sizes; .5 so a value survives every text encoding exactly
             // and is plainly a float to line protocol.
             value: (i as f64) * 1013.0 + 0.5,
+            timestamp_ms: TIMESTAMP_MS,
         })
         .collect()
 }
@@ -98,7 +101,7 @@ fn native_json(series: &[Series]) -> Vec<u8> {
             json!({
                 "name": NAME,
                 "value": s.value,
-                "timestamp": TIMESTAMP_MS,
+                "timestamp": s.timestamp_ms,
                 "tags": s.tags(),
             })
         })
@@ -107,9 +110,9 @@ fn native_json(series: &[Series]) -> Vec<u8> {
 }
 
 fn line_protocol(series: &[Series]) -> Vec<u8> {
-    let nanos = i128::from(TIMESTAMP_MS) * 1_000_000;
     let mut body = String::new();
     for s in series {
+        let nanos = i128::from(s.timestamp_ms) * 1_000_000;
         // Tags sorted by key, as InfluxDB recommends and Telegraf sends them; no value here
         // needs escaping (`:` does not).
         let tags: Vec<String> = s.tags().iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -141,7 +144,7 @@ fn remote_write_1(series: &[Series]) -> v1::WriteRequest {
                     .collect(),
                 samples: vec![Sample {
                     value: s.value,
-                    timestamp: TIMESTAMP_MS,
+                    timestamp: s.timestamp_ms,
                 }],
                 ..Default::default()
             })
@@ -169,7 +172,7 @@ fn remote_write_2(series: &[Series]) -> v2::Request {
                 .collect(),
             samples: vec![Sample {
                 value: s.value,
-                timestamp: TIMESTAMP_MS,
+                timestamp: s.timestamp_ms,
             }],
             // 2.0 carries metadata on every series.
             metadata: Some(v2::Metadata {
@@ -199,14 +202,13 @@ fn text(key: &str, value: &str) -> KeyValue {
 /// one monotonic cumulative sum per resource with a point per method and code. No scope: its
 /// name and version would become two more tags, and the samples would not be the same.
 fn otlp(series: &[Series]) -> ExportMetricsServiceRequest {
-    let nanos = u64::try_from(TIMESTAMP_MS).unwrap_or_default() * 1_000_000;
     let mut resources: Vec<ResourceMetrics> = Vec::new();
     for chunk in series.chunk_by(|a, b| a.instance == b.instance) {
         let points = chunk
             .iter()
             .map(|s| NumberDataPoint {
                 attributes: vec![text("method", s.method), text("code", s.code)],
-                time_unix_nano: nanos,
+                time_unix_nano: u64::try_from(s.timestamp_ms).unwrap_or_default() * 1_000_000,
                 value: Some(NumberValue::AsDouble(s.value)),
                 ..Default::default()
             })

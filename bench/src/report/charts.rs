@@ -7,6 +7,7 @@ use plotters::prelude::*;
 
 use super::{HTTP_TARGETS, LoadPoint, Results, figure, format_figure, param_i64, short_name};
 use crate::intake::{self, protocol::Protocol};
+use crate::peers::Scenario;
 use crate::results::Measurement;
 
 impl Results<'_> {
@@ -42,6 +43,27 @@ impl Results<'_> {
                  same body"
                     .into(),
             ));
+        }
+        for scenario in self.peer_scenarios() {
+            let bars = self.peer_bars(scenario);
+            if bars.is_empty() {
+                continue;
+            }
+            let file = format!("peers-{scenario}.svg");
+            let (title, caption) = match scenario {
+                Scenario::OtlpKafka => (
+                    "OTLP/HTTP → Kafka",
+                    "Samples/s, OTLP/HTTP into Kafka: MetricStream's ingest beside the \
+                     OpenTelemetry Collector (grey)",
+                ),
+                Scenario::RemoteWriteStore => (
+                    "Remote write → VictoriaMetrics",
+                    "Samples/s, remote write into VictoriaMetrics: MetricStream's ingest, queue \
+                     and consumer beside vmagent (grey)",
+                ),
+            };
+            bar_chart_file(&dir.join(&file), (900, 420), title, "samples/s", &bars)?;
+            charts.push((file, caption.to_owned()));
         }
         let drain: Vec<(String, f64, bool)> = [
             ("bare-read-file", "bare read, file", true),

@@ -62,6 +62,7 @@ impl Results<'_> {
         self.http_tables(&mut md);
         self.spill_section(&mut md);
         self.intake_table(&mut md);
+        self.peers_section(&mut md);
         self.backend_ratios(&mut md);
         self.table(&mut md, "backend", "Backend ceilings");
         self.table(&mut md, "drain", "Consumer drain");

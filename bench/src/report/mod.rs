@@ -5,14 +5,15 @@
 //! measurements ([`Results`]); its children render them: `goals` (the targets and their
 //! verdicts), `markdown` (BENCHMARKS.md), `intake` (the intake protocols' table and target),
 //! `spill` (the idle spill's 5 % bound and the spill's accept rate while Kafka is down),
-//! `drain_store` (the drain into a store beside the store's own ceiling) and `charts` (the SVG
-//! charts).
+//! `drain_store` (the drain into a store beside the store's own ceiling), `peers` (MetricStream
+//! beside the OpenTelemetry Collector and vmagent) and `charts` (the SVG charts).
 
 mod charts;
 mod drain_store;
 mod goals;
 mod intake;
 mod markdown;
+mod peers;
 #[cfg(test)]
 mod sample;
 mod spill;
@@ -44,9 +45,10 @@ pub struct ReportArgs {
     pub analysis: PathBuf,
 }
 
-const SUITES: [&str; 6] = [
+const SUITES: [&str; 7] = [
     "http",
     "intake",
+    "peers",
     "backend",
     "drain",
     "drain-store",
