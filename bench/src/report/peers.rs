@@ -179,8 +179,12 @@ impl<'a> Results<'a> {
                 Scenario::RemoteWriteStore => "Prometheus remote write → VictoriaMetrics",
             };
             let _ = writeln!(md, "### {title}\n");
-            let mut targets: Vec<&str> = runs.iter().map(|m| m.target.as_str()).collect();
-            targets.dedup();
+            let mut targets: Vec<&str> = Vec::new();
+            for m in &runs {
+                if !targets.contains(&m.target.as_str()) {
+                    targets.push(&m.target);
+                }
+            }
             for target in targets {
                 let processes = runs
                     .iter()
@@ -196,7 +200,7 @@ impl<'a> Results<'a> {
             }
             let _ = writeln!(
                 md,
-                "\n| system | clients | samples/s | req/s | p50 ms | p99 ms | p99.9 ms | CPU s per million samples | samples per CPU-second | peak RSS MiB | delivered after load s | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+                "\n| system | clients | samples/s | req/s | p50 ms | p99 ms | p99.9 ms | CPU s per million samples | samples per CPU-second | peak RSS MiB | delivered after load s | refused or failed requests (all rounds) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
             );
             for m in &runs {
                 let cell = |key: &str| figure(m, key).map_or("–".to_owned(), format_figure);
@@ -303,6 +307,7 @@ mod tests {
             .find("| OpenTelemetry Collector | 20 | 100000 |")
             .expect(&md);
         assert!(ours < theirs, "MetricStream first: {md}");
+        assert_eq!(md.matches("- **MetricStream** (ingest)").count(), 1, "{md}");
         assert!(
             md.contains(
                 "20 clients: MetricStream / OpenTelemetry Collector: samples per CPU-second \
