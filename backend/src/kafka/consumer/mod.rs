@@ -132,6 +132,22 @@ pub struct KafkaConsumer {
 /// How long [`KafkaConsumer::connect`] waits for the cluster to answer its access checks.
 const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bounds what librdkafka prefetches. Its defaults (100,000 messages per partition, 1 MiB of
+/// compressed records per partition per fetch) let one fetch of a backlog of small records
+/// queue the whole backlog: ~300 bytes of bookkeeping per message beside the decompressed
+/// batches, 77 MiB of RSS for 145,000 one-metric records (heaptrack: `rd_kafka_op_new_fetch_msg`
+/// and `rd_kafka_msgset_reader_decompress`). Bounded here it peaks at ~34 MiB, and drains no
+/// slower: a batch (`PollLimits`, 8 MiB by default) still finds a full queue. The short backoff
+/// keeps a drained queue from idling: librdkafka's default waits 1 s before fetching again once
+/// a threshold was reached. `--kafka-property` overrides any of these.
+fn bound_prefetch(config: &mut rdkafka::ClientConfig) {
+    config
+        .set("max.partition.fetch.bytes", "262144")
+        .set("queued.min.messages", "5000")
+        .set("queued.max.messages.kbytes", "8192")
+        .set("fetch.queue.backoff.ms", "10");
+}
+
 impl KafkaConsumer {
     /// [`open`](Self::open), after checking that the cluster lets this client in: TLS, SASL
     /// login, Describe on the topic and on `group` (an offset fetch). A refusal fails at once
@@ -174,9 +190,8 @@ impl KafkaConsumer {
             // A member killed without leaving is replaced after this long.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
-            .set("statistics.interval.ms", "2000")
-            // Bound prefetch memory (the default is 64 MiB per client).
-            .set("queued.max.messages.kbytes", "16384");
+            .set("statistics.interval.ms", "2000");
+        bound_prefetch(&mut config);
         apply_extra(&mut config, settings);
         let consumer: StreamConsumer<GroupContext> = config.create_with_context(GroupContext {
             topic: settings.topic.clone(),
