@@ -20,7 +20,9 @@
 //! acknowledged metrics (a second copy at another offset), are `duplicates`.
 //!
 //! Measurements (target / params / figures):
-//! - targets `noop-http`, `ingest-file-batch`, `ingest-file-always`, `ingest-kafka`,
+//! - targets `noop-http`, `noop-decode` (the same no-op server decoding each body with the
+//!   ingest's native JSON decoder, `POST /decode/native-json`: what parsing alone allows),
+//!   `ingest-file-batch`, `ingest-file-always`, `ingest-kafka`,
 //!   `ingest-kafka-spill` (`ingest-kafka` plus `--spill-dir` in the run's directory: Kafka is
 //!   healthy, so the spill should stay idle), `ingest-kafka-spill-outage` (the spill's accept
 //!   rate while a private broker is stopped, see `spill`);
@@ -118,6 +120,9 @@ pub struct HttpArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Target {
     NoopHttp,
+    /// The no-op server decoding each body with the ingest's own native JSON decoder and
+    /// dropping it: the ceiling of a server that must parse what it accepts.
+    NoopDecode,
     IngestFileBatch,
     IngestFileAlways,
     IngestKafka,
@@ -128,8 +133,9 @@ pub enum Target {
 }
 
 impl Target {
-    const ALL: [Target; 6] = [
+    const ALL: [Target; 7] = [
         Target::NoopHttp,
+        Target::NoopDecode,
         Target::IngestFileBatch,
         Target::IngestFileAlways,
         Target::IngestKafka,
@@ -140,12 +146,18 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::NoopHttp => "noop-http",
+            Target::NoopDecode => "noop-decode",
             Target::IngestFileBatch => "ingest-file-batch",
             Target::IngestFileAlways => "ingest-file-always",
             Target::IngestKafka => "ingest-kafka",
             Target::IngestKafkaSpill => "ingest-kafka-spill",
             Target::IngestKafkaSpillOutage => "ingest-kafka-spill-outage",
         }
+    }
+
+    /// Whether the target is the no-op server (no ingest, no queue).
+    fn is_noop(self) -> bool {
+        matches!(self, Target::NoopHttp | Target::NoopDecode)
     }
 
     /// Whether the target needs Kafka (`KAFKA_BOOTSTRAP`; the outage target starts a private
@@ -187,7 +199,7 @@ impl LoadPoint {
         if let Mode::Rate(rate) = self.mode {
             params.insert("rate".to_owned(), json!(rate));
         }
-        if target != Target::NoopHttp {
+        if !target.is_noop() {
             params.insert("partitions".to_owned(), json!(PARTITIONS));
         }
         params
@@ -243,7 +255,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<SuiteResults> {
         bail!("--rate must be at least 1 request/s");
     }
     let bin_dir = bin_dir(args.bin_dir.as_deref())?;
-    let needs_ingest = args.targets.iter().any(|t| *t != Target::NoopHttp);
+    let needs_ingest = args.targets.iter().any(|t| !t.is_noop());
     binary(&bin_dir, "metricstream-bench-noop")?;
     if needs_ingest {
         binary(&bin_dir, "metricstream-ingest")?;
@@ -404,7 +416,7 @@ impl Suite {
     async fn run_point(&self, target: Target, point: &LoadPoint) -> anyhow::Result<Measurement> {
         let mut dir = self.run_dir(target)?;
         let measured = match target {
-            Target::NoopHttp => self.run_noop(dir.path(), point).await,
+            Target::NoopHttp | Target::NoopDecode => self.run_noop(target, dir.path(), point).await,
             Target::IngestKafkaSpillOutage => self.run_spill_outage(dir.path(), point).await,
             _ => self.run_ingest(target, dir.path(), point).await,
         };
@@ -412,16 +424,26 @@ impl Suite {
         measured
     }
 
-    async fn run_noop(&self, dir: &Path, point: &LoadPoint) -> anyhow::Result<Measurement> {
+    async fn run_noop(
+        &self,
+        target: Target,
+        dir: &Path,
+        point: &LoadPoint,
+    ) -> anyhow::Result<Measurement> {
         let noop = Noop {
             bin_dir: &self.bin_dir,
             http: &self.http,
             oha: &self.oha,
             log: &dir.join("logs").join("noop.log"),
         };
-        let (load, summary) = noop.run("/metrics", |url| self.load(point, &url)).await?;
+        let path = if target == Target::NoopDecode {
+            "/decode/native-json"
+        } else {
+            "/metrics"
+        };
+        let (load, summary) = noop.run(path, |url| self.load(point, &url)).await?;
         Ok(point.measurement(
-            Target::NoopHttp,
+            target,
             load_figures(&summary, point.metrics_per_request, "metrics_per_sec"),
             &load,
         ))
@@ -458,7 +480,7 @@ impl Suite {
                 }
                 (kafka_queue_args(bootstrap), ingest_args)
             }
-            Target::NoopHttp | Target::IngestKafkaSpillOutage => {
+            Target::NoopHttp | Target::NoopDecode | Target::IngestKafkaSpillOutage => {
                 bail!("{target} is not run by run_ingest")
             }
         };

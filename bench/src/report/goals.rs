@@ -7,6 +7,12 @@ impl Results<'_> {
     pub fn goals(&self) -> Vec<Goal> {
         let mut goals = Vec::new();
         // Each request size on its own: a ratio per metrics-per-request, met only if all are.
+        let max_run_rps = |target: &str, metrics: i64| {
+            self.max_runs(target, 200)
+                .into_iter()
+                .find(|c| param_i64(c, "metrics_per_request") == Some(metrics))
+                .and_then(|c| figure(c, "requests_per_sec"))
+        };
         let ratio_goal = |goals: &mut Vec<Goal>, target: &str, name: &str| {
             let what = format!("{name} ≥ 50 % of the no-op HTTP ceiling's req/s at 200 clients");
             let ratios: Vec<(i64, f64, f64)> = self
@@ -14,14 +20,10 @@ impl Results<'_> {
                 .into_iter()
                 .filter_map(|ingest| {
                     let metrics = param_i64(ingest, "metrics_per_request")?;
-                    let ceiling = self
-                        .max_runs("noop-http", 200)
-                        .into_iter()
-                        .find(|c| param_i64(c, "metrics_per_request") == Some(metrics))?;
                     Some((
                         metrics,
                         figure(ingest, "requests_per_sec")?,
-                        figure(ceiling, "requests_per_sec")?,
+                        max_run_rps("noop-http", metrics)?,
                     ))
                 })
                 .collect();
@@ -33,8 +35,18 @@ impl Results<'_> {
                     ratios
                         .iter()
                         .map(|(metrics, ingest, ceiling)| {
+                            // Parsing the body is a bound of its own: the same no-op server
+                            // decoding it, beside the goal's ratio.
+                            let decode_bound = max_run_rps("noop-decode", *metrics)
+                                .map(|decode| {
+                                    format!(
+                                        " (decoding alone: {decode:.0} req/s = {:.0} % of the ceiling)",
+                                        decode / ceiling * 100.0
+                                    )
+                                })
+                                .unwrap_or_default();
                             format!(
-                                "{metrics} metrics/request: {ingest:.0} of {ceiling:.0} req/s = {:.0} %",
+                                "{metrics} metrics/request: {ingest:.0} of {ceiling:.0} req/s = {:.0} %{decode_bound}",
                                 ingest / ceiling * 100.0
                             )
                         })
@@ -98,8 +110,9 @@ impl Results<'_> {
                         .filter(|w_mps| *w_mps > 0.0)
                         .map(|w_mps| {
                             format!(
-                                "; {:.0} % of writing the sink's bytes alone ({w_mps:.0}/s)",
-                                c_mps / w_mps * 100.0
+                                "; {:.0} % of writing the sink's bytes alone ({w_mps:.0}/s, itself {:.0} % of the bare read)",
+                                c_mps / w_mps * 100.0,
+                                if b_mps > 0.0 { w_mps / b_mps * 100.0 } else { 0.0 }
                             )
                         })
                         .unwrap_or_default();

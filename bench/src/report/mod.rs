@@ -108,8 +108,9 @@ pub struct Results<'a> {
 }
 
 /// The HTTP targets in report order, with their display names.
-const HTTP_TARGETS: [(&str, &str); 6] = [
+const HTTP_TARGETS: [(&str, &str); 7] = [
     ("noop-http", "no-op HTTP (ceiling)"),
+    ("noop-decode", "no-op, decoding the body"),
     ("ingest-file-batch", "ingest → file, batch"),
     ("ingest-file-always", "ingest → file, always"),
     ("ingest-kafka", "ingest → Kafka"),
@@ -121,6 +122,7 @@ const HTTP_TARGETS: [(&str, &str); 6] = [
 fn short_name(target: &str) -> &'static str {
     match target {
         "noop-http" => "no-op (ceiling)",
+        "noop-decode" => "decode only",
         "ingest-file-batch" => "file, batch",
         "ingest-file-always" => "file, always",
         "ingest-kafka" => "Kafka",
