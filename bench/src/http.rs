@@ -63,7 +63,9 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use self::oha::{Load, Mode, Summary};
-pub(crate) use self::runs::{Noop, STOP_TIMEOUT, keep_dir, run_dir, service_env, start_ingest};
+pub(crate) use self::runs::{
+    IngestCommand, Noop, STOP_TIMEOUT, keep_dir, run_dir, service_env, start_ingest,
+};
 use crate::process::{Process, bin_dir, binary, free_loopback_addr};
 use crate::results::{Machine, Measurement, SuiteResults, peak_rss_mib};
 

@@ -132,28 +132,15 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<SuiteResults> {
     let series = bodies::series(args.samples_per_request as usize);
     let mut bodies = Vec::new();
     for &protocol in &args.protocols {
-        let bytes = bodies::encode(protocol, &series)
-            .with_context(|| format!("encoding the {protocol} body"))?;
-        // The ceiling decodes it here first: a body that does not decode whole would measure
-        // an error path on both targets.
-        let samples = protocol::decode(protocol, &bytes, 0)
-            .with_context(|| format!("decoding the {protocol} body"))?
-            .len();
-        if samples != series.len() {
-            bail!(
-                "the {protocol} body decodes to {samples} samples, not {}",
-                series.len()
-            );
-        }
         let path = work_dir.join(format!(
             "intake-body-{protocol}-{}.bin",
             args.samples_per_request
         ));
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        let bytes = bodies::write_checked(protocol, &series, &path)?;
         bodies.push(Body {
             protocol,
             path,
-            bytes: bytes.len(),
+            bytes,
         });
     }
     let http = metricstream_tests::http_client_builder()

@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 use self::systems::{Running, System};
 use crate::http::oha::{self, Load, Mode};
 use crate::http::{keep_dir, load_figures, run_dir};
-use crate::intake::protocol::{self, Protocol};
+use crate::intake::protocol::Protocol;
 use crate::intake::{bodies, median_round};
 use crate::operator::procfs::process_cpu_seconds;
 use crate::process::bin_dir;
@@ -204,26 +204,15 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<SuiteResults> {
     let series = bodies::series(args.samples_per_request as usize);
     let mut bodies = Vec::new();
     for &scenario in &args.scenarios {
-        let protocol = scenario.protocol();
-        let bytes = bodies::encode(protocol, &series)
-            .with_context(|| format!("encoding the {protocol} body"))?;
-        let samples = protocol::decode(protocol, &bytes, 0)
-            .with_context(|| format!("decoding the {protocol} body"))?
-            .len();
-        anyhow::ensure!(
-            samples == series.len(),
-            "the {protocol} body decodes to {samples} samples, not {}",
-            series.len()
-        );
         let path = work_dir.join(format!(
             "peers-body-{scenario}-{}.bin",
             args.samples_per_request
         ));
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        let bytes = bodies::write_checked(scenario.protocol(), &series, &path)?;
         bodies.push(Body {
             scenario,
             path,
-            bytes: bytes.len(),
+            bytes,
         });
     }
     let http = metricstream_tests::http_client_builder()
@@ -445,6 +434,7 @@ impl Suite {
         let samples = summary.accepted() as f64 * f64::from(self.args.samples_per_request);
         running
             .wait_delivered(
+                &self.http,
                 samples,
                 Duration::from_secs(self.args.delivery_timeout_secs),
             )

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,6 +43,41 @@ pub(crate) fn service_env() -> [(&'static str, OsString); 3] {
     ]
 }
 
+/// How to start `metricstream-ingest` for a bench run: its `args`, its admin endpoint on
+/// `admin`, the [`service_env`]; ready once `/readyz` answers. The same command starts it again
+/// on the same directories and ports (the peers' crash runs, after a SIGKILL).
+pub(crate) struct IngestCommand {
+    pub program: PathBuf,
+    /// `args` and `--admin-listen <admin>`.
+    pub args: Vec<String>,
+    admin: SocketAddr,
+}
+
+impl IngestCommand {
+    pub(crate) fn new(bin_dir: &Path, args: &[String], admin: SocketAddr) -> anyhow::Result<Self> {
+        let mut args = args.to_vec();
+        args.extend(["--admin-listen".to_owned(), admin.to_string()]);
+        Ok(Self {
+            program: binary(bin_dir, "metricstream-ingest")?,
+            args,
+            admin,
+        })
+    }
+
+    /// Starts it, its output to `log`; returns once its `/readyz` answers.
+    pub(crate) async fn start(
+        &self,
+        http: &reqwest::Client,
+        log: &Path,
+    ) -> anyhow::Result<Process> {
+        let mut ingest = Process::spawn("ingest", &self.program, &self.args, &service_env(), log)?;
+        ingest
+            .wait_ready(http, &format!("http://{}/readyz", self.admin))
+            .await?;
+        Ok(ingest)
+    }
+}
+
 /// Starts `metricstream-ingest` with `args`, its admin endpoint on `admin` and the
 /// [`service_env`], its output to `log`; returns once its `/readyz` answers.
 pub(crate) async fn start_ingest(
@@ -52,19 +87,9 @@ pub(crate) async fn start_ingest(
     admin: SocketAddr,
     log: &Path,
 ) -> anyhow::Result<Process> {
-    let mut args = args.to_vec();
-    args.extend(["--admin-listen".to_owned(), admin.to_string()]);
-    let mut ingest = Process::spawn(
-        "ingest",
-        &binary(bin_dir, "metricstream-ingest")?,
-        &args,
-        &service_env(),
-        log,
-    )?;
-    ingest
-        .wait_ready(http, &format!("http://{admin}/readyz"))
-        .await?;
-    Ok(ingest)
+    IngestCommand::new(bin_dir, args, admin)?
+        .start(http, log)
+        .await
 }
 
 /// A fresh `metricstream-bench-noop` for one oha run.

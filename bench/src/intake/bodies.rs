@@ -8,6 +8,9 @@
 //! sender batches them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
@@ -22,7 +25,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::json;
 
-use super::protocol::Protocol;
+use super::protocol::{self, Protocol};
 use metricstream_ingest::protocols::remote_write::proto::{MetricType, Sample, v1, v2};
 
 /// The metric family every sample belongs to.
@@ -87,6 +90,24 @@ pub fn encode(protocol: Protocol, series: &[Series]) -> anyhow::Result<Vec<u8>> 
         Protocol::OtlpProtobuf => otlp(series).encode_to_vec(),
         Protocol::OtlpJson => serde_json::to_vec(&otlp(series))?,
     })
+}
+
+/// Encodes the body of `protocol` carrying `series`, decodes it with the ingest's own decoder
+/// to check it carries every sample (a body that does not decode whole would measure an error
+/// path), and writes it to `path` for oha; returns its length in bytes.
+pub fn write_checked(protocol: Protocol, series: &[Series], path: &Path) -> anyhow::Result<usize> {
+    let bytes =
+        encode(protocol, series).with_context(|| format!("encoding the {protocol} body"))?;
+    let samples = protocol::decode(protocol, &bytes, 0)
+        .with_context(|| format!("decoding the {protocol} body"))?
+        .len();
+    anyhow::ensure!(
+        samples == series.len(),
+        "the {protocol} body decodes to {samples} samples, not {}",
+        series.len()
+    );
+    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(bytes.len())
 }
 
 fn snappy(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -271,6 +292,23 @@ mod tests {
                 metric.kind = MetricKind::Untyped;
             }
             assert_eq!(metrics, expected, "{protocol}");
+        }
+    }
+
+    #[test]
+    fn write_checked_writes_the_encoded_body() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let set = series(30);
+        for protocol in Protocol::ALL {
+            let path = dir.path().join(format!("{protocol}.bin"));
+            let bytes = write_checked(protocol, &set, &path).expect("writes");
+            let written = std::fs::read(&path).expect("reads");
+            assert_eq!(written.len(), bytes, "{protocol}");
+            assert_eq!(
+                written,
+                encode(protocol, &set).expect("encodes"),
+                "{protocol}"
+            );
         }
     }
 

@@ -11,8 +11,8 @@ use metricstream_backend::kafka::{KafkaSettings, admin};
 use super::Suite;
 use crate::drain::consumer_process::{ConsumerProcess, Sink, Source};
 use crate::drain_store::victoriametrics::VictoriaMetrics;
-use crate::http::{STOP_TIMEOUT, get_text, prometheus_sample, service_env};
-use crate::process::{Process, binary, free_loopback_addr};
+use crate::http::{IngestCommand, STOP_TIMEOUT, get_text, prometheus_sample};
+use crate::process::{Process, free_loopback_addr};
 
 /// Partitions of every queue and topic (the services' default).
 const PARTITIONS: u32 = 4;
@@ -91,8 +91,11 @@ impl System {
             System::Collector => {
                 let (launch, topic) =
                     collector_launch(suite, dir, &base_url, listen.port()).await?;
-                let metrics_url = match &launch.ready {
-                    Ready::CollectorUp { metrics_url, .. } => metrics_url.clone(),
+                let metrics_url = match &launch.how {
+                    How::Process {
+                        ready: Ready::CollectorUp { metrics_url, .. },
+                        ..
+                    } => metrics_url.clone(),
                     _ => bail!("the Collector's launch has no metrics endpoint"),
                 };
                 (
@@ -128,7 +131,6 @@ impl System {
                         sink_dir: dir.join("sink"),
                         write_url: store.write_url(),
                     },
-                    ready: Ready::Started,
                 };
                 let command = store.command.clone();
                 (
@@ -154,8 +156,8 @@ impl System {
                         program: suite.vmagent()?.to_path_buf(),
                         args,
                         env: Vec::new(),
+                        ready: Ready::Ok(format!("{base_url}/health")),
                     },
-                    ready: Ready::Ok(format!("{base_url}/health")),
                 };
                 let command = store.command.clone();
                 (
@@ -196,14 +198,17 @@ impl System {
 struct Launch {
     label: &'static str,
     how: How,
-    ready: Ready,
 }
 
 enum How {
+    /// `metricstream-ingest`, started and readied as every bench ingest is.
+    Ingest(IngestCommand),
+    /// A peer's process, up once `ready` says so.
     Process {
         program: PathBuf,
         args: Vec<String>,
         env: Vec<(&'static str, OsString)>,
+        ready: Ready,
     },
     /// `metricstream-consumer` of the file queue in `data_dir`, writing to the store.
     Consumer {
@@ -222,24 +227,15 @@ enum Ready {
         metrics_url: String,
         otlp_url: String,
     },
-    /// At once (the consumer reads the queue as soon as it runs).
-    Started,
 }
 
 impl Launch {
     /// `metricstream-ingest` with `args`, an admin listener of its own, ready at `/readyz`.
     fn ingest(suite: &Suite, args: &[String]) -> anyhow::Result<Self> {
-        let admin = free_loopback_addr()?;
-        let mut args = args.to_vec();
-        args.extend(["--admin-listen".to_owned(), admin.to_string()]);
+        let command = IngestCommand::new(&suite.bin_dir, args, free_loopback_addr()?)?;
         Ok(Self {
             label: "ingest",
-            how: How::Process {
-                program: binary(&suite.bin_dir, "metricstream-ingest")?,
-                args,
-                env: service_env().into_iter().collect(),
-            },
-            ready: Ready::Ok(format!("http://{admin}/readyz")),
+            how: How::Ingest(command),
         })
     }
 }
@@ -284,10 +280,10 @@ async fn collector_launch(
             program: binary.to_path_buf(),
             args: vec![format!("--config={}", config.display())],
             env,
-        },
-        ready: Ready::CollectorUp {
-            metrics_url: format!("http://{telemetry}/metrics"),
-            otlp_url: format!("{base_url}/v1/metrics"),
+            ready: Ready::CollectorUp {
+                metrics_url: format!("http://{telemetry}/metrics"),
+                otlp_url: format!("{base_url}/v1/metrics"),
+            },
         },
     };
     Ok((launch, topic))
@@ -312,6 +308,22 @@ async fn wait_answering(
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// A process's line in the report: its `PEER_` variables (the Collector's configuration reads
+/// them), its program's name and its arguments.
+fn command_line(program: &Path, args: &[String], env: &[(&'static str, OsString)]) -> String {
+    let name = program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let env_line: Vec<String> = env
+        .iter()
+        .filter(|(key, _)| key.starts_with("PEER_"))
+        .map(|(key, value)| format!("{key}={}", value.to_string_lossy()))
+        .chain(std::iter::once(name))
+        .collect();
+    format!("{} {}", env_line.join(" "), args.join(" "))
 }
 
 fn kafka_settings(bootstrap: &str, topic: &str) -> KafkaSettings {
@@ -397,22 +409,35 @@ impl Running {
             let log = self
                 .logs
                 .join(format!("{}.{}.log", launch.label, self.starts));
-            let (mut kind, command) = match &launch.how {
-                How::Process { program, args, env } => {
-                    let process = Process::spawn(launch.label, program, args, env, &log)?;
-                    let name = program.file_name().map_or_else(
-                        || program.display().to_string(),
-                        |n| n.to_string_lossy().into_owned(),
-                    );
-                    let env_line: Vec<String> = env
-                        .iter()
-                        .filter(|(key, _)| key.starts_with("PEER_"))
-                        .map(|(key, value)| format!("{key}={}", value.to_string_lossy()))
-                        .chain(std::iter::once(name))
-                        .collect();
+            let (kind, pid, command) = match &launch.how {
+                How::Ingest(ingest) => {
+                    let process = ingest.start(http, &log).await?;
+                    let pid = process.pid()?;
+                    let command = command_line(&ingest.program, &ingest.args, &[]);
+                    (Kind::Process(process), pid, command)
+                }
+                How::Process {
+                    program,
+                    args,
+                    env,
+                    ready,
+                } => {
+                    let mut process = Process::spawn(launch.label, program, args, env, &log)?;
+                    let pid = process.pid()?;
+                    match ready {
+                        Ready::Ok(url) => process.wait_ready(http, url).await?,
+                        Ready::CollectorUp {
+                            metrics_url,
+                            otlp_url,
+                        } => {
+                            process.wait_ready(http, metrics_url).await?;
+                            wait_answering(&mut process, http, otlp_url).await?;
+                        }
+                    }
                     (
                         Kind::Process(process),
-                        format!("{} {}", env_line.join(" "), args.join(" ")),
+                        pid,
+                        command_line(program, args, env),
                     )
                 }
                 How::Consumer {
@@ -433,27 +458,10 @@ impl Running {
                         &log,
                         None,
                     )?;
+                    let pid = consumer.pid();
                     let command = consumer.command.clone();
-                    (Kind::Consumer(consumer), command)
+                    (Kind::Consumer(consumer), pid, command)
                 }
-            };
-            let pid = match &mut kind {
-                Kind::Process(process) => {
-                    let pid = process.pid()?;
-                    match &launch.ready {
-                        Ready::Ok(url) => process.wait_ready(http, url).await?,
-                        Ready::CollectorUp {
-                            metrics_url,
-                            otlp_url,
-                        } => {
-                            process.wait_ready(http, metrics_url).await?;
-                            wait_answering(process, http, otlp_url).await?;
-                        }
-                        Ready::Started => {}
-                    }
-                    pid
-                }
-                Kind::Consumer(consumer) => consumer.pid(),
             };
             self.processes.push(Started { pid, command, kind });
         }
@@ -479,18 +487,19 @@ impl Running {
     }
 
     /// Waits until the far end holds `samples` samples (all acknowledged ones).
-    pub async fn wait_delivered(&mut self, samples: f64, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_delivered(
+        &mut self,
+        http: &reqwest::Client,
+        samples: f64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         match &mut self.far_end {
             FarEnd::AnsweredWhenDelivered => Ok(()),
             FarEnd::Store(store) => store.wait_rows_added(samples, timeout).await,
             FarEnd::CollectorSent { metrics_url } => {
                 let started = Instant::now();
-                let http = metricstream_tests::http_client_builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .context("building an HTTP client")?;
                 loop {
-                    let text = get_text(&http, metrics_url).await?;
+                    let text = get_text(http, metrics_url).await?;
                     // Without the `_total` suffix in this Collector's exposition; with it in
                     // others.
                     let sent = [
