@@ -38,7 +38,9 @@
 //!   ingest's VmHWM), `consumer_rss_peak_mib` (the consumer's VmHWM in its drain),
 //!   `drain_secs`, and `replay_duplicates_dropped` where the consumer exports it; for the file
 //!   targets `records_per_sync` (appended records / fdatasyncs, from the ingest's `/metrics`)
-//!   and `fsync_mean_ms`; for the spill targets `spill_records`
+//!   and `fsync_mean_ms`, and the disk's stalls apart from the service's own latency:
+//!   `stalled_fsyncs` (`fdatasync`s slower than 12.8 ms) and `fsync_slowest_ms` (the bucket
+//!   bound of the slowest); for the spill targets `spill_records`
 //!   (`metricstream_spill_records_total` after the load: 0 for an idle spill); for the outage
 //!   target also `circuit_open_secs` and `opening_requests` (the single requests, all counted
 //!   as acknowledged, that opened the circuit after the broker's stop), `spill_bytes`,
@@ -663,8 +665,15 @@ pub(crate) fn load_figures(
     figures
 }
 
+/// An `fdatasync` slower than this is a disk stall: alone it spends the 10 ms p99 budget of the
+/// requests waiting on it (a bucket bound of the ingest's `metricstream_queue_fsync_seconds`).
+const STALL_FSYNC_SECS: f64 = 0.0128;
+
 /// `records_per_sync` and `fsync_mean_ms` from the ingest's Prometheus exposition: the file
-/// queue's appended records against its `fdatasync` count.
+/// queue's appended records against its `fdatasync` count; and the disk's stalls apart from the
+/// service's latency: `stalled_fsyncs` (slower than [`STALL_FSYNC_SECS`]) and
+/// `fsync_slowest_ms` (the bound of the histogram's bucket holding the slowest one; infinite
+/// beyond its last bucket).
 pub(crate) fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<String, f64>> {
     let sample = |name: &str| {
         prometheus_sample(exposition, name)
@@ -677,8 +686,42 @@ pub(crate) fn file_queue_figures(exposition: &str) -> anyhow::Result<BTreeMap<St
     if syncs > 0.0 {
         figures.insert("records_per_sync".to_owned(), appended / syncs);
         figures.insert("fsync_mean_ms".to_owned(), sync_seconds / syncs * 1000.0);
+        let buckets = histogram_buckets(exposition, "metricstream_queue_fsync_seconds");
+        if let Some((_, within)) = buckets
+            .iter()
+            .find(|(le, _)| (le - STALL_FSYNC_SECS).abs() < 1e-9)
+        {
+            figures.insert("stalled_fsyncs".to_owned(), syncs - within);
+        }
+        if let Some((le, _)) = buckets.iter().find(|(_, count)| *count >= syncs) {
+            figures.insert("fsync_slowest_ms".to_owned(), le * 1000.0);
+        }
     }
     Ok(figures)
+}
+
+/// The cumulative buckets `(le, count)` of histogram `name` in a Prometheus text exposition,
+/// in the exposition's order (ascending `le`, `+Inf` last).
+fn histogram_buckets(exposition: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let (le, rest) = line.strip_prefix(&prefix)?.split_once('"')?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = rest
+                .strip_prefix('}')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((le, count))
+        })
+        .collect()
 }
 
 /// The sum of the samples of metric `name` (over its label sets) in a Prometheus text
@@ -715,6 +758,8 @@ fn summarize(figures: &BTreeMap<String, f64>) -> String {
         ("lost", "lost"),
         ("duplicates", "duplicates"),
         ("records_per_sync", "records/sync"),
+        ("stalled_fsyncs", "fsyncs > 12.8 ms"),
+        ("fsync_slowest_ms", "slowest fsync ≤ ms"),
         ("spill_records", "spilled"),
         ("forward_secs", "forward s"),
         ("rss_peak_mib", "ingest MiB"),
@@ -740,6 +785,10 @@ mod tests {
             metricstream_queue_fsync_seconds_sum 0.25\n\
             metricstream_queue_fsync_seconds_count 100\n\
             metricstream_queue_fsync_seconds_bucket{le=\"0.001\"} 40\n\
+            metricstream_queue_fsync_seconds_bucket{le=\"0.0128\"} 97\n\
+            metricstream_queue_fsync_seconds_bucket{le=\"0.0256\"} 99\n\
+            metricstream_queue_fsync_seconds_bucket{le=\"0.0512\"} 100\n\
+            metricstream_queue_fsync_seconds_bucket{le=\"+Inf\"} 100\n\
             metricstream_queue_consumer_lag_records{partition=\"0\"} 3\n\
             metricstream_queue_consumer_lag_records{partition=\"1\"} 4\n";
         assert_eq!(
@@ -753,6 +802,8 @@ mod tests {
         let figures = file_queue_figures(exposition).expect("figures");
         assert_eq!(figures["records_per_sync"], 12.0);
         assert_eq!(figures["fsync_mean_ms"], 2.5);
+        assert_eq!(figures["stalled_fsyncs"], 3.0);
+        assert_eq!(figures["fsync_slowest_ms"], 51.2);
     }
 
     #[test]
