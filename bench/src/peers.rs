@@ -311,12 +311,10 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<SuiteResults> {
                     Err(error) => {
                         eprintln!("\n!!!!! peers: {what} FAILED: {error:#} !!!!!\n");
                         failed.push(format!("{what}: {error:#}"));
-                        let mut params = suite.params(body, load.clients, system);
-                        params.insert("mode".to_owned(), json!("crash"));
                         measurements.push(Measurement::failed(
                             SUITE,
                             system.target(),
-                            params,
+                            crash::params(body.scenario, load, system),
                             &format!("{error:#}"),
                         ));
                     }

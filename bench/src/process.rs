@@ -156,6 +156,16 @@ impl Process {
         }
     }
 
+    /// Waits for the exit of a process signalled elsewhere (SIGKILL) and reaps it. A process is
+    /// not gone when kill(2) returns: until this does, it may still hold its listening port and
+    /// its file locks, and a restart on the same ones fails.
+    pub async fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        self.child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {} to exit", self.label))
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit (then SIGKILL). Fails unless the
     /// process exited with status 0 by itself.
     pub async fn terminate(mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {

@@ -157,6 +157,11 @@ impl ConsumerProcess {
         self.pid
     }
 
+    /// Waits for the exit of a consumer signalled elsewhere, see [`Process::wait_exit`].
+    pub async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.process.wait_exit().await
+    }
+
     /// Fails with the log's tail if the process has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         self.process

@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::systems::{Running, System};
 use super::{SUITE, Scenario, Suite};
@@ -88,7 +88,23 @@ pub(super) async fn crash_run(
     let stopped = running.stop().await;
     let figures = outcome?;
     stopped?;
-    let params = BTreeMap::from([
+    let params = params(scenario, load, system);
+    Ok(Measurement {
+        suite: SUITE.to_owned(),
+        target: system.target().to_owned(),
+        params,
+        figures,
+        command: running.command.clone(),
+    })
+}
+
+/// The params of a crash run of `system` in `scenario` under `load`, measured or failed.
+pub(super) fn params(
+    scenario: Scenario,
+    load: CrashLoad,
+    system: System,
+) -> BTreeMap<String, Value> {
+    BTreeMap::from([
         ("scenario".to_owned(), json!(scenario.name())),
         ("protocol".to_owned(), json!(scenario.protocol().name())),
         ("mode".to_owned(), json!("crash")),
@@ -100,14 +116,7 @@ pub(super) async fn crash_run(
         ),
         ("duration_secs".to_owned(), json!(load.duration.as_secs())),
         ("processes".to_owned(), json!(system.processes())),
-    ]);
-    Ok(Measurement {
-        suite: SUITE.to_owned(),
-        target: system.target().to_owned(),
-        params,
-        figures,
-        command: running.command.clone(),
-    })
+    ])
 }
 
 async fn crash_and_count(

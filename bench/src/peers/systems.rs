@@ -480,7 +480,14 @@ impl Running {
                     .with_context(|| format!("SIGKILL to pid {pid}"));
             }
         }
-        // Dropping the handles reaps the killed children (kill_on_drop is a no-op on the dead).
+        // Every process got its SIGKILL before any is waited for, so they die together; each
+        // is reaped before the restart, which needs its ports and locks.
+        for started in &mut self.processes {
+            match &mut started.kind {
+                Kind::Process(process) => process.wait_exit().await?,
+                Kind::Consumer(consumer) => consumer.wait_exit().await?,
+            };
+        }
         self.processes.clear();
         self.launch_all(http).await?;
         Ok(killed.elapsed())
