@@ -198,7 +198,12 @@ impl Results<'_> {
             },
         });
 
-        let (lost, duplicates, counted) = self.all.iter().fold((0.0, 0.0, 0), |acc, m| {
+        // MetricStream's runs only: a peer's losses under `kill -9` are the peers table's.
+        let ours = self
+            .all
+            .iter()
+            .filter(|m| m.suite != "peers" || m.target == "metricstream");
+        let (lost, duplicates, counted) = ours.fold((0.0, 0.0, 0), |acc, m| {
             match (figure(m, "lost"), figure(m, "duplicates")) {
                 (None, None) => acc,
                 (lost, duplicates) => (
@@ -260,5 +265,32 @@ mod tests {
         );
         assert_eq!(verdict("operator"), None);
         assert_eq!(verdict("no metric lost"), Some(false), "one duplicate");
+    }
+
+    #[test]
+    fn a_peers_losses_are_not_metricstreams() {
+        let mut suites = sample();
+        let crash = |target: &str, lost: f64| crate::results::Measurement {
+            suite: "peers".into(),
+            target: target.into(),
+            params: Default::default(),
+            figures: [("lost".to_owned(), lost), ("duplicates".to_owned(), 0.0)].into(),
+            command: String::new(),
+        };
+        let mut peers = suites[0].clone();
+        peers.suite = "peers".into();
+        peers.measurements = vec![crash("metricstream", 0.0), crash("vmagent", 20000.0)];
+        suites.push(peers);
+        let results = Results::new(&suites);
+        let goal = results
+            .goals()
+            .into_iter()
+            .find(|g| g.what.starts_with("no metric lost"))
+            .expect("the loss goal");
+        assert!(
+            goal.measured.starts_with("0 lost, 1 duplicated"),
+            "{}",
+            goal.measured
+        );
     }
 }
