@@ -65,7 +65,9 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-pub(crate) use self::exposition::{file_queue_figures, get_text, prometheus_sample};
+pub(crate) use self::exposition::{
+    STALL_FSYNC_SECS, file_queue_figures, get_text, prometheus_sample,
+};
 use self::oha::{Load, Mode, Summary};
 pub(crate) use self::runs::{
     IngestCommand, Noop, STOP_TIMEOUT, keep_dir, run_dir, service_env, start_ingest,

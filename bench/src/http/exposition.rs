@@ -22,7 +22,7 @@ pub(crate) async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Resul
 
 /// An `fdatasync` slower than this is a disk stall: alone it spends the 10 ms p99 budget of the
 /// requests waiting on it (a bucket bound of the ingest's `metricstream_queue_fsync_seconds`).
-const STALL_FSYNC_SECS: f64 = 0.0128;
+pub(crate) const STALL_FSYNC_SECS: f64 = 0.0128;
 
 /// `records_per_sync` and `fsync_mean_ms` from the ingest's Prometheus exposition: the file
 /// queue's appended records against its `fdatasync` count; and the disk's stalls apart from the

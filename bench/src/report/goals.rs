@@ -1,6 +1,8 @@
 //! The targets, each judged against the ceilings measured in the same run.
 
+use super::peers::METRICSTREAM;
 use super::{Goal, Results, figure, param_i64, param_str};
+use crate::http::STALL_FSYNC_SECS;
 
 impl Results<'_> {
     /// The targets, each with its verdict (`None`: not measured in this run).
@@ -66,11 +68,16 @@ impl Results<'_> {
                 // The disk's stalls in the same run, apart from the service's latency.
                 let disk = match (figure(m, "stalled_fsyncs"), figure(m, "fsync_slowest_ms")) {
                     (Some(stalls), Some(slowest)) => format!(
-                        "; the disk: {stalls:.0} fdatasyncs > 12.8 ms, the slowest ≤ {slowest:.1} ms"
+                        "; the disk: {stalls:.0} fdatasyncs > {:.1} ms, the slowest ≤ {slowest:.1} ms",
+                        STALL_FSYNC_SECS * 1000.0
                     ),
                     _ => String::new(),
                 };
-                Some((param_i64(m, "metrics_per_request")?, figure(m, "p99_ms")?, disk))
+                Some((
+                    param_i64(m, "metrics_per_request")?,
+                    figure(m, "p99_ms")?,
+                    disk,
+                ))
             })
             .collect();
         goals.push(Goal {
@@ -202,7 +209,7 @@ impl Results<'_> {
         let ours = self
             .all
             .iter()
-            .filter(|m| m.suite != "peers" || m.target == "metricstream");
+            .filter(|m| m.suite != crate::peers::SUITE || m.target == METRICSTREAM);
         let (lost, duplicates, counted) = ours.fold((0.0, 0.0, 0), |acc, m| {
             match (figure(m, "lost"), figure(m, "duplicates")) {
                 (None, None) => acc,

@@ -9,7 +9,7 @@ use crate::peers::{SUITE, Scenario};
 use crate::results::Measurement;
 
 /// The measured system of MetricStream in every scenario.
-const METRICSTREAM: &str = "metricstream";
+pub(super) const METRICSTREAM: &str = "metricstream";
 
 /// What a system's answer to the client means, per scenario and target.
 fn promise(scenario: Scenario, target: &str) -> &'static str {

@@ -175,32 +175,45 @@ impl Sink for JsonlSink {
             })
             .collect();
         jobs.sort_by_key(|(partition, _, _)| *partition);
-        // Each partition's file is formatted, written and synced on a thread of its own when
-        // the batch spans several: formatting the lines, not the disk, bounds a large batch on
-        // a disk that keeps up (profiled: serde_json's string escaping and float formatting).
-        let results: Vec<Result<WriteStats, SinkError>> = if jobs.len() > 1 {
+        // The partitions' files are formatted, written and synced on up to one thread per core:
+        // formatting the lines, not the disk, bounds a large batch on a disk that keeps up
+        // (profiled: serde_json's string escaping and float formatting). No more threads than
+        // cores, so a consumer of many partitions holds no more chunk buffers at once.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(jobs.len());
+        let mut groups: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+        for (index, job) in jobs.into_iter().enumerate() {
+            groups[index % threads].push(job);
+        }
+        let write_group = |group: Vec<(Partition, &mut PartitionFile, Vec<&SinkRecord>)>| {
+            group
+                .into_iter()
+                .map(|(partition, file, records)| (partition, file.write_records(&records)))
+                .collect::<Vec<_>>()
+        };
+        let mut results: Vec<(Partition, Result<WriteStats, SinkError>)> = if threads > 1 {
             std::thread::scope(|scope| {
-                let threads: Vec<_> = jobs
+                let handles: Vec<_> = groups
                     .into_iter()
-                    .map(|(_, file, records)| scope.spawn(move || file.write_records(&records)))
+                    .map(|group| scope.spawn(move || write_group(group)))
                     .collect();
-                threads
+                handles
                     .into_iter()
-                    .map(|thread| {
-                        thread
+                    .flat_map(|handle| {
+                        handle
                             .join()
                             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                     })
                     .collect()
             })
         } else {
-            jobs.into_iter()
-                .map(|(_, file, records)| file.write_records(&records))
-                .collect()
+            groups.into_iter().flat_map(write_group).collect()
         };
+        results.sort_by_key(|(partition, _)| *partition);
         // Every partition was attempted; the first failure (in partition order) is the batch's.
         let mut stats = WriteStats::default();
-        for written in results {
+        for (_, written) in results {
             let written = written?;
             stats.written += written.written;
             stats.skipped += written.skipped;

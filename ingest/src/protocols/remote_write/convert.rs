@@ -168,7 +168,7 @@ fn convert_series<'a>(
     histograms: &[Histogram],
 ) {
     let refused = samples.len() + histograms.len();
-    let (name, tags) = match series_identity(labels, limits) {
+    let (mut name, mut tags) = match series_identity(labels, limits) {
         Ok(identity) => identity,
         Err(why) => return out.reject(refused, || why),
     };
@@ -177,12 +177,10 @@ fn convert_series<'a>(
     // The series' last float sample takes its name and tags instead of a copy when no histogram
     // needs them after it: most series of a remote-write request carry one sample, and the
     // copies were a third of the conversion's allocations.
-    let mut identity = Some((name, tags));
-    let last_sample = samples.len().saturating_sub(1);
+    let last_owner = histograms
+        .is_empty()
+        .then(|| samples.len().saturating_sub(1));
     for (position, sample) in samples.iter().enumerate() {
-        let Some((name, tags)) = identity.as_ref() else {
-            break;
-        };
         if sample.value.to_bits() == STALE_NAN_BITS {
             out.stale_markers += 1;
             continue;
@@ -200,16 +198,16 @@ fn convert_series<'a>(
             });
             continue;
         }
-        let (name, tags) = if position == last_sample && histograms.is_empty() {
-            identity.take().unwrap_or_default()
+        let (metric_name, metric_tags) = if Some(position) == last_owner {
+            (std::mem::take(&mut name), std::mem::take(&mut tags))
         } else {
             (name.clone(), tags.clone())
         };
         let metric = Metric {
-            name,
+            name: metric_name,
             value: sample.value,
             timestamp: Some(sample.timestamp),
-            tags,
+            tags: metric_tags,
             kind,
         };
         if !admit(std::slice::from_ref(&metric)) {
@@ -218,9 +216,6 @@ fn convert_series<'a>(
         out.metrics.push(metric);
         out.samples_written += 1;
     }
-    let Some((name, tags)) = identity else {
-        return;
-    };
     for histogram in histograms {
         let gauge = histogram.reset_hint == RESET_HINT_GAUGE
             || metric_type == MetricType::GaugeHistogram as i32;
